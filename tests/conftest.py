@@ -1,0 +1,59 @@
+"""Shared fixtures: the project's own corpora and one tiny trained model per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import textgen  # noqa: F401  (quiet TensorFlow import, custom objects registered)
+from textgen.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPORA = ROOT / "corpora"
+
+
+def corpus_files() -> list[Path]:
+    return sorted(p for p in CORPORA.glob("*.txt"))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """The first 30,000 characters of Tiny Shakespeare."""
+    path = tmp_path_factory.mktemp("corpus") / "shakespeare_head.txt"
+    path.write_text((CORPORA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    return path
+
+
+def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
+    settings = {
+        "corpus.paths": f"['{corpus}']",
+        "model.cell": "gru",
+        "model.embedding_dim": 16,
+        "model.units": 32,
+        "training.seq_length": 32,
+        "training.batch_size": 32,
+        "training.epochs": 2,
+        "training.learning_rate": 0.01,
+        "output.dir": str(out),
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+@pytest.fixture
+def tiny_config(small_corpus, tmp_path):
+    def make(**extra):
+        return load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **extra))
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_corpus, tmp_path_factory) -> Path:
+    """A tiny character GRU trained for two epochs; returns its model.keras path."""
+    from textgen.train import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    config = load_config(None, tiny_overrides(small_corpus, out))
+    result = train(config, echo=lambda _: None, verbose=0)
+    return result.model_path

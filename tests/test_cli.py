@@ -1,0 +1,156 @@
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_overrides
+from textgen.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_version_and_help_on_every_command():
+    assert run("--version").output.startswith("textgen, version ")
+    for command in ("train", "generate", "info"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
+        assert "  --" in result.output
+
+
+def test_train_via_cli_prints_config_and_saves(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 1}) for a in ("--set", o)]
+    result = run("train", *sets)
+    assert result.exit_code == 0, result.output
+    assert "resolved config:" in result.output and "units: 32" in result.output
+    assert (out / "model.keras").exists()
+    again = run("train", *sets)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_generate_in_a_fresh_process_needs_only_the_model_file(trained_model, tmp_path):
+    copy = tmp_path / "only.keras"
+    copy.write_bytes(trained_model.read_bytes())
+    cmd = [sys.executable, "-m", "textgen", "generate", "--model", str(copy), "--seed", "ROMEO:",
+           "--length", "50", "--temperature", "0"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout) == len("ROMEO:") + 50 + 1
+    assert first.stdout == second.stdout
+    assert first.stderr == ""  # TensorFlow's start-up lines are kept quiet
+
+
+def test_plain_load_model_after_import(trained_model):
+    code = ("import textgen, keras, numpy as np; m = keras.models.load_model(%r); "
+            "print(m(np.zeros((1, 3), 'int32')).shape)" % str(trained_model))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("(1, 3, 65)") or "(1, 3," in out.stdout
+
+
+def test_info_describes_the_model(trained_model):
+    result = run("info", trained_model, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["cell"] == "GRU" and facts["units"] == "32" and facts["level"] == "char"
+    assert facts["vocabulary_size"] > 50 and facts["parameters"] > 1000
+    assert facts["final_validation_loss"] > 0 and facts["config"]["model"]["units"] == 32
+
+
+def test_json_output_and_file(trained_model, tmp_path):
+    out = tmp_path / "samples.txt"
+    result = run("generate", "--model", trained_model, "--seed", "A", "--length", "30", "--num-samples", "2",
+                 "--temperature", "0.5", "--temperature", "1.0", "--random-seed", "3", "--json", "--output", out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert len(doc["samples"]) == 4 and doc["settings"]["random_seed"] == 3
+    assert [s["temperature"] for s in doc["samples"]] == [0.5, 0.5, 1.0, 1.0]
+    assert out.read_text().count("\n\n") == 3
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _bad_model_files(tmp_path):
+    not_zip = tmp_path / "not_zip.keras"
+    not_zip.write_text("hello")
+    plain = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(plain)
+    wrong_suffix = tmp_path / "model.h5"
+    wrong_suffix.write_text("x")
+    return {"not_zip": not_zip, "plain": plain, "wrong_suffix": wrong_suffix, "missing": tmp_path / "none.keras"}
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("not_zip", "is not a valid .keras archive"),
+    ("plain", "not a textgen model"),
+    ("wrong_suffix", "is not a .keras file"),
+    ("missing", "does not exist"),
+])
+def test_bad_model_paths(tmp_path, kind, message):
+    path = _bad_model_files(tmp_path)[kind]
+    result = run("generate", "--model", path, "--seed", "a")
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_truncated_model_file(trained_model, tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(trained_model.read_bytes()[:5000])
+    result = run("info", broken)
+    assert result.exit_code == 1 and "not a valid .keras archive" in result.output
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--seed", "a§"], 2, "'§' is not in the model's vocabulary"),
+    (["--seed", ""], 2, "the seed is empty"),
+    (["--seed", "a", "--temperature", "-1"], 2, "temperature must be 0 (greedy) or more"),
+    (["--seed", "a", "--top-p", "1.5", "--temperature", "1"], 2, "top-p must be in (0, 1]"),
+    (["--seed", "a", "--top-k", "0"], 2, "top-k must be at least 1"),
+    (["--seed", "a", "--length", "-2"], 2, "length must be 0 or more"),
+])
+def test_bad_generation_values(trained_model, args, code, message):
+    result = run("generate", "--model", trained_model, *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def _train_bad(tmp_path, small_corpus, **extra):
+    sets = [a for o in tiny_overrides(small_corpus, tmp_path / "run", **extra) for a in ("--set", o)]
+    return run("train", *sets)
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    ({"model.unit": 3}, 2, "unknown config key model.unit; did you mean model.units?"),
+    ({"training.batch_size": 0}, 2, "training.batch_size must be at least 1"),
+    ({"training.epochs": "'two'"}, 2, "training.epochs must be an integer"),
+    ({"corpus.paths": "['/nonexistent/x.txt']"}, 1, "does not exist"),
+    ({"training.seq_length": 100000}, 1, "fewer than seq_length + 1"),
+])
+def test_bad_training_input(tmp_path, small_corpus, extra, code, message):
+    result = _train_bad(tmp_path, small_corpus, **extra)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_unwritable_output_directory_is_checked_before_training(tmp_path, small_corpus):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sets = [a for o in tiny_overrides(small_corpus, blocker / "run") for a in ("--set", o)]
+    result = run("train", *sets)
+    assert result.exit_code == 1 and "cannot be written" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = CliRunner().invoke(cli, ["--debug", "info", str(tmp_path / "x.keras")])
+    assert result.exit_code != 0 and result.exception is not None
+    assert type(result.exception).__name__ == "ModelFileError"

@@ -1,0 +1,78 @@
+import pytest
+
+from textgen.config import Config, load_config
+from textgen.errors import ConfigError
+
+
+def test_defaults_match_documented_values():
+    config = load_config()
+    assert config.corpus.paths == ("corpora/tinyshakespeare.txt",)
+    assert config.model.cell == "lstm" and config.model.units == 512
+    assert config.training.seq_length == 100 and config.training.learning_rate == 0.002
+    assert config.output.dir == "runs/shakespeare-char"
+
+
+def test_overrides_are_parsed_as_yaml_and_typed():
+    config = load_config(None, ["training.epochs=3", "model.units=64",
+                                "corpus.paths=['a.txt', 'b.txt']", "model.dropout=0.25"])
+    assert config.training.epochs == 3
+    assert config.model.units == 64
+    assert config.corpus.paths == ("a.txt", "b.txt")
+    assert config.model.dropout == 0.25
+
+
+def test_file_then_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  cell: gru\ntraining:\n  epochs: 7\n")
+    config = load_config(path, ["training.epochs=2"])
+    assert config.model.cell == "gru" and config.training.epochs == 2
+    assert config.model.units == 512  # untouched default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.unit=64", "unknown config key model.unit; did you mean model.units?"),
+    ("trainig.epochs=1", "unknown config key trainig; did you mean training?"),
+    ("training.epochs=many", "training.epochs must be an integer, got str 'many'"),
+    ("training.epochs=1.5", "training.epochs must be an integer"),
+    ("training.epochs=0", "training.epochs must be at least 1, got 0"),
+    ("model.units=-3", "model.units must be at least 1, got -3"),
+    ("model.cell=lstn", "model.cell must be one of lstm, gru, simple_rnn, got 'lstn'; did you mean lstm?"),
+    ("corpus.strip_gutenberg=maybe", "corpus.strip_gutenberg must be true or false"),
+    ("corpus.validation_fraction=0.9", "corpus.validation_fraction must be between 0 and 0.5"),
+    ("training.seq_length=true", "training.seq_length must be an integer, got bool True"),
+    ("epochs", "must look like KEY=VALUE"),
+    ("model=3", "model must be a mapping"),
+])
+def test_bad_keys_and_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_config(path)
+
+
+def test_yaml_python_tag_is_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_is_frozen_and_round_trips_through_yaml(tmp_path):
+    config = load_config(None, ["model.units=8"])
+    with pytest.raises(Exception):
+        config.model.units = 9
+    path = tmp_path / "saved.yaml"
+    path.write_text(config.to_yaml())
+    assert load_config(path) == config
+    assert isinstance(config, Config)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from conftest import corpus_files
+from textgen.config import TokenizerConfig
+from textgen.corpus import load_corpus
+from textgen.errors import UsageError
+from textgen.tokenizer import CharTokenizer, fit_tokenizer, tokenizer_from_config
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_char_round_trip_on_every_bundled_corpus(path):
+    text = load_corpus([str(path)])
+    tokenizer = fit_tokenizer(text, TokenizerConfig(level="char"))
+    ids = tokenizer.encode(text)
+    assert ids.dtype == np.int32 and len(ids) == len(text)
+    assert tokenizer.decode(ids) == text
+    assert ids.max() == tokenizer.vocab_size - 1
+
+
+def test_vocabulary_is_sorted_unique_code_points():
+    tokenizer = CharTokenizer.fit("hello, wörld! 🙂")
+    assert tokenizer.vocabulary == sorted(set("hello, wörld! 🙂"))
+    assert tokenizer.decode(tokenizer.encode("wörld 🙂")) == "wörld 🙂"
+
+
+def test_unknown_characters_are_named():
+    tokenizer = CharTokenizer.fit("abc ")
+    with pytest.raises(UsageError, match=r"characters 'x', 'Z' are not in the model's vocabulary"):
+        tokenizer.encode("a xZ")
+    assert tokenizer.unknown_tokens("axbxZ") == ["x", "Z"]
+
+
+def test_config_round_trip():
+    tokenizer = CharTokenizer.fit("the quick brown fox")
+    again = tokenizer_from_config(tokenizer.get_config())
+    assert again.get_config() == tokenizer.get_config()
+    assert np.array_equal(again.encode("fox"), tokenizer.encode("fox"))
+
+
+def test_incremental_decoder_tracks_token_ends():
+    tokenizer = CharTokenizer.fit("abcdef")
+    decoder = tokenizer.decoder()
+    assert decoder.push(tokenizer.encode("abc")) == "abc"
+    assert decoder.push(tokenizer.encode("de")) == "de"
+    assert decoder.chars_for_tokens(4) == 4 and decoder.chars_for_tokens(0) == 0

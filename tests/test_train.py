@@ -1,0 +1,34 @@
+import csv
+import zipfile
+
+import keras
+
+from textgen.train import train
+
+
+def test_short_training_run_lowers_the_loss(tiny_config):
+    config = tiny_config(**{"training.epochs": 3})
+    result = train(config, echo=lambda _: None, verbose=0)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0] - 0.2
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    run = result.run_dir
+    assert {p.name for p in run.iterdir()} >= {"model.keras", "config.yaml", "history.csv", "logs"}
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files left
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert abs(float(rows[0]["bpc"]) - float(rows[0]["loss"]) / 0.6931471805599453) < 1e-4
+    assert sum(int(r["best"]) for r in rows) == 1
+    assert "training:\n  seq_length: 32" in (run / "config.yaml").read_text()
+
+
+def test_saved_model_is_the_best_epoch_and_has_no_optimizer(tiny_config):
+    result = train(tiny_config(), echo=lambda _: None, verbose=0)
+    model = keras.models.load_model(result.model_path)
+    card = model.get_layer("token_embedding").model_card
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert card["history"]["best_epoch"] == best["epoch"] == result.best_epoch
+    assert abs(card["history"]["best_loss"] - best["val_loss"]) < 1e-9
+    assert getattr(model, "optimizer", None) is None
+    with zipfile.ZipFile(result.model_path) as archive:  # optimizer slots live elsewhere, not in model.keras
+        assert "optimizer" not in archive.read("config.json").decode()

@@ -1,0 +1,79 @@
+"""The `textgen` command line: parse, validate, call the library, report.
+
+Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
+usage errors exit with 2, runtime errors with 1. `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import click
+
+from textgen import __version__
+from textgen.errors import TextgenError, UsageError
+
+
+class TextgenGroup(click.Group):
+    """A group that turns library errors into one-line messages with documented exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.UsageError(str(exc)) from None
+        except TextgenError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=TextgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="textgen")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines and warnings.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx, verbose, debug):
+    """Train character- and word-level text generators and sample from them.
+
+    \b
+    Quick start:
+      textgen train --config configs/quick.yaml
+      textgen generate --model runs/quick/model.keras --seed "ROMEO:"
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(verbose=verbose, debug=debug)
+    _quiet_libraries(verbose)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep TensorFlow's and Keras's Python-side chatter out of the user's way."""
+    import logging
+
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("tensorflow", "absl", "keras"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"(keras|tensorflow|absl)(\.|$)")
+        warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def main() -> None:
+    """Console entry point."""
+    # Importing textgen already hid TensorFlow's C++ start-up lines; `--verbose` wants them,
+    # so restart the interpreter once with TensorFlow's default log level.
+    if "--verbose" in sys.argv[1:] and os.environ.pop("TEXTGEN_QUIETED_TF", None):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+        os.execve(sys.executable, [sys.executable, "-m", "textgen", *sys.argv[1:]], env)
+    cli(prog_name="textgen")
+
+
+from textgen.commands import generate_cmd, info_cmd, train_cmd  # noqa: E402
+
+cli.add_command(train_cmd.train)
+cli.add_command(generate_cmd.generate)
+cli.add_command(info_cmd.info)

@@ -1,0 +1,1 @@
+"""One module per `textgen` sub-command; each stays a thin layer over the library."""

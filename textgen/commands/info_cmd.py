@@ -1,0 +1,28 @@
+"""`textgen info`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import yaml
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON document.")
+def info(model_path, as_json):
+    """Describe a saved model: architecture, vocabulary, training config and losses."""
+    from textgen.generate import load_keras_model
+    from textgen.info import model_facts
+
+    facts = model_facts(load_keras_model(model_path))
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            click.echo("  " + yaml.safe_dump(value, sort_keys=False).rstrip().replace("\n", "\n  "))
+        else:
+            click.echo(f"{key}: {value}")

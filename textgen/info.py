@@ -1,0 +1,43 @@
+"""Facts about a saved model, for `textgen info`."""
+
+from __future__ import annotations
+
+import math
+
+from textgen.layers import find_token_embedding
+from textgen.model import describe_model
+
+
+def model_facts(model) -> dict:
+    embedding = find_token_embedding(model)
+    tokenizer, card = embedding.tokenizer, embedding.model_card
+    arch = describe_model(model)
+    history = card.get("history", {})
+    level = tokenizer.get("level")
+    facts = {
+        "cell": arch["cell"],
+        "layers": arch["layers"],
+        "units": ", ".join(str(u) for u in arch["units"]),
+        "embedding_dim": embedding.output_dim,
+        "parameters": arch["parameters"],
+        "level": level,
+        "vocabulary_size": len(tokenizer.get("vocabulary", [])),
+        "format_version": card.get("format_version"),
+        "textgen_version": card.get("textgen_version"),
+    }
+    for key, name in (("final_loss", "final_train_loss"), ("final_val_loss", "final_validation_loss"),
+                      ("best_loss", "best_validation_loss")):
+        value = history.get(key)
+        if value is not None and math.isfinite(value):
+            facts[name] = round(value, 4)
+            if level == "char":
+                facts[name.replace("loss", "bits_per_char")] = round(value / math.log(2), 4)
+            else:
+                facts[name.replace("loss", "perplexity")] = round(math.exp(min(value, 50.0)), 2)
+    if history:
+        facts["epochs_trained"] = history.get("epochs")
+        facts["best_epoch"] = history.get("best_epoch")
+        facts["seconds_trained"] = history.get("seconds")
+    if card.get("config"):
+        facts["config"] = card["config"]
+    return facts

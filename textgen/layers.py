@@ -1,0 +1,64 @@
+"""textgen's custom Keras objects. Each follows the layer contract: registered for
+serialization, every constructor argument stored under the same name, **kwargs passed to
+super(), and get_config chained, so a saved .keras file loads with plain
+``keras.models.load_model`` after ``import textgen``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+
+# Bumped when the layout of what textgen stores in a .keras file changes incompatibly.
+FORMAT_VERSION = 1
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class TokenEmbedding(keras.layers.Embedding):
+    """An Embedding that also carries the tokenizer and the model card.
+
+    The vocabulary is what turns the embedding's rows into text, so it lives here: the
+    .keras file then holds everything generation needs.
+
+    Args:
+        tokenizer: the tokenizer's `get_config()` (level, vocabulary, options).
+        model_card: JSON-able facts about the model: format version, the training config,
+            the training history summary. Updated before each save.
+    """
+
+    def __init__(self, input_dim, output_dim, tokenizer=None, model_card=None, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.tokenizer = tokenizer or {}
+        self.model_card = {"format_version": FORMAT_VERSION, **(model_card or {})}
+
+    # Keras wraps dicts assigned to layer attributes in tracking containers; keep plain JSON
+    # copies instead, which is what the .keras config holds anyway.
+    @property
+    def tokenizer(self) -> dict:
+        return json.loads(self._tokenizer_json)
+
+    @tokenizer.setter
+    def tokenizer(self, value: dict) -> None:
+        self._tokenizer_json = json.dumps(value)
+
+    @property
+    def model_card(self) -> dict:
+        return json.loads(self._model_card_json)
+
+    @model_card.setter
+    def model_card(self, value: dict) -> None:
+        self._model_card_json = json.dumps(value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(tokenizer=self.tokenizer, model_card=self.model_card)
+        return config
+
+
+def find_token_embedding(model) -> TokenEmbedding | None:
+    """The model's TokenEmbedding layer, or None for a model textgen did not build."""
+    for layer in model.layers:
+        if isinstance(layer, TokenEmbedding):
+            return layer
+    return None
