@@ -84,6 +84,7 @@ class Request:
     min_length: int = 0
     stop: tuple[str, ...] = ()
     end_at_sentence: bool = False
+    strict: bool = False  # out-of-vocabulary seed tokens are an error instead of <unk>
 
     def __post_init__(self):
         if self.length < 0:
@@ -145,12 +146,12 @@ class Generator:
     def generate(self, seed: str, length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, num_samples: int = 1, random_seed: int = 0,
                  repetition_penalty: float = 1.0, min_length: int = 0, stop=(), end_at_sentence: bool = False,
-                 sampler: Sampler | None = None) -> list[str]:
+                 strict: bool = False, sampler: Sampler | None = None) -> list[str]:
         """Return `num_samples` continuations of `seed` (the seed itself not included)."""
         request = Request(seed=seed, length=length, sampler=sampler or make_sampler(temperature, top_k, top_p),
                           num_samples=num_samples, random_seed=random_seed,
                           repetition_penalty=repetition_penalty, min_length=min_length,
-                          stop=tuple(stop), end_at_sentence=end_at_sentence)
+                          stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
         return [sample.text for sample in self.run(request)]
 
     def stream(self, request: Request) -> Iterator[str]:
@@ -171,16 +172,28 @@ class Generator:
             pass
         return samples or [Sample("", 0) for _ in range(request.num_samples)]
 
-    def encode_seed(self, seed: str) -> np.ndarray:
+    def encode_seed(self, seed: str, strict: bool = False) -> tuple[np.ndarray, list[str]]:
+        """Token ids of the seed and the seed's out-of-vocabulary tokens (mapped to <unk>).
+
+        With `strict`, or for a tokenizer without an unknown token, out-of-vocabulary tokens
+        are a UsageError that names them.
+        """
         if seed == "":
             raise UsageError("the seed is empty; give at least one character of text to start from")
-        return self.tokenizer.encode(seed)
+        ids, unknown = self.tokenizer.encode_lenient(seed)
+        if unknown and strict:
+            shown = ", ".join(repr(t) for t in unknown[:10])
+            raise UsageError(f"seed words not in the model's vocabulary: {shown}; "
+                             "rephrase the seed or drop --strict to map them to <unk>")
+        if len(ids) == 0:
+            raise UsageError("the seed has no tokens the model can read; give some text to start from")
+        return ids, unknown
 
     # ------------------------------------------------------------------ the engine
 
     def _chunks(self, request: Request) -> Iterator[list[Sample]]:
         """Run the compiled loop chunk by chunk; after each chunk yield the samples so far."""
-        seed_ids = self.encode_seed(request.seed)
+        seed_ids, _ = self.encode_seed(request.seed, request.strict)
         batch = request.num_samples
         states, last = self._start(seed_ids, batch)
         loop = self._loop_for(request.sampler)

@@ -22,6 +22,7 @@ def model_facts(model) -> dict:
         "parameters": arch["parameters"],
         "level": level,
         "vocabulary_size": len(tokenizer.get("vocabulary", [])),
+        "coverage": card.get("coverage"),
         "format_version": card.get("format_version"),
         "textgen_version": card.get("textgen_version"),
     }

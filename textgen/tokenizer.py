@@ -48,6 +48,15 @@ class Tokenizer:
         """Tokens of `text` that are not in the vocabulary, in order of first appearance."""
         raise NotImplementedError
 
+    def encode_lenient(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """Encode, mapping unknown tokens to `unk_token`; also return the unknown tokens.
+
+        Tokenizers without an unknown token raise a UsageError naming the unknown tokens.
+        """
+        if self.unk_id is None:
+            return self.encode(text), []
+        return self.encode(text), self.unknown_tokens(text)
+
     def decoder(self, context_ids=()) -> "IncrementalDecoder":
         """A decoder for text generated after `context_ids` (the seed), fed chunk by chunk."""
         return IncrementalDecoder(self)

@@ -50,6 +50,13 @@ def per_token_metrics(loss: float, level: str) -> dict:
     return {"perplexity": math.exp(min(loss, 50.0))}
 
 
+def vocabulary_coverage(ids: np.ndarray, tokenizer) -> float:
+    """Share of corpus tokens that are in the vocabulary (not the unknown token)."""
+    if tokenizer.unk_id is None or len(ids) == 0:
+        return 1.0
+    return float(np.mean(ids != tokenizer.unk_id))
+
+
 def prepare_run_dir(config: Config, *, overwrite: bool = False) -> Path:
     run_dir = Path(config.output.dir)
     if (run_dir / MODEL_FILE).exists() and not overwrite:
@@ -78,7 +85,7 @@ def train(config: Config, *, overwrite: bool = False, echo: Callable[[str], None
     val_ds = make_dataset(val_ids, seq, batch, shuffle=False) if len(val_ids) else None
 
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
-            "corpus_tokens": int(len(ids))}
+            "corpus_tokens": int(len(ids)), "coverage": vocabulary_coverage(ids, tokenizer)}
     model = build_model(config.model, tokenizer.get_config(), model_card=card)
     optimizer = keras.optimizers.Adam(learning_rate=config.training.learning_rate,
                                       clipnorm=config.training.clipnorm or None)

@@ -28,13 +28,15 @@ import click
               help="Tokens to generate before a stop string or sentence end may end a sample.")
 @click.option("--stop", multiple=True, help="End a sample before this string; repeatable.")
 @click.option("--end-at-sentence", is_flag=True, help="End each sample at the first sentence end after --min-length.")
+@click.option("--strict", is_flag=True,
+              help="Refuse seed words the model does not know instead of reading them as <unk>.")
 @click.option("--random-seed", type=int, default=None,
               help="Seed for sampling; the same seed, model and flags give the same text. [default: random]")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the samples to this file (one per block, separated by blank lines).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with samples, settings and timing.")
 def generate(model_path, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples, min_length,
-             stop, end_at_sentence, random_seed, output_path, as_json):
+             stop, end_at_sentence, strict, random_seed, output_path, as_json):
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from
@@ -47,9 +49,12 @@ def generate(model_path, seed, length, temperature, top_k, top_p, repetition_pen
     random_seed = random_seed if random_seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p), num_samples=num_samples,
                         random_seed=random_seed, repetition_penalty=repetition_penalty, min_length=min_length,
-                        stop=tuple(stop), end_at_sentence=end_at_sentence) for t in temperatures]
+                        stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict) for t in temperatures]
     generator = load(model_path)
-    generator.encode_seed(seed)  # report an unusable seed before any output
+    _, unknown = generator.encode_seed(seed, strict)  # report an unusable seed before any output
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10])
+        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
 
     started = time.perf_counter()
     if len(requests) == 1 and num_samples == 1 and not as_json:
