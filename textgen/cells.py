@@ -1,0 +1,92 @@
+"""Recurrent cells Keras does not ship.
+
+`PeepholeLSTMCell` is the LSTM variant of the lecture notes in which the gates also look at
+the cell state:
+
+    f_t = sigmoid(W_f [C_{t-1}, h_{t-1}, x_t] + b_f)
+    i_t = sigmoid(W_i [C_{t-1}, h_{t-1}, x_t] + b_i)
+    g_t = tanh(W_g [h_{t-1}, x_t] + b_g)
+    C_t = f_t * C_{t-1} + i_t * g_t
+    o_t = sigmoid(W_o [C_t, h_{t-1}, x_t] + b_o)
+    h_t = o_t * tanh(C_t)
+
+The weights are stored as three blocks, as Keras's own LSTMCell stores its kernels: `kernel`
+multiplies x_t, `recurrent_kernel` multiplies h_{t-1}, and `peephole_kernel` multiplies the
+cell state (C_{t-1} for the forget and input gates, C_t for the output gate). The gate order
+in the stacked columns is i, f, g, o, like Keras's LSTMCell. The cell has no fused cuDNN
+kernel; on a GPU it runs through the generic RNN loop.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class PeepholeLSTMCell(keras.layers.Layer):
+    """An LSTM cell with full peephole connections from the cell state to every gate.
+
+    Args:
+        units: size of the hidden and cell states.
+        kernel_initializer, recurrent_initializer, peephole_initializer: weight initialisers.
+        unit_forget_bias: start the forget-gate bias at 1, as Keras's LSTMCell does.
+    """
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 peephole_initializer="glorot_uniform", unit_forget_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.peephole_initializer = keras.initializers.get(peephole_initializer)
+        self.unit_forget_bias = unit_forget_bias
+        self.state_size = [units, units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.kernel = self.add_weight(shape=(dim, 4 * self.units), initializer=self.kernel_initializer,
+                                      name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, 4 * self.units),
+                                                initializer=self.recurrent_initializer, name="recurrent_kernel")
+        # Columns: input gate, forget gate, output gate (no peephole into the candidate g).
+        self.peephole_kernel = self.add_weight(shape=(self.units, 3 * self.units),
+                                               initializer=self.peephole_initializer, name="peephole_kernel")
+        self.bias = self.add_weight(shape=(4 * self.units,), initializer=self._bias_initializer, name="bias")
+        super().build(input_shape)
+
+    def _bias_initializer(self, shape, dtype=None):
+        bias = ops.zeros(shape, dtype=dtype)
+        if not self.unit_forget_bias:
+            return bias
+        u = self.units
+        return ops.concatenate([ops.zeros((u,), dtype), ops.ones((u,), dtype), ops.zeros((2 * u,), dtype)])
+
+    def call(self, inputs, states, training=False):
+        h_prev, c_prev = states[0], states[1]
+        u = self.units
+        z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
+        z_i, z_f, z_g, z_o = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
+        peep_if = ops.matmul(c_prev, self.peephole_kernel[:, :2 * u])
+        i = ops.sigmoid(z_i + peep_if[:, :u])
+        f = ops.sigmoid(z_f + peep_if[:, u:])
+        g = ops.tanh(z_g)
+        c = f * c_prev + i * g
+        o = ops.sigmoid(z_o + ops.matmul(c, self.peephole_kernel[:, 2 * u:]))
+        h = o * ops.tanh(c)
+        return h, [h, c]
+
+    def get_initial_state(self, batch_size=None):
+        return [ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in range(2)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
+            peephole_initializer=keras.initializers.serialize(self.peephole_initializer),
+            unit_forget_bias=self.unit_forget_bias,
+        )
+        return config

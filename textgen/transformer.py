@@ -1,0 +1,123 @@
+"""A small causal transformer decoder, with a key/value cache for generation.
+
+Each block is pre-norm: x + attention(norm(x)), then x + mlp(norm(x)). Attention is masked
+so position t sees positions <= t only. `TransformerBlock.step` runs one new position against
+a cache of earlier keys and values, which is what makes generation cost one position per
+token instead of re-running the window.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned vector per position (0 .. max_length-1) to token vectors."""
+
+    def __init__(self, max_length, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.output_dim = output_dim
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=(self.max_length, self.output_dim), name="positions",
+                                         initializer=keras.initializers.RandomNormal(stddev=0.02))
+        super().build(input_shape)
+
+    def call(self, x):
+        length = ops.shape(x)[1]
+        return x + ops.cast(self.positions[:length], x.dtype)[None]
+
+    def at(self, x, position):
+        """x: (batch, dim) vectors all at `position` (a scalar tensor)."""
+        return x + ops.cast(ops.take(self.positions, position, axis=0), x.dtype)[None]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(max_length=self.max_length, output_dim=self.output_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class TransformerBlock(keras.layers.Layer):
+    """Masked multi-head self-attention and an MLP, each with a residual and layer norm.
+
+    Args:
+        num_heads: attention heads; the model width must divide by it.
+        mlp_dim: hidden size of the MLP (commonly 4x the width).
+        dropout: dropout on the attention and MLP outputs while training.
+    """
+
+    def __init__(self, num_heads, mlp_dim, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"model width {width} does not divide into {self.num_heads} heads")
+        self.width = width
+        self.head_dim = width // self.num_heads
+        self.qkv = keras.layers.Dense(3 * width, name="qkv")
+        self.proj = keras.layers.Dense(width, name="proj",
+                                       kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.mlp_in = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_in")
+        self.mlp_out = keras.layers.Dense(width, name="mlp_out",
+                                          kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
+        for layer, dim in ((self.norm1, width), (self.qkv, width), (self.proj, width), (self.norm2, width),
+                           (self.mlp_in, width), (self.mlp_out, self.mlp_dim)):
+            layer.build((None, dim))
+        super().build(input_shape)
+
+    def _heads(self, x):
+        """(batch, time, width) -> (batch, heads, time, head_dim)."""
+        b, t = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.transpose(ops.reshape(x, (b, t, self.num_heads, self.head_dim)), (0, 2, 1, 3))
+
+    def call(self, x, training=False):
+        b, t = ops.shape(x)[0], ops.shape(x)[1]
+        q, k, v = ops.split(self.qkv(self.norm1(x)), 3, axis=-1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / ops.cast(self.head_dim ** 0.5, q.dtype)
+        causal = ops.tril(ops.ones((t, t), dtype="bool"))
+        scores = ops.where(causal[None, None], scores, ops.cast(-1e9 if scores.dtype == "float32" else -3e4, scores.dtype))
+        weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        attended = ops.matmul(ops.cast(weights, v.dtype), v)
+        attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (b, t, self.width))
+        x = x + self.drop(self.proj(attended), training=training)
+        return x + self.drop(self.mlp_out(self.mlp_in(self.norm2(x))), training=training)
+
+    def step(self, x, cache_k, cache_v, position):
+        """One new position. x: (batch, width); caches: (batch, heads, max_len, head_dim).
+
+        Returns the block's output for that position and the caches with its key and value
+        written at `position`.
+        """
+        b = ops.shape(x)[0]
+        q, k, v = ops.split(self.qkv(self.norm1(x)), 3, axis=-1)
+        shape = (b, self.num_heads, 1, self.head_dim)
+        q, k, v = ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape)
+        length = ops.shape(cache_k)[2]
+        slot = ops.cast(ops.arange(length) == position, cache_k.dtype)[None, None, :, None]
+        cache_k = cache_k * (1 - slot) + ops.cast(k, cache_k.dtype) * slot
+        cache_v = cache_v * (1 - slot) + ops.cast(v, cache_v.dtype) * slot
+        scores = ops.matmul(q, ops.transpose(ops.cast(cache_k, q.dtype), (0, 1, 3, 2)))[:, :, 0, :]
+        scores = ops.cast(scores, "float32") / (self.head_dim ** 0.5)
+        visible = (ops.arange(length) <= position)[None, None, :]
+        weights = ops.softmax(ops.where(visible, scores, -1e9), axis=-1)
+        attended = ops.matmul(ops.cast(weights[:, :, None, :], v.dtype), ops.cast(cache_v, v.dtype))
+        attended = ops.reshape(attended, (b, self.width))
+        x = x + self.proj(attended)
+        return x + self.mlp_out(self.mlp_in(self.norm2(x))), cache_k, cache_v
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout)
+        return config
