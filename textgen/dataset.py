@@ -27,13 +27,18 @@ def split_ids(ids: np.ndarray, validation_fraction: float, seq_length: int) -> t
 
 
 def split_input_target(chunk):
-    """The shift: input is the chunk without its last token, target without its first."""
-    return chunk[:-1], chunk[1:]
+    """The shift: input is the chunk without its last token, target without its first.
+
+    Works on one chunk or a batch of them (the shift is along the last axis).
+    """
+    return chunk[..., :-1], chunk[..., 1:]
 
 
 def make_chunks(ids: np.ndarray, seq_length: int) -> np.ndarray:
     """Non-overlapping windows of seq_length + 1 tokens, consecutive windows sharing one token."""
-    n = (len(ids) - 1) // seq_length
+    n = max(len(ids) - 1, 0) // seq_length
+    if n == 0:
+        return np.zeros((0, seq_length + 1), dtype=np.int32)
     view = np.lib.stride_tricks.sliding_window_view(ids, seq_length + 1)[::seq_length][:n]
     return np.ascontiguousarray(view, dtype=np.int32)
 
@@ -48,4 +53,35 @@ def make_dataset(ids: np.ndarray, seq_length: int, batch_size: int, *, shuffle: 
     ds = ds.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)
     # Keep every step the same shape when there is enough data; a tiny corpus still yields one batch.
     ds = ds.batch(batch_size, drop_remainder=len(chunks) >= batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_pass(n_ids: int, seq_length: int, batch_size: int) -> int:
+    """Batches in one pass over `n_ids` tokens, as `make_training_stream` forms them."""
+    n_chunks = (n_ids - 1) // seq_length
+    return max(n_chunks // batch_size, 1)
+
+
+def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, seed: int,
+                         start_step: int = 0) -> tf.data.Dataset:
+    """An endless stream of (input, target) batches that can be restarted at any step.
+
+    Pass p visits the windows in an order drawn from (seed, p) alone, so the batch at global
+    step g is the same whether training ran straight through or was resumed at step g: a
+    resumed run starts at pass g // steps_per_pass and skips the batches already seen.
+    Skipping works on window indices, so no text is gathered for the skipped batches.
+    """
+    chunks = make_chunks(ids, seq_length)
+    n = len(chunks)
+    per_pass = steps_per_pass(len(ids), seq_length, batch_size)
+    size = min(batch_size, n)  # a tiny corpus still yields one (smaller) batch per pass
+    first_pass, skip = divmod(start_step, per_pass)
+    table = tf.constant(chunks)
+
+    def pass_batches(p):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), p])))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * size], [per_pass, size]))
+
+    ds = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(pass_batches).skip(skip)
+    ds = ds.map(lambda index: split_input_target(tf.gather(table, index)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
