@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import CORPORA
-from textgen.corpus import load_corpus, read_document, resolve_paths, strip_gutenberg_boilerplate
+from textgen.corpus import load_corpus, read_document, resolve_paths, stream_corpus, strip_gutenberg_boilerplate
 from textgen.errors import CorpusError
 
 
@@ -68,3 +68,31 @@ def test_nul_bytes_in_named_file(tmp_path):
     path.write_bytes(b"abc\x00def")
     with pytest.raises(CorpusError, match="looks binary"):
         load_corpus([str(path)])
+
+
+def test_streaming_in_small_blocks_equals_reading_whole(tmp_path):
+    book = (CORPORA / "mysterious_island.txt").read_bytes()
+    crlf = tmp_path / "crlf_bom.txt"
+    crlf.write_bytes(b"\xef\xbb\xbf" + book.replace(b"\n", b"\r\n"))
+    for path in [crlf, *sorted(CORPORA.glob("*.txt"))]:
+        for strip in (True, False):
+            whole = load_corpus([str(path)], strip_gutenberg=strip)
+            blocks = list(stream_corpus([str(path)], strip_gutenberg=strip, block_chars=997))
+            assert "".join(blocks) == whole
+            assert "\r" not in whole and not whole.startswith("\ufeff")
+    assert load_corpus([str(crlf)]) == load_corpus([str(CORPORA / "mysterious_island.txt")])
+
+
+def test_invalid_utf8_offset_past_the_first_megabyte(tmp_path):
+    path = tmp_path / "late.txt"
+    path.write_bytes("é".encode() * 700_000 + b"\xc3(")
+    with pytest.raises(CorpusError, match="at byte offset 1400000"):
+        load_corpus([str(path)])
+
+
+def test_progress_reports_bytes_read(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("x\n" * 5000)
+    seen = []
+    "".join(stream_corpus([str(path)], block_chars=1000, on_bytes=seen.append))
+    assert seen[-1] == 10_000 and seen == sorted(seen)

@@ -7,11 +7,13 @@ Project Gutenberg's header and licence are removed when asked.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from textgen.errors import CorpusError
 
@@ -58,35 +60,48 @@ def resolve_paths(patterns: tuple[str, ...] | list[str]) -> list[Path]:
     return files
 
 
+def stream_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True, *,
+                  block_chars: int = 1 << 22, on_bytes=None) -> Iterator[str]:
+    """Yield the normalised corpus in blocks of about `block_chars` characters.
+
+    The whole corpus is never held in memory: each file is decoded incrementally (universal
+    newlines turn CRLF and CR into LF across block boundaries) and Gutenberg stripping works
+    on the stream. Every file ends with a newline. `on_bytes(n)` is called with the bytes
+    read so far, for progress display.
+    """
+    files = resolve_paths(patterns)
+    done = 0
+    for path in files:
+        size = path.stat().st_size
+        report = (lambda n, base=done: on_bytes(base + n)) if on_bytes else None
+        yield from _stream_file(path, encoding, strip_gutenberg, block_chars, report)
+        done += size
+        if on_bytes:
+            on_bytes(done)
+
+
+def load_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True) -> str:
+    """Read every file the patterns name and join them, each ending in a newline."""
+    text = "".join(stream_corpus(patterns, encoding, strip_gutenberg))
+    if not text.strip():
+        names = ", ".join(str(f) for f in resolve_paths(patterns)[:3])
+        raise CorpusError(f"the corpus is empty ({names}); point corpus.paths at files with text")
+    return text
+
+
 def read_document(path: Path, encoding: str = "utf-8", strip_gutenberg: bool = True) -> Document:
     """Read and normalise one file."""
-    try:
-        data = path.read_bytes()
-    except PermissionError:
-        raise CorpusError(f"corpus file {path} cannot be read (permission denied)") from None
-    except OSError as exc:
-        raise CorpusError(f"corpus file {path} cannot be read: {exc.strerror}") from None
-    nul = data.find(b"\x00", 0, _SNIFF_BYTES)
-    if nul >= 0 and not encoding.lower().startswith("utf-16") and not encoding.lower().startswith("utf-32"):
-        raise CorpusError(f"corpus file {path} looks binary (NUL byte at offset {nul}); "
-                          "give text files only")
-    text = decode(data, encoding, path)
-    if strip_gutenberg:
-        text = strip_gutenberg_boilerplate(text)
-    return Document(path, text)
+    return Document(path, "".join(_stream_file(Path(path), encoding, strip_gutenberg, 1 << 22, None)))
 
 
 def decode(data: bytes, encoding: str, path: Path | str = "<bytes>") -> str:
-    """Strictly decode bytes; drop a BOM; normalise line ends to LF."""
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    """Strictly decode bytes held in memory, as the file reader does: no BOM, LF line ends."""
     try:
-        text = data.decode(codec)
+        text = data.decode(_codec(encoding))
     except LookupError:
-        raise CorpusError(f"unknown encoding {encoding!r} in corpus.encoding; use a Python codec "
-                          "name such as utf-8 or latin-1") from None
+        raise _unknown_encoding(encoding) from None
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"corpus file {path} is not valid {encoding} at byte offset {exc.start} "
-                          f"({exc.reason}); convert it or set corpus.encoding") from None
+        raise _not_decodable(path, encoding, exc.start, exc.reason) from None
     text = text.lstrip("\ufeff")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -95,30 +110,148 @@ def decode(data: bytes, encoding: str, path: Path | str = "<bytes>") -> str:
 
 def strip_gutenberg_boilerplate(text: str) -> str:
     """Keep only the book between Project Gutenberg's START and END markers, if present."""
-    start = _PG_START.search(text)
-    if start:
-        text = text[start.end():]
-    end = _PG_END.search(text)
-    if end:
-        text = text[:end.start()]
-    return text.strip("\n") + "\n" if (start or end) else text
+    gutenberg = GutenbergFilter()
+    return gutenberg.feed(text) + gutenberg.finish()
 
 
-def load_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True) -> str:
-    """Read every file the patterns name and join them, each ending in a newline."""
-    files = resolve_paths(patterns)
-    parts = []
-    for path in files:
-        doc = read_document(path, encoding, strip_gutenberg)
-        if doc.text and not doc.text.endswith("\n"):
-            parts.append(doc.text + "\n")
-        else:
-            parts.append(doc.text)
-    text = "".join(parts)
-    if not text.strip():
-        names = ", ".join(str(f) for f in files[:3])
-        raise CorpusError(f"the corpus is empty ({names}); point corpus.paths at files with text")
-    return text
+class GutenbergFilter:
+    """Removes Project Gutenberg's header and licence from text fed in blocks.
+
+    The START marker is looked for in the first `HEAD_CHARS` characters (the header is a few
+    dozen lines); the END marker anywhere. Blank lines next to a removed part are dropped
+    and the kept text ends with one newline. Text without markers passes through unchanged.
+    """
+
+    HEAD_CHARS = 1 << 16
+
+    def __init__(self):
+        self._head: list[str] | None = []  # buffered until the START marker is ruled in or out
+        self._head_len = 0
+        self._carry = ""  # an incomplete last line, kept until its end is seen
+        self._blank = ""  # trailing newlines held back until more text follows
+        self._found = False
+        self._ended = False
+
+    def feed(self, block: str) -> str:
+        if self._ended:
+            return ""
+        if self._head is not None:
+            self._head.append(block)
+            self._head_len += len(block)
+            if self._head_len < self.HEAD_CHARS:
+                return ""
+            return self._release_head()
+        return self._body(block)
+
+    def finish(self) -> str:
+        out = self._release_head() if self._head is not None else ""
+        if not self._ended:
+            out += self._body("", final=True)
+        if self._found:
+            return out + "\n"
+        return out + self._blank
+
+    def _release_head(self) -> str:
+        head, self._head = "".join(self._head), None
+        start = _PG_START.search(head[: self.HEAD_CHARS + 4096])
+        if start:
+            self._found = True
+            head = head[start.end():].lstrip("\n")
+        return self._body(head)
+
+    def _body(self, block: str, final: bool = False) -> str:
+        text = self._carry + block
+        cut = len(text) if final else text.rfind("\n") + 1
+        text, self._carry = text[:cut], text[cut:]
+        end = _PG_END.search(text)
+        if end:
+            self._found = self._ended = True
+            text = text[: end.start()]
+            self._carry = ""
+        if not text:
+            return ""
+        out = self._blank + text
+        kept = out.rstrip("\n")
+        self._blank = out[len(kept):]
+        if self._ended:
+            self._blank = ""
+        return kept
+
+
+def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes) -> Iterator[str]:
+    _refuse_binary(path, encoding)
+    try:
+        handle = open(path, encoding=_codec(encoding), errors="strict", newline=None)
+    except LookupError:
+        raise _unknown_encoding(encoding) from None
+    except PermissionError:
+        raise CorpusError(f"corpus file {path} cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise CorpusError(f"corpus file {path} cannot be read: {exc.strerror}") from None
+    gutenberg = GutenbergFilter() if strip_gutenberg else None
+    last = ""
+    first = True
+    with handle:
+        try:
+            while True:
+                block = handle.read(block_chars)
+                if on_bytes:
+                    on_bytes(handle.buffer.tell())
+                if first:
+                    block, first = block.lstrip("\ufeff"), False
+                out = (gutenberg.feed(block) if block else gutenberg.finish()) if gutenberg else block
+                if out:
+                    last = out[-1]
+                    yield out
+                if not block:
+                    break
+        except UnicodeDecodeError as exc:
+            offset = _first_bad_byte(path, encoding)
+            raise _not_decodable(path, encoding, offset if offset is not None else exc.start, exc.reason) from None
+    if last and last != "\n":
+        yield "\n"
+
+
+def _codec(encoding: str) -> str:
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def _refuse_binary(path: Path, encoding: str) -> None:
+    if encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
+        return  # NUL bytes are normal there
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise CorpusError(f"corpus file {path} cannot be read: {exc.strerror}") from None
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"corpus file {path} looks binary (NUL byte at offset {nul}); give text files only")
+
+
+def _first_bad_byte(path: Path, encoding: str) -> int | None:
+    """Byte offset of the first undecodable byte, found by decoding the file in steps."""
+    decoder = codecs.getincrementaldecoder(_codec(encoding))(errors="strict")
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            pending = len(decoder.getstate()[0])  # bytes of an incomplete character carried over
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return offset - pending + exc.start
+            offset += len(chunk)
+    return None
+
+
+def _unknown_encoding(encoding: str) -> CorpusError:
+    return CorpusError(f"unknown encoding {encoding!r} in corpus.encoding; use a Python codec name "
+                       "such as utf-8 or latin-1")
+
+
+def _not_decodable(path, encoding: str, offset: int, reason: str) -> CorpusError:
+    return CorpusError(f"corpus file {path} is not valid {encoding} at byte offset {offset} ({reason}); "
+                       "convert it or set corpus.encoding")
 
 
 def _looks_like_text(path: Path) -> bool:
