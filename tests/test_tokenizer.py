@@ -5,7 +5,7 @@ from conftest import corpus_files
 from textgen.config import TokenizerConfig
 from textgen.corpus import load_corpus
 from textgen.errors import UsageError
-from textgen.tokenizer import CharTokenizer, fit_tokenizer, tokenizer_from_config
+from textgen.tokenizer import CharTokenizer, fit_tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
@@ -44,3 +44,12 @@ def test_incremental_decoder_tracks_token_ends():
     assert decoder.push(tokenizer.encode("abc")) == "abc"
     assert decoder.push(tokenizer.encode("de")) == "de"
     assert decoder.chars_for_tokens(4) == 4 and decoder.chars_for_tokens(0) == 0
+
+
+def test_char_vocabulary_and_ids_from_a_stream_match_the_whole_text():
+    text = "Stra\u00dfe, caf\u00e9 \u00ab\u00a0oui\u00a0\u00bb \U0001f642 and ASCII"
+    blocks = [text[:3], text[3:4], "", text[4:20], text[20:]]
+    streamed = fit_tokenizer_stream(iter(blocks), TokenizerConfig(level="char"))
+    whole = fit_tokenizer(text, TokenizerConfig(level="char"))
+    assert streamed.vocabulary == whole.vocabulary
+    assert np.array_equal(np.concatenate(list(whole.encode_stream(blocks))), whole.encode(text))

@@ -13,7 +13,7 @@ from textgen.config import TokenizerConfig
 from textgen.corpus import load_corpus
 from textgen.errors import UsageError
 from textgen.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer, fit_tokenizer,
-                               normalize_whitespace, tokenizer_from_config)
+                               fit_tokenizer_stream, normalize_whitespace, tokenizer_from_config)
 
 
 def word_fit(text, **options):
@@ -79,12 +79,16 @@ def test_any_text_round_trips_and_decodes_the_same_in_pieces(pieces, cut):
 
 
 def test_encoding_in_blocks_matches_encoding_whole(monkeypatch):
-    text = load_corpus([str(CORPORA / "moby_dick_four_chapters.txt")])[:20_000]
+    text = load_corpus([str(CORPORA / "moby_dick_four_chapters.txt")])[:20_000] + "x" * 1000 + "\ny, z"
     tokenizer = word_fit(text)
     whole = tokenizer.encode(text)
     monkeypatch.setattr(tokenizer_module, "_BLOCK_CHARS", 300)
-    assert np.array_equal(tokenizer.encode(text), whole)
-    assert tokenizer.encode("x" * 1000 + "\n" + "y z") is not None  # a line longer than a block
+    assert np.array_equal(tokenizer.encode(text), whole)  # includes a line longer than a block
+    cuts = [0, 5, 6, 777, 778, 2500, 9000, 20_500, len(text)]  # mid-word, mid-line, anywhere
+    blocks = [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    assert np.array_equal(np.concatenate(list(tokenizer.encode_stream(blocks))), whole)
+    again = fit_tokenizer_stream(iter(blocks), TokenizerConfig(level="word"))
+    assert again.vocabulary == tokenizer.vocabulary
 
 
 # ---------------------------------------------------------------- natural detokenization

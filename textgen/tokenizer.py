@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -48,8 +48,22 @@ class Tokenizer:
     def unk_id(self) -> int | None:
         return self._index.get(self.unk_token) if self.unk_token else None
 
+    @classmethod
+    def fit(cls, text: str, config=None) -> "Tokenizer":
+        return cls.fit_stream([text], config)
+
+    @classmethod
+    def fit_stream(cls, blocks: Iterable[str], config=None) -> "Tokenizer":
+        """Build the vocabulary from consecutive pieces of the corpus, never holding it whole."""
+        raise NotImplementedError
+
     def encode(self, text: str) -> np.ndarray:
         raise NotImplementedError
+
+    def encode_stream(self, blocks: Iterable[str]) -> Iterator[np.ndarray]:
+        """Encode consecutive pieces of one text; the arrays joined are `encode("".join(blocks))`."""
+        for block in blocks:
+            yield self.encode(block)
 
     def decode(self, ids) -> str:
         raise NotImplementedError
@@ -130,10 +144,15 @@ class CharTokenizer(Tokenizer):
             raise ValueError("a character vocabulary must be sorted by code point without repeats")
 
     @classmethod
-    def fit(cls, text: str, config=None) -> "CharTokenizer":
-        """Every distinct character of `text` (one vectorised counting pass)."""
-        counts = np.bincount(_codepoints(text))
-        return cls([chr(c) for c in np.flatnonzero(counts)])
+    def fit_stream(cls, blocks: Iterable[str], config=None) -> "CharTokenizer":
+        """Every distinct character of the corpus (one vectorised pass per block)."""
+        present = np.zeros(0, dtype=bool)
+        for block in blocks:
+            counts = np.bincount(_codepoints(block))
+            if len(counts) > len(present):
+                present = np.pad(present, (0, len(counts) - len(present)))
+            present[:len(counts)] |= counts > 0
+        return cls([chr(c) for c in np.flatnonzero(present)])
 
     def encode(self, text: str) -> np.ndarray:
         codes = _codepoints(text)
@@ -252,17 +271,24 @@ class _Spacing:
     quote_parity: tuple[int, ...] = (0,) * _GROUPS  # 1 = a paired quote of that group is open
 
 
-def _blocks(text: str):
-    """Pieces of about `_BLOCK_CHARS` characters, each ending just after a newline."""
-    start = 0
-    while start < len(text):
-        end = len(text)
-        if end - start > _BLOCK_CHARS:
+def _aligned(blocks: Iterable[str]) -> Iterator[str]:
+    """The same text re-cut into pieces of at most about `_BLOCK_CHARS` characters that end
+    just after a newline (the last piece may not), so no token straddles two pieces."""
+    carry = ""
+    for block in blocks:
+        text, carry = carry + block, ""
+        start = 0
+        while start < len(text):
             end = text.rfind("\n", start, start + _BLOCK_CHARS) + 1
-            if end <= start:  # one very long line: cut after its end
-                end = text.find("\n", start + _BLOCK_CHARS) + 1 or len(text)
-        yield text[start:end]
-        start = end
+            if end <= start:  # no newline in reach: cut after the next one, or wait for more text
+                end = text.find("\n", start + _BLOCK_CHARS) + 1
+                if end == 0:
+                    carry = text[start:]
+                    break
+            yield text[start:end]
+            start = end
+    if carry:
+        yield carry
 
 
 @register_tokenizer
@@ -304,7 +330,7 @@ class WordTokenizer(Tokenizer):
         self._text = [("" if t in (SPACE, NOSPACE) else t) for t in self.vocabulary]
 
     @classmethod
-    def fit(cls, text: str, config=None) -> "WordTokenizer":
+    def fit_stream(cls, blocks: Iterable[str], config=None) -> "WordTokenizer":
         """Count every token in one streaming pass and keep the frequent ones."""
         lowercase = bool(getattr(config, "lowercase", False))
         pattern = getattr(config, "pattern", None)
@@ -315,7 +341,7 @@ class WordTokenizer(Tokenizer):
                              f"({', '.join(SPECIAL_TOKENS)} are always in the vocabulary), got {max_vocab}")
         regex = _token_regex(pattern)
         counts: Counter = Counter()
-        for block in _blocks(text):
+        for block in _aligned(blocks):
             counts.update(m.group(2) for m in regex.finditer(block.lower() if lowercase else block))
         for token in SPECIAL_TOKENS:
             counts.pop(token, None)
@@ -329,11 +355,14 @@ class WordTokenizer(Tokenizer):
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids, out-of-vocabulary tokens as `<unk>`, spacing markers where needed."""
-        state, parts = _Spacing(), []
-        for block in _blocks(text):
-            ids, state = self._encode_block(block, state)
-            parts.append(ids)
+        parts = list(self.encode_stream([text]))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+    def encode_stream(self, blocks: Iterable[str]) -> Iterator[np.ndarray]:
+        state = _Spacing()
+        for block in _aligned(blocks):
+            ids, state = self._encode_block(block, state)
+            yield ids
 
     def _encode_block(self, block: str, state: _Spacing) -> tuple[np.ndarray, _Spacing]:
         pairs = self._regex.findall(block.lower() if self.lowercase else block)
@@ -457,6 +486,11 @@ def tokenizer_from_config(config: dict) -> Tokenizer:
 def fit_tokenizer(text: str, config) -> Tokenizer:
     """Build the vocabulary for `config.level` from the corpus text."""
     return _TOKENIZERS[config.level].fit(text, config)
+
+
+def fit_tokenizer_stream(blocks: Iterable[str], config) -> Tokenizer:
+    """Build the vocabulary for `config.level` from the corpus given in consecutive pieces."""
+    return _TOKENIZERS[config.level].fit_stream(blocks, config)
 
 
 def _codepoints(text: str) -> np.ndarray:
