@@ -22,6 +22,9 @@ from textgen.errors import ConfigError
 
 CELLS = ("lstm", "gru", "simple_rnn")
 LEVELS = ("char", "word")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "exponential", "cosine")
+UNKNOWN_POLICIES = ("error", "unk", "drop")
 
 
 @dataclass(frozen=True)
@@ -58,30 +61,73 @@ class ModelConfig:
     embedding_dim: int = 256  # size of each token's vector
     units: int = 512  # recurrent units per layer
     layers: int = 1  # stacked recurrent layers
-    dropout: float = 0.0  # dropout after the embedding and each recurrent layer, in [0, 1)
+    dropout: float = 0.0  # dropout after each recurrent layer, in [0, 1)
+    embedding_dropout: float | None = None  # dropout on the embedding output, in [0, 1); null = same as dropout
 
     def __post_init__(self):
         _require_choice(self.cell, CELLS, "model.cell")
         for name in ("embedding_dim", "units", "layers"):
             _require_positive(getattr(self, name), f"model.{name}")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.embedding_dropout is None or 0.0 <= self.embedding_dropout < 1.0, "model.embedding_dropout",
+                 f"must be in [0, 1) or null, got {self.embedding_dropout}")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     seq_length: int = 100  # tokens per training window (the model sees seq_length, predicts the next)
     batch_size: int = 64  # windows per step
-    epochs: int = 10  # passes over the training split
-    learning_rate: float = 0.002  # Adam step size
+    epochs: int = 10  # epochs to train (the run ends after this many, or earlier on early stopping)
+    steps_per_epoch: int | None = None  # optimizer steps per epoch; null = one pass over the training split
+    optimizer: str = "adam"  # adam | adamw | rmsprop
+    learning_rate: float = 0.002  # peak step size: after warm-up, before any decay
+    lr_schedule: str = "constant"  # constant | exponential | cosine
+    lr_decay: float = 0.97  # exponential: multiply the rate by this after each epoch past lr_decay_after, in (0, 1]
+    lr_decay_after: int = 10  # exponential: epochs at the full rate before the decay starts
+    min_learning_rate: float = 0.0  # cosine: the rate the curve reaches at the last step, below learning_rate
+    warmup_steps: int = 0  # any schedule: steps rising linearly from near 0 to learning_rate first
+    weight_decay: float = 0.01  # adamw: decoupled weight decay (biases are not decayed)
     clipnorm: float = 5.0  # clip each gradient's norm to this (0 disables)
+    clipvalue: float = 0.0  # clip each gradient element to [-clipvalue, clipvalue] (0 disables; needs clipnorm 0)
+    l2: float = 0.0  # L2 penalty on the recurrent and output kernels, added to the training loss (0 disables)
+    patience: int = 0  # early stopping: stop after this many epochs without a lower validation loss (0 = never)
+    max_minutes: float | None = None  # stop cleanly after this much wall-clock time, saving the model; null = no limit
+    checkpoint_every: int = 500  # save the training state for --resume every this many steps (0 = at epoch ends only)
+    sample_every: int = 1  # print samples at the end of every this many epochs (0 = never)
+    sample_temperatures: tuple[float, ...] = (0.5, 1.0)  # one sample per temperature (0 = greedy)
+    sample_length: int = 200  # tokens per printed sample
+    sample_seed: str | None = None  # text the samples continue; null = the start of the validation text
+    init_from: str | None = None  # a .keras model to fine-tune: its tokenizer and architecture are reused
+    unknown_tokens: str = "error"  # init_from: corpus tokens the model lacks -> error | unk (word models) | drop
     seed: int = 42  # seeds weights, shuffling and dropout
 
     def __post_init__(self):
-        for name in ("seq_length", "batch_size", "epochs"):
+        for name in ("seq_length", "batch_size", "epochs", "sample_length"):
             _require_positive(getattr(self, name), f"training.{name}")
+        for name in ("lr_decay_after", "warmup_steps", "patience", "checkpoint_every", "sample_every"):
+            _require(getattr(self, name) >= 0, f"training.{name}", f"must be 0 or more, got {getattr(self, name)}")
+        for name in ("weight_decay", "clipnorm", "clipvalue", "l2"):
+            _require(getattr(self, name) >= 0, f"training.{name}", f"must be 0 or more, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None:
+            _require_positive(self.steps_per_epoch, "training.steps_per_epoch")
+        _require_choice(self.optimizer, OPTIMIZERS, "training.optimizer")
+        _require_choice(self.lr_schedule, SCHEDULES, "training.lr_schedule")
+        _require_choice(self.unknown_tokens, UNKNOWN_POLICIES, "training.unknown_tokens")
         _require(self.learning_rate > 0, "training.learning_rate",
                  f"must be positive, got {self.learning_rate}")
-        _require(self.clipnorm >= 0, "training.clipnorm", f"must be 0 or more, got {self.clipnorm}")
+        _require(0.0 < self.lr_decay <= 1.0, "training.lr_decay", f"must be in (0, 1], got {self.lr_decay}")
+        _require(0.0 <= self.min_learning_rate <= self.learning_rate, "training.min_learning_rate",
+                 f"must be between 0 and training.learning_rate ({self.learning_rate}), got {self.min_learning_rate}")
+        _require(not (self.clipnorm and self.clipvalue), "training.clipvalue",
+                 "cannot be combined with training.clipnorm; set training.clipnorm=0 to clip by value")
+        _require(self.max_minutes is None or self.max_minutes > 0, "training.max_minutes",
+                 f"must be positive or null, got {self.max_minutes}")
+        _require(len(self.sample_temperatures) > 0, "training.sample_temperatures",
+                 "must list at least one temperature (set training.sample_every=0 to print no samples)")
+        for t in self.sample_temperatures:
+            _require(t >= 0, "training.sample_temperatures", f"must be 0 (greedy) or more, got {t}")
+        _require(self.sample_seed is None or self.sample_seed != "", "training.sample_seed",
+                 "must be some text or null")
 
 
 @dataclass(frozen=True)
@@ -203,11 +249,15 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         hint = next(h for h in options if h is not type(None))
         origin = typing.get_origin(hint)
     if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{path} must be a list of strings, got {_type_name(value)}")
-        return tuple(value)
+        item = typing.get_args(hint)[0]
+        noun = {str: "strings", float: "numbers", int: "integers"}[item]
+        items = value if isinstance(value, list) else [value]  # a single value stands for a one-item list
+        try:
+            if isinstance(value, dict) or value is None:
+                raise ConfigError(path)
+            return tuple(_coerce(v, item, path) for v in items)
+        except ConfigError:
+            raise ConfigError(f"{path} must be a list of {noun}, got {_type_name(value)}") from None
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path} must be true or false, got {_type_name(value)}")

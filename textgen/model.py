@@ -20,21 +20,29 @@ _CELL_LAYERS = {
 }
 
 
-def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None = None) -> keras.Model:
-    """A functional model mapping int token ids (batch, time) to float32 logits (batch, time, vocab)."""
+def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None = None,
+                l2: float = 0.0) -> keras.Model:
+    """A functional model mapping int token ids (batch, time) to float32 logits (batch, time, vocab).
+
+    `l2` adds an L2 penalty on the recurrent and output kernels to the training loss; the
+    embedding is left out so a large word vocabulary keeps sparse gradients.
+    """
     vocab_size = len(tokenizer["vocabulary"])
+    penalty = keras.regularizers.L2(l2) if l2 else None
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     x = TokenEmbedding(vocab_size, config.embedding_dim, tokenizer=tokenizer,
                        model_card=model_card, name="token_embedding")(ids)
-    if config.dropout:
-        x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
+    if embedding_dropout:
+        x = keras.layers.Dropout(embedding_dropout, name="embedding_dropout")(x)
     rnn_class = _CELL_LAYERS[config.cell]
     for i in range(config.layers):
-        x = rnn_class(config.units, return_sequences=True, name=f"{config.cell}_{i + 1}")(x)
+        x = rnn_class(config.units, return_sequences=True, kernel_regularizer=penalty,
+                      recurrent_regularizer=penalty, name=f"{config.cell}_{i + 1}")(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
     # Logits stay float32 even under a mixed-precision policy, so the loss is computed in full precision.
-    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", kernel_regularizer=penalty, name="logits")(x)
     return keras.Model(ids, logits, name=f"textgen_{config.cell}")
 
 

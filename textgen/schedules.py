@@ -1,0 +1,126 @@
+"""Learning-rate schedules and the optimizer built from `training:` settings.
+
+Every schedule is a function of the optimizer's step counter, which the training checkpoint
+restores, so a resumed run continues on the same curve. A base `Schedule` owns the linear
+warm-up; each kind overrides `rate(step)`:
+
+    constant      learning_rate
+    exponential   learning_rate * lr_decay ** (epochs finished beyond lr_decay_after),
+                  char-rnn's "0.97 per epoch after epoch 10", changing at epoch boundaries
+    cosine        from learning_rate down to min_learning_rate over the run's steps
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+_SCHEDULES: dict[str, type["Schedule"]] = {}
+
+
+def register_schedule(cls):
+    _SCHEDULES[cls.kind] = cls
+    return keras.saving.register_keras_serializable(package="textgen")(cls)
+
+
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up over `warmup_steps`, then `rate(step)`. Step 0 is the first update."""
+
+    kind = ""
+
+    def __init__(self, learning_rate: float, warmup_steps: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.learning_rate = float(learning_rate)
+        self.warmup_steps = int(warmup_steps)
+
+    def rate(self, step):
+        """The rate at `step` (a float tensor) ignoring warm-up. Default: constant."""
+        return ops.ones_like(step) * self.learning_rate
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        rate = self.rate(step)
+        if self.warmup_steps:
+            rate = rate * ops.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        return rate
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+@register_schedule
+class ConstantSchedule(Schedule):
+    kind = "constant"
+
+
+@register_schedule
+class ExponentialSchedule(Schedule):
+    """char-rnn's decay: after `decay_after` full epochs, multiply by `decay` at every epoch end."""
+
+    kind = "exponential"
+
+    def __init__(self, learning_rate: float, steps_per_epoch: int, decay: float = 0.97, decay_after: int = 10,
+                 warmup_steps: int = 0, **kwargs):
+        super().__init__(learning_rate, warmup_steps, **kwargs)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.decay = float(decay)
+        self.decay_after = int(decay_after)
+
+    def rate(self, step):
+        epoch = ops.floor(step / self.steps_per_epoch)  # epochs finished before this step
+        decays = ops.maximum(0.0, epoch - self.decay_after + 1.0)
+        return self.learning_rate * ops.power(self.decay, decays)
+
+    def get_config(self):
+        return {**super().get_config(), "steps_per_epoch": self.steps_per_epoch, "decay": self.decay,
+                "decay_after": self.decay_after}
+
+
+@register_schedule
+class CosineSchedule(Schedule):
+    """Half a cosine from `learning_rate` (after warm-up) to `min_learning_rate` at `total_steps`."""
+
+    kind = "cosine"
+
+    def __init__(self, learning_rate: float, total_steps: int, min_learning_rate: float = 0.0,
+                 warmup_steps: int = 0, **kwargs):
+        super().__init__(learning_rate, warmup_steps, **kwargs)
+        self.total_steps = int(total_steps)
+        self.min_learning_rate = float(min_learning_rate)
+
+    def rate(self, step):
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return self.min_learning_rate + (self.learning_rate - self.min_learning_rate) * cosine
+
+    def get_config(self):
+        return {**super().get_config(), "total_steps": self.total_steps,
+                "min_learning_rate": self.min_learning_rate}
+
+
+def make_schedule(training, steps_per_epoch: int) -> Schedule:
+    """The schedule `training.lr_schedule` names, for a run of `training.epochs` epochs."""
+    common = {"learning_rate": training.learning_rate, "warmup_steps": training.warmup_steps}
+    if training.lr_schedule == "exponential":
+        return ExponentialSchedule(steps_per_epoch=steps_per_epoch, decay=training.lr_decay,
+                                   decay_after=training.lr_decay_after, **common)
+    if training.lr_schedule == "cosine":
+        return CosineSchedule(total_steps=steps_per_epoch * training.epochs,
+                              min_learning_rate=training.min_learning_rate, **common)
+    return _SCHEDULES[training.lr_schedule](**common)
+
+
+def make_optimizer(training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer `training.optimizer` names, with its schedule and gradient clipping."""
+    clip = {"clipnorm": training.clipnorm or None, "clipvalue": training.clipvalue or None}
+    schedule = make_schedule(training, steps_per_epoch)
+    if training.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=training.weight_decay, **clip)
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+        return optimizer
+    if training.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=schedule, **clip)
+    return keras.optimizers.Adam(learning_rate=schedule, **clip)
