@@ -35,6 +35,7 @@ def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
         "training.batch_size": 32,
         "training.epochs": 2,
         "training.learning_rate": 0.01,
+        "training.sample_every": 0,  # no samples printed during tests
         "output.dir": str(out),
     }
     settings.update(extra)

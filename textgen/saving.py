@@ -22,7 +22,7 @@ def _umask() -> int:
     return mask
 
 
-def _publish(tmp: str, path: Path) -> None:
+def publish_file(tmp: str, path: Path) -> None:
     """Give the temporary file normal permissions and move it into place."""
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
@@ -36,9 +36,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_file(tmp)
         raise
 
 
@@ -60,9 +60,9 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
         inference.save(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        _publish(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_file(tmp)
         raise
 
 
@@ -82,8 +82,14 @@ def check_writable(directory: str | Path) -> Path:
     return directory
 
 
-def _remove(path: str) -> None:
+def remove_file(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def update_model_card(path: str | Path, model_card: dict) -> None:
+    """Replace the model card inside a saved model file, keeping its weights (atomically)."""
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    save_model_atomic(model, path, model_card)

@@ -3,15 +3,23 @@
 The run directory holds:
     model.keras   the best model by validation loss (the single artifact generation needs)
     config.yaml   the resolved config the run used
-    history.csv   per-epoch loss, validation loss and per-token metrics
+    history.csv   per-epoch loss, validation loss, per-token metrics; `best` marks model.keras's epoch
+    checkpoint/   the training state `--resume` continues from (see textgen/checkpoint.py)
     logs/         TensorBoard logs
+    loss.png      training and validation curves, when matplotlib is installed
+
+A run starts fresh (fitting a tokenizer), from a saved model (`training.init_from`: its
+tokenizer and architecture are reused) or from its own checkpoint (`resume=True`: the
+saved tokenizer, weights, optimizer slots, step and history). The batches come from a
+stream that can be restarted at any step, so a resumed run trains on the same batches and
+ends at the same epoch as one that was never interrupted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import dataclasses
+import hashlib
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +29,36 @@ import keras
 import numpy as np
 
 from textgen import __version__
-from textgen.config import Config
+from textgen.callbacks import (Checkpointer, RunRecorder, SamplePrinter, StopGuard, TrainingStopped,
+                               global_step, metric_values, per_token_metrics, stop_on_signals)
+
+__all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
+from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
+                                write_tokenizer)
+from textgen.config import Config, TokenizerConfig, config_from_dict
 from textgen.corpus import load_corpus
-from textgen.dataset import make_dataset, split_ids
-from textgen.errors import TextgenError, UsageError
-from textgen.layers import FORMAT_VERSION
-from textgen.model import build_model
-from textgen.saving import check_writable, save_model_atomic, write_text_atomic
-from textgen.tokenizer import fit_tokenizer
+from textgen.dataset import encode_known, make_dataset, make_training_stream, split_ids, steps_per_pass
+from textgen.errors import ModelFileError, TextgenError, UsageError
+from textgen.layers import FORMAT_VERSION, find_token_embedding
+from textgen.model import build_model, describe_model
+from textgen.plot import HISTORY_FILE, PLOT_FILE
+from textgen.saving import check_writable, save_model_atomic, update_model_card, write_text_atomic
+from textgen.schedules import make_optimizer
+from textgen.tokenizer import Tokenizer, fit_tokenizer, tokenizer_from_config
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
-HISTORY_FILE = "history.csv"
+LOGS_DIR = "logs"
+
+# Keys a resumed run must share with the run it continues: they fix the data, the batches,
+# the architecture and the optimizer's slots. Every other key may change on resume.
+FROZEN_ON_RESUME = {
+    "corpus": None,  # None: the whole section
+    "tokenizer": None,
+    "model": ("cell", "embedding_dim", "units", "layers"),
+    "training": ("seq_length", "batch_size", "steps_per_epoch", "seed", "optimizer", "init_from", "unknown_tokens"),
+}
+_CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
 
 
 @dataclass
@@ -41,13 +67,30 @@ class TrainResult:
     model_path: Path
     history: list[dict]
     best_epoch: int
+    stopped: str = "completed"  # completed | early_stopping | time_limit
+    global_step: int = 0
+    initial_val_loss: float | None = None  # fine-tuning: the saved model's loss on the new validation split
 
 
-def per_token_metrics(loss: float, level: str) -> dict:
-    """Bits per character for character models, perplexity for word models."""
-    if level == "char":
-        return {"bpc": loss / math.log(2)}
-    return {"perplexity": math.exp(min(loss, 50.0))}
+class TrainingInterrupted(TextgenError):
+    """Ctrl-C or SIGTERM stopped training after saving a state that `--resume` continues."""
+
+
+@dataclass
+class _Run:
+    """Everything fit needs, however the run started."""
+
+    config: Config
+    run_dir: Path
+    tokenizer: Tokenizer
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    card: dict
+    model: keras.Model
+    steps_per_epoch: int
+    corpus: dict  # token count and digest, checked on resume
+    state: dict | None = None  # the checkpoint being resumed
+    parent: keras.Model | None = None  # the model being fine-tuned
 
 
 def vocabulary_coverage(ids: np.ndarray, tokenizer) -> float:
@@ -57,116 +100,337 @@ def vocabulary_coverage(ids: np.ndarray, tokenizer) -> float:
     return float(np.mean(ids != tokenizer.unk_id))
 
 
+def train(config: Config, *, overwrite: bool = False, resume: bool = False,
+          echo: Callable[[str], None] = print, verbose: int = 1) -> TrainResult:
+    """Train a model as `config` says and save it into the run directory.
+
+    resume: continue the run in `config.output.dir` from its checkpoint instead of starting.
+    Raises TrainingInterrupted after Ctrl-C (the state is saved) and TextgenError on a NaN loss.
+    """
+    started = time.monotonic()
+    if resume and overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it; pass only one")
+    run = _resume_run(config, echo) if resume else _start_run(config, overwrite, echo)
+    return _fit(run, started, echo, verbose)
+
+
+# --------------------------------------------------------------------------- starting a run
+
+
 def prepare_run_dir(config: Config, *, overwrite: bool = False) -> Path:
     run_dir = Path(config.output.dir)
-    if (run_dir / MODEL_FILE).exists() and not overwrite:
-        raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
-                         "or --output to train into another directory")
-    return check_writable(run_dir)
+    if not overwrite:
+        if _unfinished(run_dir):
+            raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --overwrite "
+                             "to start again, or --output to train into another directory")
+        if (run_dir / MODEL_FILE).exists():
+            raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
+                             "or --output to train into another directory")
+    check_writable(run_dir)
+    if overwrite:  # nothing of the old run may mix with the new one
+        for name in (HISTORY_FILE, PLOT_FILE, MODEL_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        for name in (checkpoint_dir(run_dir), run_dir / LOGS_DIR):
+            shutil.rmtree(name, ignore_errors=True)
+    return run_dir
 
 
-def train(config: Config, *, overwrite: bool = False, echo: Callable[[str], None] = print,
-          verbose: int = 1) -> TrainResult:
-    """Train a model as `config` says and save it into the run directory."""
+def _unfinished(run_dir: Path) -> bool:
+    if not has_checkpoint(run_dir):
+        return False
+    try:
+        return not read_state(run_dir).get("finished")
+    except TextgenError:
+        return True
+
+
+def _start_run(config: Config, overwrite: bool, echo) -> _Run:
     run_dir = prepare_run_dir(config, overwrite=overwrite)
-    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
-
     text = load_corpus(config.corpus.paths, config.corpus.encoding, config.corpus.strip_gutenberg)
-    tokenizer = fit_tokenizer(text, config.tokenizer)
-    ids = tokenizer.encode(text)
+    parent = None
+    if config.training.init_from:
+        from textgen.generate import load_keras_model
+
+        parent = load_keras_model(config.training.init_from)
+        config = adopt_architecture(config, parent)
+        tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
+        ids = _encode_for_fine_tuning(tokenizer, text, config, echo)
+        echo(f"fine-tuning {config.training.init_from}: its tokenizer and architecture "
+             f"({config.model.cell} x {config.model.layers}, {config.model.units} units) are reused")
+    else:
+        tokenizer = fit_tokenizer(text, config.tokenizer)
+        ids = tokenizer.encode(text)
     del text
-    seq, batch = config.training.seq_length, config.training.batch_size
-    train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, seq)
-    echo(f"corpus: {len(ids):,} tokens ({tokenizer.level} level, vocabulary {tokenizer.vocab_size}); "
-         f"training on {len(train_ids):,}, validating on {len(val_ids):,}")
-
-    keras.utils.set_random_seed(config.training.seed)
-    train_ds = make_dataset(train_ids, seq, batch, shuffle=True, seed=config.training.seed)
-    val_ds = make_dataset(val_ids, seq, batch, shuffle=False) if len(val_ids) else None
-
+    train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
+    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    write_tokenizer(run_dir, tokenizer.get_config())
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
             "corpus_tokens": int(len(ids)), "coverage": vocabulary_coverage(ids, tokenizer)}
-    model = build_model(config.model, tokenizer.get_config(), model_card=card)
-    optimizer = keras.optimizers.Adam(learning_rate=config.training.learning_rate,
-                                      clipnorm=config.training.clipnorm or None)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if parent is not None:
+        card["init_from"] = {"path": str(config.training.init_from),
+                             "history": find_token_embedding(parent).model_card.get("history")}
+    steps = _steps_per_epoch(config, train_ids)
+    model = _compiled_model(config, tokenizer, card, steps)
+    if parent is not None:
+        model.set_weights(parent.get_weights())
+    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps,
+                corpus_fingerprint(ids), parent=parent)
+
+
+def adopt_architecture(config: Config, parent: keras.Model) -> Config:
+    """`config` with the model shape and tokenizer settings of the model being fine-tuned."""
+    arch = describe_model(parent)
+    units = set(arch["units"])
+    if arch["cell"] not in _CELL_NAMES or len(units) != 1:
+        raise ModelFileError(f"{config.training.init_from} is not a model textgen can fine-tune "
+                             f"(cells {arch['cell']}, units {arch['units']})")
+    model = dataclasses.replace(config.model, cell=_CELL_NAMES[arch["cell"]], layers=arch["layers"],
+                                units=units.pop(), embedding_dim=find_token_embedding(parent).output_dim)
+    saved = find_token_embedding(parent).tokenizer
+    known = {f.name for f in dataclasses.fields(TokenizerConfig)}
+    tokenizer = dataclasses.replace(config.tokenizer, **{k: v for k, v in saved.items() if k in known})
+    return dataclasses.replace(config, model=model, tokenizer=tokenizer)
+
+
+def _encode_for_fine_tuning(tokenizer: Tokenizer, text: str, config: Config, echo) -> np.ndarray:
+    options = "drop to leave them out" + (" or unk to map them to <unk>" if tokenizer.unk_id is not None else "")
+    ids, count, missing = encode_known(tokenizer, text, config.training.unknown_tokens,
+                                       hint=f"; set training.unknown_tokens={options}")
+    if count:
+        action = "left out" if config.training.unknown_tokens == "drop" else "mapped to <unk>"
+        shown = ", ".join(repr(t) for t in missing[:10])
+        echo(f"{count:,} tokens of the corpus are not in the model's vocabulary and were {action}: {shown}"
+             f"{' ...' if len(missing) > 10 else ''}")
+    return ids
+
+
+def corpus_fingerprint(ids: np.ndarray) -> dict:
+    return {"tokens": int(len(ids)), "sha1": hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest()}
+
+
+def _steps_per_epoch(config: Config, train_ids: np.ndarray) -> int:
+    return config.training.steps_per_epoch or steps_per_pass(len(train_ids), config.training.seq_length,
+                                                             config.training.batch_size)
+
+
+def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_epoch: int) -> keras.Model:
+    keras.utils.set_random_seed(config.training.seed)
+    model = build_model(config.model, tokenizer.get_config(), model_card=card, l2=config.training.l2)
+    model.compile(optimizer=make_optimizer(config.training, steps_per_epoch),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+# --------------------------------------------------------------------------- resuming a run
+
+
+def _resume_run(config: Config, echo) -> _Run:
+    run_dir = Path(config.output.dir)
+    state = read_state(run_dir)
+    config = merge_for_resume(config, config_from_dict(state["config"]), run_dir)
+    _check_can_continue(config, state, run_dir)
+    tokenizer = tokenizer_from_config(read_tokenizer(run_dir))  # never refitted
+    text = load_corpus(config.corpus.paths, config.corpus.encoding, config.corpus.strip_gutenberg)
+    changed = "; the corpus changed since the run started: resume with the same files or start again with --overwrite"
+    if config.training.init_from:
+        ids, _, _ = encode_known(tokenizer, text, config.training.unknown_tokens, hint=changed)
+    else:
+        ids, _, _ = encode_known(tokenizer, text, "unk" if tokenizer.unk_id is not None else "error", hint=changed)
+    del text
+    fingerprint = corpus_fingerprint(ids)
+    if fingerprint != state["corpus"]:
+        raise UsageError(f"the corpus changed since the run in {run_dir} started ({state['corpus']['tokens']:,} "
+                         f"tokens then, {fingerprint['tokens']:,} now); resume with the same files or start again "
+                         "with --overwrite")
+    train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
+    steps = _steps_per_epoch(config, train_ids)
+    card = {**state["card"], "config": config.to_dict()}
+    model = _compiled_model(config, tokenizer, card, steps)
+    restore_checkpoint(run_dir, model, state)
+    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    step = state["global_step"]
+    echo(f"resuming {run_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
+         f"(global step {step:,})")
+    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, state=state)
+
+
+def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
+    """The saved config with the keys that may change on resume taken from `given`.
+
+    A frozen key that differs is a UsageError naming it. In a fine-tuning run the model shape
+    and tokenizer come from the fine-tuned model, so those keys are not compared.
+    """
+    given_d, merged = given.to_dict(), saved.to_dict()
+    for section, keys in FROZEN_ON_RESUME.items():
+        for key in (keys or merged[section]):
+            if saved.training.init_from and (section == "tokenizer" or section == "model"):
+                continue
+            if given_d[section][key] != merged[section][key]:
+                raise UsageError(f"--resume: {section}.{key} is {merged[section][key]!r} in the run being resumed "
+                                 f"({run_dir / CONFIG_FILE}) but {given_d[section][key]!r} now; resume with the "
+                                 "original settings or start a new run with --overwrite")
+    for section, values in given_d.items():
+        frozen = FROZEN_ON_RESUME.get(section, ())
+        if frozen is None:
+            continue
+        for key, value in values.items():
+            if key not in frozen:
+                merged[section][key] = value
+    return config_from_dict(merged)
+
+
+def _check_can_continue(config: Config, state: dict, run_dir: Path) -> None:
+    done = state["recorder"]["rows"]
+    if state.get("finished") == "early_stopping" and config.training.patience and \
+            state["recorder"]["waited"] >= config.training.patience:
+        raise UsageError(f"the run in {run_dir} stopped early after {len(done)} epochs (no better validation "
+                         f"loss for {state['recorder']['waited']}); raise training.patience to train further")
+    if len(done) >= config.training.epochs and state["global_step"] % state["steps_per_epoch"] == 0:
+        raise UsageError(f"the run in {run_dir} already finished its {len(done)} epochs; "
+                         f"raise training.epochs to train further")
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
+    config, model, steps = run.config, run.model, run.steps_per_epoch
+    training = config.training
+    first_step = run.state["global_step"] if run.state else 0
+    first_epoch, offset = divmod(first_step, steps)
+    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
+         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
+         f"{steps} steps per epoch")
     echo(f"model: {config.model.cell} x {config.model.layers}, {model.count_params():,} parameters")
+    val_ds = (make_dataset(run.val_ids, training.seq_length, training.batch_size, shuffle=False)
+              if len(run.val_ids) else None)
+    initial_val_loss = None
+    if run.parent is not None and val_ds is not None:
+        initial_val_loss = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
+        echo(f"starting point: val_loss {initial_val_loss:.4f} on the new corpus")
 
-    saver = RunRecorder(run_dir, card, tokenizer.level, echo)
-    callbacks = [saver, keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)]
-    try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.training.epochs,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself
-    except KeyboardInterrupt:
-        saver.save_on_interrupt(model)
-        raise TextgenError(f"training interrupted; the best model so far is in {run_dir / MODEL_FILE}") from None
-    if saver.best_epoch == 0:
+    resumed = run.state["recorder"] if run.state else None
+    recorder = RunRecorder(run.run_dir / MODEL_FILE, run.run_dir / HISTORY_FILE, run.card, run.tokenizer.level,
+                           echo, patience=training.patience, resumed=resumed)
+
+    def state() -> dict:
+        return {"config": config.to_dict(), "card": run.card, "corpus": run.corpus, "steps_per_epoch": steps,
+                "recorder": recorder.state(), "metrics": metric_values(model), "finished": None}
+
+    checkpointer = Checkpointer(run.run_dir, training.checkpoint_every, steps, state,
+                                restore_metrics=run.state["metrics"] if run.state and offset else None)
+    samples = SamplePrinter(training.sample_every, training.sample_temperatures, training.sample_length,
+                            training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids),
+                            echo)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
+    deadline = started + training.max_minutes * 60 if training.max_minutes else None
+    with stop_on_signals(echo) as request:
+        guard = StopGuard(steps, training.epochs, deadline, request)
+        callbacks = [recorder, checkpointer, samples, tensorboard, guard]
+        stopped = "completed"
+        try:
+            for start_epoch, end_epoch, epoch_steps in _epoch_plan(first_epoch, offset, training.epochs, steps):
+                stream = make_training_stream(run.train_ids, training.seq_length, training.batch_size,
+                                              seed=training.seed, start_step=start_epoch * steps + steps - epoch_steps)
+                model.fit(stream, validation_data=val_ds, initial_epoch=start_epoch, epochs=end_epoch,
+                          steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
+                          shuffle=False)  # the stream shuffles itself
+                if recorder.stopped_early:
+                    stopped = "early_stopping"
+                    break
+        except TrainingStopped as stop:
+            stopped = stop.reason
+            _close(tensorboard)
+        except KeyboardInterrupt:
+            _close(tensorboard)
+            raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
+                                      f"{_kept(run, recorder)}; rerun with --resume to continue from the last "
+                                      "checkpoint") from None
+    return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
+
+
+def _epoch_plan(first_epoch: int, offset: int, epochs: int, steps: int) -> list[tuple[int, int, int]]:
+    """(initial_epoch, epochs, steps_per_epoch) for each fit call.
+
+    A run resumed part-way through an epoch first finishes that epoch's remaining steps in
+    a fit call of its own, then runs whole epochs.
+    """
+    plan = []
+    if offset:
+        plan.append((first_epoch, first_epoch + 1, steps - offset))
+        first_epoch += 1
+    if first_epoch < epochs:
+        plan.append((first_epoch, epochs, steps))
+    return plan
+
+
+def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stopped: str,
+            initial_val_loss: float | None, echo) -> TrainResult:
+    model, model_path, config = run.model, run.run_dir / MODEL_FILE, run.config
+    step = global_step(model)
+    epoch, within = divmod(step, run.steps_per_epoch)
+    where = f"epoch {epoch + 1}, step {within} of {run.steps_per_epoch}" if within else f"the end of epoch {epoch}"
+    if stopped == "nan":
+        lr = config.training.learning_rate
+        clip = (f"lower training.clipnorm (now {config.training.clipnorm:g})" if config.training.clipnorm
+                else "set training.clipnorm (e.g. 1.0)")
+        raise TextgenError(f"the loss became NaN at {where}; {_kept(run, recorder)}; lower training.learning_rate "
+                           f"(now {lr:g}, try {lr / 4:g}) or {clip}, then start again with --overwrite or "
+                           "--resume from the last checkpoint")
+    if stopped in ("interrupt", "time"):
+        checkpointer.save()
+        if not model_path.exists():  # no epoch finished yet: keep what there is, so a model always exists
+            save_model_atomic(model, model_path, recorder.card_with_history(stopped=stopped, steps=step))
+    else:
+        checkpointer.save(finished=stopped)
+    if recorder.best_epoch == 0 and stopped in ("completed", "early_stopping"):
         raise TextgenError("training produced no finite loss; lower training.learning_rate or set training.clipnorm")
-    return TrainResult(run_dir, run_dir / MODEL_FILE, saver.rows, saver.best_epoch)
+    if stopped == "interrupt":
+        raise TrainingInterrupted(f"training interrupted at {where}; the training state is saved and "
+                                  f"{_kept(run, recorder)}; add --resume to the same command to continue")
+    reason = {"time": "time_limit"}.get(stopped, stopped)
+    if model_path.exists() and recorder.best_epoch:
+        update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))
+    if reason == "time_limit":
+        echo(f"stopped at {where} after the {config.training.max_minutes:g}-minute budget "
+             f"(training.max_minutes); {_kept(run, recorder)}; add --resume to continue")
+    _plot_if_possible(run.run_dir, echo)
+    return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss)
 
 
-class RunRecorder(keras.callbacks.Callback):
-    """Writes history.csv each epoch and saves the best model atomically."""
-
-    def __init__(self, run_dir: Path, card: dict, level: str, echo: Callable[[str], None]):
-        super().__init__()
-        self.run_dir, self.card, self.level, self.echo = run_dir, card, level, echo
-        self.rows: list[dict] = []
-        self.best_loss = math.inf
-        self.best_epoch = 0
-        self.started = time.monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        loss = float(logs.get("loss", math.nan))
-        val_loss = float(logs.get("val_loss", math.nan)) if "val_loss" in logs else None
-        row = {"epoch": epoch + 1, "loss": loss, **_prefixed(per_token_metrics(loss, self.level), "")}
-        if val_loss is not None:
-            row.update(val_loss=val_loss, **_prefixed(per_token_metrics(val_loss, self.level), "val_"))
-        row["seconds"] = round(time.monotonic() - self.started, 1)
-        self.rows.append(row)
-        score = val_loss if val_loss is not None else loss
-        improved = np.isfinite(score) and score < self.best_loss
-        if improved:
-            self.best_loss, self.best_epoch = score, epoch + 1
-        write_text_atomic(self.run_dir / HISTORY_FILE, _history_csv(self.rows, self.best_epoch))
-        if improved:
-            save_model_atomic(self.model, self.run_dir / MODEL_FILE, self._card())
-        self.echo(_epoch_line(row, self.level, improved))
-
-    def save_on_interrupt(self, model):
-        if self.best_epoch == 0:
-            save_model_atomic(model, self.run_dir / MODEL_FILE, self._card())
-
-    def _card(self) -> dict:
-        last = self.rows[-1] if self.rows else {}
-        return {**self.card, "history": {
-            "epochs": len(self.rows), "best_epoch": self.best_epoch,
-            "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
-            "final_loss": last.get("loss"), "final_val_loss": last.get("val_loss"),
-            "seconds": last.get("seconds")}}
+def _kept(run: _Run, recorder: RunRecorder) -> str:
+    if recorder.best_epoch:
+        return (f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} "
+                f"(loss {recorder.best_loss:.4f})")
+    if (run.run_dir / MODEL_FILE).exists():
+        return f"{run.run_dir / MODEL_FILE} holds the weights before any epoch finished"
+    return "no epoch finished, so there is no model yet"
 
 
-def _prefixed(metrics: dict, prefix: str) -> dict:
-    return {prefix + k: v for k, v in metrics.items()}
+def _close(tensorboard) -> None:
+    """fit left by an exception does not close TensorBoard's writers; close them so events are flushed."""
+    try:
+        tensorboard.on_train_end()
+    except Exception:  # the writers may never have opened
+        pass
 
 
-def _history_csv(rows: list[dict], best_epoch: int) -> str:
-    fields = list(dict.fromkeys(k for row in rows for k in row)) + ["best"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()},
-                         "best": int(row["epoch"] == best_epoch)})
-    return out.getvalue()
+def _plot_if_possible(run_dir: Path, echo) -> None:
+    from textgen.plot import matplotlib_available, plot_history
+
+    if not matplotlib_available():
+        return
+    try:
+        echo(f"wrote {plot_history(run_dir)}")
+    except TextgenError as exc:
+        echo(f"no plot: {exc}")
 
 
-def _epoch_line(row: dict, level: str, improved: bool) -> str:
-    unit = "bits/char" if level == "char" else "perplexity"
-    key = "bpc" if level == "char" else "perplexity"
-    parts = [f"epoch {row['epoch']}: loss {row['loss']:.4f} ({row[key]:.3f} {unit})"]
-    if "val_loss" in row:
-        parts.append(f"val_loss {row['val_loss']:.4f} ({row['val_' + key]:.3f} {unit})")
-    parts.append("saved best model" if improved else "not better")
-    return ", ".join(parts)
+def default_sample_seed(tokenizer: Tokenizer, val_ids: np.ndarray, train_ids: np.ndarray) -> str:
+    """The first whole line of the validation text (the training text when there is none)."""
+    ids = val_ids if len(val_ids) else train_ids
+    text = tokenizer.decode(ids[:200])
+    start = text.find("\n") + 1 if "\n" in text[:-1] else 0
+    end = text.find("\n", start)
+    line = text[start:end + 1] if end > start else text[start:start + 40]
+    return line[:80] if line.strip() else text[:40]

@@ -1,0 +1,119 @@
+"""The training state that `textgen train --resume` continues from.
+
+RUN_DIR/checkpoint/ holds:
+    tokenizer.json           the run's tokenizer, written once when the run starts
+    step-NNNNNNNNN.weights.h5 model weights and optimizer slots at global step N
+    state.json               the step, the history so far, early-stopping counters, the
+                             random-generator states and the name of the weights file
+
+Writes are ordered so that a crash at any moment leaves a consistent checkpoint: the new
+weights file is written under a temporary name and renamed into place, then state.json is
+replaced atomically to point at it (that rename is the commit), and only then are older
+weights files removed. A reader follows state.json and always finds the file it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from textgen.errors import TextgenError, UsageError
+from textgen.saving import publish_file, remove_file, write_text_atomic
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+TOKENIZER_FILE = "tokenizer.json"
+STATE_VERSION = 1
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (checkpoint_dir(run_dir) / STATE_FILE).exists()
+
+
+def write_tokenizer(run_dir: str | Path, tokenizer_config: dict) -> None:
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / TOKENIZER_FILE, json.dumps(tokenizer_config))
+
+
+def read_tokenizer(run_dir: str | Path) -> dict:
+    return _read_json(checkpoint_dir(run_dir) / TOKENIZER_FILE)
+
+
+def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> None:
+    """Save weights, optimizer slots and `state` (JSON-able) at the optimizer's current step."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    step = int(model.optimizer.iterations.numpy())
+    name = f"step-{step:09d}.weights.h5"
+    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.weights.h5", dir=directory)
+    os.close(fd)
+    try:
+        model.save_weights(tmp, overwrite=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        publish_file(tmp, directory / name)
+    except BaseException:
+        remove_file(tmp)
+        raise
+    full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name,
+            "rng": [v.numpy().tolist() for v in _seed_states(model)]}
+    write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
+    for old in directory.glob("step-*.weights.h5"):
+        if old.name != name:
+            remove_file(str(old))
+
+
+def read_state(run_dir: str | Path) -> dict:
+    """The saved state; a UsageError when there is none to resume."""
+    path = checkpoint_dir(run_dir) / STATE_FILE
+    if not path.exists():
+        raise UsageError(f"{run_dir} holds no training state to resume ({path} is missing); "
+                         "start the run without --resume")
+    state = _read_json(path)
+    if state.get("version", 0) > STATE_VERSION:
+        raise TextgenError(f"{path} was written by a newer textgen; upgrade textgen to resume this run")
+    if not (checkpoint_dir(run_dir) / state.get("weights", "")).is_file():
+        raise TextgenError(f"{path} names weights {state.get('weights')} that are missing; "
+                           "the checkpoint cannot be resumed, start again with --overwrite")
+    return state
+
+
+def restore_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> None:
+    """Load weights, optimizer slots and random-generator states into a compiled `model`."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # slots must exist before they are loaded
+    path = checkpoint_dir(run_dir) / state["weights"]
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # h5py and Keras raise many types for a damaged or mismatched file
+        raise TextgenError(f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:200]}); "
+                           "start again with --overwrite") from None
+    states = _seed_states(model)
+    if len(states) == len(state.get("rng", [])):
+        for variable, value in zip(states, state["rng"]):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def _seed_states(model: keras.Model) -> list:
+    """Dropout's random-generator states: not in the weights file, but needed for an exact resume."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path} is missing; the run cannot be resumed, start again with --overwrite") from None
+    except (OSError, ValueError) as exc:
+        raise TextgenError(f"{path} cannot be read ({exc}); start the run again with --overwrite") from None
