@@ -39,6 +39,10 @@ def model_facts(model) -> dict:
         facts["epochs_trained"] = history.get("epochs")
         facts["best_epoch"] = history.get("best_epoch")
         facts["seconds_trained"] = history.get("seconds")
+        if history.get("stopped"):
+            facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit
+    if card.get("init_from"):
+        facts["fine_tuned_from"] = card["init_from"].get("path")
     if card.get("config"):
         facts["config"] = card["config"]
     return facts
