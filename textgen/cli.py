@@ -72,8 +72,10 @@ def main() -> None:
     cli(prog_name="textgen")
 
 
-from textgen.commands import generate_cmd, info_cmd, train_cmd  # noqa: E402
+from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, train_cmd  # noqa: E402
 
 cli.add_command(train_cmd.train)
 cli.add_command(generate_cmd.generate)
+cli.add_command(evaluate_cmd.evaluate)
 cli.add_command(info_cmd.info)
+cli.add_command(plot_cmd.plot)

@@ -56,8 +56,9 @@ FROZEN_ON_RESUME = {
     "corpus": None,  # None: the whole section
     "tokenizer": None,
     "model": ("cell", "embedding_dim", "units", "layers"),
-    "training": ("seq_length", "batch_size", "steps_per_epoch", "seed", "optimizer", "init_from", "unknown_tokens"),
+    "training": ("seq_length", "batch_size", "steps_per_epoch", "seed", "optimizer", "unknown_tokens"),
 }
+KEPT_ON_RESUME = {("training", "init_from")}  # taken from the run being resumed; the flag is not needed again
 _CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
 
 
@@ -73,7 +74,11 @@ class TrainResult:
 
 
 class TrainingInterrupted(TextgenError):
-    """Ctrl-C or SIGTERM stopped training after saving a state that `--resume` continues."""
+    """Ctrl-C or SIGTERM stopped training; `what` says what was kept, the message how to go on."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}; add --resume to the same command to continue")
+        self.what = what
 
 
 @dataclass
@@ -274,7 +279,7 @@ def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
         if frozen is None:
             continue
         for key, value in values.items():
-            if key not in frozen:
+            if key not in frozen and (section, key) not in KEPT_ON_RESUME:
                 merged[section][key] = value
     return config_from_dict(merged)
 
@@ -344,8 +349,7 @@ def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
         except KeyboardInterrupt:
             _close(tensorboard)
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
-                                      f"{_kept(run, recorder)}; rerun with --resume to continue from the last "
-                                      "checkpoint") from None
+                                      f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
 
 
@@ -387,7 +391,7 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
         raise TextgenError("training produced no finite loss; lower training.learning_rate or set training.clipnorm")
     if stopped == "interrupt":
         raise TrainingInterrupted(f"training interrupted at {where}; the training state is saved and "
-                                  f"{_kept(run, recorder)}; add --resume to the same command to continue")
+                                  f"{_kept(run, recorder)}")
     reason = {"time": "time_limit"}.get(stopped, stopped)
     if model_path.exists() and recorder.best_epoch:
         update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,28 +14,55 @@ from textgen.config import load_config
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file; keys left out take their defaults (see README).")
+              help="YAML config file; keys left out take their defaults (see docs/training.md). "
+                   "With --resume and no --config, the run's own config.yaml is used.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable. "
                    "Example: --set training.epochs=1 --set model.units=64")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run directory to write (overrides output.dir).")
-@click.option("--overwrite", is_flag=True, help="Replace a model already in the run directory.")
-def train(config_path, overrides, output, overwrite):
+@click.option("--overwrite", is_flag=True, help="Replace a model or unfinished run already in the run directory.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the run directory from its last saved state (after Ctrl-C, a crash "
+                   "or training.max_minutes): same tokenizer, data split, weights, optimizer and step.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None, metavar="MODEL",
+              help="Fine-tune this saved .keras model on the configured corpus, reusing its tokenizer and "
+                   "architecture (sets training.init_from).")
+def train(config_path, overrides, output, overwrite, resume, init_from):
     """Train a model and save it as RUN_DIR/model.keras.
 
     Prints the resolved config, then a progress bar per epoch with the training and
-    validation loss in nats and bits per character (perplexity for word models). The best
-    model by validation loss is saved after every epoch that improves it.
+    validation loss in nats and bits per character (perplexity for word models), and a few
+    samples every training.sample_every epochs. The best model by validation loss is saved
+    after every epoch that improves it; the training state is saved every
+    training.checkpoint_every steps. Ctrl-C stops after the current step and saves, so the
+    run can continue with --resume.
     """
+    from textgen.train import TrainingInterrupted
     from textgen.train import train as run_training
 
+    if resume and init_from:
+        raise click.UsageError("--init-from starts a new run from a saved model and --resume continues an "
+                               "unfinished run; pass only one")
+    given = list(overrides)
     if output:
-        overrides = (*overrides, f"output.dir={output}")
+        overrides = (*overrides, f"output.dir={json.dumps(output)}")
+    if init_from:
+        overrides = (*overrides, f"training.init_from={json.dumps(init_from)}")
+    if resume and config_path is None:
+        own = Path(load_config(None, overrides).output.dir) / "config.yaml"
+        config_path = str(own) if own.exists() else None
     config = load_config(config_path, overrides)
     click.echo("resolved config:")
     click.echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
-    result = run_training(config, overwrite=overwrite, echo=click.echo,
-                          verbose=1 if sys.stdout.isatty() else 2)
+    again = ["textgen", "train", *(["--config", config_path] if config_path else []),
+             *(a for o in given for a in ("--set", o)), *(["--output", output] if output else []), "--resume"]
+    try:
+        result = run_training(config, overwrite=overwrite, resume=resume, echo=click.echo,
+                              verbose=1 if sys.stdout.isatty() else 2)
+    except TrainingInterrupted as exc:
+        raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
+    if result.stopped == "time_limit":
+        click.echo(f"continue with: {shlex.join(again)}")
     click.echo(f"saved {result.model_path} (best epoch {result.best_epoch}); try:\n"
                f"  textgen generate --model {result.model_path} --seed \"...\"")

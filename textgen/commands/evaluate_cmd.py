@@ -1,0 +1,56 @@
+"""`textgen evaluate`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="A model.keras file written by `textgen train`.")
+@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False),
+              help="The held-out text file to score (text the model did not train on).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")
+@click.option("--seq-length", type=int, default=None,
+              help="Tokens of context per window.  [default: the model's training.seq_length]")
+@click.option("--encoding", default="utf-8", show_default=True, help="The text file's encoding.")
+@click.option("--skip-unknown", is_flag=True,
+              help="Leave out characters (or words) the model's vocabulary lacks instead of failing on them "
+                   "(word models otherwise score them as <unk>).")
+def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown):
+    """Measure a model on held-out text: loss, perplexity and bits per character.
+
+    The text is read in blocks and scored in batches, so a file of any size fits in
+    memory; a progress bar on stderr shows how far it has got. Scoring matches validation
+    during training: windows of seq_length tokens, each predicted from a fresh state.
+    """
+    from textgen.evaluate import evaluate_file
+    from textgen.generate import load_keras_model
+
+    model = load_keras_model(model_path)
+    stderr = click.get_text_stream("stderr")
+    size = Path(text_path).stat().st_size if Path(text_path).is_file() else 0
+    with contextlib.ExitStack() as stack:
+        progress = None
+        if stderr.isatty():  # a bar only where someone watches; logs and pipes stay clean
+            bar = stack.enter_context(click.progressbar(length=max(size, 1), label="scoring", file=stderr))
+            progress = lambda n: bar.update(n - bar.pos)  # noqa: E731
+        result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
+                               skip_unknown=skip_unknown, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"model": str(model_path), **result.to_dict()}, indent=2))
+        return
+    unknown = ""
+    if result.unknown_tokens:
+        unknown = f", {result.unknown_tokens:,} unknown {'left out' if skip_unknown else 'scored as <unk>'}"
+    click.echo(f"model: {model_path} ({result.level} level)")
+    click.echo(f"text: {text_path} ({result.characters:,} characters, {result.tokens:,} tokens scored with "
+               f"{result.seq_length} tokens of context{unknown})")
+    click.echo(f"loss: {result.loss:.4f} nats per token")
+    click.echo(f"perplexity: {result.perplexity:.3f}")
+    click.echo(f"bits per character: {result.bits_per_char:.4f}")

@@ -1,0 +1,135 @@
+"""Measure a saved model on held-out text: loss, perplexity and bits per character.
+
+The text is scored the way validation scores it during training: cut into windows of
+seq_length + 1 tokens that share one token, each window predicted from a fresh state, so
+every token after the first is predicted exactly once (the last, shorter window included).
+The file is read, decoded and encoded in blocks and the windows are scored in batches as
+they fill up, so memory stays flat however large the file is. Line ends are normalised as
+in training (Gutenberg headers are not stripped: give the text you want measured).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from textgen.dataset import encode_known, make_chunks
+from textgen.corpus import stream_corpus
+from textgen.errors import UsageError
+from textgen.layers import find_token_embedding
+from textgen.tokenizer import tokenizer_from_config
+
+BLOCK_CHARS = 1 << 20
+
+
+@dataclass
+class Evaluation:
+    text: str  # the file evaluated
+    level: str  # char | word
+    seq_length: int  # tokens of context per window
+    characters: int  # characters read (after line ends are normalised)
+    tokens: int  # tokens predicted and scored
+    unknown_tokens: int  # tokens the vocabulary lacks (word level: scored as <unk>; skipped if asked)
+    loss: float  # mean cross-entropy in nats per predicted token
+    perplexity: float  # exp(loss)
+    bits_per_token: float  # loss / ln 2
+    bits_per_char: float  # total bits / characters predicted (equals bits_per_token at char level)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-8", seq_length: int | None = None,
+                  batch_size: int = 64, skip_unknown: bool = False, progress: Callable[[int], None] | None = None,
+                  block_chars: int = BLOCK_CHARS) -> Evaluation:
+    """Score the text in `path`; `progress(bytes_read)` is called as the file is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"text file {path} does not exist" if not path.exists() else
+                         f"{path} is not a file; give one text file")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    embedding = find_token_embedding(model)
+    tokenizer = tokenizer_from_config(embedding.tokenizer)
+    seq = seq_length or embedding.model_card.get("config", {}).get("training", {}).get("seq_length", 100)
+    if seq < 1:
+        raise UsageError(f"seq length must be at least 1, got {seq}")
+    counter = {"characters": 0, "unknown": 0}
+    blocks = _counted(stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
+                                    on_bytes=progress), counter)
+    windows = _windows(_encoded(tokenizer, blocks, skip_unknown, counter), seq, batch_size)
+    score = _scorer(model)
+    total, scored = 0.0, 0
+    for batch in windows:
+        total += score(batch)
+        scored += batch.shape[0] * (batch.shape[1] - 1)
+    if scored == 0:
+        raise UsageError(f"{path} has fewer than two tokens the model can read; give a longer text")
+    loss = total / scored
+    word_level = tokenizer.unk_id is not None
+    per_char = max(counter["characters"], 1) if word_level else scored
+    return Evaluation(text=str(path), level=tokenizer.level, seq_length=seq, characters=counter["characters"],
+                      tokens=scored, unknown_tokens=counter["unknown"], loss=loss,
+                      perplexity=math.exp(min(loss, 700.0)), bits_per_token=loss / math.log(2),
+                      bits_per_char=total / math.log(2) / per_char)
+
+
+def _counted(blocks: Iterator[str], counter: dict) -> Iterator[str]:
+    for block in blocks:
+        counter["characters"] += len(block)
+        yield block
+
+
+def _encoded(tokenizer, blocks: Iterator[str], skip_unknown: bool, counter: dict) -> Iterator[np.ndarray]:
+    """Ids block by block. Unknown characters are an error unless skipped; unknown words are
+    scored as <unk> (or skipped). Word tokenizers carry their spacing state across blocks."""
+    if tokenizer.unk_id is None:
+        for block in blocks:
+            ids, count, _ = encode_known(tokenizer, block, "drop" if skip_unknown else "error",
+                                         hint="; pass --skip-unknown to leave them out")
+            counter["unknown"] += count
+            yield ids
+        return
+    for ids in tokenizer.encode_stream(blocks):
+        unknown = ids == tokenizer.unk_id
+        counter["unknown"] += int(np.count_nonzero(unknown))
+        yield ids[~unknown] if skip_unknown else ids
+
+
+def _windows(id_blocks: Iterator[np.ndarray], seq: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of (batch, seq + 1) windows sharing one token, then the leftovers and the tail window."""
+    pending = np.empty(0, dtype=np.int32)  # tokens not yet in a window; the first is shared with the last window
+    waiting = np.empty((0, seq + 1), dtype=np.int32)  # windows not yet batched
+    for ids in id_blocks:
+        pending = np.concatenate([pending, ids.astype(np.int32)])
+        n = max(len(pending) - 1, 0) // seq
+        if not n:
+            continue
+        waiting = np.concatenate([waiting, make_chunks(pending, seq)])
+        pending = pending[n * seq:]
+        full = len(waiting) // batch_size * batch_size
+        for start in range(0, full, batch_size):
+            yield waiting[start:start + batch_size]
+        waiting = waiting[full:]
+    if len(waiting):
+        yield waiting
+    if len(pending) > 1:
+        yield pending[None, :]
+
+
+def _scorer(model: keras.Model) -> Callable[[np.ndarray], float]:
+    """Summed cross-entropy (nats) of a batch of windows, compiled once for every shape."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def summed_loss(windows):
+        logits = tf.cast(model(windows[:, :-1], training=False), tf.float32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=windows[:, 1:], logits=logits)
+        return tf.reduce_sum(tf.cast(losses, tf.float64))
+
+    return lambda windows: float(summed_loss(tf.constant(windows, dtype=tf.int32)))
