@@ -22,10 +22,13 @@ def model_facts(model) -> dict:
         "parameters": arch["parameters"],
         "level": level,
         "vocabulary_size": len(tokenizer.get("vocabulary", [])),
-        "coverage": card.get("coverage"),
+        "coverage": _rounded(card.get("coverage")),  # share of corpus tokens in the vocabulary
         "format_version": card.get("format_version"),
         "textgen_version": card.get("textgen_version"),
     }
+    options = {k: v for k, v in tokenizer.items() if k not in ("level", "vocabulary")}
+    if options:  # word level: lowercase, max_vocab, min_count, pattern
+        facts["tokenizer"] = options
     for key, name in (("final_loss", "final_train_loss"), ("final_val_loss", "final_validation_loss"),
                       ("best_loss", "best_validation_loss")):
         value = history.get(key)
@@ -46,3 +49,7 @@ def model_facts(model) -> dict:
     if card.get("config"):
         facts["config"] = card["config"]
     return facts
+
+
+def _rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
