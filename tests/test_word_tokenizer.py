@@ -197,10 +197,19 @@ def test_pattern_defines_tokens_and_never_loses_text():
 
 
 def test_pattern_for_a_script_without_spaces():
-    text = "\u6211\u7231\u732b\u3002\u732b\u7231\u6211\u3002"
+    text = "\u6211\u7231\u732b\u3002\u732b\u7231\u6211\uff01\n\u6211\u3002"
     tokenizer = word_fit(text, pattern=r"[\u4e00-\u9fff]")
-    assert tokenizer.vocab_size == len(SPECIAL_TOKENS) + 4
+    assert tokenizer.vocab_size == len(SPECIAL_TOKENS) + 6  # 3 ideographs, 2 punctuation marks, a newline
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text and markers(tokenizer, ids) == 0  # ideographs join by rule
+
+
+def test_elision_tokens_from_a_pattern_join_the_next_word():
+    text = "l'homme qu'il aime, sailors' hats"
+    tokenizer = word_fit(text, pattern=r"\w+'|\w+")
+    assert tokenizer.tokenize(text)[:4] == ["l'", "homme", "qu'", "il"]
     assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.tokenize(text).count(SPACE) == 1  # only the possessive needs a marker
 
 
 @pytest.mark.parametrize("pattern, message", [("[a-", "not a valid regular expression"),

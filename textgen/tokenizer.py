@@ -200,6 +200,11 @@ _JOINING = frozenset("-\u2013\u2014/" + _KEPT_SPACES)  # no space on either side
 # counted per group from the start of each paragraph (a blank line).
 _PAIRED = {'"': 0, "_": 1, "\u00ab": 2, "\u00bb": 2}  # ASCII quote, _italics_, guillemets
 _GROUPS = 3
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, CJK ideographs,
+# kana, CJK and full-width punctuation): their tokens join their neighbours.
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x2E80, 0x2FDF), (0x3000, 0x30FF),
+             (0x3100, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF),
+             (0x20000, 0x3FFFF))
 
 _BLOCK_CHARS = 1 << 20  # encode this much text at a time, split after a newline
 
@@ -258,6 +263,10 @@ def _spacing_class(token: str) -> tuple[bool, bool, int]:
     for chars, before, after in ((_JOINING, False, False), (_CLOSING, False, True), (_OPENING, True, False)):
         if all(c in chars for c in token):
             return before, after, -1
+    if all(any(lo <= ord(c) <= hi for lo, hi in _UNSPACED) for c in token):
+        return False, False, -1
+    if len(token) > 1 and token[-1] in "'\u2019":  # an elision from a custom pattern: l' + homme
+        return True, False, -1
     return True, True, -1
 
 
