@@ -110,3 +110,11 @@ def test_unk_is_never_generated_even_when_the_model_prefers_it():
     for temperature in (0.0, 1.0, 5.0):
         texts = generator.generate("the cat", length=60, temperature=temperature, num_samples=3, random_seed=2)
         assert all(UNK not in text and len(text.split()) >= 20 for text in texts)
+
+
+@pytest.mark.parametrize("name", ["moby-dick-word", "pride-and-prejudice-word"])
+def test_word_presets_load_and_name_bundled_corpora(name):
+    root = CORPORA.parent
+    config = load_config(root / "configs" / f"{name}.yaml")
+    assert config.tokenizer.level == "word"
+    assert all((root / path).is_file() for path in config.corpus.paths)
