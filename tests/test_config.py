@@ -40,6 +40,21 @@ def test_file_then_override(tmp_path):
     ("corpus.strip_gutenberg=maybe", "corpus.strip_gutenberg must be true or false"),
     ("corpus.validation_fraction=0.9", "corpus.validation_fraction must be between 0 and 0.5"),
     ("training.seq_length=true", "training.seq_length must be an integer, got bool True"),
+    ("training.optimizer=adamm", "training.optimizer must be one of adam, adamw, rmsprop, got 'adamm'; did you mean adam?"),
+    ("training.lr_schedule=cosin", "training.lr_schedule must be one of constant, exponential, cosine"),
+    ("training.lr_decay=1.5", "training.lr_decay must be in (0, 1], got 1.5"),
+    ("training.min_learning_rate=0.1", "training.min_learning_rate must be between 0 and training.learning_rate"),
+    ("training.clipvalue=1", "training.clipvalue cannot be combined with training.clipnorm; set training.clipnorm=0"),
+    ("training.patience=-1", "training.patience must be 0 or more, got -1"),
+    ("training.max_minutes=0", "training.max_minutes must be positive or null, got 0"),
+    ("training.steps_per_epoch=0", "training.steps_per_epoch must be at least 1, got 0"),
+    ("training.sample_temperatures=[]", "training.sample_temperatures must list at least one temperature"),
+    ("training.sample_temperatures=[hot]", "training.sample_temperatures must be a list of numbers"),
+    ("training.sample_temperatures=[-1]", "training.sample_temperatures must be 0 (greedy) or more, got -1.0"),
+    ("training.unknown_tokens=skip", "training.unknown_tokens must be one of error, unk, drop"),
+    ("training.l2=-0.1", "training.l2 must be 0 or more"),
+    ("model.embedding_dropout=1", "model.embedding_dropout must be in [0, 1) or null, got 1.0"),
+    ("training.warmup_step=5", "unknown config key training.warmup_step; did you mean training.warmup_steps?"),
     ("epochs", "must look like KEY=VALUE"),
     ("model=3", "model must be a mapping"),
 ])
@@ -76,3 +91,16 @@ def test_config_is_frozen_and_round_trips_through_yaml(tmp_path):
     path.write_text(config.to_yaml())
     assert load_config(path) == config
     assert isinstance(config, Config)
+
+
+def test_training_workflow_keys_and_yaml_exponents():
+    config = load_config(None, ["training.learning_rate=3e-4", "training.l2=1e-6", "training.sample_temperatures=0.7",
+                                "training.lr_schedule=cosine", "training.max_minutes=30", "model.embedding_dropout=0.1"])
+    training = config.training
+    assert training.learning_rate == 3e-4 and training.l2 == 1e-6  # YAML 1.1 reads these as strings
+    assert training.sample_temperatures == (0.7,) and training.max_minutes == 30.0
+    assert config.model.embedding_dropout == 0.1
+    defaults = load_config().training
+    assert (defaults.optimizer, defaults.lr_schedule, defaults.patience, defaults.unknown_tokens) == (
+        "adam", "constant", 0, "error")
+    assert defaults.steps_per_epoch is None and defaults.max_minutes is None and defaults.init_from is None

@@ -4,6 +4,7 @@ import json
 import zipfile
 
 import h5py
+import numpy as np
 
 import keras
 
@@ -38,3 +39,22 @@ def test_saved_model_is_the_best_epoch_and_has_no_optimizer(tiny_config):
         assert not json.loads(archive.read("config.json")).get("compile_config")
         with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
             assert "optimizer" not in weights
+
+
+def test_embedding_dropout_and_l2_keep_the_cudnn_options():
+    from textgen.config import ModelConfig
+    from textgen.model import build_model
+
+    tokenizer = {"level": "char", "vocabulary": list("abcdefghij")}
+    model = build_model(ModelConfig(cell="lstm", embedding_dim=4, units=8, layers=2, dropout=0.3,
+                                    embedding_dropout=0.1), tokenizer, l2=1e-3)
+    rates = {layer.name: layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {"embedding_dropout": 0.1, "dropout_1": 0.3, "dropout_2": 0.3}
+    model(np.zeros((2, 5), dtype=np.int32))
+    assert len(model.losses) == 5  # kernel + recurrent kernel of two LSTMs, and the output kernel
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.RNN):
+            assert layer.cell.recurrent_dropout == 0 and layer.cell.use_bias and not layer.unroll
+    plain = build_model(ModelConfig(cell="gru", embedding_dim=4, units=8, dropout=0.2), tokenizer)
+    assert [l.name for l in plain.layers if isinstance(l, keras.layers.Dropout)] == ["embedding_dropout", "dropout_1"]
+    assert not plain.losses

@@ -69,8 +69,8 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> Non
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
-    for old in directory.glob("step-*.weights.h5"):
-        if old.name != name:
+    for old in [*directory.glob("step-*.weights.h5"), *directory.glob(".step-*.tmp.weights.h5")]:
+        if old.name != name:  # older states, and temporary files a killed process left behind
             remove_file(str(old))
 
 

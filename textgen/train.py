@@ -378,9 +378,10 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
         lr = config.training.learning_rate
         clip = (f"lower training.clipnorm (now {config.training.clipnorm:g})" if config.training.clipnorm
                 else "set training.clipnorm (e.g. 1.0)")
-        raise TextgenError(f"the loss became NaN at {where}; {_kept(run, recorder)}; lower training.learning_rate "
-                           f"(now {lr:g}, try {lr / 4:g}) or {clip}, then start again with --overwrite or "
-                           "--resume from the last checkpoint")
+        again = ("start again with --overwrite, or continue from the last checkpoint with --resume"
+                 if has_checkpoint(run.run_dir) else "start again with --overwrite")
+        raise TextgenError(f"the loss became NaN or infinite at {where}; {_kept(run, recorder)}; lower "
+                           f"training.learning_rate (now {lr:g}, try {lr / 4:g}) or {clip}, then {again}")
     if stopped in ("interrupt", "time"):
         checkpointer.save()
         if not model_path.exists():  # no epoch finished yet: keep what there is, so a model always exists

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -33,7 +34,7 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     from textgen.generate import load_keras_model
 
     model = load_keras_model(model_path)
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     size = Path(text_path).stat().st_size if Path(text_path).is_file() else 0
     with contextlib.ExitStack() as stack:
         progress = None

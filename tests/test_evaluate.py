@@ -1,0 +1,121 @@
+"""`textgen evaluate` and `textgen plot`."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from conftest import CORPORA
+from textgen.cli import cli
+from textgen.dataset import make_chunks
+from textgen.evaluate import evaluate_file
+from textgen.generate import load_keras_model
+from textgen.layers import find_token_embedding
+from textgen.plot import matplotlib_available
+from textgen.tokenizer import tokenizer_from_config
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """Shakespeare the tiny model never saw (it trained on the first 30,000 characters)."""
+    path = tmp_path_factory.mktemp("held_out") / "held_out.txt"
+    text = (CORPORA / "tinyshakespeare.txt").read_text()[30_000:36_000]
+    path.write_text(text[:text.rindex("\n") + 1])  # whole lines, so the file reads back unchanged
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def direct_loss(model, ids, seq):
+    """Mean cross-entropy over the windows evaluate uses, computed in one go without streaming."""
+    windows = make_chunks(ids, seq)
+    tail = ids[len(windows) * seq:]
+    total, count = 0.0, 0
+    for batch in [windows] + ([tail[None, :]] if len(tail) > 1 else []):
+        logits = model(batch[:, :-1], training=False)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch[:, 1:], logits=logits)
+        total += float(tf.reduce_sum(tf.cast(losses, tf.float64)))
+        count += batch.shape[0] * (batch.shape[1] - 1)
+    return total / count, count
+
+
+def test_bits_per_char_is_loss_over_ln2_and_streaming_changes_nothing(trained_model, held_out):
+    model = load_keras_model(trained_model)
+    streamed = evaluate_file(model, held_out, batch_size=3, block_chars=500)  # many blocks, many batches
+    whole = evaluate_file(model, held_out, batch_size=64, block_chars=1 << 20)
+    assert streamed.bits_per_char == pytest.approx(streamed.loss / math.log(2), rel=1e-12)
+    assert streamed.bits_per_token == pytest.approx(streamed.bits_per_char, rel=1e-12)  # a token is a character
+    assert streamed.loss == pytest.approx(whole.loss, rel=1e-9) and streamed.tokens == whole.tokens
+    tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
+    ids = tokenizer.encode(held_out.read_text())
+    loss, count = direct_loss(model, ids, streamed.seq_length)
+    assert streamed.tokens == count == len(ids) - 1 and streamed.characters == len(ids)
+    assert streamed.loss == pytest.approx(loss, abs=1e-5)
+    assert streamed.perplexity == pytest.approx(math.exp(loss), rel=1e-4)
+    assert streamed.seq_length == 32  # the model's own training.seq_length
+
+
+def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_path):
+    result = run("evaluate", "--model", trained_model, "--text", held_out, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["level"] == "char" and doc["tokens"] == doc["characters"] - 1 > 5000 and 0 < doc["bits_per_char"] < 8
+    assert doc["bits_per_char"] == pytest.approx(doc["loss"] / math.log(2))
+    plain = run("evaluate", "--model", trained_model, "--text", held_out)
+    assert plain.exit_code == 0 and "bits per character: " in plain.output and "perplexity: " in plain.output
+
+    odd = tmp_path / "odd.txt"
+    odd.write_text("Señor, the café is closed.\n" * 5)
+    refused = run("evaluate", "--model", trained_model, "--text", odd)
+    assert refused.exit_code == 2 and "'ñ', 'é'" in refused.output and "--skip-unknown" in refused.output
+    skipped = run("evaluate", "--model", trained_model, "--text", odd, "--skip-unknown", "--json")
+    assert skipped.exit_code == 0 and json.loads(skipped.output)["unknown_tokens"] == 10
+    missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_word_model_bits_per_char_counts_characters(small_corpus, held_out, tmp_path):
+    from conftest import tiny_overrides
+    from textgen.config import load_config
+    from textgen.train import train
+
+    config = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{"tokenizer.level": "word",
+                                                                                 "training.epochs": 1}))
+    model = load_keras_model(train(config, echo=lambda _: None, verbose=0).model_path)
+    result = evaluate_file(model, held_out)
+    assert result.level == "word" and 0 < result.unknown_tokens < result.tokens
+    assert result.characters == len(held_out.read_text())
+    total_bits = result.bits_per_token * result.tokens
+    assert result.bits_per_char == pytest.approx(total_bits / result.characters)
+    assert result.tokens < result.characters / 3  # words, not characters
+    assert np.isfinite(result.perplexity)
+
+
+@pytest.mark.skipif(not matplotlib_available(), reason="matplotlib is not installed (pip install 'textgen[plot]')")
+def test_plot_writes_loss_png(trained_model, tmp_path):
+    run_dir = trained_model.parent
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")  # drawn at the end of training
+    (run_dir / "loss.png").unlink()
+    result = run("plot", run_dir)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    empty = run("plot", tmp_path)
+    assert empty.exit_code == 2 and "no history.csv" in empty.output
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(trained_model, monkeypatch):
+    monkeypatch.setattr("textgen.plot.matplotlib_available", lambda: False)
+    result = run("plot", trained_model.parent)
+    assert result.exit_code == 1 and "pip install 'textgen[plot]'" in result.output
+
+
+def test_new_commands_have_help():
+    for command in ("evaluate", "plot"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output

@@ -1,0 +1,272 @@
+"""Resume, interruption, early stopping, NaN, time budget and fine-tuning, with real training runs."""
+
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import CORPORA, tiny_overrides
+from textgen.callbacks import StopGuard, global_step
+from textgen.checkpoint import checkpoint_dir, read_state
+from textgen.cli import cli
+from textgen.config import load_config
+from textgen.corpus import load_corpus
+from textgen.dataset import make_dataset, split_ids
+from textgen.errors import TextgenError, UsageError
+from textgen.generate import load_keras_model
+from textgen.layers import find_token_embedding
+from textgen.tokenizer import tokenizer_from_config
+from textgen.train import TrainingInterrupted, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quiet(_):
+    pass
+
+
+def config_for(corpus, out, **extra):
+    return load_config(None, tiny_overrides(corpus, out, **extra))
+
+
+def interrupt_at(monkeypatch, step):
+    """Ask for a stop (as Ctrl-C does) once the optimizer has made `step` updates."""
+    original = StopGuard.on_train_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        if global_step(self.model) == step:
+            self.request.reason = "SIGINT"
+        original(self, batch, logs)
+
+    monkeypatch.setattr(StopGuard, "on_train_batch_end", on_train_batch_end)
+
+
+def losses(result):
+    return [(row["loss"], row["val_loss"]) for row in result.history]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_corpus, tmp_path_factory):
+    """Three epochs of the tiny character model, never interrupted."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    return train(config_for(small_corpus, out, **{"training.epochs": 3}), echo=quiet, verbose=0)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corpus, uninterrupted, tmp_path,
+                                                               monkeypatch):
+    settings = {"training.epochs": 3, "tokenizer.level": level}
+    straight = uninterrupted if level == "char" else \
+        train(config_for(small_corpus, tmp_path / "straight", **settings), echo=quiet, verbose=0)
+    steps = straight.global_step // 3
+    stop_at = steps + steps // 2  # the middle of the second epoch
+    config = config_for(small_corpus, tmp_path / "run", **settings)
+    interrupt_at(monkeypatch, stop_at)
+    with pytest.raises(TrainingInterrupted, match=f"epoch 2, step {steps // 2} of {steps}") as stop:
+        train(config, echo=quiet, verbose=0)
+    assert "--resume" in str(stop.value)
+    monkeypatch.undo()
+    saved = load_keras_model(tmp_path / "run" / "model.keras")  # loadable, holds epoch 1
+    assert find_token_embedding(saved).model_card["history"]["best_epoch"] == 1
+    assert read_state(tmp_path / "run")["global_step"] == stop_at
+
+    resumed = train(config, resume=True, echo=quiet, verbose=0)
+    assert resumed.global_step == straight.global_step
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=0, atol=1e-3)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and sum(int(r["best"]) for r in rows) == 1
+    tokenizer = json.loads((checkpoint_dir(tmp_path / "run") / "tokenizer.json").read_text())
+    assert find_token_embedding(load_keras_model(resumed.model_path)).tokenizer == tokenizer
+
+
+def test_resume_refuses_what_cannot_continue(small_corpus, tmp_path):
+    config = config_for(small_corpus, tmp_path / "run", **{"training.max_minutes": 1e-6})
+    with pytest.raises(UsageError, match="no training state to resume"):
+        train(config, resume=True, echo=quiet, verbose=0)
+    assert train(config, echo=quiet, verbose=0).stopped == "time_limit"
+    with pytest.raises(UsageError, match="unfinished run; pass --resume"):
+        train(config, echo=quiet, verbose=0)
+    changed = config_for(small_corpus, tmp_path / "run", **{"training.batch_size": 16})
+    with pytest.raises(UsageError, match="training.batch_size is 32 in the run being resumed .* but 16 now"):
+        train(changed, resume=True, echo=quiet, verbose=0)
+    with pytest.raises(UsageError, match="pass only one"):
+        train(config, resume=True, overwrite=True, echo=quiet, verbose=0)
+    finished = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1})
+    assert train(finished, resume=True, echo=quiet, verbose=0).stopped == "completed"
+    with pytest.raises(UsageError, match="already finished its 1 epochs; raise training.epochs"):
+        train(finished, resume=True, echo=quiet, verbose=0)
+
+
+def test_steps_per_epoch_time_budget_and_resume(small_corpus, tmp_path):
+    settings = {"training.steps_per_epoch": 5, "training.epochs": 2}
+    budget = config_for(small_corpus, tmp_path / "run", **settings, **{"training.max_minutes": 1e-6})
+    messages = []
+    stopped = train(budget, echo=messages.append, verbose=0)
+    assert stopped.stopped == "time_limit" and stopped.global_step == 1
+    assert any("training.max_minutes" in m and "--resume" in m for m in messages)
+    load_keras_model(stopped.model_path)  # no epoch finished, yet a model was saved
+    resumed = train(config_for(small_corpus, tmp_path / "run", **settings), resume=True, echo=quiet, verbose=0)
+    assert resumed.stopped == "completed" and resumed.global_step == 10 and len(resumed.history) == 2
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def spawn_training(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "textgen", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("training did not get there in time")
+        time.sleep(0.02)
+
+
+def current_step(run_dir):
+    try:
+        return json.loads((checkpoint_dir(run_dir) / "state.json").read_text())["global_step"]
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_ctrl_c_saves_a_loadable_model_and_prints_how_to_continue(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 500}) for a in ("--set", o)]
+    process = spawn_training(sets, tmp_path)
+    wait_for(lambda: (out / "history.csv").exists(), process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert "stopping after this step" in stdout
+    assert "continue with: textgen train" in stderr and stderr.rstrip().endswith("--resume")
+    assert "Traceback" not in stderr
+    load_keras_model(out / "model.keras")
+    done = len(list(csv.DictReader((out / "history.csv").open())))
+    again = shlex.split(stderr.split("continue with: ")[1].strip())[1:]
+    result = CliRunner().invoke(cli, [*again, "--set", f"training.epochs={done + 1}"])
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    assert len(list(csv.DictReader((out / "history.csv").open()))) == done + 1
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(small_corpus, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    settings = {"training.epochs": 500, "training.checkpoint_every": 5}
+    process = spawn_training([a for o in tiny_overrides(small_corpus, out, **settings) for a in ("--set", o)],
+                             tmp_path)
+    wait_for(lambda: current_step(out) >= 35, process)  # into the second epoch (26 steps each)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    step = current_step(out)
+    assert step >= 35 and (step % 5 == 0 or step % 26 == 0)  # a checkpoint, not the step it died at
+    resumed = train(config_for(small_corpus, out, **{"training.epochs": 3, "training.checkpoint_every": 5}),
+                    resume=True, echo=quiet, verbose=0)
+    assert resumed.global_step == uninterrupted.global_step and len(resumed.history) == 3
+    np.testing.assert_allclose(losses(resumed), losses(uninterrupted), rtol=0, atol=1e-3)
+    assert not list(checkpoint_dir(out).glob(".*"))
+    assert len(list(checkpoint_dir(out).glob("step-*.weights.h5"))) == 1
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text((CORPORA / "tinyshakespeare.txt").read_text()[:4000])
+    config = config_for(corpus, tmp_path / "run", **{
+        "training.epochs": 40, "training.patience": 2, "model.units": 128, "training.learning_rate": 0.02,
+        "corpus.validation_fraction": 0.3, "training.batch_size": 8})
+    result = train(config, echo=quiet, verbose=0)
+    assert result.stopped == "early_stopping"
+    val = [row["val_loss"] for row in result.history]
+    assert len(val) == result.best_epoch + 2 < 40
+    assert result.best_epoch == 1 + int(np.argmin(val))
+    rows = list(csv.DictReader((result.run_dir / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows if r["best"] == "1"] == [result.best_epoch]
+    # model.keras holds the best epoch's weights: its validation loss is that epoch's.
+    model = load_keras_model(result.model_path)
+    tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
+    ids = tokenizer.encode(load_corpus([str(corpus)]))
+    _, val_ids = split_ids(ids, 0.3, 32)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = model.evaluate(make_dataset(val_ids, 32, 8, shuffle=False), verbose=0)
+    assert loss == pytest.approx(min(val), abs=1e-5)
+    assert find_token_embedding(model).model_card["history"]["stopped"] == "early_stopping"
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_model(small_corpus, tmp_path):
+    good = train(config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1}), echo=quiet, verbose=0)
+    before = good.model_path.read_bytes()
+    exploding = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 2, "training.l2": 1e38})
+    with pytest.raises(TextgenError) as err:
+        train(exploding, resume=True, echo=quiet, verbose=0)
+    message = str(err.value)
+    assert "NaN" in message and "training.learning_rate" in message and "training.clipnorm" in message
+    assert "keeps epoch 1" in message
+    assert good.model_path.read_bytes() == before
+    assert read_state(tmp_path / "run")["global_step"] == good.global_step
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tuning_starts_from_the_saved_weights(trained_model, small_corpus, tmp_path):
+    parent = find_token_embedding(load_keras_model(trained_model))
+    # Different architecture keys in the config are replaced by the saved model's.
+    config = config_for(small_corpus, tmp_path / "tuned", **{"training.epochs": 1, "model.units": 64,
+                                                              "training.init_from": str(trained_model)})
+    result = train(config, echo=quiet, verbose=0)
+    assert result.initial_val_loss == pytest.approx(parent.model_card["history"]["best_loss"], abs=1e-5)
+    child = find_token_embedding(load_keras_model(result.model_path))
+    assert child.tokenizer == parent.tokenizer
+    assert child.model_card["init_from"]["path"] == str(trained_model)
+    assert child.model_card["config"]["model"]["units"] == 32
+    assert result.history[0]["val_loss"] < result.initial_val_loss + 0.05
+
+
+def test_fine_tuning_on_unknown_characters(trained_model, tmp_path):
+    corpus = tmp_path / "new.txt"
+    corpus.write_text((CORPORA / "tinyshakespeare.txt").read_text()[:6000] + "Café au lait, señor.\n" * 20)
+
+    def fine_tune(policy):
+        return train(config_for(corpus, tmp_path / policy, **{"training.epochs": 1, "training.unknown_tokens": policy,
+                                                              "training.init_from": str(trained_model)}),
+                     echo=quiet, verbose=0)
+
+    with pytest.raises(UsageError, match=r"'é', 'ñ'\); set training.unknown_tokens=drop"):
+        fine_tune("error")
+    with pytest.raises(UsageError, match="character models have no unknown token"):
+        fine_tune("unk")
+    assert fine_tune("drop").history[0]["loss"] > 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_train_flags_that_conflict(tmp_path, trained_model):
+    result = CliRunner().invoke(cli, ["train", "--resume", "--init-from", str(trained_model),
+                                      "--output", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "pass only one" in result.output
+    result = CliRunner().invoke(cli, ["train", "--resume", "--output", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no training state to resume" in result.output
