@@ -1,14 +1,25 @@
 """Generation: load a .keras file and sample text from a seed.
 
 The seed runs through the network once; after that every new token is one recurrent step
-with the states carried forward. The step loop runs inside one compiled `tf.function`
-(a `tf.while_loop`) that produces a chunk of tokens per call, for a whole batch of samples
-at once; Python only decodes finished chunks (to stream them) and checks stop strings
-between chunks. The cost of a token does not depend on how much text came before it.
+with the states carried forward, so the cost of a token does not depend on how much text
+came before it. The step loop runs inside one compiled `tf.function` (a `tf.while_loop`)
+that produces a chunk of tokens per call, for a whole batch of samples at once; Python only
+decodes finished chunks (to stream them) and checks stop strings between chunks.
+
+A step is written with raw TensorFlow ops on a snapshot of the model's weights rather than
+by calling the Keras layers (`RecurrentStepper`): the first layer's input projection is a
+lookup table, so a step multiplies the hidden state by the recurrent kernel and little
+else. How each loop is compiled was chosen by measurement on a 2-core AVX-512 CPU
+(docs/generation.md): with XLA (`jit_compile=True`) for float32, which makes single
+samples about twice as fast; without XLA but with bfloat16 recurrent matrix products for
+large sampled batches on CPUs with native bfloat16, where oneDNN's bfloat16 kernels beat
+XLA's float32 ones by about 2x. Greedy decoding, beam search and scoring always run in
+float32, so they stay equal to the Keras model's own results.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -20,14 +31,18 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.errors import ModelFileError, UsageError
-from textgen.layers import FORMAT_VERSION, find_token_embedding
+from textgen.layers import FORMAT_VERSION, TokenEmbedding, find_token_embedding
 from textgen.model import recurrent_layers
 from textgen.samplers import GreedySampler, Sampler, make_sampler
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
-CHUNK = 256  # tokens per later call; amortises the call overhead
+CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)
+BFLOAT16_MIN_BATCH = 16  # sampled batches at least this large use bfloat16 products ("auto")
+TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
+PRECISIONS = ("auto", "float32", "bfloat16")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
+_STOP_LOOKBACK = 64  # characters before a new chunk searched again for a sentence end
 
 
 def load_keras_model(path: str | Path) -> keras.Model:
@@ -57,9 +72,9 @@ def load_keras_model(path: str | Path) -> keras.Model:
     return model
 
 
-def load(path: str | Path) -> "Generator":
-    """Load a textgen model file and return a `Generator` for it."""
-    return Generator(load_keras_model(path))
+def load(path: str | Path, **options) -> "Generator":
+    """Load a textgen model file and return a `Generator` for it (options: see `Generator`)."""
+    return Generator(load_keras_model(path), **options)
 
 
 @dataclass
@@ -69,6 +84,7 @@ class Sample:
     text: str
     tokens: int
     stopped_by: str = "length"  # length | stop | sentence
+    log_probability: float | None = None  # beam search: the sequence's log-probability under the model
 
 
 @dataclass
@@ -99,71 +115,259 @@ class Request:
             raise UsageError(f"repetition penalty must be 1 (off) or more, got {self.repetition_penalty}")
         if any(s == "" for s in self.stop):
             raise UsageError("a stop string cannot be empty")
+        if self.random_seed < 0:
+            raise UsageError(f"random seed must be 0 or more, got {self.random_seed}")
+        if self.sampler.beam and self.num_samples != 1:
+            raise UsageError("beam search returns the single most likely text; drop --num-samples or --beam-width")
+        if self.sampler.beam and self.repetition_penalty != 1.0:
+            raise UsageError("beam search scores the model's own probabilities; "
+                             "drop --repetition-penalty or --beam-width")
+
+
+# ---------------------------------------------------------------------- one recurrent step
+
+
+def _matmul(x, weights):
+    """x (float32) @ weights, in the weights' dtype; the result is float32."""
+    if weights.dtype == tf.float32:
+        return tf.matmul(x, weights)
+    return tf.cast(tf.matmul(tf.cast(x, weights.dtype), weights), tf.float32)
+
+
+class _CellStep:
+    """One Keras recurrent cell as raw ops on copies of its weights (inference: no dropout).
+
+    `project` is the input half (x @ kernel + input bias), `__call__` the recurrent half.
+    The first layer's `project` is replaced by a table lookup in `RecurrentStepper`.
+    """
+
+    gates = 1
+
+    def __init__(self, cell, dtype):
+        self.units = cell.units
+        self.activation = cell.activation
+        self.recurrent_activation = getattr(cell, "recurrent_activation", None)
+        self.kernel = np.asarray(cell.kernel.numpy(), np.float32)  # kept for the first layer's table
+        bias = cell.bias.numpy() if cell.bias is not None else np.zeros(self.gates * self.units)
+        self.input_bias, recurrent_bias = self._split_bias(np.asarray(bias, np.float32))
+        self.recurrent_bias = tf.constant(recurrent_bias) if recurrent_bias is not None else None
+        self.kernel_t = tf.cast(tf.constant(self.kernel), dtype)
+        self.input_bias_t = tf.constant(self.input_bias)
+        self.recurrent = tf.cast(tf.constant(np.asarray(cell.recurrent_kernel.numpy(), np.float32)), dtype)
+
+    def _split_bias(self, bias):
+        return bias, None
+
+    def project(self, x):
+        return _matmul(x, self.kernel_t) + self.input_bias_t
+
+    def state_sizes(self) -> list[int]:
+        return [self.units]
+
+
+class _SimpleRNNStep(_CellStep):
+    def __call__(self, xz, states):
+        h = self.activation(xz + _matmul(states[0], self.recurrent))
+        return h, [h]
+
+
+class _LSTMStep(_CellStep):
+    gates = 4
+
+    def state_sizes(self):
+        return [self.units, self.units]
+
+    def __call__(self, xz, states):
+        h, c = states
+        i, f, g, o = tf.split(xz + _matmul(h, self.recurrent), 4, axis=-1)
+        act, gate = self.activation, self.recurrent_activation
+        c = gate(f) * c + gate(i) * act(g)
+        h = gate(o) * act(c)
+        return h, [h, c]
+
+
+class _GRUStep(_CellStep):
+    gates = 3
+
+    def __init__(self, cell, dtype):
+        self.reset_after = cell.reset_after
+        super().__init__(cell, dtype)
+        if not self.reset_after:  # the reset gate multiplies h before the candidate's product
+            self.recurrent_zr = self.recurrent[:, :2 * self.units]
+            self.recurrent_h = self.recurrent[:, 2 * self.units:]
+
+    def _split_bias(self, bias):
+        if not self.reset_after:
+            return bias, None
+        if bias.ndim == 2:  # one row for the input product, one for the recurrent product
+            return bias[0], bias[1]
+        return bias, np.zeros_like(bias)  # use_bias=False
+
+    def __call__(self, xz, states):
+        h = states[0]
+        x_z, x_r, x_h = tf.split(xz, 3, axis=-1)
+        gate = self.recurrent_activation
+        if self.reset_after:
+            inner = _matmul(h, self.recurrent) + self.recurrent_bias
+            in_z, in_r, in_h = tf.split(inner, 3, axis=-1)
+            z, r = gate(x_z + in_z), gate(x_r + in_r)
+            candidate = self.activation(x_h + r * in_h)
+        else:
+            in_z, in_r = tf.split(_matmul(h, self.recurrent_zr), 2, axis=-1)
+            z, r = gate(x_z + in_z), gate(x_r + in_r)
+            candidate = self.activation(x_h + _matmul(r * h, self.recurrent_h))
+        h = z * h + (1 - z) * candidate
+        return h, [h]
+
+
+_CELL_STEPS = {keras.layers.LSTMCell: _LSTMStep, keras.layers.GRUCell: _GRUStep,
+               keras.layers.SimpleRNNCell: _SimpleRNNStep}
+_PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
 
 
 class RecurrentStepper:
-    """One token step through a sequence model's layers, with explicit recurrent states."""
+    """One token step through a textgen model, with explicit recurrent states.
 
-    def __init__(self, model: keras.Model):
-        self.embedding = find_token_embedding(model)
-        self.cells = [layer.cell for layer in recurrent_layers(model)]
-        if not self.cells:
-            raise ModelFileError(f"model {model.name} has no recurrent layers to step through")
-        self.head = model.get_layer("logits")
+    Works on a snapshot of the model's weights taken at construction. The first recurrent
+    layer's input projection, embedding @ kernel + bias, is precomputed as a table with one
+    row per token (when it fits in TABLE_MAX_BYTES), so a step is: a row lookup, one
+    product of the hidden state with the recurrent kernel per layer, the gate arithmetic
+    and the output layer. `dtype` is the dtype of the recurrent and deeper input products
+    (float32 or bfloat16); everything else is float32.
+    """
 
-    def initial_states(self, batch_size):
-        states = []
-        for cell in self.cells:
-            sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
-            states.append([tf.zeros([batch_size, size], dtype=cell.compute_dtype) for size in sizes])
-        return states
+    def __init__(self, model: keras.Model, dtype=tf.float32):
+        embedding, rnns = _check_architecture(model)
+        self.dtype = dtype
+        self.layers = [_CELL_STEPS[type(layer.cell)](layer.cell, dtype) for layer in rnns]
+        first = self.layers[0]
+        table_bytes = embedding.input_dim * first.gates * first.units * 4
+        matrix = np.asarray(embedding.embeddings.numpy(), np.float32)
+        if table_bytes <= TABLE_MAX_BYTES:
+            self.table = tf.constant(matrix @ first.kernel + first.input_bias)
+            self.embeddings = None
+        else:
+            self.table, self.embeddings = None, tf.constant(matrix)
+        head = model.get_layer("logits")
+        self.head_kernel = tf.constant(np.asarray(head.kernel.numpy(), np.float32))
+        self.head_bias = tf.constant(np.asarray(head.bias.numpy(), np.float32)) if head.use_bias else None
+
+    def initial_states(self, batch_size: int):
+        return [[tf.zeros([batch_size, size]) for size in layer.state_sizes()] for layer in self.layers]
 
     def step(self, token_ids, states):
         """token_ids: (batch,) int32 -> logits (batch, vocab) float32, new states."""
-        x = self.embedding(token_ids)
+        if self.table is not None:
+            xz = tf.gather(self.table, token_ids)
+        else:
+            xz = self.layers[0].project(tf.gather(self.embeddings, token_ids))
         new_states = []
-        for cell, state in zip(self.cells, states):
-            x, state_out = cell(x, state, training=False)
-            new_states.append(list(tf.nest.flatten(state_out)))
-        return tf.cast(self.head(x), tf.float32), new_states
+        for i, (layer, state) in enumerate(zip(self.layers, states)):
+            x, state = layer(xz if i == 0 else layer.project(x), state)
+            new_states.append(state)
+        logits = tf.matmul(x, self.head_kernel)
+        return (logits + self.head_bias if self.head_bias is not None else logits), new_states
+
+
+def _check_architecture(model):
+    """The embedding and recurrent layers, or a one-line error naming what cannot be stepped."""
+    embedding = find_token_embedding(model)
+    rnns = recurrent_layers(model)
+    if not rnns:
+        raise ModelFileError(f"model {model.name} has no recurrent layers to step through")
+    for layer in model.layers:
+        if isinstance(layer, (TokenEmbedding, keras.layers.RNN, *_PASS_THROUGH)) or layer.name == "logits":
+            continue
+        raise ModelFileError(f"model {model.name} has a {type(layer).__name__} layer ({layer.name}) "
+                             "that generation cannot step through; build it with textgen's build_model")
+    for layer in rnns:
+        if type(layer.cell) not in _CELL_STEPS or layer.go_backwards:
+            raise ModelFileError(f"layer {layer.name} ({type(layer.cell).__name__}"
+                                 f"{', backwards' if layer.go_backwards else ''}) cannot be stepped; "
+                                 "generation supports forward LSTM, GRU and SimpleRNN layers")
+    head = model.get_layer("logits")
+    if head.activation not in (None, keras.activations.linear):
+        raise ModelFileError(f"the logits layer of model {model.name} has an activation; it must output logits")
+    return embedding, rnns
+
+
+@functools.lru_cache(maxsize=1)
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+# ---------------------------------------------------------------------- the generator
 
 
 class Generator:
-    """Samples text from a loaded textgen model. Build it with `textgen.load(path)`."""
+    """Samples text from a loaded textgen model. Build it with `textgen.load(path)`.
 
-    def __init__(self, model: keras.Model):
+    Args:
+        model: a model built by textgen's `build_model` (loaded from its .keras file).
+        precision: "auto" (default: bfloat16 products for sampled batches of at least
+            BFLOAT16_MIN_BATCH on CPUs with native bfloat16, float32 otherwise), "float32"
+            or "bfloat16" (sampling only; greedy, beam and scoring are always float32).
+        jit_compile: compile the loops with XLA. None (default) uses XLA for float32 loops
+            and not for bfloat16 ones, which is what measured fastest.
+    """
+
+    def __init__(self, model: keras.Model, precision: str = "auto", jit_compile: bool | None = None):
+        if precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model
         embedding = find_token_embedding(model)
+        if embedding is None or not embedding.tokenizer:
+            raise ModelFileError(f"model {model.name} carries no tokenizer; train it with `textgen train`")
         self.tokenizer: Tokenizer = tokenizer_from_config(embedding.tokenizer)
         self.model_card = embedding.model_card
-        self.stepper = RecurrentStepper(model)
+        self.precision = precision
+        self.jit_compile = jit_compile
+        self.stepper = RecurrentStepper(model)  # float32; a bfloat16 one is made when first needed
+        self._steppers = {tf.float32: self.stepper}
         self._banned = self._banned_ids()
-        self._prime_fn = tf.function(self._prime, reduce_retracing=True)
-        self._loops: dict[type, tf.types.experimental.GenericFunction] = {}
+        self._functions: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
     # ------------------------------------------------------------------ public API
 
-    def generate(self, seed: str, length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+    def generate(self, seed: str, length: int = 200, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, num_samples: int = 1, random_seed: int = 0,
                  repetition_penalty: float = 1.0, min_length: int = 0, stop=(), end_at_sentence: bool = False,
-                 strict: bool = False, sampler: Sampler | None = None) -> list[str]:
-        """Return `num_samples` continuations of `seed` (the seed itself not included)."""
-        request = Request(seed=seed, length=length, sampler=sampler or make_sampler(temperature, top_k, top_p),
+                 beam_width: int | None = None, strict: bool = False, sampler: Sampler | None = None) -> list[str]:
+        """Return `num_samples` continuations of `seed` (the seed itself not included).
+
+        temperature None means 1.0 (0 is greedy); `beam_width` asks for beam search, which
+        returns the single most likely continuation and takes no sampling options.
+        """
+        request = Request(seed=seed, length=length,
+                          sampler=sampler or make_sampler(temperature, top_k, top_p, beam_width),
                           num_samples=num_samples, random_seed=random_seed,
                           repetition_penalty=repetition_penalty, min_length=min_length,
                           stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
         return [sample.text for sample in self.run(request)]
 
     def stream(self, request: Request) -> Iterator[str]:
-        """Yield the text of a single sample piece by piece as chunks are generated."""
+        """Yield the text of a single sample piece by piece as chunks are generated.
+
+        The last characters of each chunk are held back while a stop string could still
+        begin in them, so nothing printed is ever taken back.
+        """
         if request.num_samples != 1:
             raise UsageError("streaming produces one sample; set num_samples to 1")
-        emitted = 0
+        hold = max((len(s) for s in request.stop), default=1) - 1
+        emitted, text = 0, ""
         for samples in self._chunks(request):
             text = samples[0].text
-            if len(text) > emitted:
-                yield text[emitted:]
-                emitted = len(text)
+            safe = len(text) - (hold if samples[0].stopped_by == "length" else 0)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+        if len(text) > emitted:
+            yield text[emitted:]
 
     def run(self, request: Request) -> list[Sample]:
         """Generate every sample of a request to its end and return them."""
@@ -189,90 +393,151 @@ class Generator:
             raise UsageError("the seed has no tokens the model can read; give some text to start from")
         return ids, unknown
 
+    def check(self, request: Request) -> list[str]:
+        """Refuse a request this model cannot serve; return the seed's out-of-vocabulary tokens.
+
+        `run` and `stream` check too, but lazily: call this first to fail before any output.
+        """
+        _, unknown = self.encode_seed(request.seed, request.strict)
+        width = getattr(request.sampler, "beam_width", 0)
+        if width > self.tokenizer.vocab_size:
+            raise UsageError(f"beam width {width} exceeds the vocabulary size {self.tokenizer.vocab_size}; "
+                             "use a smaller --beam-width")
+        return unknown
+
+    def log_probability(self, seed: str, continuation) -> float:
+        """Natural-log probability the model gives `continuation` after `seed`.
+
+        `continuation` is text (encoded on its own) or a sequence of token ids. The sum runs
+        over the continuation's tokens, each scored given everything before it.
+        """
+        seed_ids, _ = self.encode_seed(seed)
+        if isinstance(continuation, str):
+            targets = self.tokenizer.encode_lenient(continuation)[0] if continuation else np.zeros(0, np.int32)
+        else:
+            targets = np.asarray(continuation, np.int32).reshape(-1)
+        if len(targets) == 0:
+            return 0.0
+        states, last = self._start(seed_ids, 1)
+        inputs = np.concatenate([[seed_ids[-1]], targets[:-1]]).astype(np.int32)
+        score = self._function("score", None, tf.float32, False)
+        return float(score(states, tf.constant(inputs), tf.constant(targets.astype(np.int32))))
+
+    def session(self, seed: str, strict: bool = False) -> "StepSession":
+        """A token-by-token session from `seed`, driven by the caller (see `StepSession`)."""
+        return StepSession(self, seed, strict)
+
     # ------------------------------------------------------------------ the engine
+
+    def _plan(self, sampler: Sampler, batch: int):
+        """(matmul dtype, jit) for a loop; see the module docstring for the measurements."""
+        bf16 = sampler.stochastic and (
+            self.precision == "bfloat16"
+            or (self.precision == "auto" and batch >= BFLOAT16_MIN_BATCH and native_bfloat16()))
+        dtype = tf.bfloat16 if bf16 else tf.float32
+        jit = self.jit_compile if self.jit_compile is not None else dtype == tf.float32
+        return dtype, jit
 
     def _chunks(self, request: Request) -> Iterator[list[Sample]]:
         """Run the compiled loop chunk by chunk; after each chunk yield the samples so far."""
+        self.check(request)
         seed_ids, _ = self.encode_seed(request.seed, request.strict)
-        batch = request.num_samples
-        states, last = self._start(seed_ids, batch)
-        loop = self._loop_for(request.sampler)
+        if request.sampler.beam:
+            yield from self._beam(request, seed_ids)
+            return
+        batch, sampler = request.num_samples, request.sampler
+        dtype, jit = self._plan(sampler, batch)
+        states, last = self._start(seed_ids, batch, dtype)
+        penalised = request.repetition_penalty != 1.0
+        loop = self._function("sample", sampler, dtype, jit, penalised)
         values = {k: tf.constant(v, dtype=tf.int32 if isinstance(v, int) else tf.float32)
-                  for k, v in request.sampler.values().items()}
+                  for k, v in sampler.values().items()}
         seen = np.zeros((batch, self.tokenizer.vocab_size), dtype=bool)
         seen[:, np.unique(seed_ids)] = True
         seen = tf.constant(seen)
+        penalty = tf.constant(request.repetition_penalty, tf.float32)
         decoders = [self.tokenizer.decoder(seed_ids) for _ in range(batch)]
-        texts = [""] * batch
-        counts = [0] * batch
+        texts, counts = [""] * batch, [0] * batch
         done: list[str | None] = [None] * batch
         produced = 0
         while produced < request.length and not all(done):
             n = min(FIRST_CHUNK if produced == 0 else CHUNK, request.length - produced)
-            tokens, states, last, seen = loop(states, last, seen, tf.constant(produced, tf.int32),
-                                              tf.constant(n, tf.int32), tf.constant(request.random_seed, tf.int64),
-                                              tf.constant(request.repetition_penalty, tf.float32), values)
-            tokens = tokens.numpy()
+            uniforms = self._uniforms(request.random_seed, produced, batch) if sampler.stochastic else \
+                np.zeros((CHUNK, batch), np.float32)
+            tokens, states, last, seen = loop(states, last, seen, tf.constant(n, tf.int32), tf.constant(uniforms),
+                                              penalty, values)
+            tokens = tokens.numpy()[:n].T
             for i in range(batch):
                 if done[i]:
                     continue
                 before = len(texts[i])
                 texts[i] += decoders[i].push(tokens[i])
                 counts[i] += n
-                min_chars = self._min_chars(texts[i], counts[i], request.min_length, decoders[i])
-                cut = self._find_end(texts[i], max(before - 64, 0), min_chars, request)
+                cut = self._find_end(texts[i], before, counts[i], decoders[i], request)
                 if cut is not None:
                     texts[i], done[i] = texts[i][:cut[0]], cut[1]
             produced += n
             yield [Sample(texts[i], counts[i], done[i] or "length") for i in range(batch)]
 
-    def _start(self, seed_ids: np.ndarray, batch: int):
+    @staticmethod
+    def _uniforms(random_seed: int, offset: int, batch: int) -> np.ndarray:
+        """(CHUNK, batch) uniform numbers for the chunk starting at token `offset`.
+
+        Drawn with numpy's seeded generator outside the compiled loop, so a random seed means
+        the same text however the loop is compiled, in every process.
+        """
+        rng = np.random.default_rng([random_seed, offset])
+        return rng.random((batch, CHUNK), dtype=np.float32).T.copy()
+
+    def _beam(self, request: Request, seed_ids: np.ndarray) -> Iterator[list[Sample]]:
+        """Beam search over `request.length` tokens, chunk by chunk; yields the best beam at the end."""
+        width = request.sampler.beam_width
+        states, last = self._start(seed_ids, width)
+        scores = tf.constant([0.0] + [-np.inf] * (width - 1), tf.float32)  # one live beam at first
+        loop = self._function("beam", request.sampler, tf.float32, self.jit_compile is not False)
+        tokens, parents, produced = [], [], 0
+        while produced < request.length:
+            n = min(CHUNK, request.length - produced)
+            chunk_tokens, chunk_parents, states, scores, last = loop(states, scores, last, tf.constant(n, tf.int32))
+            tokens.append(chunk_tokens.numpy()[:n])
+            parents.append(chunk_parents.numpy()[:n])
+            produced += n
+        if produced == 0:
+            return
+        scores = scores.numpy()
+        ids = _backtrack(np.concatenate(tokens), np.concatenate(parents), int(np.argmax(scores)))
+        decoder = self.tokenizer.decoder(seed_ids)
+        text = decoder.push(ids)
+        cut = self._find_end(text, 0, len(ids), decoder, request)
+        stopped_by = "length"
+        if cut is not None:
+            text, stopped_by = text[:cut[0]], cut[1]
+        yield [Sample(text, len(ids), stopped_by, float(np.max(scores)))]
+
+    def _start(self, seed_ids: np.ndarray, batch: int, dtype=tf.float32):
         """Run all but the last seed token through the network; the last one starts the loop."""
-        states = self.stepper.initial_states(batch)
+        states = self._stepper(dtype).initial_states(batch)
         prefix = np.broadcast_to(seed_ids[:-1], (batch, len(seed_ids) - 1)).astype(np.int32)
         if prefix.shape[1]:
-            states = self._prime_fn(states, tf.constant(prefix))
+            states = self._function("prime", None, dtype, False)(states, tf.constant(prefix))
         last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
         return states, last
 
-    def _prime(self, states, prefix):
-        def body(t, states):
-            _, states = self.stepper.step(prefix[:, t], states)
-            return t + 1, states
+    def _stepper(self, dtype) -> RecurrentStepper:
+        if dtype not in self._steppers:
+            self._steppers[dtype] = RecurrentStepper(self.model, dtype)
+        return self._steppers[dtype]
 
-        _, states = tf.while_loop(lambda t, s: t < tf.shape(prefix)[1], body, (tf.constant(0), states))
-        return states
-
-    def _loop_for(self, sampler: Sampler):
-        """The compiled chunk loop for this sampler class (traced once per class)."""
-        key = type(sampler)
-        if key not in self._loops:
-            self._loops[key] = tf.function(self._make_loop(sampler), reduce_retracing=True)
-        return self._loops[key]
-
-    def _make_loop(self, sampler: Sampler):
-        stepper, banned = self.stepper, self._banned
-
-        def loop(states, last, seen, offset, n, random_seed, penalty, values):
-            batch = tf.shape(last)[0]
-            out = tf.TensorArray(tf.int32, size=n)
-
-            def body(t, states, last, seen, out):
-                logits, states = stepper.step(last, states)
-                logits = _apply_penalty(logits, seen, penalty)
-                if banned is not None:
-                    logits = tf.where(banned, tf.constant(-float("inf")), logits)
-                seed = tf.stack([random_seed, tf.cast(offset + t, tf.int64)])
-                token = sampler.next_token(logits, seed, values)
-                seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True, off_value=False))
-                return t + 1, states, token, seen, out.write(t, token)
-
-            _, states, last, seen, out = tf.while_loop(
-                lambda t, *_: t < n, body, (tf.constant(0), states, last, seen, out))
-            tokens = tf.transpose(out.stack())  # (batch, n)
-            return tf.reshape(tokens, [batch, n]), states, last, seen
-
-        return loop
+    def _function(self, kind: str, sampler: Sampler | None, dtype, jit: bool, penalised: bool = False):
+        """The compiled function of one kind, traced once per sampler class and settings."""
+        key = (kind, type(sampler), dtype, jit, penalised)
+        if key not in self._functions:
+            stepper = self._stepper(dtype)
+            make = {"prime": _make_prime, "score": _make_score, "step": _make_step,
+                    "sample": functools.partial(_make_sample_loop, sampler=sampler, penalised=penalised),
+                    "beam": functools.partial(_make_beam_loop, sampler=sampler)}[kind]
+            self._functions[key] = tf.function(make(stepper, self._banned), jit_compile=jit, reduce_retracing=True)
+        return self._functions[key]
 
     # ------------------------------------------------------------------ helpers
 
@@ -285,27 +550,186 @@ class Generator:
         return tf.constant(mask)
 
     @staticmethod
-    def _min_chars(text: str, count: int, min_length: int, decoder) -> int:
-        """Characters of `text` covered by the first `min_length` tokens."""
-        if min_length == 0:
-            return 0
-        return decoder.chars_for_tokens(min_length) if count >= min_length else len(text) + 1
+    def _find_end(text: str, before: int, count: int, decoder, request: Request):
+        """(cut position, reason) of the earliest stop after the minimum length, or None.
 
-    @staticmethod
-    def _find_end(text: str, start: int, min_chars: int, request: Request):
-        """(cut position, reason) of the earliest stop after the minimum length, or None."""
+        `before` is the length of text already searched; a stop string or sentence end can
+        straddle that boundary, so the search starts a little earlier.
+        """
+        if not request.stop and not request.end_at_sentence:
+            return None
+        if request.min_length and count < request.min_length:
+            return None
+        min_chars = decoder.chars_for_tokens(request.min_length) if request.min_length else 0
+        lookback = max([_STOP_LOOKBACK] + [len(s) for s in request.stop])
+        start = max(before - lookback, min_chars)
         best = None
         for stop in request.stop:
-            pos = text.find(stop, max(start, min_chars))
+            pos = text.find(stop, start)
             if pos >= 0 and (best is None or pos < best[0]):
                 best = (pos, "stop")
         if request.end_at_sentence:
-            match = _SENTENCE_END.search(text, max(start, min_chars))
-            while match is not None and match.start() < min_chars:
-                match = _SENTENCE_END.search(text, match.end())
+            match = _SENTENCE_END.search(text, start)
             if match is not None and (best is None or match.end() < best[0]):
                 best = (match.end(), "sentence")
         return best
+
+
+class StepSession:
+    """Generation one token at a time, driven by the caller: the interactive CLI's engine.
+
+    After the seed, `candidates()` lists the most likely next tokens; `choose` appends one,
+    `append_text` appends the caller's own text, `back` undoes the last appended tokens.
+    Nothing here reads from the terminal.
+    """
+
+    def __init__(self, generator: Generator, seed: str, strict: bool = False):
+        self.generator = generator
+        self.seed = seed
+        self.seed_ids, _ = generator.encode_seed(seed, strict)
+        self._step = generator._function("step", None, tf.float32, False)
+        states, last = generator._start(self.seed_ids, 1)
+        self._stack = [(states, last)]  # states before feeding `last`, one entry per appended token
+        self.ids: list[int] = []
+        self._next = None  # (probabilities, states after feeding the top entry's `last`)
+
+    @property
+    def text(self) -> str:
+        """The text appended after the seed so far."""
+        return self.generator.tokenizer.decoder(self.seed_ids).push(np.array(self.ids, np.int32)) if self.ids else ""
+
+    def candidates(self, k: int = 10, temperature: float = 1.0) -> list[tuple[int, str, float]]:
+        """The k most likely next tokens as (token id, text, probability), most likely first."""
+        if temperature <= 0:
+            raise UsageError(f"temperature must be greater than 0 to show probabilities, got {temperature}")
+        logits = self._advance()[0] / temperature
+        if self.generator._banned is not None:
+            logits = np.where(self.generator._banned.numpy(), -np.inf, logits)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [(int(i), self.generator.tokenizer.decode([int(i)]), float(probs[i])) for i in order]
+
+    def choose(self, token_id: int) -> None:
+        """Append one token."""
+        if not 0 <= token_id < self.generator.tokenizer.vocab_size:
+            raise UsageError(f"token id {token_id} is outside the vocabulary "
+                             f"(0..{self.generator.tokenizer.vocab_size - 1})")
+        _, states = self._advance()
+        self._stack.append((states, tf.constant([token_id], tf.int32)))
+        self.ids.append(int(token_id))
+        self._next = None
+
+    def append_text(self, text: str) -> int:
+        """Append the tokens of `text`; returns how many. Unknown characters are a UsageError."""
+        ids, unknown = self.generator.tokenizer.encode_lenient(text)
+        if unknown:
+            raise UsageError(f"{', '.join(repr(t) for t in unknown[:10])} not in the model's vocabulary")
+        for token_id in np.asarray(ids).tolist():
+            self.choose(token_id)
+        return len(ids)
+
+    def back(self, n: int = 1) -> int:
+        """Remove up to the last n appended tokens (never the seed); returns how many were removed."""
+        n = max(0, min(n, len(self.ids)))
+        for _ in range(n):
+            self._stack.pop()
+            self.ids.pop()
+        self._next = None
+        return n
+
+    def _advance(self):
+        if self._next is None:
+            states, last = self._stack[-1]
+            logits, after = self._step(states, last)
+            self._next = (logits.numpy()[0], after)
+        return self._next
+
+
+# ---------------------------------------------------------------------- compiled functions
+
+
+def _make_prime(stepper, banned):
+    def prime(states, prefix):
+        def body(t, states):
+            _, states = stepper.step(prefix[:, t], states)
+            return t + 1, states
+
+        _, states = tf.while_loop(lambda t, s: t < tf.shape(prefix)[1], body, (tf.constant(0), states))
+        return states
+    return prime
+
+
+def _make_step(stepper, banned):
+    def step(states, last):
+        logits, states = stepper.step(last, states)
+        return logits, states
+    return step
+
+
+def _make_score(stepper, banned):
+    def score(states, inputs, targets):
+        def body(t, states, total):
+            logits, states = stepper.step(inputs[t][None], states)
+            return t + 1, states, total + tf.nn.log_softmax(logits)[0, targets[t]]
+
+        _, _, total = tf.while_loop(lambda t, *_: t < tf.shape(inputs)[0], body,
+                                    (tf.constant(0), states, tf.constant(0.0)))
+        return total
+    return score
+
+
+def _make_sample_loop(stepper, banned, sampler, penalised):
+    """A chunk of up to CHUNK tokens for a batch: step, penalise, mask, pick; all compiled."""
+    def loop(states, last, seen, n, uniforms, penalty, values):
+        out = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+
+        def body(t, states, last, seen, out):
+            logits, states = stepper.step(last, states)
+            if penalised:
+                logits = _apply_penalty(logits, seen, penalty)
+            if banned is not None:
+                logits = tf.where(banned, tf.constant(-np.inf, tf.float32), logits)
+            token = sampler.next_token(logits, uniforms[t], values)
+            if penalised:
+                seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True, off_value=False))
+            return t + 1, states, token, seen, out.write(t, token)
+
+        _, states, last, seen, out = tf.while_loop(
+            lambda t, *_: t < n, body, (tf.constant(0), states, last, seen, out), maximum_iterations=CHUNK)
+        return out.stack(), states, last, seen  # tokens (CHUNK, batch); rows past n are unused
+    return loop
+
+
+def _make_beam_loop(stepper, banned, sampler):
+    """A chunk of beam search: every beam steps, `sampler.next_beams` keeps the best extensions."""
+    def loop(states, scores, last, n):
+        tokens = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+        parents = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+
+        def body(t, states, scores, last, tokens, parents):
+            logits, states = stepper.step(last, states)
+            log_probs = tf.nn.log_softmax(logits)
+            if banned is not None:
+                log_probs = tf.where(banned, tf.constant(-np.inf, tf.float32), log_probs)
+            parent, token, scores = sampler.next_beams(scores, log_probs)
+            states = tf.nest.map_structure(lambda s: tf.gather(s, parent), states)
+            return t + 1, states, scores, token, tokens.write(t, token), parents.write(t, parent)
+
+        _, states, scores, last, tokens, parents = tf.while_loop(
+            lambda t, *_: t < n, body, (tf.constant(0), states, scores, last, tokens, parents),
+            maximum_iterations=CHUNK)
+        return tokens.stack(), parents.stack(), states, scores, last
+    return loop
+
+
+def _backtrack(tokens: np.ndarray, parents: np.ndarray, beam: int) -> np.ndarray:
+    """The token sequence ending in `beam`, following the parent pointers back to the start."""
+    ids = np.empty(len(tokens), np.int32)
+    for t in range(len(tokens) - 1, -1, -1):
+        ids[t] = tokens[t, beam]
+        beam = parents[t, beam]
+    return ids
 
 
 def _apply_penalty(logits, seen, penalty):
@@ -317,4 +741,3 @@ def _apply_penalty(logits, seen, penalty):
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
-

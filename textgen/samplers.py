@@ -1,10 +1,16 @@
 """Sampling strategies: how the next token is picked from the model's logits.
 
 A base `Sampler` draws from the temperature-scaled distribution; each strategy overrides
-`next_token` (or the `filter_logits` step before it). Hyper-parameters are handed to the
-compiled generation loop as tensors (`values()`), so changing a temperature or k does not
-retrace the loop; only a different strategy class does. Strategies are registered by name
-so a flag or config can select one.
+one method: `filter_logits` (top-k, top-p), `next_token` (greedy) or `next_beams` (beam
+search). The engine in `textgen.generate` owns the compiled loops and calls these methods
+while tracing them, so every method here works on whole batches of TensorFlow tensors.
+
+Hyper-parameters reach the compiled loop as tensors (`values()`), so changing a temperature
+or k does not retrace or recompile it; only a different strategy class does. Randomness is
+explicit: the engine hands `next_token` one uniform number in [0, 1) per row, drawn from
+the user's random seed, and drawing is an inverse-CDF lookup. Strategies are registered by
+name (`get_sampler("top_k", top_k=5)`), so a flag or config can select one, and each one's
+`get_config()` holds its constructor arguments under the same names.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ import tensorflow as tf
 from textgen.errors import UsageError
 
 _SAMPLERS: dict[str, type["Sampler"]] = {}
+_NEG_INF = -float("inf")
+_BELOW_ONE = 1.0 - 2.0**-22  # u x total stays below total after rounding
 
 
 def register_sampler(cls):
+    """Class decorator: make a sampler constructible from its `name`."""
     _SAMPLERS[cls.name] = cls
     return cls
 
 
 def get_sampler(name: str, **kwargs) -> "Sampler":
+    """The sampler registered as `name`, built with `kwargs` (a `get_config()` dict works)."""
     if name not in _SAMPLERS:
         raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(_SAMPLERS))}")
     return _SAMPLERS[name](**kwargs)
@@ -31,10 +41,25 @@ def sampler_names() -> list[str]:
     return sorted(_SAMPLERS)
 
 
+def draw(logits, uniform):
+    """One token per row from softmax(logits), by inverse CDF with `uniform` (batch,) in [0, 1).
+
+    The token drawn is the first whose cumulative weight exceeds uniform x total weight.
+    Tokens whose logit is -inf have weight 0 and are never drawn: that needs the threshold
+    to stay strictly below the total, hence the cap on `uniform` (float32 rounding).
+    """
+    weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
+    cdf = tf.math.cumsum(weights, axis=-1)
+    threshold = tf.minimum(uniform, _BELOW_ONE)[:, None] * cdf[:, -1:]
+    return tf.reduce_sum(tf.cast(cdf <= threshold, tf.int32), axis=-1)
+
+
 class Sampler:
     """Draw the next token from softmax(logits / temperature)."""
 
     name = ""
+    stochastic = True  # needs random numbers; the engine skips drawing them otherwise
+    beam = False  # searches over beams instead of drawing one token per sample
 
     def __init__(self, temperature: float = 1.0):
         if temperature <= 0:
@@ -46,14 +71,17 @@ class Sampler:
         """Hyper-parameters as plain numbers; the engine turns them into loop tensors."""
         return {"temperature": self.temperature}
 
+    def get_config(self) -> dict:
+        """Constructor arguments, under the same names (`get_sampler(name, **config)` rebuilds it)."""
+        return self.values()
+
     def filter_logits(self, logits, values):
         """Mask tokens that may not be drawn (set their logits to -inf). Default: none."""
         return logits
 
-    def next_token(self, logits, seed, values):
-        """Pick one token per row. `seed` is a shape-[2] int tensor for stateless ops."""
-        logits = self.filter_logits(logits / values["temperature"], values)
-        return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[:, 0]
+    def next_token(self, logits, uniform, values):
+        """Pick one token per row of `logits` (batch, vocab); `uniform` is (batch,) in [0, 1)."""
+        return draw(self.filter_logits(logits / values["temperature"], values), uniform)
 
     def describe(self) -> dict:
         return {"sampler": self.name, **self.values()}
@@ -64,14 +92,15 @@ class GreedySampler(Sampler):
     """Always the most likely token (temperature 0)."""
 
     name = "greedy"
+    stochastic = False
 
-    def __init__(self, temperature: float = 0.0):
+    def __init__(self):
         self.temperature = 0.0
 
     def values(self) -> dict:
         return {}
 
-    def next_token(self, logits, seed, values):
+    def next_token(self, logits, uniform, values):
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
@@ -98,9 +127,10 @@ class TopKSampler(Sampler):
         return {**super().values(), "top_k": self.top_k}
 
     def filter_logits(self, logits, values):
+        # A sort and a gather rather than tf.math.top_k: k stays a tensor, which XLA allows.
         k = tf.minimum(values["top_k"], tf.shape(logits)[-1])
-        kth = tf.math.top_k(logits, k=k).values[:, -1:]
-        return tf.where(logits < kth, tf.constant(-float("inf"), logits.dtype), logits)
+        kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=-1)[:, None]
+        return tf.where(logits < kth, tf.constant(_NEG_INF, logits.dtype), logits)
 
 
 @register_sampler
@@ -127,13 +157,63 @@ class TopPSampler(Sampler):
         keep = before < tf.cast(values["top_p"], probs.dtype)
         n_keep = tf.maximum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), 1)
         threshold = tf.gather(sorted_logits, n_keep - 1, axis=-1, batch_dims=1)[:, None]
-        return tf.where(logits < threshold, tf.constant(-float("inf"), logits.dtype), logits)
+        return tf.where(logits < threshold, tf.constant(_NEG_INF, logits.dtype), logits)
 
 
-def make_sampler(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Sampler:
-    """The sampler a set of CLI/API options means. Temperature 0 is greedy."""
+@register_sampler
+class BeamSampler(Sampler):
+    """Beam search: keep the `beam_width` most likely sequences, return the most likely one.
+
+    The engine runs the beams as one batch; at each step every beam's log-probabilities are
+    added to its score and `next_beams` keeps the best `beam_width` of all extensions.
+    Width 1 is greedy decoding.
+    """
+
+    name = "beam"
+    stochastic = False
+    beam = True
+
+    def __init__(self, beam_width: int = 4):
+        if int(beam_width) < 1:
+            raise UsageError(f"beam width must be at least 1, got {beam_width}")
+        self.beam_width = int(beam_width)
+        self.temperature = 0.0
+
+    def values(self) -> dict:
+        return {"beam_width": self.beam_width}
+
+    def next_token(self, logits, uniform, values):
+        raise TypeError("beam search picks whole beams; the engine calls next_beams")
+
+    def next_beams(self, scores, log_probs):
+        """scores (beams,), log_probs (beams, vocab) -> (parent beam, token, new score), each (beams,)."""
+        beams, vocab = tf.shape(log_probs)[0], tf.shape(log_probs)[1]
+        totals = tf.reshape(scores[:, None] + log_probs, [-1])
+        best, index = tf.math.top_k(totals, k=beams, sorted=True)
+        return index // vocab, index % vocab, best
+
+
+def make_sampler(temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 beam_width: int | None = None) -> Sampler:
+    """The sampler a set of CLI/API options means. Temperature 0 is greedy; None means 1.0.
+
+    Beam search picks the most likely continuation, so it does not combine with sampling
+    options.
+    """
+    if beam_width is not None:
+        given = [flag for flag, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
+                 if value is not None]
+        if given:
+            raise UsageError(f"beam search returns the most likely text and does not sample; "
+                             f"drop {'/'.join(given)} or --beam-width")
+        return BeamSampler(beam_width=beam_width)
+    temperature = 1.0 if temperature is None else temperature
     if temperature < 0:
         raise UsageError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UsageError(f"top-p must be in (0, 1], got {top_p}")
     if temperature == 0:
         if top_k not in (None, 1) or top_p is not None:
             raise UsageError("temperature 0 is greedy decoding; drop --top-k/--top-p or use a temperature above 0")
