@@ -1,10 +1,11 @@
-"""`textgen generate`."""
+"""`textgen generate`: parse the flags, check they fit together, call the library, print."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from pathlib import Path
 
 import click
 
@@ -13,13 +14,16 @@ import click
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="A model.keras file written by `textgen train`.")
 @click.option("--seed", required=True, help="Text to start from; printed before the generated text.")
-@click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate.")
+@click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
 @click.option("--temperature", type=float, multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
                    "Repeat the flag for one sample per temperature.  [default: 1.0]")
-@click.option("--top-k", type=int, default=None, help="Sample among the K most likely tokens only.")
+@click.option("--top-k", type=int, default=None,
+              help="Sample among the K most likely tokens only (--interactive: candidates shown, default 10).")
 @click.option("--top-p", type=float, default=None,
               help="Nucleus sampling: the smallest set of tokens with probability mass P, in (0, 1].")
+@click.option("--beam-width", type=int, default=None,
+              help="Beam search with B beams: the most likely continuation instead of a sample.")
 @click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
               help="Above 1 discourages tokens already in the seed or the sample.")
 @click.option("--num-samples", type=int, default=1, show_default=True,
@@ -35,26 +39,37 @@ import click
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the samples to this file (one per block, separated by blank lines).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with samples, settings and timing.")
-def generate(model_path, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples, min_length,
-             stop, end_at_sentence, strict, random_seed, output_path, as_json):
+@click.option("--interactive", is_flag=True,
+              help="Choose every next token yourself from the model's top candidates.")
+def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, repetition_penalty, num_samples,
+             min_length, stop, end_at_sentence, strict, random_seed, output_path, as_json, interactive):
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from
-    --num-samples or repeated --temperature) are printed when done.
+    --num-samples or repeated --temperature) are printed when done. --beam-width returns
+    the most likely continuation instead of a random one.
     """
-    from textgen.generate import Request, load
+    from textgen.generate import Request, Sample, load
     from textgen.samplers import make_sampler
 
-    temperatures = temperature or (1.0,)
+    _check_output_path(output_path)
+    if interactive:
+        clashing = [name for name, given in (
+            ("--beam-width", beam_width is not None), ("--top-p", top_p is not None),
+            ("--num-samples", num_samples != 1), ("--json", as_json), ("--stop", bool(stop)),
+            ("--min-length", min_length != 0), ("--end-at-sentence", end_at_sentence),
+            ("--repetition-penalty", repetition_penalty != 1.0), ("--random-seed", random_seed is not None),
+            ("a second --temperature", len(temperature) > 1)) if given]
+        return _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing)
     random_seed = random_seed if random_seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-    requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p), num_samples=num_samples,
-                        random_seed=random_seed, repetition_penalty=repetition_penalty, min_length=min_length,
-                        stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict) for t in temperatures]
+    requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p, beam_width),
+                        num_samples=num_samples, random_seed=random_seed, repetition_penalty=repetition_penalty,
+                        min_length=min_length, stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
+                for t in temperature or (None,)]
     generator = load(model_path)
-    _, unknown = generator.encode_seed(seed, strict)  # report an unusable seed before any output
-    if unknown:
-        shown = ", ".join(repr(t) for t in unknown[:10])
-        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
+    for request in requests:  # refuse what this model cannot do before any output
+        unknown = generator.check(request)
+    _warn_unknown(unknown)
 
     started = time.perf_counter()
     if len(requests) == 1 and num_samples == 1 and not as_json:
@@ -64,29 +79,85 @@ def generate(model_path, seed, length, temperature, top_k, top_p, repetition_pen
             pieces.append(piece)
             click.echo(piece, nl=False)
         click.echo()
-        texts = [("".join(pieces), requests[0])]
+        results = [(Sample("".join(pieces), length), requests[0])]  # only its text is used
     else:
-        texts = [(sample.text, req) for req in requests for sample in generator.run(req)]
+        results = [(sample, req) for req in requests for sample in generator.run(req)]
         if not as_json:
-            for i, (text, req) in enumerate(texts):
+            for i, (sample, req) in enumerate(results):
                 click.echo(f"--- sample {i + 1} ({_describe(req)})")
-                click.echo(seed + text)
+                click.echo(seed + sample.text)
     seconds = time.perf_counter() - started
 
     if as_json:
-        click.echo(json.dumps({
-            "seed": seed,
-            "samples": [{"text": text, **req.sampler.describe()} for text, req in texts],
-            "settings": {"length": length, "num_samples": num_samples, "random_seed": random_seed,
-                         "repetition_penalty": repetition_penalty, "min_length": min_length, "stop": list(stop),
-                         "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p,
-                         "temperatures": list(temperatures)},
-            "seconds": round(seconds, 4),
-        }, indent=2, ensure_ascii=False))
+        settings = {"length": length, "num_samples": num_samples, "random_seed": random_seed,
+                    "repetition_penalty": repetition_penalty, "min_length": min_length, "stop": list(stop),
+                    "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p, "beam_width": beam_width,
+                    "temperatures": [req.sampler.temperature for req in requests]}
+        click.echo(_json_document(seed, results, settings, seconds))
     if output_path:
-        from textgen.saving import write_text_atomic
+        _write_output(output_path, [seed + sample.text for sample, _ in results])
 
-        write_text_atomic(output_path, "\n\n".join(seed + text for text, _ in texts) + "\n")
+
+def _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing):
+    """--interactive: refuse flags that only mean something for batch generation, then run the terminal UI."""
+    from textgen.commands.interactive import run_interactive
+    from textgen.errors import UsageError
+    from textgen.generate import load
+
+    if clashing:
+        raise UsageError(f"--interactive lets you pick every token and does not combine with {', '.join(clashing)}")
+    if length < 0:
+        raise UsageError(f"length must be 0 or more, got {length}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top-k must be at least 1, got {top_k}")
+    shown_temperature = temperature[0] if temperature else 1.0
+    if shown_temperature <= 0:
+        raise UsageError(f"--interactive shows probabilities at a temperature above 0, got {shown_temperature}")
+    generator = load(model_path)
+    _warn_unknown(generator.encode_seed(seed, strict)[1])
+    text = run_interactive(generator, seed, candidates=top_k or 10, temperature=shown_temperature,
+                           max_tokens=length, strict=strict)
+    if output_path:
+        _write_output(output_path, [seed + text])
+
+
+def _warn_unknown(unknown: list[str]) -> None:
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10])
+        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
+
+
+def _check_output_path(output_path) -> None:
+    """Refuse an --output in a missing directory before spending time generating."""
+    from textgen.errors import TextgenError
+
+    if output_path is None:
+        return
+    parent = Path(output_path).resolve().parent
+    if not parent.is_dir():
+        raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
+    if not os.access(parent, os.W_OK):
+        raise TextgenError(f"the directory of --output {output_path} is not writable; choose another")
+
+
+def _write_output(output_path, texts: list[str]) -> None:
+    from textgen.saving import write_text_atomic
+
+    write_text_atomic(output_path, "\n\n".join(texts) + "\n")
+
+
+def _json_document(seed, results, settings, seconds) -> str:
+    tokens = sum(sample.tokens for sample, _ in results)
+    samples = []
+    for sample, req in results:
+        entry = {"text": sample.text, "tokens": sample.tokens, "stopped_by": sample.stopped_by,
+                 **req.sampler.describe()}
+        if sample.log_probability is not None:
+            entry["log_probability"] = round(sample.log_probability, 4)
+        samples.append(entry)
+    return json.dumps({"seed": seed, "samples": samples, "settings": settings, "seconds": round(seconds, 4),
+                       "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None},
+                      indent=2, ensure_ascii=False)
 
 
 def _describe(request) -> str:

@@ -1,0 +1,144 @@
+"""`textgen generate` through click's CliRunner (and, for reproducibility, real processes)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import textgen
+from textgen.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def generate(model, *args, input=None):
+    return run("generate", "--model", model, *args, input=input)
+
+
+def error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_same_random_seed_same_text_across_processes_and_different_seed_differs(trained_model):
+    def command(seed):
+        return [sys.executable, "-m", "textgen", "generate", "--model", str(trained_model), "--seed", "ROMEO:",
+                "--length", "120", "--temperature", "1.0", "--random-seed", str(seed)]
+
+    runs = [subprocess.Popen(command(seed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for seed in (5, 5, 6)]
+    (first, err), (second, _), (other, _) = [r.communicate(timeout=180) for r in runs]
+    assert all(r.returncode == 0 for r in runs), err
+    assert first.startswith("ROMEO:") and len(first) == len("ROMEO:") + 120 + 1
+    assert first == second and first != other
+    assert err == ""  # XLA's start-up lines are kept quiet too
+
+
+def test_beam_search_prints_the_most_likely_text_and_its_log_probability(trained_model):
+    result = generate(trained_model, "--seed", "ROMEO:", "--length", "40", "--beam-width", "4", "--json")
+    assert result.exit_code == 0, result.output
+    sample = json.loads(result.output)["samples"][0]
+    assert sample["sampler"] == "beam" and sample["beam_width"] == 4 and len(sample["text"]) == 40
+    expected = textgen.load(trained_model).log_probability("ROMEO:", sample["text"])
+    assert sample["log_probability"] == pytest.approx(expected, abs=1e-3)
+    plain = generate(trained_model, "--seed", "ROMEO:", "--length", "40", "--beam-width", "4")
+    assert plain.output == "ROMEO:" + sample["text"] + "\n"
+
+
+def test_streamed_sample_ends_before_the_stop_string(trained_model):
+    full = textgen.load(trained_model).generate("ROMEO:", length=200, temperature=0)[0]
+    stop = full[20:23]
+    result = generate(trained_model, "--seed", "ROMEO:", "--length", "200", "--temperature", "0", "--stop", stop)
+    assert result.exit_code == 0, result.output
+    assert result.output == "ROMEO:" + full[:full.find(stop)] + "\n"
+
+
+def test_json_reports_settings_timing_and_why_samples_ended(trained_model):
+    result = generate(trained_model, "--seed", "A", "--length", "50", "--num-samples", "3", "--top-k", "5",
+                      "--random-seed", "9", "--stop", "e", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [s["sampler"] for s in doc["samples"]] == ["top_k"] * 3 and doc["settings"]["top_k"] == 5
+    assert all("e" not in s["text"] for s in doc["samples"])
+    assert {s["stopped_by"] for s in doc["samples"]} <= {"stop", "length"}
+    assert doc["seconds"] > 0 and doc["tokens_per_second"] > 0
+
+
+def test_output_file_in_a_missing_directory_fails_before_generating(trained_model, tmp_path):
+    result = generate(trained_model, "--seed", "A", "--output", tmp_path / "no" / "such" / "out.txt")
+    assert result.exit_code == 1 and "does not exist; create it or choose another" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-1"], "temperature must be 0 (greedy) or more, got -1.0"),
+    (["--top-p", "1.5"], "top-p must be in (0, 1], got 1.5"),
+    (["--top-p", "0"], "top-p must be in (0, 1], got 0.0"),
+    (["--top-k", "0"], "top-k must be at least 1, got 0"),
+    (["--beam-width", "0"], "beam width must be at least 1, got 0"),
+    (["--length", "-2"], "length must be 0 or more, got -2"),
+    (["--min-length", "30", "--length", "10"], "min-length (30) cannot exceed length (10)"),
+    (["--num-samples", "0"], "num-samples must be at least 1, got 0"),
+    (["--repetition-penalty", "0.9"], "repetition penalty must be 1 (off) or more, got 0.9"),
+    (["--stop", ""], "a stop string cannot be empty"),
+    (["--random-seed", "-1"], "random seed must be 0 or more, got -1"),
+    (["--top-k", "3", "--top-p", "0.5"], "give either --top-k or --top-p, not both"),
+    (["--temperature", "0", "--top-k", "3"], "temperature 0 is greedy decoding"),
+    (["--beam-width", "3", "--temperature", "0.7"], "beam search returns the most likely text and does not sample"),
+    (["--beam-width", "3", "--top-p", "0.9"], "drop --top-p or --beam-width"),
+    (["--beam-width", "3", "--num-samples", "2"], "beam search returns the single most likely text"),
+    (["--beam-width", "3", "--repetition-penalty", "1.3"], "drop --repetition-penalty or --beam-width"),
+    (["--beam-width", "1000"], "beam width 1000 exceeds the vocabulary size"),
+    (["--interactive", "--num-samples", "2", "--json"], "--interactive lets you pick every token and does not "
+                                                        "combine with --num-samples, --json"),
+    (["--interactive", "--temperature", "0"], "--interactive shows probabilities at a temperature above 0"),
+    (["--interactive", "--top-k", "0"], "top-k must be at least 1, got 0"),
+])
+def test_every_bad_value_is_a_one_line_usage_error(trained_model, args, message):
+    result = generate(trained_model, "--seed", "A", *args)
+    assert result.exit_code == 2, result.output
+    assert message in error_line(result.output) and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- --interactive
+
+
+def test_interactive_picks_types_steps_back_and_stops(trained_model, tmp_path):
+    generator = textgen.load(trained_model)
+    session = generator.session("ROMEO:")
+    first = session.candidates(4)
+    session.choose(first[1][0])  # "2": the second candidate
+    session.append_text(" the")  # "+ the"
+    session.back(1)  # "b"
+    second = session.candidates(4)
+    session.choose(second[0][0])  # Enter: the most likely
+    out = tmp_path / "chosen.txt"
+    result = generate(trained_model, "--seed", "ROMEO:", "--interactive", "--top-k", "4", "--output", out,
+                      input="2\n+ the\nb\n\nq\n")
+    assert result.exit_code == 0, result.output
+    token, probability = first[0][1], first[0][2]
+    assert f"  1  {token!r:12} {probability:7.2%}" in result.output  # candidates shown with probabilities
+    assert result.output.endswith("\nROMEO:" + session.text + "\n")
+    assert out.read_text() == "ROMEO:" + session.text + "\n"
+
+
+def test_interactive_explains_bad_answers_and_stops_at_end_of_input(trained_model):
+    result = generate(trained_model, "--seed", "ROMEO:", "--interactive", input="b\n99\n+§\nwhat\n1\n")
+    assert result.exit_code == 0, result.output
+    assert "nothing to step back over" in result.output
+    assert "not understood: '99'" in result.output and "not understood: 'what'" in result.output
+    assert "cannot type that: character '§' is not in the model's vocabulary" in result.output
+    first = textgen.load(trained_model).session("ROMEO:").candidates(1)[0][1]
+    assert result.output.endswith("\nROMEO:" + first + "\n")  # only "1" was applied
+
+
+def test_interactive_stops_at_length(trained_model):
+    result = generate(trained_model, "--seed", "A", "--interactive", "--length", "2", input="1\n1\n1\n")
+    assert result.exit_code == 0 and "(reached --length 2)" in result.output
+    greedy = textgen.load(trained_model).generate("A", length=2, temperature=0)[0]
+    assert result.output.endswith("\nA" + greedy + "\n")

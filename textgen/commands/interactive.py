@@ -1,0 +1,61 @@
+"""`textgen generate --interactive`: pick every next token yourself.
+
+Only the terminal side lives here: it prints with click.echo, asks with click.prompt and
+drives a `textgen.generate.StepSession`, which does the model work and never reads input.
+"""
+
+from __future__ import annotations
+
+import click
+
+from textgen.errors import UsageError
+
+HELP = ("Enter a number to pick that candidate (Enter alone picks 1), +TEXT to type your own text, "
+        "b or b N to step back, q to stop.")
+SHOWN_CHARS = 300  # characters of the text so far shown above the candidates
+
+
+def run_interactive(generator, seed: str, *, candidates: int = 10, temperature: float = 1.0,
+                    max_tokens: int = 500, strict: bool = False) -> str:
+    """Let the user build a continuation of `seed` token by token; returns the text after the seed."""
+    session = generator.session(seed, strict)
+    click.echo(HELP)
+    while True:
+        if len(session.ids) >= max_tokens:
+            click.echo(f"(reached --length {max_tokens})")
+            break
+        shown = seed + session.text
+        click.echo("\n" + ("..." + shown[-SHOWN_CHARS:] if len(shown) > SHOWN_CHARS else shown))
+        options = session.candidates(candidates, temperature)
+        for number, (_, token, probability) in enumerate(options, 1):
+            click.echo(f"  {number:>2}  {token!r:12} {probability:7.2%}")
+        try:
+            answer = click.prompt("choice", default="1", show_default=False)
+        except click.Abort:  # end of input (Ctrl-D) stops, like q
+            click.echo()
+            break
+        if not _apply(session, answer, options):
+            break
+    click.echo("\n" + seed + session.text)
+    return session.text
+
+
+def _apply(session, answer: str, options) -> bool:
+    """Carry out one answer; False means stop."""
+    command = answer.strip()
+    if command == "q":
+        return False
+    if answer.startswith("+"):
+        try:
+            session.append_text(answer[1:])
+        except UsageError as exc:
+            click.echo(f"cannot type that: {exc}")
+    elif command == "b" or (command.startswith("b ") and command[2:].strip().isdigit()):
+        steps = int(command[2:]) if command != "b" else 1
+        if session.back(steps) == 0:
+            click.echo("nothing to step back over: only the seed is left")
+    elif command.isdigit() and 1 <= int(command) <= len(options):
+        session.choose(options[int(command) - 1][0])
+    else:
+        click.echo(f"not understood: {answer!r}. {HELP}")
+    return True
