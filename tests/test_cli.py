@@ -73,7 +73,7 @@ def test_json_output_and_file(trained_model, tmp_path):
     doc = json.loads(result.output)
     assert len(doc["samples"]) == 4 and doc["settings"]["random_seed"] == 3
     assert [s["temperature"] for s in doc["samples"]] == [0.5, 0.5, 1.0, 1.0]
-    assert out.read_text().count("\n\n") == 3
+    assert out.read_text() == "\n\n".join("A" + s["text"] for s in doc["samples"]) + "\n"
 
 
 # ---------------------------------------------------------------- bad input
