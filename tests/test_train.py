@@ -58,3 +58,11 @@ def test_embedding_dropout_and_l2_keep_the_cudnn_options():
     plain = build_model(ModelConfig(cell="gru", embedding_dim=4, units=8, dropout=0.2), tokenizer)
     assert [l.name for l in plain.layers if isinstance(l, keras.layers.Dropout)] == ["embedding_dropout", "dropout_1"]
     assert not plain.losses
+
+
+def test_history_measures_cross_entropy_without_the_l2_penalty(tiny_config):
+    result = train(tiny_config(**{"training.epochs": 1, "training.l2": 1.0}), echo=lambda _: None, verbose=0)
+    # Keras's own loss adds 1.0 * sum(w^2) over thousands of weights; the text alone costs at most ln(58) ~ 4.1.
+    row = result.history[0]
+    assert 0 < row["loss"] < 4.5 and 0 < row["val_loss"] < 4.5
+    assert row["val_bpc"] == row["val_loss"] / 0.6931471805599453

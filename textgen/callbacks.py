@@ -29,6 +29,9 @@ from textgen.errors import TextgenError
 from textgen.saving import save_model_atomic, write_text_atomic
 
 
+CROSS_ENTROPY = "cross_entropy"  # a metric compiled in when `loss` also holds an L2 penalty
+
+
 def per_token_metrics(loss: float, level: str) -> dict:
     """Bits per character for character models, perplexity for word models."""
     if level == "char":
@@ -77,8 +80,9 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        loss = float(logs.get("loss", math.nan))
-        val_loss = float(logs["val_loss"]) if "val_loss" in logs else None
+        loss = float(logs.get(CROSS_ENTROPY, logs.get("loss", math.nan)))
+        val = logs.get("val_" + CROSS_ENTROPY, logs.get("val_loss"))
+        val_loss = None if val is None else float(val)
         row = {"epoch": epoch + 1, "loss": loss, **per_token_metrics(loss, self.level)}
         if val_loss is not None:
             row.update(val_loss=val_loss, **{"val_" + k: v for k, v in per_token_metrics(val_loss, self.level).items()})

@@ -98,7 +98,7 @@ class TrainingConfig:
     sample_every: int = 1  # print samples at the end of every this many epochs (0 = never)
     sample_temperatures: tuple[float, ...] = (0.5, 1.0)  # one sample per temperature (0 = greedy)
     sample_length: int = 200  # tokens per printed sample
-    sample_seed: str | None = None  # text the samples continue; null = the start of the validation text
+    sample_seed: str | None = None  # text the samples continue; null = the first line of the validation text
     init_from: str | None = None  # a .keras model to fine-tune: its tokenizer and architecture are reused
     unknown_tokens: str = "error"  # init_from: corpus tokens the model lacks -> error | unk (word models) | drop
     seed: int = 42  # seeds weights, shuffling and dropout

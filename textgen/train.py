@@ -29,8 +29,8 @@ import keras
 import numpy as np
 
 from textgen import __version__
-from textgen.callbacks import (Checkpointer, RunRecorder, SamplePrinter, StopGuard, TrainingStopped,
-                               global_step, metric_values, per_token_metrics, stop_on_signals)
+from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunRecorder, SamplePrinter, StopGuard,
+                               TrainingStopped, global_step, metric_values, per_token_metrics, stop_on_signals)
 
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
@@ -221,8 +221,12 @@ def _steps_per_epoch(config: Config, train_ids: np.ndarray) -> int:
 def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_epoch: int) -> keras.Model:
     keras.utils.set_random_seed(config.training.seed)
     model = build_model(config.model, tokenizer.get_config(), model_card=card, l2=config.training.l2)
+    # With an L2 penalty Keras's `loss` includes it (validation too); the plain cross-entropy is
+    # tracked beside it so history, bits per character and early stopping measure the text alone.
+    metrics = [keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=CROSS_ENTROPY)] \
+        if config.training.l2 else []
     model.compile(optimizer=make_optimizer(config.training, steps_per_epoch),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
     return model
 
 
@@ -311,7 +315,8 @@ def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
               if len(run.val_ids) else None)
     initial_val_loss = None
     if run.parent is not None and val_ds is not None:
-        initial_val_loss = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
+        scores = model.evaluate(val_ds, verbose=0, return_dict=True)
+        initial_val_loss = float(scores.get(CROSS_ENTROPY, scores["loss"]))
         echo(f"starting point: val_loss {initial_val_loss:.4f} on the new corpus")
 
     resumed = run.state["recorder"] if run.state else None
@@ -382,10 +387,11 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
                  if has_checkpoint(run.run_dir) else "start again with --overwrite")
         raise TextgenError(f"the loss became NaN or infinite at {where}; {_kept(run, recorder)}; lower "
                            f"training.learning_rate (now {lr:g}, try {lr / 4:g}) or {clip}, then {again}")
+    reason = {"time": "time_limit"}.get(stopped, stopped)
     if stopped in ("interrupt", "time"):
         checkpointer.save()
         if not model_path.exists():  # no epoch finished yet: keep what there is, so a model always exists
-            save_model_atomic(model, model_path, recorder.card_with_history(stopped=stopped, steps=step))
+            save_model_atomic(model, model_path, recorder.card_with_history(stopped=reason, steps=step))
     else:
         checkpointer.save(finished=stopped)
     if recorder.best_epoch == 0 and stopped in ("completed", "early_stopping"):
@@ -393,20 +399,21 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
     if stopped == "interrupt":
         raise TrainingInterrupted(f"training interrupted at {where}; the training state is saved and "
                                   f"{_kept(run, recorder)}")
-    reason = {"time": "time_limit"}.get(stopped, stopped)
     if model_path.exists() and recorder.best_epoch:
         update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))
     if reason == "time_limit":
         echo(f"stopped at {where} after the {config.training.max_minutes:g}-minute budget "
-             f"(training.max_minutes); {_kept(run, recorder)}; add --resume to continue")
-    _plot_if_possible(run.run_dir, echo)
+             f"(training.max_minutes); {_kept(run, recorder)}; add --resume to continue "
+             "(the budget starts again; change it with --set training.max_minutes=...)")
+    if recorder.rows:
+        _plot_if_possible(run.run_dir, echo)
     return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss)
 
 
 def _kept(run: _Run, recorder: RunRecorder) -> str:
     if recorder.best_epoch:
-        return (f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} "
-                f"(loss {recorder.best_loss:.4f})")
+        kind = "val_loss" if len(run.val_ids) else "loss"
+        return f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} ({kind} {recorder.best_loss:.4f})"
     if (run.run_dir / MODEL_FILE).exists():
         return f"{run.run_dir / MODEL_FILE} holds the weights before any epoch finished"
     return "no epoch finished, so there is no model yet"

@@ -64,5 +64,6 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
     if result.stopped == "time_limit":
         click.echo(f"continue with: {shlex.join(again)}")
-    click.echo(f"saved {result.model_path} (best epoch {result.best_epoch}); try:\n"
+    which = f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished: unvalidated weights"
+    click.echo(f"saved {result.model_path} ({which}); try:\n"
                f"  textgen generate --model {result.model_path} --seed \"...\"")
