@@ -227,6 +227,7 @@ def test_min_length_is_honoured(trained_model):
     assert full.find(stop) < 30
     sample = generator.run(Request(seed="ROMEO:", length=200, sampler=GreedySampler(), stop=(stop,), min_length=30))[0]
     assert sample.text == full[:full.find(stop, 30)] and len(sample.text) >= 30 and sample.stopped_by == "stop"
+    assert sample.tokens == len(sample.text)  # the tokens kept, not the ones generated past the stop
 
 
 def test_end_at_sentence_stops_after_the_first_sentence_end_past_min_length(trained_model):

@@ -398,12 +398,15 @@ class Generator:
 
         `run` and `stream` check too, but lazily: call this first to fail before any output.
         """
-        _, unknown = self.encode_seed(request.seed, request.strict)
+        return self._prepare(request)[1]
+
+    def _prepare(self, request: Request) -> tuple[np.ndarray, list[str]]:
+        seed_ids, unknown = self.encode_seed(request.seed, request.strict)
         width = getattr(request.sampler, "beam_width", 0)
         if width > self.tokenizer.vocab_size:
             raise UsageError(f"beam width {width} exceeds the vocabulary size {self.tokenizer.vocab_size}; "
                              "use a smaller --beam-width")
-        return unknown
+        return seed_ids, unknown
 
     def log_probability(self, seed: str, continuation) -> float:
         """Natural-log probability the model gives `continuation` after `seed`.
@@ -440,8 +443,7 @@ class Generator:
 
     def _chunks(self, request: Request) -> Iterator[list[Sample]]:
         """Run the compiled loop chunk by chunk; after each chunk yield the samples so far."""
-        self.check(request)
-        seed_ids, _ = self.encode_seed(request.seed, request.strict)
+        seed_ids, _ = self._prepare(request)
         if request.sampler.beam:
             yield from self._beam(request, seed_ids)
             return
@@ -476,6 +478,7 @@ class Generator:
                 cut = self._find_end(texts[i], before, counts[i], decoders[i], request)
                 if cut is not None:
                     texts[i], done[i] = texts[i][:cut[0]], cut[1]
+                    counts[i] = _tokens_within(decoders[i], cut[0], counts[i])
             produced += n
             yield [Sample(texts[i], counts[i], done[i] or "length") for i in range(batch)]
 
@@ -509,10 +512,10 @@ class Generator:
         decoder = self.tokenizer.decoder(seed_ids)
         text = decoder.push(ids)
         cut = self._find_end(text, 0, len(ids), decoder, request)
-        stopped_by = "length"
+        stopped_by, count = "length", len(ids)
         if cut is not None:
-            text, stopped_by = text[:cut[0]], cut[1]
-        yield [Sample(text, len(ids), stopped_by, float(np.max(scores)))]
+            text, stopped_by, count = text[:cut[0]], cut[1], _tokens_within(decoder, cut[0], len(ids))
+        yield [Sample(text, count, stopped_by, float(np.max(scores)))]
 
     def _start(self, seed_ids: np.ndarray, batch: int, dtype=tf.float32):
         """Run all but the last seed token through the network; the last one starts the loop."""
@@ -721,6 +724,18 @@ def _make_beam_loop(stepper, banned, sampler):
             maximum_iterations=CHUNK)
         return tokens.stack(), parents.stack(), states, scores, last
     return loop
+
+
+def _tokens_within(decoder, chars: int, upper: int) -> int:
+    """How many of the first `upper` decoded tokens end within the first `chars` characters."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        if decoder.chars_for_tokens(middle) <= chars:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _backtrack(tokens: np.ndarray, parents: np.ndarray, beam: int) -> np.ndarray:
