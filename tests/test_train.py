@@ -71,7 +71,7 @@ def test_history_measures_cross_entropy_without_the_l2_penalty(tiny_config):
 def test_samples_are_printed_every_n_epochs(tiny_config):
     lines = []
     train(tiny_config(**{"training.epochs": 2, "training.sample_every": 2, "training.sample_length": 20,
-                         "training.sample_temperatures": "[0, 1.0]", "training.sample_seed": "ROMEO:"}),
+                         "training.sample_temperatures": "[0, 1.0]", "training.sample_seed": '"ROMEO:"'}),
           echo=lines.append, verbose=0)
     samples = [line for line in lines if line.startswith("--- sample")]
     assert [s.splitlines()[0] for s in samples] == ["--- sample at temperature 0 after epoch 2:",
