@@ -26,6 +26,9 @@ LEVELS = ("char", "word")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "exponential", "cosine")
 UNKNOWN_POLICIES = ("error", "unk", "drop")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
+_KINDS = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -102,6 +105,10 @@ class TrainingConfig:
     init_from: str | None = None  # a .keras model to fine-tune: its tokenizer and architecture are reused
     unknown_tokens: str = "error"  # init_from: corpus tokens the model lacks -> error | unk (word models) | drop
     seed: int = 42  # seeds weights, shuffling and dropout
+    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16 (auto: fastest measured for the device)
+    jit_compile: bool | str = "auto"  # XLA: auto | true | false (auto: off on a CPU, where it is slower for RNNs)
+    fused_kernels: bool = True  # CPU: train LSTM/GRU layers through textgen's fused kernels (same results, faster)
+    distribute: str = "auto"  # auto | none | mirrored | multi_worker | tpu (auto: TF_CONFIG cluster, else all GPUs)
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "epochs", "sample_length"):
@@ -130,6 +137,10 @@ class TrainingConfig:
             _require(t >= 0, "training.sample_temperatures", f"must be 0 (greedy) or more, got {t}")
         _require(self.sample_seed is None or self.sample_seed != "", "training.sample_seed",
                  "must be some text or null")
+        _require_choice(self.precision, PRECISIONS, "training.precision")
+        _require_choice(self.distribute, STRATEGIES, "training.distribute")
+        _require(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "training.jit_compile",
+                 f"must be auto, true or false, got {self.jit_compile!r}")
 
 
 @dataclass(frozen=True)
@@ -248,7 +259,16 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        hint = next(h for h in options if h is not type(None))
+        options = [h for h in options if h is not type(None)]
+        if len(options) > 1:  # `bool | str`: the first type the value has
+            for option in options:
+                try:
+                    return _coerce(value, option, path)
+                except ConfigError:
+                    pass
+            kinds = [_KINDS[h] for h in options]
+            raise ConfigError(f"{path} must be {', '.join(kinds[:-1])} or {kinds[-1]}, got {_type_name(value)}")
+        hint = options[0]
         origin = typing.get_origin(hint)
     if origin is tuple:
         item = typing.get_args(hint)[0]

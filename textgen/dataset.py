@@ -27,7 +27,7 @@ def encode_known(tokenizer, text: str, unknown: str = "error", hint: str = "") -
         missing = [chr(c) for c in first[0][np.argsort(first[1])]]
         if unknown != "drop":
             why = "; character models have no unknown token" if unknown == "unk" else ""
-            raise UsageError(f"{_describe(missing, count, 'character')}{why}{hint}")
+            raise UsageError(f"{describe_unknown(missing, count, 'character')}{why}{hint}")
         kept = codes[known].astype("<u4").tobytes().decode("utf-32-le")
         return tokenizer.encode(kept), count, missing
     ids = tokenizer.encode(text)
@@ -37,11 +37,11 @@ def encode_known(tokenizer, text: str, unknown: str = "error", hint: str = "") -
         return ids, 0, []
     missing = tokenizer.unknown_tokens(text)
     if unknown == "error":
-        raise UsageError(f"{_describe(missing, count, 'word')}{hint}")
+        raise UsageError(f"{describe_unknown(missing, count, 'word')}{hint}")
     return (ids[~is_unknown] if unknown == "drop" else ids), count, missing
 
 
-def _describe(missing: list[str], count: int, noun: str, limit: int = 10) -> str:
+def describe_unknown(missing: list[str], count: int, noun: str, limit: int = 10) -> str:
     shown = ", ".join(repr(t) for t in missing[:limit]) + (f" and {len(missing) - limit} more"
                                                             if len(missing) > limit else "")
     return (f"the text has {count:,} {noun}{'s' if count != 1 else ''} the model's vocabulary lacks "
@@ -84,16 +84,23 @@ def make_chunks(ids: np.ndarray, seq_length: int) -> np.ndarray:
 
 
 def make_dataset(ids: np.ndarray, seq_length: int, batch_size: int, *, shuffle: bool = True,
-                 seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (input, target) int32 windows of shape (batch, seq_length)."""
-    chunks = make_chunks(ids, seq_length)
-    ds = tf.data.Dataset.from_tensor_slices(chunks)
+                 seed: int | None = None, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """Batches of (input, target) int32 windows of shape (batch, seq_length).
+
+    Windows are read from `ids` inside the pipeline (a memory-mapped file is not copied). With
+    `input_context` (tf.distribute), this input pipeline's replicas get their slices of each batch.
+    """
+    n = _window_count(len(ids), seq_length)
+    index = tf.data.Dataset.range(n)
     if shuffle:
-        ds = ds.shuffle(len(chunks), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)
+        index = index.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
     # Keep every step the same shape when there is enough data; a tiny corpus still yields one batch.
-    ds = ds.batch(batch_size, drop_remainder=len(chunks) >= batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    size = batch_size if n >= batch_size else n
+    if input_context is not None:
+        size -= size % input_context.num_replicas_in_sync
+        index = index.take(n if size else 0)  # fewer windows than replicas: nothing to split
+    index = index.batch(max(size, 1), drop_remainder=n >= batch_size or input_context is not None)
+    return _gather_windows(index, ids, seq_length, input_context)
 
 
 def steps_per_pass(n_ids: int, seq_length: int, batch_size: int) -> int:
@@ -102,26 +109,85 @@ def steps_per_pass(n_ids: int, seq_length: int, batch_size: int) -> int:
     return max(n_chunks // batch_size, 1)
 
 
-def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, seed: int,
-                         start_step: int = 0) -> tf.data.Dataset:
+def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, seed: int, start_step: int = 0,
+                         input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """An endless stream of (input, target) batches that can be restarted at any step.
 
     Pass p visits the windows in an order drawn from (seed, p) alone, so the batch at global
     step g is the same whether training ran straight through or was resumed at step g: a
     resumed run starts at pass g // steps_per_pass and skips the batches already seen.
-    Skipping works on window indices, so no text is gathered for the skipped batches.
+    Skipping works on window indices, so no text is gathered for the skipped batches, and
+    windows are gathered from `ids` inside the pipeline, so a memory-mapped corpus is read
+    where it lies. With `input_context` (tf.distribute), each global batch is the same as
+    without and this input pipeline yields its replicas' slices of it, one after the other.
     """
-    chunks = make_chunks(ids, seq_length)
-    n = len(chunks)
+    n = _window_count(len(ids), seq_length)
     per_pass = steps_per_pass(len(ids), seq_length, batch_size)
     size = min(batch_size, n)  # a tiny corpus still yields one (smaller) batch per pass
     first_pass, skip = divmod(start_step, per_pass)
-    table = tf.constant(chunks)
 
     def pass_batches(p):
         order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), p])))
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * size], [per_pass, size]))
 
-    ds = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(pass_batches).skip(skip)
-    ds = ds.map(lambda index: split_input_target(tf.gather(table, index)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    index = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(pass_batches).skip(skip)
+    return _gather_windows(index, ids, seq_length, input_context)
+
+
+def replica_batch_size(batch_size: int, replicas: int) -> int:
+    """Windows each replica trains on per step; the global batch must split evenly."""
+    if batch_size % replicas:
+        raise UsageError(f"training.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
+                         f"training in sync, e.g. {max(batch_size // replicas, 1) * replicas}")
+    return batch_size // replicas
+
+
+def _window_count(n_ids: int, seq_length: int) -> int:
+    return max(n_ids - 1, 0) // seq_length
+
+
+def _gather_windows(index: tf.data.Dataset, ids: np.ndarray, seq_length: int,
+                    input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
+    """Batches of window indices -> (input, target) batches gathered from the token ids."""
+    if input_context is not None:
+        replicas, pipelines = input_context.num_replicas_in_sync, input_context.num_input_pipelines
+        local = replicas // pipelines
+        first = input_context.input_pipeline_id * local
+
+        def this_pipeline(batch):
+            rows = tf.reshape(batch, [replicas, -1])[first:first + local]
+            return tf.data.Dataset.from_tensor_slices(rows)
+
+        index = index.flat_map(this_pipeline)
+    table, offset = id_table(ids)
+    span = tf.range(seq_length + 1, dtype=tf.int64)
+
+    def windows(batch):
+        positions = offset + tf.cast(batch, tf.int64)[:, tf.newaxis] * seq_length + span
+        return split_input_target(tf.cast(tf.gather(table, positions), tf.int32))
+
+    ds = index.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # tf.data's default graph rewrites serialise the pipeline, which would copy the captured
+    # id table (the whole corpus) into memory; the pipeline is already parallel and prefetched.
+    options.experimental_optimization.apply_default_optimizations = False
+    return ds.with_options(options)
+
+
+def id_table(ids: np.ndarray) -> tuple[tf.Tensor, int]:
+    """A tensor holding `ids` and the position of ids[0] in it.
+
+    A memory-mapped array (or a slice of one) is shared with TensorFlow without copying: the
+    tensor is the whole mapped file, read from disk as windows are gathered. Anything else is
+    copied into a tensor.
+    """
+    root = ids
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if isinstance(root, np.memmap) and root.dtype == ids.dtype and ids.flags.c_contiguous and root.flags.writeable:
+        try:
+            table = tf.experimental.dlpack.from_dlpack(root.__dlpack__())
+            return table, (ids.ctypes.data - root.ctypes.data) // ids.itemsize if len(ids) else 0
+        except (BufferError, TypeError, ValueError):
+            pass
+    return tf.constant(np.ascontiguousarray(ids)), 0

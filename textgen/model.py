@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from textgen.config import ModelConfig
+from textgen.fused_rnn import FusedGRU, FusedLSTM
 from textgen.layers import TokenEmbedding
 
 _CELL_LAYERS = {
@@ -18,14 +19,19 @@ _CELL_LAYERS = {
     "gru": keras.layers.GRU,
     "simple_rnn": keras.layers.SimpleRNN,
 }
+# Training twins with fused CPU kernels (textgen.fused_rnn); saved models hold the Keras classes.
+_FUSED_LAYERS = {"lstm": FusedLSTM, "gru": FusedGRU}
 
 
 def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None = None,
-                l2: float = 0.0) -> keras.Model:
+                l2: float = 0.0, fused_kernels: bool = False) -> keras.Model:
     """A functional model mapping int token ids (batch, time) to float32 logits (batch, time, vocab).
 
     `l2` adds an L2 penalty on the recurrent and output kernels to the training loss; the
     embedding is left out so a large word vocabulary keeps sparse gradients.
+    `fused_kernels` builds LSTM and GRU layers that train through textgen's fused CPU kernels,
+    which compute the same function faster under mixed precision (textgen.fused_rnn).
+    Layers follow the global mixed-precision policy; the logits are float32 regardless.
     """
     vocab_size = len(tokenizer["vocabulary"])
     penalty = keras.regularizers.L2(l2) if l2 else None
@@ -35,7 +41,7 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
     if embedding_dropout:
         x = keras.layers.Dropout(embedding_dropout, name="embedding_dropout")(x)
-    rnn_class = _CELL_LAYERS[config.cell]
+    rnn_class = (_FUSED_LAYERS if fused_kernels else _CELL_LAYERS).get(config.cell, _CELL_LAYERS[config.cell])
     for i in range(config.layers):
         x = rnn_class(config.units, return_sequences=True, kernel_regularizer=penalty,
                       recurrent_regularizer=penalty, name=f"{config.cell}_{i + 1}")(x)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from textgen.fused_rnn import KERAS_CLASSES
 from textgen.layers import find_token_embedding
 
 
@@ -47,11 +48,15 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
 
     The copy is what generation needs: weights, architecture, tokenizer and model card. The
     optimizer's slots would triple the file and are kept in the training checkpoint instead.
+    The copy is float32 with Keras's own layer classes, however the model was trained
+    (see `inference_config`).
     """
     path = Path(path)
     if model_card is not None:
         find_token_embedding(model).model_card = dict(model_card)
-    inference = model.__class__.from_config(model.get_config())  # clone_model would copy the optimizer
+    # clone_model would copy the optimizer. Callers stay outside any distribution strategy's
+    # scope (fit runs callbacks outside it), so a copy made by the chief alone waits for no one.
+    inference = model.__class__.from_config(inference_config(model.get_config()))
     inference.set_weights(model.get_weights())
     # Keras insists on the .keras suffix, so the temporary name keeps it.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.keras", dir=path.parent)
@@ -64,6 +69,28 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
     except BaseException:
         remove_file(tmp)
         raise
+
+
+def inference_config(config):
+    """A model config that loads and runs in float32 with only Keras's and textgen's saved classes.
+
+    Training may use a mixed-precision policy and fused kernel twins of LSTM and GRU
+    (textgen.fused_rnn); the saved model is the same network in float32 with the plain
+    layers, so generation never depends on how it was trained. The weights are float32
+    under every policy, so they carry over unchanged.
+    """
+    if isinstance(config, list):
+        return [inference_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: inference_config(value) for key, value in config.items()}
+    if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed_"):
+        config["config"] = {**config["config"], "name": "float32"}
+    if config.get("class_name") == "__keras_tensor__" and config["config"].get("dtype") in ("float16", "bfloat16"):
+        config["config"] = {**config["config"], "dtype": "float32"}
+    if config.get("class_name") in KERAS_CLASSES and "config" in config:
+        config.update(class_name=KERAS_CLASSES[config["class_name"]], module="keras.layers", registered_name=None)
+    return config
 
 
 def check_writable(directory: str | Path) -> Path:

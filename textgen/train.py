@@ -8,11 +8,17 @@ The run directory holds:
     logs/         TensorBoard logs
     loss.png      training and validation curves, when matplotlib is installed
 
+    cache/        the corpus encoded as memory-mapped token ids (see textgen/prepare.py)
+
 A run starts fresh (fitting a tokenizer), from a saved model (`training.init_from`: its
 tokenizer and architecture are reused) or from its own checkpoint (`resume=True`: the
-saved tokenizer, weights, optimizer slots, step and history). The batches come from a
-stream that can be restarted at any step, so a resumed run trains on the same batches and
-ends at the same epoch as one that was never interrupted.
+saved tokenizer, weights, optimizer slots, step and history). The corpus is encoded once
+into the cache and read from it by tf.data, so it never has to fit in memory. The batches
+come from a stream that can be restarted at any step, so a resumed run trains on the same
+batches and ends at the same epoch as one that was never interrupted.
+
+Where it runs (one device, several, several machines), the precision and XLA are chosen by
+textgen/distribute.py; only the chief worker writes the run directory.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import keras
 import numpy as np
@@ -36,15 +43,16 @@ __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
                                 write_tokenizer)
 from textgen.config import Config, TokenizerConfig, config_from_dict
-from textgen.corpus import load_corpus
-from textgen.dataset import encode_known, make_dataset, make_training_stream, split_ids, steps_per_pass
+from textgen.dataset import make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass
+from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
 from textgen.errors import ModelFileError, TextgenError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
 from textgen.model import build_model, describe_model
 from textgen.plot import HISTORY_FILE, PLOT_FILE
+from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
 from textgen.saving import check_writable, save_model_atomic, update_model_card, write_text_atomic
 from textgen.schedules import make_optimizer
-from textgen.tokenizer import Tokenizer, fit_tokenizer, tokenizer_from_config
+from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
@@ -71,6 +79,7 @@ class TrainResult:
     stopped: str = "completed"  # completed | early_stopping | time_limit
     global_step: int = 0
     initial_val_loss: float | None = None  # fine-tuning: the saved model's loss on the new validation split
+    chief: bool = True  # False on the other workers of a multi-worker run: the chief wrote the files
 
 
 class TrainingInterrupted(TextgenError):
@@ -94,6 +103,7 @@ class _Run:
     model: keras.Model
     steps_per_epoch: int
     corpus: dict  # token count and digest, checked on resume
+    plan: DevicePlan
     state: dict | None = None  # the checkpoint being resumed
     parent: keras.Model | None = None  # the model being fine-tuned
 
@@ -106,23 +116,38 @@ def vocabulary_coverage(ids: np.ndarray, tokenizer) -> float:
 
 
 def train(config: Config, *, overwrite: bool = False, resume: bool = False,
-          echo: Callable[[str], None] = print, verbose: int = 1) -> TrainResult:
+          echo: Callable[[str], None] = print, verbose: int = 1, callbacks: tuple = (),
+          progress: TextIO | None = sys.stderr) -> TrainResult:
     """Train a model as `config` says and save it into the run directory.
 
     resume: continue the run in `config.output.dir` from its checkpoint instead of starting.
+    callbacks: extra Keras callbacks, after textgen's own (e.g. to time steps).
+    progress: where preparing the corpus shows its progress (None: nowhere).
     Raises TrainingInterrupted after Ctrl-C (the state is saved) and TextgenError on a NaN loss.
     """
     started = time.monotonic()
     if resume and overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it; pass only one")
-    run = _resume_run(config, echo) if resume else _start_run(config, overwrite, echo)
-    return _fit(run, started, echo, verbose)
+    plan = plan_devices(config.training)  # first: a multi-worker strategy must set up TensorFlow itself
+    replica_batch_size(config.training.batch_size, plan.replicas)
+    if not plan.chief:  # only the chief reports and writes the run directory
+        echo, verbose, progress = (lambda _: None), 0, None
+    own_dir = None if plan.chief else private_dir()
+    try:
+        with plan.policy():
+            run = _resume_run(config, plan, own_dir, echo, progress) if resume else \
+                _start_run(config, plan, own_dir, overwrite, echo, progress)
+            return _fit(run, started, echo, verbose, callbacks)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- starting a run
 
 
-def prepare_run_dir(config: Config, *, overwrite: bool = False) -> Path:
+def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = True) -> Path:
+    """Check the run directory may take a new run; with `clean`, create it and clear an old run."""
     run_dir = Path(config.output.dir)
     if not overwrite:
         if _unfinished(run_dir):
@@ -131,8 +156,10 @@ def prepare_run_dir(config: Config, *, overwrite: bool = False) -> Path:
         if (run_dir / MODEL_FILE).exists():
             raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
                              "or --output to train into another directory")
+    if not clean:
+        return run_dir
     check_writable(run_dir)
-    if overwrite:  # nothing of the old run may mix with the new one
+    if overwrite:  # nothing of the old run may mix with the new one (the token cache checks itself)
         for name in (HISTORY_FILE, PLOT_FILE, MODEL_FILE):
             (run_dir / name).unlink(missing_ok=True)
         for name in (checkpoint_dir(run_dir), run_dir / LOGS_DIR):
@@ -149,37 +176,42 @@ def _unfinished(run_dir: Path) -> bool:
         return True
 
 
-def _start_run(config: Config, overwrite: bool, echo) -> _Run:
-    run_dir = prepare_run_dir(config, overwrite=overwrite)
-    text = load_corpus(config.corpus.paths, config.corpus.encoding, config.corpus.strip_gutenberg)
-    parent = None
+def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite: bool, echo,
+               progress) -> _Run:
+    """A new run; `own_dir` (a non-chief worker's private directory) takes the files instead."""
+    run_dir = prepare_run_dir(config, overwrite=overwrite, clean=own_dir is None)
+    run_dir = own_dir or run_dir
+    parent, tokenizer = None, None
     if config.training.init_from:
         from textgen.generate import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
         config = adopt_architecture(config, parent)
         tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
-        ids = _encode_for_fine_tuning(tokenizer, text, config, echo)
         echo(f"fine-tuning {config.training.init_from}: its tokenizer and architecture "
              f"({config.model.cell} x {config.model.layers}, {config.model.units} units) are reused")
-    else:
-        tokenizer = fit_tokenizer(text, config.tokenizer)
-        ids = tokenizer.encode(text)
-    del text
+    options = "drop to leave them out" + (" or unk to map them to <unk>"
+                                          if tokenizer is not None and tokenizer.unk_id is not None else "")
+    prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
+                              hint=f"; set training.unknown_tokens={options}", progress=progress)
+    if parent is not None:
+        _report_unknown(prepared, config, echo)
+    echo(describe_cache(prepared))
+    tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     write_tokenizer(run_dir, tokenizer.get_config())
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
-            "corpus_tokens": int(len(ids)), "coverage": vocabulary_coverage(ids, tokenizer)}
+            "corpus_tokens": int(len(ids)), "coverage": prepared.coverage, "precision": plan.precision}
     if parent is not None:
         card["init_from"] = {"path": str(config.training.init_from),
                              "history": find_token_embedding(parent).model_card.get("history")}
     steps = _steps_per_epoch(config, train_ids)
-    model = _compiled_model(config, tokenizer, card, steps)
+    model = _compiled_model(config, tokenizer, card, steps, plan)
     if parent is not None:
         model.set_weights(parent.get_weights())
-    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps,
-                corpus_fingerprint(ids), parent=parent)
+    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
+                parent=parent)
 
 
 def adopt_architecture(config: Config, parent: keras.Model) -> Config:
@@ -197,16 +229,13 @@ def adopt_architecture(config: Config, parent: keras.Model) -> Config:
     return dataclasses.replace(config, model=model, tokenizer=tokenizer)
 
 
-def _encode_for_fine_tuning(tokenizer: Tokenizer, text: str, config: Config, echo) -> np.ndarray:
-    options = "drop to leave them out" + (" or unk to map them to <unk>" if tokenizer.unk_id is not None else "")
-    ids, count, missing = encode_known(tokenizer, text, config.training.unknown_tokens,
-                                       hint=f"; set training.unknown_tokens={options}")
-    if count:
+def _report_unknown(prepared: PreparedCorpus, config: Config, echo) -> None:
+    if prepared.unknown:
         action = "left out" if config.training.unknown_tokens == "drop" else "mapped to <unk>"
+        missing = prepared.missing
         shown = ", ".join(repr(t) for t in missing[:10])
-        echo(f"{count:,} tokens of the corpus are not in the model's vocabulary and were {action}: {shown}"
-             f"{' ...' if len(missing) > 10 else ''}")
-    return ids
+        echo(f"{prepared.unknown:,} tokens of the corpus are not in the model's vocabulary and were {action}: "
+             f"{shown}{' ...' if len(missing) > 10 else ''}")
 
 
 def corpus_fingerprint(ids: np.ndarray) -> dict:
@@ -218,49 +247,58 @@ def _steps_per_epoch(config: Config, train_ids: np.ndarray) -> int:
                                                              config.training.batch_size)
 
 
-def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_epoch: int) -> keras.Model:
+def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_epoch: int,
+                    plan: DevicePlan, state: dict | None = None, run_dir: Path | None = None) -> keras.Model:
+    """The model built and compiled in the plan's strategy (and restored from `state`, if given)."""
     keras.utils.set_random_seed(config.training.seed)
-    model = build_model(config.model, tokenizer.get_config(), model_card=card, l2=config.training.l2)
-    # With an L2 penalty Keras's `loss` includes it (validation too); the plain cross-entropy is
-    # tracked beside it so history, bits per character and early stopping measure the text alone.
-    metrics = [keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=CROSS_ENTROPY)] \
-        if config.training.l2 else []
-    model.compile(optimizer=make_optimizer(config.training, steps_per_epoch),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics)
+    with plan.strategy.scope():
+        model = build_model(config.model, tokenizer.get_config(), model_card=card, l2=config.training.l2,
+                            fused_kernels=plan.fused_kernels)
+        # With an L2 penalty Keras's `loss` includes it (validation too); the plain cross-entropy is
+        # tracked beside it so history, bits per character and early stopping measure the text alone.
+        metrics = [keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=CROSS_ENTROPY)] \
+            if config.training.l2 else []
+        model.compile(optimizer=make_optimizer(config.training, steps_per_epoch),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=metrics,
+                      jit_compile=plan.jit_compile)
+        if state is not None:
+            restore_checkpoint(run_dir, model, state)
     return model
 
 
 # --------------------------------------------------------------------------- resuming a run
 
 
-def _resume_run(config: Config, echo) -> _Run:
-    run_dir = Path(config.output.dir)
-    state = read_state(run_dir)
-    config = merge_for_resume(config, config_from_dict(state["config"]), run_dir)
-    _check_can_continue(config, state, run_dir)
-    tokenizer = tokenizer_from_config(read_tokenizer(run_dir))  # never refitted
-    text = load_corpus(config.corpus.paths, config.corpus.encoding, config.corpus.strip_gutenberg)
+def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, progress) -> _Run:
+    """The run in `config.output.dir` from its checkpoint; `own_dir` (a non-chief worker's
+    private directory) takes the files written from here on."""
+    saved_dir = Path(config.output.dir)
+    state = read_state(saved_dir)
+    config = merge_for_resume(config, config_from_dict(state["config"]), saved_dir)
+    _check_can_continue(config, state, saved_dir)
+    check_resumable_precision(state.get("precision"), plan.precision)
+    run_dir = own_dir or saved_dir
+    tokenizer = tokenizer_from_config(read_tokenizer(saved_dir))  # never refitted
     changed = "; the corpus changed since the run started: resume with the same files or start again with --overwrite"
-    if config.training.init_from:
-        ids, _, _ = encode_known(tokenizer, text, config.training.unknown_tokens, hint=changed)
-    else:
-        ids, _, _ = encode_known(tokenizer, text, "unk" if tokenizer.unk_id is not None else "error", hint=changed)
-    del text
-    fingerprint = corpus_fingerprint(ids)
+    unknown = config.training.unknown_tokens if config.training.init_from else \
+        ("unk" if tokenizer.unk_id is not None else "error")
+    prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=unknown, hint=changed,
+                              progress=progress)
+    echo(describe_cache(prepared))
+    fingerprint = prepared.fingerprint
     if fingerprint != state["corpus"]:
-        raise UsageError(f"the corpus changed since the run in {run_dir} started ({state['corpus']['tokens']:,} "
+        raise UsageError(f"the corpus changed since the run in {saved_dir} started ({state['corpus']['tokens']:,} "
                          f"tokens then, {fingerprint['tokens']:,} now); resume with the same files or start again "
                          "with --overwrite")
-    train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
+    train_ids, val_ids = split_ids(prepared.ids, config.corpus.validation_fraction, config.training.seq_length)
     steps = _steps_per_epoch(config, train_ids)
-    card = {**state["card"], "config": config.to_dict()}
-    model = _compiled_model(config, tokenizer, card, steps)
-    restore_checkpoint(run_dir, model, state)
+    card = {**state["card"], "config": config.to_dict(), "precision": plan.precision}
+    model = _compiled_model(config, tokenizer, card, steps, plan, state, saved_dir)
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     step = state["global_step"]
-    echo(f"resuming {run_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
+    echo(f"resuming {saved_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
          f"(global step {step:,})")
-    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, state=state)
+    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, plan, state=state)
 
 
 def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
@@ -302,8 +340,8 @@ def _check_can_continue(config: Config, state: dict, run_dir: Path) -> None:
 # --------------------------------------------------------------------------- fitting
 
 
-def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
-    config, model, steps = run.config, run.model, run.steps_per_epoch
+def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple = ()) -> TrainResult:
+    config, model, steps, plan = run.config, run.model, run.steps_per_epoch, run.plan
     training = config.training
     first_step = run.state["global_step"] if run.state else 0
     first_epoch, offset = divmod(first_step, steps)
@@ -311,7 +349,12 @@ def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
          f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
          f"{steps} steps per epoch")
     echo(f"model: {config.model.cell} x {config.model.layers}, {model.count_params():,} parameters")
-    val_ds = (make_dataset(run.val_ids, training.seq_length, training.batch_size, shuffle=False)
+    echo(plan.describe() + (f"; {training.batch_size // plan.replicas} windows per replica and step"
+                            if plan.replicas > 1 else ""))
+    for line in kernel_report(model, plan):
+        echo(line)
+    val_ds = (_distributed(plan, lambda context: make_dataset(run.val_ids, training.seq_length, training.batch_size,
+                                                              shuffle=False, input_context=context))
               if len(run.val_ids) else None)
     initial_val_loss = None
     if run.parent is not None and val_ds is not None:
@@ -325,23 +368,27 @@ def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
 
     def state() -> dict:
         return {"config": config.to_dict(), "card": run.card, "corpus": run.corpus, "steps_per_epoch": steps,
-                "recorder": recorder.state(), "metrics": metric_values(model), "finished": None}
+                "recorder": recorder.state(), "metrics": metric_values(model), "precision": plan.precision,
+                "finished": None}
 
     checkpointer = Checkpointer(run.run_dir, training.checkpoint_every, steps, state,
                                 restore_metrics=run.state["metrics"] if run.state and offset else None)
-    samples = SamplePrinter(training.sample_every, training.sample_temperatures, training.sample_length,
+    samples = SamplePrinter(training.sample_every if plan.chief else 0, training.sample_temperatures,
+                            training.sample_length,
                             training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids),
                             echo)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
     with stop_on_signals(echo) as request:
         guard = StopGuard(steps, training.epochs, deadline, request)
-        callbacks = [recorder, checkpointer, samples, tensorboard, guard]
+        callbacks = [recorder, checkpointer, samples, tensorboard, guard, *extra_callbacks]
         stopped = "completed"
         try:
             for start_epoch, end_epoch, epoch_steps in _epoch_plan(first_epoch, offset, training.epochs, steps):
-                stream = make_training_stream(run.train_ids, training.seq_length, training.batch_size,
-                                              seed=training.seed, start_step=start_epoch * steps + steps - epoch_steps)
+                first = start_epoch * steps + steps - epoch_steps
+                stream = _distributed(plan, lambda context: make_training_stream(
+                    run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
+                    input_context=context))
                 model.fit(stream, validation_data=val_ds, initial_epoch=start_epoch, epochs=end_epoch,
                           steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
                           shuffle=False)  # the stream shuffles itself
@@ -356,6 +403,17 @@ def _fit(run: _Run, started: float, echo, verbose: int) -> TrainResult:
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
+
+
+def _distributed(plan: DevicePlan, make: Callable):
+    """make(None) on one device; otherwise each input pipeline's part of the same batches.
+
+    `distribute_datasets_from_function` leaves the pipeline as it is, where
+    `experimental_distribute_dataset` would rewrite it (copying the memory-mapped corpus).
+    """
+    if plan.distribute == "none":
+        return make(None)
+    return plan.strategy.distribute_datasets_from_function(make)
 
 
 def _epoch_plan(first_epoch: int, offset: int, epochs: int, steps: int) -> list[tuple[int, int, int]]:
@@ -407,7 +465,8 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
              "(the budget starts again; change it with --set training.max_minutes=...)")
     if recorder.rows:
         _plot_if_possible(run.run_dir, echo)
-    return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss)
+    return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss,
+                       chief=run.plan.chief)
 
 
 def _kept(run: _Run, recorder: RunRecorder) -> str:

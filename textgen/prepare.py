@@ -1,0 +1,288 @@
+"""Encode the corpus once into a token-id cache in the run directory, and reuse it.
+
+RUN_DIR/cache/ holds
+    ids.bin          the corpus as token ids: raw little-endian uint16 when the vocabulary
+                     has at most 65,536 tokens, int32 otherwise; memory-mapped for training
+    tokenizer.json   the tokenizer that made them
+    meta.json        what the cache was made from, the id dtype and count, and the corpus
+                     facts training needs (fingerprint, vocabulary coverage)
+
+A cache is reused when the corpus files (resolved paths, sizes, modification times) and the
+reading options are the same and so is the tokenizer: the same settings when it is fitted,
+the same vocabulary when one is given (a resumed or fine-tuned run) and the same handling
+of tokens that vocabulary lacks. Anything else rebuilds it.
+
+Building never holds the corpus in memory: the vocabulary is fitted in one streaming pass
+over `stream_corpus` and the ids are encoded and appended to the file in a second one.
+meta.json is written last, so a build that dies half-way leaves no cache that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+import numpy as np
+
+from textgen.config import Config
+from textgen.corpus import resolve_paths, stream_corpus
+from textgen.dataset import describe_unknown, encode_known
+from textgen.errors import CorpusError, TextgenError, UsageError
+from textgen.saving import publish_file, remove_file, write_text_atomic
+from textgen.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
+
+CACHE_DIR = "cache"
+IDS_FILE = "ids.bin"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "meta.json"
+CACHE_VERSION = 1
+
+
+@dataclass
+class PreparedCorpus:
+    """The encoded corpus, memory-mapped, and what training needs to know about it."""
+
+    ids: np.ndarray  # read-only in effect: a copy-on-write map of ids.bin
+    tokenizer: Tokenizer
+    fingerprint: dict  # {"tokens", "sha1"} of the ids as int32, compared on --resume
+    coverage: float  # share of tokens that are not the unknown token
+    unknown: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
+    missing: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
+    directory: Path
+    reused: bool  # the cache was current and nothing was encoded
+
+
+MISSING_KEPT = 1000
+
+
+def cache_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CACHE_DIR
+
+
+def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenizer | None = None,
+                   unknown: str = "error", hint: str = "", progress: TextIO | None = sys.stderr) -> PreparedCorpus:
+    """The corpus of `config` encoded in `directory`, built or reused.
+
+    tokenizer: encode with this one (fine-tuning, resume) instead of fitting one from
+        `config.tokenizer`. Its unknown tokens are handled as `unknown` says: "error" raises a
+        UsageError naming them (followed by `hint`), "unk" maps them to <unk> (word level),
+        "drop" leaves them out.
+    progress: where to show bytes read and MB/s while building (None: nowhere).
+    """
+    directory = Path(directory)
+    files = resolve_paths(config.corpus.paths)
+    source = source_key(config, files)
+    settings = config.to_dict()["tokenizer"]
+    cached = _open_cache(directory, source, settings, tokenizer, unknown)
+    if cached is not None:
+        return cached
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).unlink(missing_ok=True)  # from here on the old cache is invalid
+    total = sum(f.stat().st_size for f in files)
+    fitted = tokenizer is None
+    if fitted:
+        with _Progress("fitting vocabulary", total, progress) as report:
+            tokenizer = fit_tokenizer_stream(_blocks(config, report), config.tokenizer)
+    with _Progress("encoding", total, progress) as report:
+        facts = _encode_to_file(config, tokenizer, directory, report, None if fitted else unknown, hint)
+    write_text_atomic(directory / TOKENIZER_FILE, json.dumps(tokenizer.get_config()))
+    meta = {"version": CACHE_VERSION, "source": source, "fitted": settings if fitted else None,
+            "policy": "unk" if fitted else unknown, "files": [str(f) for f in files], "bytes": total, **facts}
+    write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1))
+    return _load(directory, meta, tokenizer, reused=False)
+
+
+def source_key(config: Config, files: list[Path]) -> str:
+    """Digest of the corpus files (paths, sizes, modification times) and how they are read."""
+    corpus = config.corpus
+    facts = {
+        "version": CACHE_VERSION,
+        "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+        "encoding": corpus.encoding,
+        "strip_gutenberg": corpus.strip_gutenberg,
+    }
+    return hashlib.sha1(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest id type for the vocabulary: uint16 up to 65,536 tokens."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<i4")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokenizer | None,
+                unknown: str) -> PreparedCorpus | None:
+    """The cache, if it holds this corpus encoded as asked.
+
+    Asked to fit: the cache was fitted with the same tokenizer settings. Given a tokenizer:
+    the cache's tokenizer is the same and either the corpus has no tokens it lacks or they
+    were handled the same way, so a resumed run reuses the cache its first session made.
+    """
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("version") != CACHE_VERSION or meta.get("source") != source:
+            return None
+        saved = json.loads((directory / TOKENIZER_FILE).read_text(encoding="utf-8"))
+        if tokenizer is None:
+            if meta["fitted"] != settings:
+                return None
+            tokenizer = tokenizer_from_config(saved)
+        elif saved != json.loads(json.dumps(tokenizer.get_config())) or (meta["unknown"] and meta["policy"] != unknown):
+            return None
+        if (directory / IDS_FILE).stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged: rebuild
+    return _load(directory, meta, tokenizer, reused=True)
+
+
+def _load(directory: Path, meta: dict, tokenizer: Tokenizer, reused: bool) -> PreparedCorpus:
+    # Copy-on-write ("c") so TensorFlow can share the mapping (it needs a writable buffer);
+    # nothing is ever written back to the file.
+    ids = np.memmap(directory / IDS_FILE, dtype=meta["dtype"], mode="c") if meta["tokens"] else \
+        np.zeros(0, dtype=meta["dtype"])
+    return PreparedCorpus(ids, tokenizer, {"tokens": meta["tokens"], "sha1": meta["sha1"]}, meta["coverage"],
+                          meta["unknown"], meta["missing"], directory, reused)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _blocks(config: Config, report: Callable[[int], None]):
+    corpus = config.corpus
+    return stream_corpus(corpus.paths, corpus.encoding, corpus.strip_gutenberg, on_bytes=report)
+
+
+def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, report, unknown: str | None,
+                    hint: str) -> dict:
+    """Write the ids to ids.bin block by block; return their facts for meta.json.
+
+    unknown None: the tokenizer was fitted on this corpus (word tokens below min_count or
+    past max_vocab become <unk>, as `encode` does).
+    """
+    dtype = id_dtype(tokenizer.vocab_size)
+    digest, tokens, unk_count = hashlib.sha1(), 0, 0
+    count, missing = 0, {}  # tokens a given tokenizer lacks
+    blocks = _Blocks(_blocks(config, report))
+    fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for ids in _encoded(tokenizer, blocks, unknown, missing):
+                count += ids.lacking
+                if tokenizer.unk_id is not None:
+                    unk_count += int(np.count_nonzero(ids.ids == tokenizer.unk_id))
+                digest.update(ids.ids.astype("<i4", copy=False).tobytes())  # the fingerprint --resume compares
+                out.write(ids.ids.astype(dtype, copy=False).tobytes())
+                tokens += len(ids.ids)
+            out.flush()
+            os.fsync(out.fileno())
+        if not blocks.has_text:
+            raise CorpusError(f"the corpus is empty ({', '.join(str(p) for p in config.corpus.paths[:3])}); "
+                              "point corpus.paths at files with text")
+        if count and (unknown == "error" or tokenizer.unk_id is None and unknown == "unk"):
+            why = "; character models have no unknown token" if unknown == "unk" else ""
+            noun = "character" if tokenizer.unk_id is None else "word"
+            raise UsageError(f"{describe_unknown(list(missing), count, noun)}{why}{hint}")
+        publish_file(tmp, directory / IDS_FILE)
+    except OSError as exc:
+        remove_file(tmp)
+        raise TextgenError(f"the token cache in {directory} cannot be written ({exc.strerror or exc}); "
+                           "free some space or choose another --output") from None
+    except BaseException:
+        remove_file(tmp)
+        raise
+    coverage = 1.0 - unk_count / tokens if tokens else 1.0
+    return {"dtype": dtype.str, "tokens": tokens, "sha1": digest.hexdigest(), "coverage": coverage,
+            "unknown": count if unknown is not None else unk_count, "missing": list(missing)[:MISSING_KEPT]}
+
+
+class _Blocks:
+    """The corpus blocks, remembering the latest one and whether any held more than whitespace."""
+
+    def __init__(self, blocks):
+        self.blocks, self.last, self.has_text = blocks, "", False
+
+    def __iter__(self):
+        for block in self.blocks:
+            self.last = block
+            self.has_text = self.has_text or not block.isspace()
+            yield block
+
+
+@dataclass
+class _Chunk:
+    ids: np.ndarray
+    lacking: int = 0  # tokens a given tokenizer lacks in this chunk (already left out when dropped)
+
+
+def _encoded(tokenizer: Tokenizer, blocks: _Blocks, unknown: str | None, missing: dict):
+    """The ids chunk by chunk; with a given tokenizer (`unknown` set) its unknown tokens are
+    counted, noted in `missing` and left out when `unknown` is "drop"."""
+    if unknown is not None and tokenizer.unk_id is None:  # characters: each block on its own
+        for block in blocks:
+            ids, count, lacking = encode_known(tokenizer, block, "drop")
+            missing.update(dict.fromkeys(lacking))
+            yield _Chunk(ids, count)
+        return
+    listed = None  # the block whose unknown words are already noted
+    for ids in tokenizer.encode_stream(blocks):  # word spacing state carries across blocks
+        if unknown is None:
+            yield _Chunk(ids)
+            continue
+        is_unknown = ids == tokenizer.unk_id
+        count = int(np.count_nonzero(is_unknown))
+        if count and listed is not blocks.last:
+            listed = blocks.last
+            missing.update(dict.fromkeys(tokenizer.unknown_tokens(blocks.last)))
+        yield _Chunk(ids[~is_unknown] if unknown == "drop" else ids, count)
+
+
+class _Progress:
+    """Bytes read and MB/s on one updating line of a terminal, or a line every few seconds elsewhere."""
+
+    def __init__(self, what: str, total: int, stream: TextIO | None):
+        self.what, self.total, self.stream = what, total, stream
+        self.tty = bool(stream) and stream.isatty()
+        self.every = 0.2 if self.tty else 10.0
+        self.started = self.shown = time.monotonic()
+        self.done = 0
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        if self.stream and now - self.shown >= self.every:
+            self.shown = now
+            self._show(end="\r" if self.tty else "\n")
+
+    def __exit__(self, kind, value, traceback):
+        if self.stream and kind is None:
+            self._show(end="\n")
+        elif self.stream and self.tty:
+            self.stream.write("\n")
+
+    def _show(self, end: str) -> None:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        mb = self.done / 1e6
+        self.stream.write(f"preparing corpus: {self.what} {mb:,.1f} of {self.total / 1e6:,.1f} MB "
+                          f"({mb / seconds:,.1f} MB/s){end}")
+        self.stream.flush()
+
+
+def describe_cache(prepared: PreparedCorpus) -> str:
+    """One line for the user: where the cache is and whether it was reused."""
+    how = "reused" if prepared.reused else "written"
+    size = prepared.ids.nbytes / 1e6
+    return (f"token cache {how}: {prepared.directory / IDS_FILE} ({len(prepared.ids):,} tokens, "
+            f"{prepared.ids.dtype.name}, {size:,.1f} MB)")
