@@ -558,10 +558,12 @@ class Generator:
         """Run all but the last seed token through the network; the last one starts the loop."""
         plan = plan or _Plan()
         states = self._stepper(plan).initial_states(batch)
-        prefix = np.broadcast_to(seed_ids[:-1], (batch, len(seed_ids) - 1)).astype(np.int32)
-        if prefix.shape[1]:
-            prime = self._function("prime", _Plan(plan.dtype, False, plan.columns))  # seed lengths vary: no XLA
-            states = prime(states, tf.constant(prefix))
+        length = len(seed_ids) - 1
+        if length:
+            # Padded to a power of two (at least 64) so XLA compiles once per size class, not per seed.
+            prefix = np.zeros(max(64, 1 << (length - 1).bit_length()), np.int32)
+            prefix[:length] = seed_ids[:-1]
+            states = self._function("prime", plan)(states, tf.constant(prefix), tf.constant(length, tf.int32))
         last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
         return states, last
 
@@ -694,12 +696,17 @@ class StepSession:
 
 
 def _make_prime(stepper, banned):
-    def prime(states, prefix):
+    """Feed the first `length` tokens of `prefix` (the seed but its last token) to every row."""
+    def prime(states, prefix, length):
+        first = states[0][0]  # (units, batch) or (batch, units): a zero per row, with the rows' static shape
+        rows = tf.zeros_like(first[0] if stepper.columns else first[:, 0], dtype=tf.int32)
+
         def body(t, states):
-            _, states = stepper.step(prefix[:, t], states)
+            _, states = stepper.step(rows + prefix[t], states)
             return t + 1, states
 
-        _, states = tf.while_loop(lambda t, s: t < tf.shape(prefix)[1], body, (tf.constant(0), states))
+        _, states = tf.while_loop(lambda t, s: t < length, body, (tf.constant(0), states),
+                                  maximum_iterations=tf.shape(prefix)[0])
         return states
     return prime
 
