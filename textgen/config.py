@@ -21,7 +21,9 @@ import yaml
 
 from textgen.errors import ConfigError
 
-CELLS = ("lstm", "gru", "simple_rnn")
+MODEL_TYPES = ("rnn", "transformer")
+CELLS = ("lstm", "gru", "simple_rnn", "peephole_lstm")
+MODES = ("sequence", "window")
 LEVELS = ("char", "word")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "exponential", "cosine")
@@ -62,20 +64,51 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = "lstm"  # lstm | gru | simple_rnn
-    embedding_dim: int = 256  # size of each token's vector
-    units: int = 512  # recurrent units per layer
-    layers: int = 1  # stacked recurrent layers
-    dropout: float = 0.0  # dropout after each recurrent layer, in [0, 1)
+    type: str = "rnn"  # rnn | transformer (docs/architectures.md compares them)
+    cell: str = "lstm"  # rnn: lstm | gru | simple_rnn | peephole_lstm
+    mode: str = "sequence"  # rnn: sequence (a prediction at every step) | window (a window of tokens predicts the next)
+    window: int = 40  # window mode: tokens each prediction sees; generation re-feeds this many per token
+    bidirectional: bool = False  # window mode: each recurrent layer also reads the window backwards
+    attention: bool = False  # window mode: attention-weighted average of the outputs of every layer and the embedding
+    embedding_dim: int = 256  # size of each token's vector (a transformer's width)
+    units: int = 512  # rnn: recurrent units per layer
+    layers: int = 1  # stacked recurrent layers, or transformer blocks
+    heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
+    mlp_dim: int | None = None  # transformer: hidden size of each block's MLP; null = 4 x embedding_dim
+    context_length: int = 256  # transformer: most tokens attended to (positions learned); >= training.seq_length
+    dropout: float = 0.0  # dropout after each recurrent layer or on each block's outputs, in [0, 1)
     embedding_dropout: float | None = None  # dropout on the embedding output, in [0, 1); null = same as dropout
 
     def __post_init__(self):
+        _require_choice(self.type, MODEL_TYPES, "model.type")
         _require_choice(self.cell, CELLS, "model.cell")
-        for name in ("embedding_dim", "units", "layers"):
+        _require_choice(self.mode, MODES, "model.mode")
+        for name in ("embedding_dim", "units", "layers", "window", "heads", "context_length"):
             _require_positive(getattr(self, name), f"model.{name}")
+        if self.mlp_dim is not None:
+            _require_positive(self.mlp_dim, "model.mlp_dim")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         _require(self.embedding_dropout is None or 0.0 <= self.embedding_dropout < 1.0, "model.embedding_dropout",
                  f"must be in [0, 1) or null, got {self.embedding_dropout}")
+        if self.type == "transformer":
+            for name, default in (("mode", "sequence"), ("bidirectional", False), ("attention", False)):
+                _require(getattr(self, name) == default, f"model.{name}",
+                         "applies to model.type=rnn; a transformer is a causal decoder that already attends "
+                         f"over its context (drop model.{name})")
+            _require(self.embedding_dim % self.heads == 0, "model.heads",
+                     f"({self.heads}) must divide model.embedding_dim ({self.embedding_dim}), the transformer's "
+                     f"width; e.g. model.heads={_divisor_near(self.embedding_dim, self.heads)}")
+        elif self.mode == "sequence":
+            _require(not self.bidirectional, "model.bidirectional",
+                     "would let sequence mode see the future: its backward pass reads the very tokens it "
+                     "predicts; set model.mode=window to predict each token from the window before it")
+            _require(not self.attention, "model.attention",
+                     "averages over a window's outputs; set model.mode=window to use it")
+
+
+def _divisor_near(width: int, heads: int) -> int:
+    """The divisor of `width` closest to `heads`, for a suggestion."""
+    return min((d for d in range(1, width + 1) if width % d == 0), key=lambda d: (abs(d - heads), d))
 
 
 @dataclass(frozen=True)
@@ -155,6 +188,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self):
+        # The one check that needs two sections: a transformer has a position vector per context slot.
+        _require(self.model.type != "transformer" or self.training.seq_length <= self.model.context_length,
+                 "training.seq_length", f"({self.training.seq_length}) exceeds model.context_length "
+                 f"({self.model.context_length}), the longest text the transformer has positions for; "
+                 "raise model.context_length or lower training.seq_length")
 
     def to_dict(self) -> dict:
         """A plain nested dict (lists, not tuples) that YAML and JSON can hold."""
