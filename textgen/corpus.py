@@ -241,6 +241,11 @@ def _first_bad_byte(path: Path, encoding: str) -> int | None:
             except UnicodeDecodeError as exc:
                 return offset - pending + exc.start
             offset += len(chunk)
+    pending = len(decoder.getstate()[0])
+    try:
+        decoder.decode(b"", final=True)  # a file that ends part-way through a character
+    except UnicodeDecodeError:
+        return offset - pending
     return None
 
 
