@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -136,8 +137,12 @@ def _check_output_path(output_path) -> None:
     parent = Path(output_path).resolve().parent
     if not parent.is_dir():
         raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
-    if not os.access(parent, os.W_OK):
-        raise TextgenError(f"the directory of --output {output_path} is not writable; choose another")
+    try:  # the file is written beside its destination and renamed, so prove a file can be made there
+        probe = tempfile.NamedTemporaryFile(prefix=".write-test.", dir=parent)
+        probe.close()
+    except OSError as exc:
+        raise TextgenError(f"the directory of --output {output_path} cannot be written ({exc.strerror}); "
+                           "choose another") from None
 
 
 def _write_output(output_path, texts: list[str]) -> None:
