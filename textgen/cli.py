@@ -1,7 +1,8 @@
 """The `textgen` command line: parse, validate, call the library, report.
 
 Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
-usage errors exit with 2, runtime errors with 1. `--debug` shows the traceback instead.
+usage errors exit with 2, runtime errors with 1; an operating-system error the library did
+not foresee (a full disk) is a runtime error too. `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ class TextgenGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # The library names the files it expects trouble with; this catches what it cannot
+            # foresee (a disk that fills up, a file removed under it) so it is still one line.
+            if (ctx.obj and ctx.obj.get("debug")) or isinstance(exc, BrokenPipeError):
+                raise
+            raise click.ClickException(_describe_os_error(exc)) from None
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """`No space left on device: runs/x/model.keras`, from any OSError."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{what}: {exc.filename}" if exc.filename else what
 
 
 @click.group(cls=TextgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,8 +85,9 @@ def main() -> None:
     cli(prog_name="textgen")
 
 
-from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, train_cmd  # noqa: E402
+from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
 
+cli.add_command(prepare_cmd.prepare)
 cli.add_command(train_cmd.train)
 cli.add_command(generate_cmd.generate)
 cli.add_command(evaluate_cmd.evaluate)
