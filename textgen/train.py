@@ -147,7 +147,11 @@ def train(config: Config, *, overwrite: bool = False, resume: bool = False,
 
 
 def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = True) -> Path:
-    """Check the run directory may take a new run; with `clean`, create it and clear an old run."""
+    """Check the run directory may take a new run; with `clean`, create it.
+
+    An old run it holds (with `overwrite`) is removed later by `clear_old_run`, once the new
+    run's corpus has been read: a mistake in the new config must not cost the old model.
+    """
     run_dir = Path(config.output.dir)
     if not overwrite:
         if _unfinished(run_dir):
@@ -159,12 +163,15 @@ def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = Tr
     if not clean:
         return run_dir
     check_writable(run_dir)
-    if overwrite:  # nothing of the old run may mix with the new one (the token cache checks itself)
-        for name in (HISTORY_FILE, PLOT_FILE, MODEL_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        for name in (checkpoint_dir(run_dir), run_dir / LOGS_DIR):
-            shutil.rmtree(name, ignore_errors=True)
     return run_dir
+
+
+def clear_old_run(run_dir: Path) -> None:
+    """Nothing of an old run may mix with the new one (the token cache checks itself)."""
+    for name in (HISTORY_FILE, PLOT_FILE, MODEL_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in (checkpoint_dir(run_dir), run_dir / LOGS_DIR):
+        shutil.rmtree(name, ignore_errors=True)
 
 
 def _unfinished(run_dir: Path) -> bool:
@@ -196,6 +203,8 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
                               hint=f"; set training.unknown_tokens={options}", progress=progress)
     if parent is not None:
         _report_unknown(prepared, config, echo)
+    if overwrite and own_dir is None:
+        clear_old_run(run_dir)
     echo(describe_cache(prepared))
     tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
