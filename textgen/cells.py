@@ -31,28 +31,35 @@ class PeepholeLSTMCell(keras.layers.Layer):
         units: size of the hidden and cell states.
         kernel_initializer, recurrent_initializer, peephole_initializer: weight initialisers.
         unit_forget_bias: start the forget-gate bias at 1, as Keras's LSTMCell does.
+        kernel_regularizer: penalty on the input kernel; recurrent_regularizer: on the
+            recurrent and peephole kernels (textgen's `training.l2`).
     """
 
     def __init__(self, units, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 peephole_initializer="glorot_uniform", unit_forget_bias=True, **kwargs):
+                 peephole_initializer="glorot_uniform", unit_forget_bias=True, kernel_regularizer=None,
+                 recurrent_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.peephole_initializer = keras.initializers.get(peephole_initializer)
         self.unit_forget_bias = unit_forget_bias
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)  # also on the peepholes
         self.state_size = [units, units]
         self.output_size = units
 
     def build(self, input_shape):
         dim = input_shape[-1]
         self.kernel = self.add_weight(shape=(dim, 4 * self.units), initializer=self.kernel_initializer,
-                                      name="kernel")
+                                      regularizer=self.kernel_regularizer, name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, 4 * self.units),
-                                                initializer=self.recurrent_initializer, name="recurrent_kernel")
+                                                initializer=self.recurrent_initializer,
+                                                regularizer=self.recurrent_regularizer, name="recurrent_kernel")
         # Columns: input gate, forget gate, output gate (no peephole into the candidate g).
         self.peephole_kernel = self.add_weight(shape=(self.units, 3 * self.units),
-                                               initializer=self.peephole_initializer, name="peephole_kernel")
+                                               initializer=self.peephole_initializer,
+                                               regularizer=self.recurrent_regularizer, name="peephole_kernel")
         self.bias = self.add_weight(shape=(4 * self.units,), initializer=self._bias_initializer, name="bias")
         super().build(input_shape)
 
@@ -88,5 +95,7 @@ class PeepholeLSTMCell(keras.layers.Layer):
             recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
             peephole_initializer=keras.initializers.serialize(self.peephole_initializer),
             unit_forget_bias=self.unit_forget_bias,
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            recurrent_regularizer=keras.regularizers.serialize(self.recurrent_regularizer),
         )
         return config

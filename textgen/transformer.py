@@ -48,13 +48,15 @@ class TransformerBlock(keras.layers.Layer):
         num_heads: attention heads; the model width must divide by it.
         mlp_dim: hidden size of the MLP (commonly 4x the width).
         dropout: dropout on the attention and MLP outputs while training.
+        kernel_regularizer: penalty on every kernel of the block (textgen's `training.l2`).
     """
 
-    def __init__(self, num_heads, mlp_dim, dropout=0.0, **kwargs):
+    def __init__(self, num_heads, mlp_dim, dropout=0.0, kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout = dropout
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.norm1 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
         self.norm2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
         self.drop = keras.layers.Dropout(dropout)
@@ -65,11 +67,12 @@ class TransformerBlock(keras.layers.Layer):
             raise ValueError(f"model width {width} does not divide into {self.num_heads} heads")
         self.width = width
         self.head_dim = width // self.num_heads
-        self.qkv = keras.layers.Dense(3 * width, name="qkv")
-        self.proj = keras.layers.Dense(width, name="proj",
+        penalty = self.kernel_regularizer
+        self.qkv = keras.layers.Dense(3 * width, name="qkv", kernel_regularizer=penalty)
+        self.proj = keras.layers.Dense(width, name="proj", kernel_regularizer=penalty,
                                        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
-        self.mlp_in = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_in")
-        self.mlp_out = keras.layers.Dense(width, name="mlp_out",
+        self.mlp_in = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_in", kernel_regularizer=penalty)
+        self.mlp_out = keras.layers.Dense(width, name="mlp_out", kernel_regularizer=penalty,
                                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
         for layer, dim in ((self.norm1, width), (self.qkv, width), (self.proj, width), (self.norm2, width),
                            (self.mlp_in, width), (self.mlp_out, self.mlp_dim)):
@@ -119,5 +122,6 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout)
+        config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
