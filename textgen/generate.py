@@ -34,6 +34,7 @@ from textgen.errors import ModelFileError, UsageError
 from textgen.layers import FORMAT_VERSION, TokenEmbedding, find_token_embedding
 from textgen.model import recurrent_layers
 from textgen.samplers import GreedySampler, Sampler, make_sampler
+from textgen.steppers import make_stepper
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
@@ -365,7 +366,7 @@ class Generator:
         self.model_card = embedding.model_card
         self.precision = precision
         self.jit_compile = jit_compile
-        self.stepper = RecurrentStepper(model)  # float32; a bfloat16 one is made when first needed
+        self.stepper = make_stepper(model)  # float32; a bfloat16 one is made when first needed
         self._steppers = {(tf.float32, False): self.stepper}
         self._banned = self._banned_ids()
         self._functions: dict[tuple, tf.types.experimental.GenericFunction] = {}
@@ -570,7 +571,7 @@ class Generator:
     def _stepper(self, plan: "_Plan") -> RecurrentStepper:
         key = (plan.dtype, plan.columns)
         if key not in self._steppers:
-            self._steppers[key] = RecurrentStepper(self.model, plan.dtype, plan.columns)
+            self._steppers[key] = make_stepper(self.model, plan.dtype, plan.columns)
         return self._steppers[key]
 
     def _function(self, kind: str, plan: "_Plan", sampler: Sampler | None = None, penalised: bool = False):
