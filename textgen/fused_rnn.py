@@ -11,7 +11,10 @@ kernel. These kernels do on a CPU what cuDNN does:
   the backward loop, so only `h @ recurrent_kernel` stays inside the loops;
 - matrix products run in the layer's compute dtype (bfloat16 under `mixed_bfloat16`, which
   uses the CPU's AMX or AVX-512 BF16 units) and gates, cell states and their gradients in
-  float32.
+  float32;
+- the element-wise work of each time step (gates, states, their gradients and the casts
+  between float32 and the products' dtype) is one XLA-compiled function, a few fused loops
+  instead of some thirty separate TensorFlow ops.
 
 `FusedLSTM` and `FusedGRU` are Keras's LSTM and GRU with the same weights, configuration
 and results (to float32 rounding); they take the fused path only where it computes exactly
@@ -30,12 +33,6 @@ import tensorflow as tf
 KERAS_CLASSES = {"FusedLSTM": "LSTM", "FusedGRU": "GRU"}
 
 
-def _matmul(a, b, dtype, transpose_a: bool = False, transpose_b: bool = False):
-    """a @ b with both operands in `dtype`; the result in float32."""
-    product = tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype), transpose_a=transpose_a, transpose_b=transpose_b)
-    return tf.cast(product, tf.float32)
-
-
 def _flat(x):
     return tf.reshape(x, [-1, tf.shape(x)[-1]])
 
@@ -45,19 +42,46 @@ def _previous(first, sequence):
     return tf.concat([first[tf.newaxis], sequence[:-1]], axis=0)
 
 
-def _unstack(values):
-    return tf.TensorArray(values.dtype, size=tf.shape(values)[0]).unstack(values)
-
-
 def _zeros_if_none(grad, like):
-    return tf.zeros_like(like) if grad is None else tf.cast(grad, like.dtype)
+    return tf.zeros_like(like) if grad is None else grad
+
+
+def _bias_gradient(d_projected):
+    return tf.reduce_sum(tf.cast(d_projected, tf.float32), axis=0)
+
+
+# The element-wise work of one time step is compiled by XLA into a few fused loops, with the
+# casts between the float32 gates and the products' dtype inside them. The matrix products
+# stay outside XLA, in oneDNN, which uses the CPU's bfloat16 units.
+
+
+@tf.function(jit_compile=True)
+def _lstm_forward_step(projected, recurrent, c):
+    """Gates and states from the step's projected input (float32) and h @ recurrent_kernel."""
+    i, f, g, o = tf.split(projected + tf.cast(recurrent, tf.float32), 4, axis=1)
+    i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+    c_new = f * c + i * g
+    tanh_c = tf.tanh(c_new)
+    h = o * tanh_c
+    return h, tf.cast(h, recurrent.dtype), c_new, tf.concat([i, f, g, o, tanh_c, c], axis=1)
+
+
+@tf.function(jit_compile=True)
+def _lstm_backward_step(saved, d_output, dh_recurrent, dc):
+    """Gradients of the gate pre-activations, and of the cell state before the step."""
+    i, f, g, o, tanh_c, c_prev = tf.split(saved, 6, axis=1)
+    dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32)
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    dz = tf.concat([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                    dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=1)
+    return tf.cast(dz, dh_recurrent.dtype), dc * f
 
 
 def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
     """Run an LSTM (Keras's gate order i, f, g, o) over time-major `x` (time, batch, features).
 
-    Products run in `x.dtype` (the kernels are cast to it); `bias`, `h0`, `c0` and the
-    results are float32. Returns (outputs (time, batch, units), last h, last c).
+    Products run in `x.dtype` (the kernels are cast to it); gates and cell states in float32.
+    Returns (outputs (time, batch, units) in `x.dtype`, last h, last c in float32).
     """
     dtype = x.dtype
     kernel, recurrent_kernel = tf.cast(kernel, dtype), tf.cast(recurrent_kernel, dtype)
@@ -66,54 +90,68 @@ def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
     @tf.custom_gradient
     def run(x, h0, c0, kernel, recurrent_kernel, bias):
         steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
-        projected = _unstack(tf.reshape(_matmul(_flat(x), kernel, dtype) + bias, [steps, batch, 4 * units]))
+        inputs = _flat(x)
+        projected = tf.reshape(tf.cast(tf.matmul(inputs, kernel), tf.float32) + bias, [steps, batch, 4 * units])
 
-        def forward(t, h, c, hs, cs, gates):
-            z = projected.read(t) + _matmul(h, recurrent_kernel, dtype)
-            i, f, g, o = tf.split(z, 4, axis=1)
-            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-            c = f * c + i * g
-            h = o * tf.tanh(c)
-            return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([i, f, g, o], axis=1))
+        def forward(t, h, h_low, c, hs, saved):
+            h, h_low, c, kept = _lstm_forward_step(projected[t], tf.matmul(h_low, recurrent_kernel), c)
+            return t + 1, h, h_low, c, hs.write(t, h_low), saved.write(t, kept)
 
-        arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(3)]
-        _, h, c, hs, cs, gates = tf.while_loop(lambda t, *_: t < steps, forward, (0, h0, c0, *arrays))
-        outputs, cells, gates = hs.stack(), cs.stack(), gates.stack()
+        start = (0, h0, tf.cast(h0, dtype), c0, tf.TensorArray(dtype, size=steps),
+                 tf.TensorArray(tf.float32, size=steps))
+        _, h, _, c, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
+        outputs, saved = hs.stack(), saved.stack()
 
         def grad(d_outputs, d_h, d_c):
             d_outputs = _zeros_if_none(d_outputs, outputs)
-            cells_in, gates_in, d_in = _unstack(cells), _unstack(gates), _unstack(d_outputs)
-            previous_cells = _unstack(_previous(c0, cells))
 
-            def backward(t, dh_next, dc_next, dz_all):
-                i, f, g, o = tf.split(gates_in.read(t), 4, axis=1)
-                tanh_c = tf.tanh(cells_in.read(t))
-                dh = d_in.read(t) + dh_next
-                dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-                dz = tf.concat([dc * g * i * (1.0 - i), dc * previous_cells.read(t) * f * (1.0 - f),
-                                dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=1)
-                return (t - 1, _matmul(dz, recurrent_kernel, dtype, transpose_b=True), dc * f,
-                        dz_all.write(t, dz))
+            def backward(t, dh_recurrent, dc, dz_all):
+                dz, dc = _lstm_backward_step(saved[t], d_outputs[t], dh_recurrent, dc)
+                return t - 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc, dz_all.write(t, dz)
 
-            start = (steps - 1, _zeros_if_none(d_h, h), _zeros_if_none(d_c, c), tf.TensorArray(tf.float32, size=steps))
+            start = (steps - 1, tf.cast(_zeros_if_none(d_h, h), dtype), _zeros_if_none(d_c, c),
+                     tf.TensorArray(dtype, size=steps))
             _, dh0, dc0, dz_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
             dz = _flat(dz_all.stack())
-            d_kernel = _matmul(_flat(x), dz, dtype, transpose_a=True)
-            d_recurrent = _matmul(_flat(_previous(h0, outputs)), dz, dtype, transpose_a=True)
-            dx = tf.reshape(_matmul(dz, kernel, dtype, transpose_b=True), tf.shape(x))
-            return (tf.cast(dx, dtype), dh0, dc0, tf.cast(d_kernel, dtype), tf.cast(d_recurrent, dtype),
-                    tf.reduce_sum(dz, axis=0))
+            d_kernel = tf.matmul(inputs, dz, transpose_a=True)
+            d_recurrent = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), dz, transpose_a=True)
+            dx = tf.reshape(tf.matmul(dz, kernel, transpose_b=True), tf.shape(x))
+            return dx, tf.cast(dh0, tf.float32), dc0, d_kernel, d_recurrent, _bias_gradient(dz)
 
         return (outputs, h, c), grad
 
     return run(x, h0, c0, kernel, recurrent_kernel, bias)
 
 
+@tf.function(jit_compile=True)
+def _gru_forward_step(projected, recurrent, recurrent_bias, h):
+    """The new state from the step's projected input (float32) and h @ recurrent_kernel."""
+    x_z, x_r, x_h = tf.split(projected, 3, axis=1)
+    r_z, r_r, r_h = tf.split(tf.cast(recurrent, tf.float32) + recurrent_bias, 3, axis=1)
+    z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
+    candidate = tf.tanh(x_h + r * r_h)
+    h_new = z * h + (1.0 - z) * candidate
+    return h_new, tf.cast(h_new, recurrent.dtype), tf.concat([z, r, candidate, r_h, h], axis=1)
+
+
+@tf.function(jit_compile=True)
+def _gru_backward_step(saved, d_output, dh_recurrent, dh_direct):
+    """Gradients of the input and recurrent pre-activations, and the direct part of dh_prev."""
+    z, r, candidate, r_h, h_prev = tf.split(saved, 5, axis=1)
+    dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32) + dh_direct
+    d_candidate = dh * (1.0 - z) * (1.0 - candidate * candidate)
+    dz = dh * (h_prev - candidate) * z * (1.0 - z)
+    dr = d_candidate * r_h * r * (1.0 - r)
+    low = dh_recurrent.dtype
+    return (tf.cast(tf.concat([dz, dr, d_candidate], axis=1), low),
+            tf.cast(tf.concat([dz, dr, d_candidate * r], axis=1), low), dh * z)
+
+
 def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
     """Run a GRU with `reset_after` (Keras's gate order z, r, h) over time-major `x`.
 
-    Products run in `x.dtype`; biases, `h0` and the results are float32.
-    Returns (outputs (time, batch, units), last h).
+    Products run in `x.dtype`; gates and states in float32.
+    Returns (outputs (time, batch, units) in `x.dtype`, last h in float32).
     """
     dtype = x.dtype
     kernel, recurrent_kernel = tf.cast(kernel, dtype), tf.cast(recurrent_kernel, dtype)
@@ -123,45 +161,35 @@ def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
     @tf.custom_gradient
     def run(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
         steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
-        projected = _unstack(tf.reshape(_matmul(_flat(x), kernel, dtype) + input_bias, [steps, batch, 3 * units]))
+        inputs = _flat(x)
+        projected = tf.reshape(tf.cast(tf.matmul(inputs, kernel), tf.float32) + input_bias, [steps, batch, 3 * units])
 
-        def forward(t, h, hs, saved):
-            x_z, x_r, x_h = tf.split(projected.read(t), 3, axis=1)
-            r_z, r_r, r_h = tf.split(_matmul(h, recurrent_kernel, dtype) + recurrent_bias, 3, axis=1)
-            z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
-            candidate = tf.tanh(x_h + r * r_h)
-            h = z * h + (1.0 - z) * candidate
-            return t + 1, h, hs.write(t, h), saved.write(t, tf.concat([z, r, candidate, r_h], axis=1))
+        def forward(t, h, h_low, hs, saved):
+            h, h_low, kept = _gru_forward_step(projected[t], tf.matmul(h_low, recurrent_kernel), recurrent_bias, h)
+            return t + 1, h, h_low, hs.write(t, h_low), saved.write(t, kept)
 
-        arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(2)]
-        _, h, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, (0, h0, *arrays))
+        start = (0, h0, tf.cast(h0, dtype), tf.TensorArray(dtype, size=steps), tf.TensorArray(tf.float32, size=steps))
+        _, h, _, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
         outputs, saved = hs.stack(), saved.stack()
 
         def grad(d_outputs, d_h):
             d_outputs = _zeros_if_none(d_outputs, outputs)
-            saved_in, d_in = _unstack(saved), _unstack(d_outputs)
-            previous_h = _unstack(_previous(h0, outputs))
 
-            def backward(t, dh_next, dx_all, drec_all):
-                z, r, candidate, r_h = tf.split(saved_in.read(t), 4, axis=1)
-                dh = d_in.read(t) + dh_next
-                d_candidate = dh * (1.0 - z) * (1.0 - candidate * candidate)
-                dz = dh * (previous_h.read(t) - candidate) * z * (1.0 - z)
-                dr = d_candidate * r_h * r * (1.0 - r)
-                d_projected = tf.concat([dz, dr, d_candidate], axis=1)
-                d_recurrent = tf.concat([dz, dr, d_candidate * r], axis=1)
-                dh_prev = dh * z + _matmul(d_recurrent, recurrent_kernel, dtype, transpose_b=True)
-                return t - 1, dh_prev, dx_all.write(t, d_projected), drec_all.write(t, d_recurrent)
+            def backward(t, dh_recurrent, dh_direct, dx_all, drec_all):
+                d_projected, d_recurrent, dh_direct = _gru_backward_step(saved[t], d_outputs[t], dh_recurrent,
+                                                                         dh_direct)
+                return (t - 1, tf.matmul(d_recurrent, recurrent_kernel, transpose_b=True), dh_direct,
+                        dx_all.write(t, d_projected), drec_all.write(t, d_recurrent))
 
-            arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(2)]
-            _, dh0, dx_all, drec_all = tf.while_loop(lambda t, *_: t >= 0, backward,
-                                                     (steps - 1, _zeros_if_none(d_h, h), *arrays))
+            start = (steps - 1, tf.zeros_like(tf.cast(h, dtype)), _zeros_if_none(d_h, h),
+                     tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
+            _, dh_recurrent, dh_direct, dx_all, drec_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
             d_projected, d_recurrent = _flat(dx_all.stack()), _flat(drec_all.stack())
-            d_kernel = _matmul(_flat(x), d_projected, dtype, transpose_a=True)
-            d_rkernel = _matmul(_flat(_previous(h0, outputs)), d_recurrent, dtype, transpose_a=True)
-            dx = tf.reshape(_matmul(d_projected, kernel, dtype, transpose_b=True), tf.shape(x))
-            return (tf.cast(dx, dtype), dh0, tf.cast(d_kernel, dtype), tf.cast(d_rkernel, dtype),
-                    tf.reduce_sum(d_projected, axis=0), tf.reduce_sum(d_recurrent, axis=0))
+            d_kernel = tf.matmul(inputs, d_projected, transpose_a=True)
+            d_rkernel = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), d_recurrent, transpose_a=True)
+            dx = tf.reshape(tf.matmul(d_projected, kernel, transpose_b=True), tf.shape(x))
+            dh0 = tf.cast(dh_recurrent, tf.float32) + dh_direct
+            return (dx, dh0, d_kernel, d_rkernel, _bias_gradient(d_projected), _bias_gradient(d_recurrent))
 
         return (outputs, h), grad
 

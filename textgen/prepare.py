@@ -60,6 +60,7 @@ class PreparedCorpus:
 
 
 MISSING_KEPT = 1000
+BLOCK_CHARS = 1 << 22
 
 
 def cache_dir(run_dir: str | Path) -> Path:
@@ -67,16 +68,20 @@ def cache_dir(run_dir: str | Path) -> Path:
 
 
 def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenizer | None = None,
-                   unknown: str = "error", hint: str = "", progress: TextIO | None = sys.stderr) -> PreparedCorpus:
+                   unknown: str = "error", hint: str = "", progress: TextIO | bool | None = True,
+                   block_chars: int = BLOCK_CHARS) -> PreparedCorpus:
     """The corpus of `config` encoded in `directory`, built or reused.
 
     tokenizer: encode with this one (fine-tuning, resume) instead of fitting one from
         `config.tokenizer`. Its unknown tokens are handled as `unknown` says: "error" raises a
         UsageError naming them (followed by `hint`), "unk" maps them to <unk> (word level),
         "drop" leaves them out.
-    progress: where to show bytes read and MB/s while building (None: nowhere).
+    progress: where to show bytes read and MB/s while building (True: stderr; None: nowhere).
+    block_chars: characters read, tokenized and written at a time (memory use is a small
+        multiple of this, whatever the corpus size).
     """
     directory = Path(directory)
+    progress = sys.stderr if progress is True else progress or None
     files = resolve_paths(config.corpus.paths)
     source = source_key(config, files)
     settings = config.to_dict()["tokenizer"]
@@ -89,9 +94,10 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     fitted = tokenizer is None
     if fitted:
         with _Progress("fitting vocabulary", total, progress) as report:
-            tokenizer = fit_tokenizer_stream(_blocks(config, report), config.tokenizer)
+            tokenizer = fit_tokenizer_stream(_blocks(config, report, block_chars), config.tokenizer)
     with _Progress("encoding", total, progress) as report:
-        facts = _encode_to_file(config, tokenizer, directory, report, None if fitted else unknown, hint)
+        facts = _encode_to_file(config, tokenizer, directory, _blocks(config, report, block_chars),
+                                None if fitted else unknown, hint)
     write_text_atomic(directory / TOKENIZER_FILE, json.dumps(tokenizer.get_config()))
     meta = {"version": CACHE_VERSION, "source": source, "fitted": settings if fitted else None,
             "policy": "unk" if fitted else unknown, "files": [str(f) for f in files], "bytes": total, **facts}
@@ -157,12 +163,13 @@ def _load(directory: Path, meta: dict, tokenizer: Tokenizer, reused: bool) -> Pr
 # --------------------------------------------------------------------------- building
 
 
-def _blocks(config: Config, report: Callable[[int], None]):
+def _blocks(config: Config, report: Callable[[int], None], block_chars: int):
     corpus = config.corpus
-    return stream_corpus(corpus.paths, corpus.encoding, corpus.strip_gutenberg, on_bytes=report)
+    return stream_corpus(corpus.paths, corpus.encoding, corpus.strip_gutenberg, block_chars=block_chars,
+                         on_bytes=report)
 
 
-def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, report, unknown: str | None,
+def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, source, unknown: str | None,
                     hint: str) -> dict:
     """Write the ids to ids.bin block by block; return their facts for meta.json.
 
@@ -172,7 +179,7 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, repor
     dtype = id_dtype(tokenizer.vocab_size)
     digest, tokens, unk_count = hashlib.sha1(), 0, 0
     count, missing = 0, {}  # tokens a given tokenizer lacks
-    blocks = _Blocks(_blocks(config, report))
+    blocks = _Blocks(source)
     fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:

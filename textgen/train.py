@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,21 +107,14 @@ class _Run:
     parent: keras.Model | None = None  # the model being fine-tuned
 
 
-def vocabulary_coverage(ids: np.ndarray, tokenizer) -> float:
-    """Share of corpus tokens that are in the vocabulary (not the unknown token)."""
-    if tokenizer.unk_id is None or len(ids) == 0:
-        return 1.0
-    return float(np.mean(ids != tokenizer.unk_id))
-
-
 def train(config: Config, *, overwrite: bool = False, resume: bool = False,
           echo: Callable[[str], None] = print, verbose: int = 1, callbacks: tuple = (),
-          progress: TextIO | None = sys.stderr) -> TrainResult:
+          progress: TextIO | bool | None = True) -> TrainResult:
     """Train a model as `config` says and save it into the run directory.
 
     resume: continue the run in `config.output.dir` from its checkpoint instead of starting.
     callbacks: extra Keras callbacks, after textgen's own (e.g. to time steps).
-    progress: where preparing the corpus shows its progress (None: nowhere).
+    progress: where preparing the corpus shows its progress (True: stderr; None: nowhere).
     Raises TrainingInterrupted after Ctrl-C (the state is saved) and TextgenError on a NaN loss.
     """
     started = time.monotonic()
@@ -223,6 +215,24 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
                 parent=parent)
 
 
+def prepare(config: Config, *, progress: TextIO | bool | None = True) -> PreparedCorpus:
+    """Encode the corpus into the run directory's token cache as a new run of `config` would.
+
+    `train` does this itself and reuses the cache; running it first separates the long
+    encoding pass from training (`textgen prepare`).
+    """
+    run_dir = check_writable(Path(config.output.dir))
+    tokenizer = None
+    if config.training.init_from:
+        from textgen.generate import load_keras_model
+
+        parent = load_keras_model(config.training.init_from)
+        config = adopt_architecture(config, parent)
+        tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
+    return prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
+                          hint="; set training.unknown_tokens=drop to leave them out", progress=progress)
+
+
 def adopt_architecture(config: Config, parent: keras.Model) -> Config:
     """`config` with the model shape and tokenizer settings of the model being fine-tuned."""
     arch = describe_model(parent)
@@ -248,6 +258,7 @@ def _report_unknown(prepared: PreparedCorpus, config: Config, echo) -> None:
 
 
 def corpus_fingerprint(ids: np.ndarray) -> dict:
+    """What --resume compares; textgen.prepare computes the same while writing the cache."""
     return {"tokens": int(len(ids)), "sha1": hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest()}
 
 

@@ -1,0 +1,186 @@
+"""The token-id cache: built in blocks, reused while current, read by tf.data without copies."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from conftest import CORPORA, tiny_overrides
+from textgen.cli import cli
+from textgen.config import load_config
+from textgen.corpus import load_corpus
+from textgen.dataset import id_table, make_chunks, make_dataset, make_training_stream, steps_per_pass
+from textgen.errors import CorpusError, UsageError
+from textgen.prepare import prepare_corpus
+from textgen.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer
+from textgen.train import corpus_fingerprint, train
+
+
+def config_for(corpus, out, **extra):
+    return load_config(None, tiny_overrides(corpus, out, **extra))
+
+
+def test_cache_holds_the_encoded_corpus_as_uint16(small_corpus, tmp_path):
+    config = config_for(small_corpus, tmp_path / "run")
+    shown = io.StringIO()
+    prepared = prepare_corpus(config, tmp_path / "cache", progress=shown)
+    text = load_corpus([str(small_corpus)])
+    expected = fit_tokenizer(text, config.tokenizer).encode(text)
+    assert isinstance(prepared.ids, np.memmap) and prepared.ids.dtype == np.uint16
+    np.testing.assert_array_equal(prepared.ids, expected)
+    assert prepared.fingerprint == corpus_fingerprint(expected)  # what --resume compares
+    assert (tmp_path / "cache" / "ids.bin").stat().st_size == 2 * len(expected)
+    assert not prepared.reused and prepared.coverage == 1.0
+    lines = shown.getvalue().splitlines()
+    assert lines[0].startswith("preparing corpus: fitting vocabulary") and lines[-1].startswith("preparing corpus: encoding")
+    assert all("MB/s" in line and " of 0.0 MB" in line for line in lines)
+
+
+def test_the_corpus_is_read_in_blocks_never_whole(small_corpus, tmp_path, monkeypatch):
+    seen = []
+    original = CharTokenizer.encode
+
+    def encode(self, text):
+        seen.append(len(text))
+        return original(self, text)
+
+    monkeypatch.setattr(CharTokenizer, "encode", encode)
+    monkeypatch.setattr("textgen.corpus.load_corpus", lambda *a, **k: pytest.fail("the whole corpus was loaded"))
+    # (Gutenberg stripping holds back the first 64 KB while it looks for a header.)
+    config = config_for(small_corpus, tmp_path / "run", **{"corpus.strip_gutenberg": "false"})
+    prepared = prepare_corpus(config, tmp_path / "cache", progress=None, block_chars=2000)
+    assert len(seen) >= 15 and max(seen) <= 2000 and sum(seen) == len(prepared.ids)
+
+
+def test_cache_is_reused_until_the_corpus_or_tokenizer_changes(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text((CORPORA / "tinyshakespeare.txt").read_text()[:5000])
+    config = config_for(corpus, tmp_path / "run")
+    first = prepare_corpus(config, tmp_path / "cache", progress=None)
+    written = (tmp_path / "cache" / "ids.bin").stat().st_mtime_ns
+    again = prepare_corpus(config, tmp_path / "cache", progress=None)
+    assert again.reused and (tmp_path / "cache" / "ids.bin").stat().st_mtime_ns == written
+    np.testing.assert_array_equal(again.ids, first.ids)
+    word = prepare_corpus(config_for(corpus, tmp_path / "run", **{"tokenizer.level": "word"}), tmp_path / "cache",
+                          progress=None)
+    assert not word.reused and isinstance(word.tokenizer, WordTokenizer) and len(word.ids) < len(first.ids)
+    corpus.write_text(corpus.read_text() + "More text, and a new letter: Z!\n")
+    changed = prepare_corpus(config, tmp_path / "cache", progress=None)
+    assert not changed.reused and len(changed.ids) == len(load_corpus([str(corpus)]))
+    # A given tokenizer equal to the cached one (as on --resume) reuses the cache.
+    resumed = prepare_corpus(config, tmp_path / "cache", tokenizer=changed.tokenizer, progress=None)
+    assert resumed.reused
+
+
+def test_given_tokenizer_and_unknown_characters(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("abc cab\n" * 50 + "Café señor\n")
+    tokenizer = CharTokenizer(sorted(set("abc \n")))
+    config = config_for(corpus, tmp_path / "run")
+    with pytest.raises(UsageError, match=r"8 characters .* \(8 distinct: 'C', 'f', 'é', 's', 'e', 'ñ', 'o', 'r'\); "
+                                         r"try again"):
+        prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, hint="; try again", progress=None)
+    assert not (tmp_path / "cache" / "ids.bin").exists() and not list((tmp_path / "cache").glob(".*"))
+    with pytest.raises(UsageError, match="character models have no unknown token"):
+        prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
+    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="drop", progress=None)
+    assert tokenizer.decode(dropped.ids).endswith("cab\na \n") and dropped.unknown == 8
+    assert dropped.missing[:3] == ["C", "f", "é"]
+
+
+def test_word_level_unknown_words_become_unk_or_are_dropped(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the cat sat on the mat\n" * 30 + "the zebra sat\n")
+    tokenizer = WordTokenizer.fit("the cat sat on the mat\n")
+    config = config_for(corpus, tmp_path / "run", **{"tokenizer.level": "word"})
+    with pytest.raises(UsageError, match="1 word the model's vocabulary lacks \\(1 distinct: 'zebra'\\)"):
+        prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, progress=None)
+    unk = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
+    assert unk.unknown == 1 and int(np.sum(unk.ids == tokenizer.unk_id)) == 1
+    assert unk.coverage == pytest.approx(1 - 1 / len(unk.ids))
+    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="drop", progress=None)
+    assert len(dropped.ids) == len(unk.ids) - 1 and tokenizer.unk_id not in dropped.ids
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    corpus = tmp_path / "blank.txt"
+    corpus.write_text("\n\n   \n")
+    with pytest.raises(CorpusError, match="the corpus is empty"):
+        prepare_corpus(config_for(corpus, tmp_path / "run"), tmp_path / "cache", progress=None)
+    assert not (tmp_path / "cache" / "meta.json").exists()
+
+
+def test_windows_are_read_from_the_memory_map_without_a_copy(small_corpus, tmp_path):
+    prepared = prepare_corpus(config_for(small_corpus, tmp_path / "run"), tmp_path / "cache", progress=None)
+    tail = prepared.ids[1001:]  # not aligned: shared through the whole map and an offset
+    table, offset = id_table(tail)
+    assert offset == 1001 and table.shape[0] == len(prepared.ids)
+    tail[5] = 60  # the map is copy-on-write: this changes memory only, and the tensor sees it
+    assert int(table[1006]) == 60 and prepared.ids[1006] == 60
+    # The same batches as windows cut from an in-memory array.
+    ids = np.asarray(prepared.ids[:2000]).astype(np.int32)
+    from_map = make_training_stream(prepared.ids[:2000], 10, 8, seed=3)
+    from_array = make_training_stream(ids, 10, 8, seed=3)
+    for (x1, y1), (x2, y2) in zip(from_map.take(30), from_array.take(30)):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+        assert x1.dtype == tf.int32
+
+
+def test_training_stream_visits_every_window_once_per_pass():
+    ids = np.arange(1001, dtype=np.int32)
+    per_pass = steps_per_pass(len(ids), 10, 8)
+    batches = [x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=1).take(2 * per_pass)]
+    starts = [b[:, 0] for b in batches]
+    first = np.concatenate(starts[:per_pass])
+    assert len(set(first)) == per_pass * 8 and set(first) <= set(make_chunks(ids, 10)[:, 0])
+    assert not np.array_equal(np.concatenate(starts[per_pass:]), first)  # the next pass reshuffles
+    resumed = [x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=1, start_step=per_pass + 3).take(4)]
+    for got, expected in zip(resumed, batches[per_pass + 3:]):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_replica_slices_make_up_the_global_batch():
+    ids = np.arange(2001, dtype=np.int32)
+    whole = [x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5).take(5)]
+    parts = []
+    for pipeline in range(2):  # two workers with two replicas each: four slices of two windows
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=4)
+        parts.append([x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5, input_context=context).take(10)])
+    for step in range(5):
+        rebuilt = np.concatenate([parts[0][2 * step], parts[0][2 * step + 1], parts[1][2 * step], parts[1][2 * step + 1]])
+        np.testing.assert_array_equal(rebuilt, whole[step])
+    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+    val = [x.numpy() for x, _ in make_dataset(ids, 10, 8, shuffle=False, input_context=context)]
+    assert len(val) == 2 * 25 and all(v.shape == (4, 10) for v in val)
+
+
+def test_training_writes_and_then_reuses_the_cache(small_corpus, tmp_path):
+    lines = []
+    config = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1, "training.steps_per_epoch": 2})
+    train(config, echo=lines.append, verbose=0, progress=None)
+    assert any(line.startswith("token cache written:") for line in lines)
+    meta = json.loads((tmp_path / "run" / "cache" / "meta.json").read_text())
+    assert meta["tokens"] == 30_001 and meta["dtype"] == "<u2"  # the corpus plus its final newline
+    lines.clear()
+    train(config, overwrite=True, echo=lines.append, verbose=0, progress=None)
+    assert any(line.startswith("token cache reused:") for line in lines)
+
+
+def test_prepare_command(small_corpus, tmp_path):
+    args = ["prepare", *[a for o in tiny_overrides(small_corpus, tmp_path / "run") for a in ("--set", o)]]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "token cache written:" in first.output and "30,001 tokens in all" in first.output
+    assert "preparing corpus: encoding" in first.stderr
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "token cache reused:" in again.output and "preparing" not in again.stderr
+    missing = CliRunner().invoke(cli, ["prepare", "--set", "corpus.paths=[nowhere.txt]", "--output",
+                                       str(tmp_path / "x")])
+    assert missing.exit_code == 1 and "corpus path nowhere.txt does not exist" in missing.output
+    assert os.listdir(tmp_path / "x") == []

@@ -1,0 +1,38 @@
+"""`textgen prepare`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from textgen.config import load_config
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file, as for textgen train; keys left out take their defaults.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key by dotted path, value parsed as YAML; repeatable.")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Run directory whose cache/ to write (overrides output.dir).")
+def prepare(config_path, overrides, output):
+    """Encode the corpus into RUN_DIR/cache for training.
+
+    Reads the corpus files in blocks, fits the vocabulary in one pass and writes the token
+    ids in a second, showing bytes read and MB/s on stderr; the corpus is never held in
+    memory. Training memory-maps the ids. The cache is kept while the corpus files (paths,
+    sizes, modification times) and tokenizer settings stay the same, so `textgen train`
+    with the same config and output reuses it instead of encoding again (train also
+    prepares by itself when there is no current cache).
+    """
+    from textgen.prepare import describe_cache
+    from textgen.train import prepare as prepare_run
+
+    if output:
+        overrides = (*overrides, f"output.dir={json.dumps(output)}")
+    config = load_config(config_path, overrides)
+    prepared = prepare_run(config)
+    click.echo(describe_cache(prepared))
+    noun = "characters" if prepared.tokenizer.level == "char" else "tokens"
+    click.echo(f"vocabulary: {prepared.tokenizer.vocab_size:,} {noun}; {len(prepared.ids):,} tokens in all")
