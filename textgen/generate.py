@@ -61,7 +61,7 @@ def load_keras_model(path: str | Path) -> keras.Model:
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for broken or foreign files
-        raise ModelFileError(f"model file {path} cannot be loaded: {_first_line(exc)}") from None
+        raise ModelFileError(f"model file {path} cannot be loaded: {_load_failure(exc)}") from None
     embedding = find_token_embedding(model)
     if embedding is None or not embedding.tokenizer:
         raise ModelFileError(f"model file {path} is a Keras model but not a textgen model "
@@ -800,6 +800,26 @@ def _apply_penalty(logits, seen, penalty):
     """Divide positive logits (multiply negative ones) of tokens already present by `penalty`."""
     penalised = tf.where(logits > 0, logits / penalty, logits * penalty)
     return tf.where(seen, penalised, logits)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why Keras refused a file, in one line: the innermost error names the layer or class.
+
+    safe_mode refuses Lambda layers (their Python code would run on load); classes that are
+    neither Keras's nor textgen's registered ones are refused too, and textgen imports no
+    other code to find them.
+    """
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if "Lambda" in text and "safe_mode" in text:
+        return ("it holds a Lambda layer, whose Python code textgen never runs (Keras safe mode); "
+                "use a model trained by textgen")
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if unknown:
+        return (f"it needs {unknown.group(1)}, which is neither a Keras nor a textgen object; "
+                "textgen loads no other code, so use a model trained by textgen")
+    return _first_line(exc)
 
 
 def _first_line(exc: Exception) -> str:
