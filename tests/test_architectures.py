@@ -192,3 +192,14 @@ def test_invalid_combinations_are_explained(overrides, message):
         load_config(None, overrides)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_info_says_window_models_refeed_their_window():
+    from textgen.info import model_facts
+
+    window = build_model(ModelConfig(cell="gru", mode="window", window=7, units=8, embedding_dim=4), TOKENIZER)
+    facts = model_facts(window)
+    assert facts["mode"] == "window" and facts["window"] == 7
+    assert facts["generation"] == "re-feeds the last 7 tokens through the network for every new token"
+    sequence = model_facts(build_model(ModelConfig(cell="gru", units=8, embedding_dim=4), TOKENIZER))
+    assert sequence["mode"] == "sequence" and "generation" not in sequence

@@ -20,12 +20,18 @@ def model_facts(model) -> dict:
         "units": ", ".join(str(u) for u in arch["units"]),
         "embedding_dim": embedding.output_dim,
         "parameters": arch["parameters"],
+        "type": arch["type"],
         "level": level,
         "vocabulary_size": len(tokenizer.get("vocabulary", [])),
         "coverage": _rounded(card.get("coverage")),  # share of corpus tokens in the vocabulary
         "format_version": card.get("format_version"),
         "textgen_version": card.get("textgen_version"),
     }
+    for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length"):
+        if key in arch:
+            facts[key] = arch[key]
+    if "generation" in arch:  # window models re-feed their window per token; transformers past their context
+        facts["generation"] = arch["generation"]
     options = {k: v for k, v in tokenizer.items() if k not in ("level", "vocabulary")}
     if options:  # word level: lowercase, max_vocab, min_count, pattern
         facts["tokenizer"] = options
