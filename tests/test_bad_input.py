@@ -1,0 +1,399 @@
+"""The bad-input matrix: every mistake in a command, config, corpus, seed or model file gets
+a one-line answer with the documented exit code, no traceback, and leaves no file behind.
+
+Each case is one row: the arguments (built from a shared set of broken files), the exit
+code README.md documents (2: the request is wrong; 1: the work failed), and words the
+message must contain. Every row is checked the same way by `check_answer`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_overrides
+from textgen.cli import cli
+from textgen.errors import TextgenError
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------- broken files
+
+
+def rewrite_keras_config(source: Path, target: Path, change) -> None:
+    """Copy a .keras zip, passing its config.json through `change(config) -> config`."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                data = json.dumps(change(json.loads(data))).encode()
+            zout.writestr(item, data)
+
+
+def walk(node):
+    """Every dict inside a JSON tree."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def with_format_version(version):
+    def change(config):
+        cards = [d["model_card"] for d in walk(config) if isinstance(d.get("model_card"), dict)]
+        assert cards, "the model card was not found in config.json"
+        for card in cards:
+            card["format_version"] = version
+        return config
+    return change
+
+
+def with_unknown_class(config):
+    for node in walk(config):
+        if node.get("class_name") == "GRU":
+            node.update(class_name="EvilLayer", module="evil.layers", registered_name="evil>EvilLayer")
+    return config
+
+
+def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNamespace:
+    f = SimpleNamespace(root=root, model=trained_model, corpus=small_corpus)
+
+    def write(name, data):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return path
+
+    # model files
+    f.not_zip = write("not_zip.keras", "this is not a zip archive\n")
+    f.truncated = write("truncated.keras", trained_model.read_bytes()[:5000])
+    f.half = write("half.keras", trained_model.read_bytes()[: trained_model.stat().st_size // 2])
+    f.wrong_suffix = write("model.h5", "x")
+    f.empty_model = write("empty.keras", b"")
+    f.plain = root / "plain.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(f.plain)
+    f.newer = root / "newer.keras"
+    rewrite_keras_config(trained_model, f.newer, with_format_version(99))
+    f.unknown_class = root / "unknown_class.keras"
+    rewrite_keras_config(trained_model, f.unknown_class, with_unknown_class)
+    f.garbage_config = root / "garbage_config.keras"
+    with zipfile.ZipFile(trained_model) as zin, zipfile.ZipFile(f.garbage_config, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, b"{not json" if item.filename == "config.json" else zin.read(item.filename))
+    f.foreign_zip = root / "foreign.keras"
+    with zipfile.ZipFile(f.foreign_zip, "w") as z:
+        z.writestr("readme.txt", "a zip, but no model")
+    f.model_dir = root / "model_dir.keras"
+    f.model_dir.mkdir()
+
+    # corpora
+    f.empty_corpus = write("corpora/empty.txt", b"")
+    f.blank_corpus = write("corpora/blank.txt", " \n\n\t \n")
+    f.nul_corpus = write("corpora/nul.txt", b"Some text\x00with a NUL byte\n" * 20)
+    f.bad_utf8 = write("corpora/bad_utf8.txt", "Valid text first. ".encode() * 50 + b"\xff\xfe broken\n")
+    f.truncated_utf8 = write("corpora/cut.txt", "text ending mid-character \u00e9".encode()[:-1])
+    f.binaries = root / "corpora/binaries"
+    for i in range(3):
+        write(f"corpora/binaries/blob{i}.bin", bytes(range(256)) * 4)
+    f.empty_dir = root / "corpora/empty_dir"
+    f.empty_dir.mkdir()
+    f.short_corpus = write("corpora/short.txt", "too short\n")
+
+    # configs
+    f.yaml_list = write("configs/list.yaml", "- corpus\n- model\n")
+    f.yaml_scalar = write("configs/scalar.yaml", "just a string\n")
+    f.marker = root / "python-tag-ran"
+    f.yaml_python = write("configs/python.yaml",
+                          f"training: !!python/object/apply:os.system ['touch {f.marker}']\n")
+    f.yaml_broken = write("configs/broken.yaml", "model:\n  units: [1, 2\n")
+    f.yaml_latin1 = write("configs/latin1.yaml", "# caf\xe9\nmodel: {units: 8}\n".encode("latin-1"))
+    f.yaml_section = write("configs/section.yaml", "model: 3\n")
+    f.yaml_unknown = write("configs/unknown.yaml", "modle:\n  units: 8\n")
+
+    # places that cannot be written
+    f.blocker = write("blocker", "a regular file, so nothing can be created under it\n")
+    f.readonly = root / "readonly"
+    f.readonly.mkdir()
+    f.readonly.chmod(0o500)
+    f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
+    return f
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, trained_model, small_corpus):
+    root = tmp_path_factory.mktemp("bad")
+    yield build_files(root, trained_model, small_corpus)
+    (root / "readonly").chmod(0o700)
+
+
+# --------------------------------------------------------------------------- the matrix
+
+
+def train_args(f, out, **extra):
+    """`textgen train` on the tiny settings, with `extra` --set overrides."""
+    return ["train", *[a for o in tiny_overrides(f.corpus, out, **extra) for a in ("--set", o)]]
+
+
+def config_args(path, out):
+    """`textgen train --config PATH`: the file alone decides what goes wrong."""
+    return ["train", "--config", str(path), "--output", str(out)]
+
+
+def gen(f, *args):
+    return ["generate", "--model", str(f.model), *args]
+
+
+@dataclass
+class Case:
+    name: str
+    args: object  # f, out -> argv
+    code: int
+    message: str
+    marks: tuple = ()
+
+
+CASES = [
+    # ---- the command line
+    Case("unknown flag", lambda f, o: gen(f, "--seed", "a", "--bogus"), 2, "No such option '--bogus'"),
+    Case("unknown command", lambda f, o: ["frobnicate"], 2, "No such command 'frobnicate'"),
+    Case("missing --model", lambda f, o: ["generate", "--seed", "a"], 2, "Missing option '--model'"),
+    Case("non-integer --length", lambda f, o: gen(f, "--seed", "a", "--length", "ten"), 2,
+         "'ten' is not a valid integer"),
+    Case("--resume with --init-from", lambda f, o: [*train_args(f, o), "--resume", "--init-from", str(f.model)], 2,
+         "pass only one"),
+    Case("--resume with --overwrite", lambda f, o: [*train_args(f, o), "--resume", "--overwrite"], 2,
+         "pass only one"),
+    Case("--top-k with --top-p", lambda f, o: gen(f, "--seed", "a", "--top-k", "3", "--top-p", "0.5"), 2,
+         "either --top-k or --top-p"),
+    Case("--interactive with --json", lambda f, o: gen(f, "--seed", "a", "--interactive", "--json"), 2,
+         "does not combine with --json"),
+    Case("--beam-width with --num-samples", lambda f, o: gen(f, "--seed", "a", "--beam-width", "2",
+                                                             "--num-samples", "2"), 2, "drop --num-samples"),
+    Case("greedy with --top-k", lambda f, o: gen(f, "--seed", "a", "--temperature", "0", "--top-k", "3"), 2,
+         "temperature 0 is greedy"),
+    Case("--set without =", lambda f, o: [*train_args(f, o), "--set", "training.epochs"], 2,
+         "must look like KEY=VALUE"),
+    Case("--set without key", lambda f, o: [*train_args(f, o), "--set", "=3"], 2, "must look like KEY=VALUE"),
+    Case("--set value not YAML", lambda f, o: [*train_args(f, o), "--set", "training.epochs=[1"], 2,
+         "is not valid YAML"),
+    Case("--set into a value", lambda f, o: [*train_args(f, o), "--set", "training.epochs.x=1"], 2,
+         "epochs is a value, not a section"),
+    Case("--set unknown key", lambda f, o: [*train_args(f, o), "--set", "model.unit=3"], 2,
+         "unknown config key model.unit; did you mean model.units?"),
+    Case("--set wrong type", lambda f, o: [*train_args(f, o), "--set", "training.epochs=two"], 2,
+         "training.epochs must be an integer"),
+    Case("--set out of range", lambda f, o: [*train_args(f, o), "--set", "training.learning_rate=-1"], 2,
+         "training.learning_rate must be positive"),
+    Case("--set misspelt choice", lambda f, o: [*train_args(f, o), "--set", "model.cell=lstn"], 2,
+         "did you mean lstm?"),
+    # ---- config files
+    Case("config file missing", lambda f, o: [*train_args(f, o), "--config", str(f.root / "none.yaml")], 2,
+         "does not exist"),
+    Case("config path is a directory", lambda f, o: [*train_args(f, o), "--config", str(f.root)], 2,
+         "is a directory"),
+    Case("YAML list", lambda f, o: config_args(f.yaml_list, o), 2,
+         "must be a mapping of sections"),
+    Case("YAML scalar", lambda f, o: config_args(f.yaml_scalar, o), 2,
+         "must be a mapping of sections"),
+    Case("YAML python tag", lambda f, o: config_args(f.yaml_python, o), 2,
+         "is not valid YAML"),
+    Case("YAML syntax error", lambda f, o: config_args(f.yaml_broken, o), 2,
+         "is not valid YAML at line"),
+    Case("YAML not UTF-8", lambda f, o: config_args(f.yaml_latin1, o), 2, "is not UTF-8"),
+    Case("YAML section not a mapping", lambda f, o: config_args(f.yaml_section, o), 2,
+         "model must be a mapping"),
+    Case("YAML unknown section", lambda f, o: config_args(f.yaml_unknown, o), 2,
+         "did you mean model?"),
+    # ---- corpora
+    Case("corpus missing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/nope.txt']"}), 1,
+         "does not exist"),
+    Case("0-byte corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.empty_corpus}']"}), 1,
+         "the corpus is empty"),
+    Case("whitespace-only corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.blank_corpus}']"}), 1,
+         "the corpus is empty"),
+    Case("NUL bytes in corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.nul_corpus}']"}), 1,
+         "looks binary (NUL byte at offset 9)"),
+    Case("invalid UTF-8 in corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.bad_utf8}']"}), 1,
+         "is not valid utf-8 at byte offset 900"),
+    Case("corpus cut mid-character", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.truncated_utf8}']"}),
+         1, "is not valid utf-8 at byte offset 26"),
+    Case("directory of binaries", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.binaries}']"}), 1,
+         "holds no text files"),
+    Case("binary file named directly",
+         lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.binaries}/blob0.bin']"}), 1, "looks binary"),
+    Case("empty corpus directory", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.empty_dir}']"}), 1,
+         "holds no text files"),
+    Case("glob matching nothing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/*.nothing']"}), 1,
+         "matches no files"),
+    Case("unknown encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "klingon"}), 1,
+         "unknown encoding 'klingon'"),
+    Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
+         1, "fewer than seq_length + 1"),
+    # ---- run directories
+    Case("output under a regular file", lambda f, o: train_args(f, f.blocker / "run"), 1, "cannot be written"),
+    Case("output under /proc", lambda f, o: train_args(f, Path("/proc/textgen-run")), 1, "cannot be written"),
+    Case("read-only output directory", lambda f, o: train_args(f, f.readonly / "run"), 1, "cannot be written",
+         marks=(pytest.mark.skipif(AS_ROOT, reason="root writes through chmod 0o500; the /proc and "
+                                                    "regular-file cases cover unwritable paths"),)),
+    Case("run directory already has a model", lambda f, o: train_args(f, f.model.parent), 2, "--overwrite"),
+    Case("--resume without a checkpoint", lambda f, o: [*train_args(f, o), "--resume"], 2,
+         "holds no training state to resume"),
+    Case("--init-from a broken model", lambda f, o: [*train_args(f, o), "--init-from", str(f.not_zip)], 1,
+         "is not a valid .keras archive"),
+    # ---- seeds and sampler settings
+    Case("empty seed", lambda f, o: gen(f, "--seed", ""), 2, "the seed is empty"),
+    Case("seed outside the vocabulary", lambda f, o: gen(f, "--seed", "a\u00a7"), 2,
+         "'\u00a7' is not in the model's vocabulary"),
+    Case("negative temperature", lambda f, o: gen(f, "--seed", "a", "--temperature", "-1"), 2,
+         "temperature must be 0 (greedy) or more"),
+    Case("top-p above 1", lambda f, o: gen(f, "--seed", "a", "--top-p", "1.5"), 2, "top-p must be in (0, 1]"),
+    Case("top-k 0", lambda f, o: gen(f, "--seed", "a", "--top-k", "0"), 2, "top-k must be at least 1"),
+    Case("negative length", lambda f, o: gen(f, "--seed", "a", "--length", "-2"), 2, "length must be 0 or more"),
+    Case("num-samples 0", lambda f, o: gen(f, "--seed", "a", "--num-samples", "0"), 2,
+         "num-samples must be at least 1"),
+    Case("repetition penalty below 1", lambda f, o: gen(f, "--seed", "a", "--repetition-penalty", "0.5"), 2,
+         "repetition penalty must be 1 (off) or more"),
+    Case("empty stop string", lambda f, o: gen(f, "--seed", "a", "--stop", ""), 2, "a stop string cannot be empty"),
+    Case("negative random seed", lambda f, o: gen(f, "--seed", "a", "--random-seed", "-1"), 2,
+         "random seed must be 0 or more"),
+    Case("min-length above length", lambda f, o: gen(f, "--seed", "a", "--length", "5", "--min-length", "9"), 2,
+         "min-length (9) cannot exceed length (5)"),
+    Case("beam wider than the vocabulary", lambda f, o: gen(f, "--seed", "a", "--beam-width", "1000"), 2,
+         "exceeds the vocabulary size"),
+    Case("--output in a missing directory", lambda f, o: gen(f, "--seed", "a", "--output", str(o / "no" / "x.txt")),
+         1, "does not exist"),
+    Case("--output under a regular file", lambda f, o: gen(f, "--seed", "a", "--output", str(f.blocker / "x.txt")),
+         1, "does not exist"),
+    Case("--output under /proc", lambda f, o: gen(f, "--seed", "a", "--length", "5", "--output",
+                                                  "/proc/textgen-samples.txt"), 1, "cannot be written"),
+    Case("--output is a directory", lambda f, o: gen(f, "--seed", "a", "--output", str(f.root)), 2,
+         "is a directory"),
+    # ---- model files
+    Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 1,
+         "does not exist"),
+    Case("model path is a directory", lambda f, o: ["info", str(f.model_dir)], 2, "is a directory"),
+    Case("model with another suffix", lambda f, o: ["info", str(f.wrong_suffix)], 1, "is not a .keras file"),
+    Case("model not a zip", lambda f, o: ["generate", "--model", str(f.not_zip), "--seed", "a"], 1,
+         "is not a valid .keras archive"),
+    Case("0-byte model", lambda f, o: ["info", str(f.empty_model)], 1, "is not a valid .keras archive"),
+    Case("truncated model (5 KB)", lambda f, o: ["info", str(f.truncated)], 1, "is not a valid .keras archive"),
+    Case("truncated model (half)", lambda f, o: ["generate", "--model", str(f.half), "--seed", "a"], 1,
+         "is not a valid .keras archive"),
+    Case("plain Keras model", lambda f, o: ["info", str(f.plain)], 1, "not a textgen model"),
+    Case("newer format version", lambda f, o: ["generate", "--model", str(f.newer), "--seed", "a"], 1,
+         "uses textgen format 99, newer than this textgen understands (1); upgrade"),
+    Case("unregistered class in the model", lambda f, o: ["info", str(f.unknown_class)], 1, "EvilLayer"),
+    Case("config.json not JSON", lambda f, o: ["info", str(f.garbage_config)], 1, "cannot be loaded"),
+    Case("zip without a model", lambda f, o: ["info", str(f.foreign_zip)], 1, "cannot be loaded"),
+    Case("evaluate a missing text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                  str(f.root / "none.txt")], 2, "does not exist"),
+    Case("evaluate a binary text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                 str(f.nul_corpus)], 1, "looks binary"),
+    Case("evaluate invalid UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                 str(f.bad_utf8)], 1, "is not valid utf-8"),
+    Case("plot a directory without history", lambda f, o: ["plot", str(f.empty_dir)], 2, "has no history.csv"),
+]
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary or half-written files anywhere under `directory`."""
+    if not directory.exists():
+        return []
+    return [str(p) for p in directory.rglob("*") if ".tmp" in p.name or p.name.startswith(".write-test")]
+
+
+def check_answer(result, code: int, message: str) -> None:
+    """Exit code, one error line naming the problem, and no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # handled, not crashed
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0], errors[0]
+    # around the one error line, only click's usage hint may appear (for exit code 2)
+    others = [line for line in result.stderr.splitlines()
+              if line.strip() and not line.startswith(("Error: ", "Usage: ", "Try '"))]
+    assert others == [], result.stderr
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
+def test_bad_input_is_answered(case, files, tmp_path):
+    out = tmp_path / "out"
+    before = set(files.root.rglob("*"))
+    result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)])
+    check_answer(result, case.code, case.message)
+    # nothing left behind: no run directory content, no temporary files, no new files among the inputs
+    assert not (out / "model.keras").exists()
+    assert leftovers(tmp_path) == [] and leftovers(files.root) == []
+    assert set(files.root.rglob("*")) == before
+    assert not files.marker.exists()  # the !!python tag never ran
+
+
+def test_the_matrix_is_large_enough():
+    assert len(CASES) >= 40
+    assert {c.code for c in CASES} == {1, 2}
+
+
+# --------------------------------------------------------------------------- more than one row
+
+
+def test_a_failed_generation_leaves_no_output_file(files, tmp_path):
+    """An --output file is written only after a successful generation, and only whole."""
+    target = tmp_path / "samples.txt"
+    for args in (["--seed", ""], ["--seed", "a", "--top-p", "2"], ["--seed", "a\u00a7"]):
+        result = CliRunner().invoke(cli, gen(files, *args, "--output", str(target)))
+        assert result.exit_code == 2 and not target.exists()
+    target.write_text("the previous samples\n")
+    result = CliRunner().invoke(cli, gen(files, "--seed", "", "--output", str(target)))
+    assert result.exit_code == 2 and target.read_text() == "the previous samples\n"  # untouched
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_run_into_an_existing_run_directory_keeps_its_model(files, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(files.model.parent, run_dir)
+    before = (run_dir / "model.keras").read_bytes()
+    args = train_args(files, run_dir, **{"corpus.paths": f"['{files.nul_corpus}']"})
+    result = CliRunner().invoke(cli, [*args, "--overwrite"])
+    check_answer(result, 1, "looks binary")
+    assert (run_dir / "model.keras").read_bytes() == before
+    assert leftovers(run_dir) == []
+
+
+@pytest.mark.parametrize("args", [
+    lambda f: ["info", str(f.not_zip)],
+    lambda f: ["generate", "--model", str(f.newer), "--seed", "a"],
+    lambda f: ["train", "--config", str(f.yaml_list)],
+    lambda f: ["generate", "--model", str(f.model), "--seed", ""],
+], ids=["broken model", "newer model", "YAML list", "empty seed"])
+def test_debug_raises_the_library_error_instead(files, args):
+    result = CliRunner().invoke(cli, ["--debug", *args(files)])
+    assert isinstance(result.exception, TextgenError), repr(result.exception)
+    assert result.exc_info is not None and result.exc_info[2] is not None  # a traceback to show
+
+
+def test_real_process_prints_one_line_and_debug_prints_the_traceback(files):
+    base = [sys.executable, "-m", "textgen"]
+    args = ["generate", "--model", str(files.newer), "--seed", "a"]
+    plain = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert plain.stderr.strip().splitlines() == [plain.stderr.strip()]
+    assert plain.stderr.startswith("Error: model file") and "upgrade" in plain.stderr
+    debug = subprocess.run([*base, "--debug", *args], capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "ModelFileError" in debug.stderr
