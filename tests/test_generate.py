@@ -89,22 +89,6 @@ def test_gru_reset_before_and_mixed_cells_match_the_model():
     np.testing.assert_array_equal(np.argmax(log_probs[2:-1], -1), ids[3:])
 
 
-@pytest.mark.parametrize("make", [lambda: tiny_model("lstm", 2), lambda: tiny_model("gru", 2),
-                                  lambda: tiny_model("simple_rnn", 2), gru_reset_before_model])
-@pytest.mark.parametrize("table", [True, False])
-def test_column_layout_steps_equal_row_layout_steps(make, table, monkeypatch):
-    if not table:
-        monkeypatch.setattr("textgen.generate.TABLE_MAX_BYTES", 0)
-    model = make()
-    rows, columns = RecurrentStepper(model), RecurrentStepper(model, columns=True)
-    states_r, states_c = rows.initial_states(3), columns.initial_states(3)
-    for token in ([1, 2, 3], [4, 0, 9], [7, 7, 7], [2, 5, 1]):
-        logits_r, states_r = rows.step(tf.constant(token), states_r)
-        logits_c, states_c = columns.step(tf.constant(token), states_c)
-        np.testing.assert_allclose(logits_c.numpy(), logits_r.numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(tf.transpose(states_c[-1][0]).numpy(), states_r[-1][0].numpy(), atol=1e-6)
-
-
 def test_large_vocabularies_multiply_instead_of_using_a_table(monkeypatch):
     model = tiny_model("lstm", 2)
     with_table = Generator(model).generate("abc", length=30, temperature=0)
@@ -180,16 +164,16 @@ def test_samples_in_one_batch_differ(trained_model):
 def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model):
     generator = textgen.load(trained_model)
     big = generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH)
-    assert big.dtype == tf.bfloat16 and big.columns and not big.jit
+    assert big.dtype == tf.bfloat16 and not big.jit
     small = generator._plan(RandomSampler(), 1)
-    assert small.dtype == tf.float32 and small.jit and not small.columns
+    assert small.dtype == tf.float32 and small.jit
     assert generator._plan(GreedySampler(), 64).dtype == tf.float32
     assert generator._plan(BeamSampler(), 64).dtype == tf.float32
 
 
 def test_bfloat16_steps_stay_close_to_float32(trained_model):
     generator = textgen.load(trained_model)
-    exact, rounded = RecurrentStepper(generator.model), RecurrentStepper(generator.model, tf.bfloat16, columns=True)
+    exact, rounded = RecurrentStepper(generator.model), RecurrentStepper(generator.model, tf.bfloat16)
     states_a, states_b = exact.initial_states(1), rounded.initial_states(1)
     worst = 0.0
     for token in generator.tokenizer.encode("ROMEO: What light through yonder window"):

@@ -39,7 +39,7 @@ from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
 CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)
-BFLOAT16_MIN_BATCH = 16  # sampled batches at least this large use bfloat16 products ("auto")
+BFLOAT16_MIN_BATCH = 32  # sampled batches at least this large use bfloat16 products ("auto"); measured
 TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
 PRECISIONS = ("auto", "float32", "bfloat16")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
@@ -128,31 +128,11 @@ class Request:
 # ---------------------------------------------------------------------- one recurrent step
 
 
-class _Layout:
-    """Where the batch goes: rows (batch, features), or columns (features, batch).
-
-    Columns put the large weight matrix first in each product, which oneDNN's bfloat16
-    (AMX) kernel multiplies about 25% faster at batch 64 than weights second: it then packs
-    only the small state matrix on every call. XLA prefers rows.
-    """
-
-    def __init__(self, columns: bool, dtype):
-        self.columns, self.dtype = columns, dtype
-        self.axis = 0 if columns else -1  # the features axis, along which gates are split
-
-    def weights(self, matrix: np.ndarray):
-        """A (features in, features out) matrix, stored ready for `product`."""
-        return tf.cast(tf.constant(matrix.T.copy() if self.columns else matrix), self.dtype)
-
-    def bias(self, vector: np.ndarray):
-        return tf.constant(vector.reshape(-1, 1) if self.columns else vector)
-
-    def product(self, x, weights):
-        """x times `weights` in the weights' dtype; float32 result in this layout."""
-        if weights.dtype != x.dtype:
-            x = tf.cast(x, weights.dtype)
-        out = tf.matmul(weights, x) if self.columns else tf.matmul(x, weights)
-        return out if out.dtype == tf.float32 else tf.cast(out, tf.float32)
+def _product(x, weights):
+    """x (float32) @ weights, in the weights' dtype; the result is float32."""
+    if weights.dtype == tf.float32:
+        return tf.matmul(x, weights)
+    return tf.cast(tf.matmul(tf.cast(x, weights.dtype), weights), tf.float32)
 
 
 class _CellStep:
@@ -164,26 +144,23 @@ class _CellStep:
 
     gates = 1
 
-    def __init__(self, cell, layout: _Layout):
-        self.units, self.layout = cell.units, layout
+    def __init__(self, cell, dtype):
+        self.units = cell.units
         self.activation = cell.activation
         self.recurrent_activation = getattr(cell, "recurrent_activation", None)
         self.kernel = np.asarray(cell.kernel.numpy(), np.float32)  # also read for the first layer's table
         bias = cell.bias.numpy() if cell.bias is not None else np.zeros(self.gates * self.units)
         self.input_bias, recurrent_bias = self._split_bias(np.asarray(bias, np.float32))
-        self.recurrent_bias = layout.bias(recurrent_bias) if recurrent_bias is not None else None
-        self.kernel_t, self.input_bias_t = layout.weights(self.kernel), layout.bias(self.input_bias)
+        self.recurrent_bias = tf.constant(recurrent_bias) if recurrent_bias is not None else None
+        self.kernel_t, self.input_bias_t = tf.cast(self.kernel, dtype), tf.constant(self.input_bias)
         self.recurrent_matrix = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
-        self.recurrent = layout.weights(self.recurrent_matrix)
+        self.recurrent = tf.cast(self.recurrent_matrix, dtype)
 
     def _split_bias(self, bias):
         return bias, None
 
     def project(self, x):
-        return self.layout.product(x, self.kernel_t) + self.input_bias_t
-
-    def split(self, z, parts: int):
-        return tf.split(z, parts, axis=self.layout.axis)
+        return _product(x, self.kernel_t) + self.input_bias_t
 
     def state_sizes(self) -> list[int]:
         return [self.units]
@@ -191,7 +168,7 @@ class _CellStep:
 
 class _SimpleRNNStep(_CellStep):
     def __call__(self, xz, states):
-        h = self.activation(xz + self.layout.product(states[0], self.recurrent))
+        h = self.activation(xz + _product(states[0], self.recurrent))
         return h, [h]
 
 
@@ -203,7 +180,7 @@ class _LSTMStep(_CellStep):
 
     def __call__(self, xz, states):
         h, c = states
-        i, f, g, o = self.split(xz + self.layout.product(h, self.recurrent), 4)
+        i, f, g, o = tf.split(xz + _product(h, self.recurrent), 4, axis=-1)
         act, gate = self.activation, self.recurrent_activation
         c = gate(f) * c + gate(i) * act(g)
         h = gate(o) * act(c)
@@ -213,12 +190,12 @@ class _LSTMStep(_CellStep):
 class _GRUStep(_CellStep):
     gates = 3
 
-    def __init__(self, cell, layout: _Layout):
+    def __init__(self, cell, dtype):
         self.reset_after = cell.reset_after
-        super().__init__(cell, layout)
+        super().__init__(cell, dtype)
         if not self.reset_after:  # the reset gate multiplies h before the candidate's product
-            self.recurrent_zr = layout.weights(self.recurrent_matrix[:, :2 * self.units])
-            self.recurrent_h = layout.weights(self.recurrent_matrix[:, 2 * self.units:])
+            self.recurrent_zr = self.recurrent[:, :2 * self.units]
+            self.recurrent_h = self.recurrent[:, 2 * self.units:]
 
     def _split_bias(self, bias):
         if not self.reset_after:
@@ -228,17 +205,17 @@ class _GRUStep(_CellStep):
         return bias, np.zeros_like(bias)  # use_bias=False
 
     def __call__(self, xz, states):
-        h, product = states[0], self.layout.product
-        x_z, x_r, x_h = self.split(xz, 3)
+        h = states[0]
+        x_z, x_r, x_h = tf.split(xz, 3, axis=-1)
         gate = self.recurrent_activation
         if self.reset_after:
-            in_z, in_r, in_h = self.split(product(h, self.recurrent) + self.recurrent_bias, 3)
+            in_z, in_r, in_h = tf.split(_product(h, self.recurrent) + self.recurrent_bias, 3, axis=-1)
             z, r = gate(x_z + in_z), gate(x_r + in_r)
             candidate = self.activation(x_h + r * in_h)
         else:
-            in_z, in_r = self.split(product(h, self.recurrent_zr), 2)
+            in_z, in_r = tf.split(_product(h, self.recurrent_zr), 2, axis=-1)
             z, r = gate(x_z + in_z), gate(x_r + in_r)
-            candidate = self.activation(x_h + product(r * h, self.recurrent_h))
+            candidate = self.activation(x_h + _product(r * h, self.recurrent_h))
         h = z * h + (1 - z) * candidate
         return h, [h]
 
@@ -256,23 +233,18 @@ class RecurrentStepper:
     row per token (when it fits in TABLE_MAX_BYTES), so a step is: a row lookup, one
     product of the hidden state with the recurrent kernel per layer, the gate arithmetic
     and the output layer. `dtype` is the dtype of the recurrent and deeper input products
-    (float32 or bfloat16); everything else is float32. With `columns`, states are held as
-    (units, batch) instead of (batch, units) (see `_Layout`); tokens and logits keep the
-    batch first either way.
+    (float32 or bfloat16); everything else is float32.
     """
 
-    def __init__(self, model: keras.Model, dtype=tf.float32, columns: bool = False):
+    def __init__(self, model: keras.Model, dtype=tf.float32):
         embedding, rnns = _check_architecture(model)
-        self.dtype, self.columns = dtype, columns
-        self.batch_axis = 1 if columns else 0
-        layout = _Layout(columns, dtype)
-        self.layers = [_CELL_STEPS[type(layer.cell)](layer.cell, layout) for layer in rnns]
+        self.dtype = dtype
+        self.layers = [_CELL_STEPS[type(layer.cell)](layer.cell, dtype) for layer in rnns]
         first = self.layers[0]
         table_bytes = embedding.input_dim * first.gates * first.units * 4
         matrix = np.asarray(embedding.embeddings.numpy(), np.float32)
         if table_bytes <= TABLE_MAX_BYTES:
-            table = matrix @ first.kernel + first.input_bias
-            self.table = tf.constant(table.T.copy() if columns else table)
+            self.table = tf.constant(matrix @ first.kernel + first.input_bias)
             self.embeddings = None
         else:
             self.table, self.embeddings = None, tf.constant(matrix)
@@ -281,21 +253,19 @@ class RecurrentStepper:
         self.head_bias = tf.constant(np.asarray(head.bias.numpy(), np.float32)) if head.use_bias else None
 
     def initial_states(self, batch_size: int):
-        shape = (lambda size: [size, batch_size]) if self.columns else (lambda size: [batch_size, size])
-        return [[tf.zeros(shape(size)) for size in layer.state_sizes()] for layer in self.layers]
+        return [[tf.zeros([batch_size, size]) for size in layer.state_sizes()] for layer in self.layers]
 
     def step(self, token_ids, states):
         """token_ids: (batch,) int32 -> logits (batch, vocab) float32, new states."""
         if self.table is not None:
-            xz = tf.gather(self.table, token_ids, axis=self.batch_axis)
+            xz = tf.gather(self.table, token_ids)
         else:
-            x = tf.gather(self.embeddings, token_ids)
-            xz = self.layers[0].project(tf.transpose(x) if self.columns else x)
+            xz = self.layers[0].project(tf.gather(self.embeddings, token_ids))
         new_states = []
         for i, (layer, state) in enumerate(zip(self.layers, states)):
             x, state = layer(xz if i == 0 else layer.project(x), state)
             new_states.append(state)
-        logits = tf.matmul(x, self.head_kernel, transpose_a=self.columns)
+        logits = tf.matmul(x, self.head_kernel)
         return (logits + self.head_bias if self.head_bias is not None else logits), new_states
 
 
@@ -336,11 +306,10 @@ def native_bfloat16() -> bool:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How one compiled function runs: product dtype, XLA or not, state layout."""
+    """How one compiled function runs: the dtype of the recurrent products, and XLA or not."""
 
     dtype: tf.DType = tf.float32
     jit: bool = False
-    columns: bool = False
 
 
 class Generator:
@@ -367,7 +336,7 @@ class Generator:
         self.precision = precision
         self.jit_compile = jit_compile
         self.stepper = make_stepper(model)  # float32; a bfloat16 one is made when first needed
-        self._steppers = {(tf.float32, False): self.stepper}
+        self._steppers = {tf.float32: self.stepper}
         self._banned = self._banned_ids()
         self._functions: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
@@ -477,7 +446,7 @@ class Generator:
             self.precision == "bfloat16"
             or (self.precision == "auto" and batch >= BFLOAT16_MIN_BATCH and native_bfloat16()))
         jit = self.jit_compile if self.jit_compile is not None else not bf16
-        return _Plan(tf.bfloat16 if bf16 else tf.float32, jit, columns=bf16 and not jit)
+        return _Plan(tf.bfloat16 if bf16 else tf.float32, jit)
 
     def _chunks(self, request: Request) -> Iterator[list[Sample]]:
         """Run the compiled loop chunk by chunk; after each chunk yield the samples so far."""
@@ -569,10 +538,9 @@ class Generator:
         return states, last
 
     def _stepper(self, plan: "_Plan") -> RecurrentStepper:
-        key = (plan.dtype, plan.columns)
-        if key not in self._steppers:
-            self._steppers[key] = make_stepper(self.model, plan.dtype, plan.columns)
-        return self._steppers[key]
+        if plan.dtype not in self._steppers:
+            self._steppers[plan.dtype] = make_stepper(self.model, plan.dtype)
+        return self._steppers[plan.dtype]
 
     def _function(self, kind: str, plan: "_Plan", sampler: Sampler | None = None, penalised: bool = False):
         """The compiled function of one kind, traced once per plan, sampler class and penalty switch."""
@@ -699,8 +667,7 @@ class StepSession:
 def _make_prime(stepper, banned):
     """Feed the first `length` tokens of `prefix` (the seed but its last token) to every row."""
     def prime(states, prefix, length):
-        first = states[0][0]  # (units, batch) or (batch, units): a zero per row, with the rows' static shape
-        rows = tf.zeros_like(first[0] if stepper.columns else first[:, 0], dtype=tf.int32)
+        rows = tf.zeros_like(states[0][0][:, 0], dtype=tf.int32)  # a zero per row, with the rows' static shape
 
         def body(t, states):
             _, states = stepper.step(rows + prefix[t], states)
@@ -765,7 +732,7 @@ def _make_beam_loop(stepper, banned, sampler):
             if banned is not None:
                 log_probs = tf.where(banned, tf.constant(-np.inf, tf.float32), log_probs)
             parent, token, scores = sampler.next_beams(scores, log_probs)
-            states = tf.nest.map_structure(lambda s: tf.gather(s, parent, axis=stepper.batch_axis), states)
+            states = tf.nest.map_structure(lambda s: tf.gather(s, parent), states)
             return t + 1, states, scores, token, tokens.write(t, token), parents.write(t, parent)
 
         _, states, scores, last, tokens, parents = tf.while_loop(
