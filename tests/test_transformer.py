@@ -37,3 +37,19 @@ def test_transformer_layers_round_trip(tmp_path):
     model.save(tmp_path / "t.keras")
     loaded = keras.models.load_model(tmp_path / "t.keras", safe_mode=True)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_blocks_train_under_mixed_bfloat16():
+    from textgen.config import ModelConfig
+    from textgen.model import build_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=8),
+                            {"level": "char", "vocabulary": list("abcdefgh")})
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ids = np.random.default_rng(3).integers(0, 8, size=(4, 8)).astype("int32")
+        model.fit(ids, ids, epochs=1, verbose=0)
+        assert model(ids).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -94,8 +94,9 @@ class TransformerBlock(keras.layers.Layer):
         weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
         attended = ops.matmul(ops.cast(weights, v.dtype), v)
         attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (b, t, self.width))
-        x = x + self.drop(self.proj(attended), training=training)
-        return x + self.drop(self.mlp_out(self.mlp_in(self.norm2(x))), training=training)
+        # Under a mixed policy the sublayers may return another float type than the residual stream.
+        x = x + ops.cast(self.drop(self.proj(attended), training=training), x.dtype)
+        return x + ops.cast(self.drop(self.mlp_out(self.mlp_in(self.norm2(x))), training=training), x.dtype)
 
     def step(self, x, cache_k, cache_v, position):
         """One new position. x: (batch, width); caches: (batch, heads, max_len, head_dim).
@@ -117,8 +118,8 @@ class TransformerBlock(keras.layers.Layer):
         weights = ops.softmax(ops.where(visible, scores, -1e9), axis=-1)
         attended = ops.matmul(ops.cast(weights[:, :, None, :], v.dtype), ops.cast(cache_v, v.dtype))
         attended = ops.reshape(attended, (b, self.width))
-        x = x + self.proj(attended)
-        return x + self.mlp_out(self.mlp_in(self.norm2(x))), cache_k, cache_v
+        x = x + ops.cast(self.proj(attended), x.dtype)
+        return x + ops.cast(self.mlp_out(self.mlp_in(self.norm2(x))), x.dtype), cache_k, cache_v
 
     def get_config(self):
         config = super().get_config()
