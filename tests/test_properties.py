@@ -48,3 +48,100 @@ def test_every_target_is_the_next_input(length, seq_length, batch_size):
         total += len(inputs)
     windows = (length - 1) // seq_length
     assert total == (windows if windows < batch_size else windows - windows % batch_size)
+
+
+# ---------------------------------------------------------------- word level
+
+from textgen.config import TokenizerConfig  # noqa: E402
+from textgen.dataset import make_training_stream  # noqa: E402
+from textgen.tokenizer import NOSPACE, SPACE, UNK, fit_tokenizer, normalize_whitespace  # noqa: E402
+
+# Words of any script (letters, marks, digits), punctuation of many kinds, every sort of space.
+words = st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lo", "Nd", "Mn")), min_size=1, max_size=8)
+punctuation = st.sampled_from(list(",.;:!?\"'()[]{}-\u2014\u2013\u2026\u00ab\u00bb\u201c\u201d\u2018\u2019/&%$#*@")
+                              + ["...", "--", "?!"])
+spaces = st.sampled_from([" ", "  ", "\t", "\n", "\n\n", " \n ", "\u00a0", "\u2009", "\u3000", "\r\n"])
+word_text = st.lists(st.one_of(words, punctuation, spaces), min_size=1, max_size=60).map("".join)
+
+
+def word_tokenizer_for(text: str, **options):
+    return fit_tokenizer(text + " x", TokenizerConfig(level="word", **options))  # never an empty corpus
+
+
+@settings(max_examples=300, deadline=None)
+@given(word_text)
+def test_word_decode_of_encode_is_the_normalised_text(text):
+    text = text.replace("\r\n", "\n")  # the corpus loader has already turned CRLF into LF
+    tokenizer = word_tokenizer_for(text)
+    ids = tokenizer.encode(text)
+    assert tokenizer.unk_id not in ids  # a vocabulary fitted on the text knows all its words
+    assert tokenizer.decode(ids) == normalize_whitespace(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(word_text)
+def test_word_encoding_is_stable_under_a_round_trip(text):
+    """Decoded text encodes to the same ids again, and normalising twice changes nothing."""
+    text = text.replace("\r\n", "\n")
+    tokenizer = word_tokenizer_for(text)
+    ids = tokenizer.encode(text)
+    once = normalize_whitespace(text)
+    assert normalize_whitespace(once) == once
+    assert np.array_equal(tokenizer.encode(tokenizer.decode(ids)), ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(word_text, st.lists(st.integers(0, 200), max_size=5))
+def test_word_decoding_in_any_pieces_matches_decoding_whole(text, cuts):
+    """What streaming generation prints piece by piece is what decoding all at once gives."""
+    text = text.replace("\r\n", "\n")
+    tokenizer = word_tokenizer_for(text)
+    ids = tokenizer.encode(text)
+    bounds = sorted({min(c, len(ids)) for c in cuts} | {0, len(ids)})
+    decoder = tokenizer.decoder()
+    assert "".join(decoder.push(ids[a:b]) for a, b in zip(bounds, bounds[1:])) == tokenizer.decode(ids)
+
+
+@settings(max_examples=150, deadline=None)
+@given(word_text, st.integers(4, 8))
+def test_word_vocabulary_limit_only_turns_words_into_unk(text, max_vocab):
+    """With a capped vocabulary, every id is in range and the known words survive in order."""
+    text = text.replace("\r\n", "\n")
+    tokenizer = word_tokenizer_for(text, max_vocab=max_vocab)
+    ids = tokenizer.encode(text)
+    assert ids.dtype == np.int32 and (len(ids) == 0 or (0 <= ids.min() and ids.max() < tokenizer.vocab_size))
+    full = word_tokenizer_for(text)  # a full vocabulary knows every word
+    words_in_text = [t for t in full.tokenize(text) if t not in (SPACE, NOSPACE)]
+    expected = [t if t in tokenizer.vocabulary else UNK for t in words_in_text]
+    decoded = [tokenizer.vocabulary[i] for i in ids if tokenizer.vocabulary[i] not in (SPACE, NOSPACE)]
+    assert decoded == expected  # known words kept in order, each unknown one exactly one <unk>
+
+
+@settings(max_examples=100, deadline=None)
+@given(unicode_text, st.lists(st.integers(0, 300), max_size=6))
+def test_char_encoding_in_blocks_matches_encoding_whole(text, cuts):
+    tokenizer = CharTokenizer.fit(text)
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    blocks = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = list(tokenizer.encode_stream(blocks))
+    joined = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    assert np.array_equal(joined, tokenizer.encode(text))
+
+
+# ---------------------------------------------------------------- training stream
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(40, 300), st.integers(2, 12), st.integers(1, 6), st.integers(0, 25), st.integers(0, 1000))
+def test_a_stream_restarted_at_any_step_gives_the_same_batches(length, seq_length, batch_size, start, seed):
+    """What --resume relies on: the batch at step g is the same whether or not the run restarted."""
+    ids = np.arange(length, dtype=np.int32)
+    if (length - 1) // seq_length < 1:
+        return
+    straight = [(x.numpy(), y.numpy()) for x, y in make_training_stream(ids, seq_length, batch_size, seed=seed)
+                .take(start + 4)]
+    resumed = [(x.numpy(), y.numpy()) for x, y in make_training_stream(ids, seq_length, batch_size, seed=seed,
+                                                                         start_step=start).take(4)]
+    for (x1, y1), (x2, y2) in zip(straight[start:], resumed):
+        assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+        assert np.array_equal(y2, x2 + 1)  # every target is the next input
