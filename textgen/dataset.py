@@ -103,6 +103,14 @@ def make_dataset(ids: np.ndarray, seq_length: int, batch_size: int, *, shuffle: 
     return _gather_windows(index, ids, seq_length, input_context)
 
 
+def validation_steps(n_ids: int, seq_length: int, batch_size: int, replicas: int = 1) -> int:
+    """Batches in one pass of `make_dataset` over `n_ids` tokens (split over `replicas`)."""
+    n = _window_count(n_ids, seq_length)
+    if n >= batch_size:
+        return n // batch_size
+    return 1 if n - n % replicas else 0
+
+
 def steps_per_pass(n_ids: int, seq_length: int, batch_size: int) -> int:
     """Batches in one pass over `n_ids` tokens, as `make_training_stream` forms them."""
     n_chunks = (n_ids - 1) // seq_length

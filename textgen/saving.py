@@ -79,8 +79,8 @@ def inference_config(config):
     layers, so generation never depends on how it was trained. The weights are float32
     under every policy, so they carry over unchanged.
     """
-    if isinstance(config, list):
-        return [inference_config(item) for item in config]
+    if isinstance(config, (list, tuple)):
+        return type(config)(inference_config(item) for item in config)
     if not isinstance(config, dict):
         return config
     config = {key: inference_config(value) for key, value in config.items()}

@@ -42,7 +42,8 @@ __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
                                 write_tokenizer)
 from textgen.config import Config, TokenizerConfig, config_from_dict
-from textgen.dataset import make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass
+from textgen.dataset import (make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass,
+                             validation_steps)
 from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
 from textgen.errors import ModelFileError, TextgenError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
@@ -283,7 +284,34 @@ def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_
                       jit_compile=plan.jit_compile)
         if state is not None:
             restore_checkpoint(run_dir, model, state)
+    if plan.distribute == "multi_worker":
+        _build_before_fit(model, plan, config.training)
     return model
+
+
+def _build_before_fit(model: keras.Model, plan: DevicePlan, training) -> None:
+    """Work around the two places where Keras 3's `fit` fails under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585), on this model instance only.
+
+    1. The first `fit` builds the loss, metrics and optimizer from a batch it reduces across
+       workers, which fails for (input, target) pairs: build them here from a local example
+       batch, so that step has nothing left to do, and skip it.
+    2. Each step's logs are averaged over all replicas along axis 0, which scalars lack:
+       give every log value that axis (one entry per replica), so the average is the loss
+       of the whole global batch, the same on every worker.
+    """
+    example = keras.ops.zeros((training.batch_size // plan.replicas, training.seq_length), dtype="int32")
+    with plan.strategy.scope():
+        model._symbolic_build(data_batch=(example, example))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def with_replica_axis(step):
+        def run(data):
+            return {name: keras.ops.reshape(value, (1,)) for name, value in step(data).items()}
+        return run
+
+    model.train_step = with_replica_axis(model.train_step)
+    model.test_step = with_replica_axis(model.test_step)
 
 
 # --------------------------------------------------------------------------- resuming a run
@@ -373,12 +401,15 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
                             if plan.replicas > 1 else ""))
     for line in kernel_report(model, plan):
         echo(line)
+    # Validation runs a fixed number of steps over a repeated dataset: a distributed pipeline
+    # that simply ends can hand replicas empty batches that still count in the mean.
+    val_steps = validation_steps(len(run.val_ids), training.seq_length, training.batch_size, plan.replicas)
     val_ds = (_distributed(plan, lambda context: make_dataset(run.val_ids, training.seq_length, training.batch_size,
-                                                              shuffle=False, input_context=context))
-              if len(run.val_ids) else None)
+                                                              shuffle=False, input_context=context).repeat())
+              if val_steps else None)
     initial_val_loss = None
     if run.parent is not None and val_ds is not None:
-        scores = model.evaluate(val_ds, verbose=0, return_dict=True)
+        scores = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
         initial_val_loss = float(scores.get(CROSS_ENTROPY, scores["loss"]))
         echo(f"starting point: val_loss {initial_val_loss:.4f} on the new corpus")
 
@@ -409,7 +440,8 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
                 stream = _distributed(plan, lambda context: make_training_stream(
                     run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
                     input_context=context))
-                model.fit(stream, validation_data=val_ds, initial_epoch=start_epoch, epochs=end_epoch,
+                model.fit(stream, validation_data=val_ds, validation_steps=val_steps or None,
+                          initial_epoch=start_epoch, epochs=end_epoch,
                           steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
                           shuffle=False)  # the stream shuffles itself
                 if recorder.stopped_early:

@@ -62,6 +62,9 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
                               verbose=1 if sys.stdout.isatty() else 2)
     except TrainingInterrupted as exc:
         raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
+    if not result.chief:
+        click.echo(f"this worker finished its part; the chief writes {result.model_path.name} and the run's files")
+        return
     if result.stopped == "time_limit":
         click.echo(f"continue with: {shlex.join(again)}")
     which = f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished: unvalidated weights"

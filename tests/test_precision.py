@@ -1,0 +1,192 @@
+"""Precision, XLA and kernels: fused CPU kernels equal Keras's, mixed precision trains and saves float32."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from conftest import tiny_overrides
+from textgen import distribute
+from textgen.cli import cli
+from textgen.config import ModelConfig, load_config
+from textgen.distribute import check_resumable_precision, kernel_report, plan_devices
+from textgen.errors import CorpusError, UsageError
+from textgen.fused_rnn import FusedGRU, FusedLSTM
+from textgen.generate import load_keras_model
+from textgen.layers import find_token_embedding
+from textgen.model import build_model
+from textgen.saving import inference_config
+from textgen.train import train
+
+
+def gradients(layer, x, initial_state=None):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, initial_state=initial_state, training=True)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.sin(tf.cast(y, tf.float32)))
+    return y, tape.gradient(loss, [x, *layer.trainable_weights])
+
+
+@pytest.mark.parametrize("keras_class, fused_class", [(keras.layers.LSTM, FusedLSTM), (keras.layers.GRU, FusedGRU)])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, return_sequences):
+    keras.utils.set_random_seed(3)
+    plain, fused = keras_class(16, return_sequences=return_sequences), fused_class(16, return_sequences=return_sequences)
+    x = tf.random.normal((3, 9, 5))
+    plain(x), fused(x)
+    fused.set_weights([w * 2 for w in plain.get_weights()])  # larger weights: saturated gates count too
+    plain.set_weights(fused.get_weights())
+    states = 2 if keras_class is keras.layers.LSTM else 1
+    initial = [tf.random.normal((3, 16)) for _ in range(states)]
+    y_plain, g_plain = gradients(plain, x, initial)
+    y_fused, g_fused = gradients(fused, x, initial)
+    np.testing.assert_allclose(y_fused, y_plain, atol=1e-5)
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_fused_kernels_fall_back_to_keras_where_they_would_differ():
+    keras.utils.set_random_seed(4)
+    x = tf.random.normal((2, 6, 4))
+    for options in ({"go_backwards": True}, {"recurrent_dropout": 0.5}, {"activation": "relu"}):
+        plain, fused = keras.layers.LSTM(8, **options), FusedLSTM(8, **options)
+        plain(x), fused(x)
+        fused.set_weights(plain.get_weights())
+        seed = keras.random.SeedGenerator(1)
+        np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
+        del seed
+    masked = np.ones((2, 6), dtype=bool)
+    masked[0, 4:] = False  # a mask: Keras's loop, which holds the state over masked steps
+    plain, fused = keras.layers.GRU(8), FusedGRU(8)
+    plain(x), fused(x)
+    fused.set_weights(plain.get_weights())
+    np.testing.assert_allclose(fused(x, mask=masked), plain(x, mask=masked), atol=1e-6)
+
+
+def test_fused_kernels_under_mixed_bfloat16_stay_close_to_float32():
+    keras.utils.set_random_seed(5)
+    x = tf.random.normal((4, 12, 8))
+    reference = keras.layers.LSTM(32)
+    reference(x)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        fused = FusedLSTM(32)
+        fused(x)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    fused.set_weights(reference.get_weights())
+    y, g = gradients(fused, x)
+    y_ref, g_ref = gradients(reference, x)
+    assert y.dtype == tf.bfloat16 and fused.cell.kernel.dtype == "float32"  # float32 weights, bf16 products
+    np.testing.assert_allclose(tf.cast(y, tf.float32), y_ref, atol=0.03)
+    for a, b in zip(g, g_ref):
+        assert float(tf.norm(tf.cast(a, tf.float32) - b) / tf.norm(b)) < 0.03
+
+
+def test_inference_config_is_float32_with_keras_layers():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(ModelConfig(cell="gru", units=8, embedding_dim=4, dropout=0.1),
+                            {"level": "char", "vocabulary": list("abc")}, fused_kernels=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert any(isinstance(layer, FusedGRU) for layer in model.layers)
+    text = json.dumps(inference_config(model.get_config()))
+    assert "Fused" not in text and "bfloat16" not in text and '"class_name": "GRU"' in text
+    copy = keras.Model.from_config(inference_config(model.get_config()))
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert type(copy.get_layer("gru_1")) is keras.layers.GRU
+
+
+def test_mixed_bfloat16_training_saves_a_float32_model_and_restores_the_policy(tiny_config):
+    before = keras.mixed_precision.global_policy().name
+    lines = []
+    result = train(tiny_config(**{"training.precision": "mixed_bfloat16", "model.cell": "lstm", "training.epochs": 2,
+                                  "training.sample_every": 1, "training.sample_length": 10,
+                                  "training.sample_temperatures": "[0]"}),
+                   echo=lines.append, verbose=0, progress=None)
+    assert keras.mixed_precision.global_policy().name == before
+    assert any("precision mixed_bfloat16" in line for line in lines)
+    assert sum(line.startswith("--- sample") for line in lines) == 2  # generation works on the training model
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    with zipfile.ZipFile(result.model_path) as archive:
+        config = archive.read("config.json").decode()
+    policies = {layer["config"]["dtype"]["config"]["name"] for layer in json.loads(config)["config"]["layers"]
+                if isinstance(layer["config"].get("dtype"), dict)}
+    assert policies == {"float32"} and '"dtype": "bfloat16"' not in config and "Fused" not in config
+    model = load_keras_model(result.model_path)
+    assert find_token_embedding(model).model_card["precision"] == "mixed_bfloat16"
+    logits = model(np.zeros((1, 5), dtype=np.int32))
+    assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
+
+
+def test_training_fails_cleanly_and_still_restores_the_policy(tiny_config):
+    before = keras.mixed_precision.global_policy().name
+    with pytest.raises(CorpusError):
+        train(tiny_config(**{"training.precision": "mixed_bfloat16", "corpus.paths": "[nowhere.txt]"}),
+              echo=lambda _: None, verbose=0, progress=None)
+    assert keras.mixed_precision.global_policy().name == before
+
+
+def test_auto_settings_for_a_cpu(monkeypatch):
+    training = load_config().training
+    monkeypatch.setattr(distribute, "cpu_has_amx_bf16", lambda: True)
+    plan = plan_devices(training)
+    assert (plan.distribute, plan.device, plan.precision, plan.jit_compile, plan.fused_kernels) == (
+        "none", "cpu", "mixed_bfloat16", False, True)
+    assert "AMX" in plan.describe()
+    monkeypatch.setattr(distribute, "cpu_has_amx_bf16", lambda: False)
+    assert plan_devices(training).precision == "float32"
+    chosen = load_config(None, ["training.precision=float32", "training.jit_compile=true",
+                                "training.fused_kernels=false"]).training
+    plan = plan_devices(chosen)
+    assert (plan.precision, plan.jit_compile, plan.fused_kernels) == ("float32", True, False)
+
+
+def test_precision_and_jit_keys_are_checked():
+    from textgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.precision must be one of auto, float32, mixed_float16, "
+                                          "mixed_bfloat16, got 'bf16'"):
+        load_config(None, ["training.precision=bf16"])
+    with pytest.raises(ConfigError, match="training.jit_compile must be auto, true or false, got 'fast'"):
+        load_config(None, ["training.jit_compile=fast"])
+    with pytest.raises(ConfigError, match="training.distribute must be one of auto, none, mirrored"):
+        load_config(None, ["training.distribute=horovod"])
+    assert load_config(None, ["training.jit_compile=false"]).training.jit_compile is False
+
+
+def test_resume_refuses_to_switch_loss_scaling():
+    check_resumable_precision("mixed_bfloat16", "float32")
+    check_resumable_precision(None, "mixed_float16")
+    with pytest.raises(UsageError, match="set training.precision=mixed_float16"):
+        check_resumable_precision("mixed_float16", "mixed_bfloat16")
+
+
+def test_kernel_report_names_what_forces_the_generic_kernel():
+    plan = plan_devices(load_config(None, ["training.precision=float32"]).training)
+    tokenizer = {"level": "char", "vocabulary": list("abc")}
+    lstm = build_model(ModelConfig(cell="lstm", units=8, embedding_dim=4), tokenizer, fused_kernels=True)
+    assert kernel_report(lstm, plan) == ["recurrent kernels: cuDNN on a GPU; here: textgen's fused kernel"]
+    rnn = build_model(ModelConfig(cell="simple_rnn", units=8, embedding_dim=4), tokenizer)
+    lines = kernel_report(rnn, plan)
+    assert lines[0] == "recurrent kernels: generic on a GPU; here: Keras's step-by-step kernel"
+    assert "simple_rnn_1 cannot use cuDNN (SimpleRNN has no cuDNN kernel" in lines[1]
+    odd = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4, recurrent_dropout=0.1, reset_after=False)])
+    assert "recurrent dropout, GRU reset_after=False" in kernel_report(odd, plan)[1]
+
+
+def test_train_command_prints_devices_and_kernels(small_corpus, tmp_path):
+    sets = [a for o in tiny_overrides(small_corpus, tmp_path / "run", **{"training.epochs": 1,
+                                                                         "training.steps_per_epoch": 2})
+            for a in ("--set", o)]
+    result = CliRunner().invoke(cli, ["train", *sets])
+    assert result.exit_code == 0, result.output
+    assert "devices: one CPU; precision " in result.output
+    assert "recurrent kernels: cuDNN on a GPU; here: textgen's fused kernel" in result.output
