@@ -46,19 +46,16 @@ def _zeros_if_none(grad, like):
     return tf.zeros_like(like) if grad is None else grad
 
 
-def _bias_gradient(d_projected):
-    return tf.reduce_sum(tf.cast(d_projected, tf.float32), axis=0)
-
-
 # The element-wise work of one time step is compiled by XLA into a few fused loops, with the
 # casts between the float32 gates and the products' dtype inside them. The matrix products
 # stay outside XLA, in oneDNN, which uses the CPU's bfloat16 units.
 
 
 @tf.function(jit_compile=True)
-def _lstm_forward_step(projected, recurrent, c):
-    """Gates and states from the step's projected input (float32) and h @ recurrent_kernel."""
-    i, f, g, o = tf.split(projected + tf.cast(recurrent, tf.float32), 4, axis=1)
+def _lstm_forward_step(projected, bias, recurrent, c):
+    """Gates and states from the step's x @ kernel, the bias and h @ recurrent_kernel."""
+    z = tf.cast(projected, tf.float32) + bias + tf.cast(recurrent, tf.float32)
+    i, f, g, o = tf.split(z, 4, axis=1)
     i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
     c_new = f * c + i * g
     tanh_c = tf.tanh(c_new)
@@ -67,14 +64,15 @@ def _lstm_forward_step(projected, recurrent, c):
 
 
 @tf.function(jit_compile=True)
-def _lstm_backward_step(saved, d_output, dh_recurrent, dc):
-    """Gradients of the gate pre-activations, and of the cell state before the step."""
+def _lstm_backward_step(saved, d_output, dh_recurrent, dc, d_bias):
+    """Gradients of the gate pre-activations and of the cell state before the step; the
+    bias gradient summed so far, in float32."""
     i, f, g, o, tanh_c, c_prev = tf.split(saved, 6, axis=1)
     dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32)
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
     dz = tf.concat([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
                     dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=1)
-    return tf.cast(dz, dh_recurrent.dtype), dc * f
+    return tf.cast(dz, dh_recurrent.dtype), dc * f, d_bias + tf.reduce_sum(dz, axis=0)
 
 
 def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
@@ -91,10 +89,10 @@ def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
     def run(x, h0, c0, kernel, recurrent_kernel, bias):
         steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
         inputs = _flat(x)
-        projected = tf.reshape(tf.cast(tf.matmul(inputs, kernel), tf.float32) + bias, [steps, batch, 4 * units])
+        projected = tf.reshape(tf.matmul(inputs, kernel), [steps, batch, 4 * units])
 
         def forward(t, h, h_low, c, hs, saved):
-            h, h_low, c, kept = _lstm_forward_step(projected[t], tf.matmul(h_low, recurrent_kernel), c)
+            h, h_low, c, kept = _lstm_forward_step(projected[t], bias, tf.matmul(h_low, recurrent_kernel), c)
             return t + 1, h, h_low, c, hs.write(t, h_low), saved.write(t, kept)
 
         start = (0, h0, tf.cast(h0, dtype), c0, tf.TensorArray(dtype, size=steps),
@@ -105,18 +103,18 @@ def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
         def grad(d_outputs, d_h, d_c):
             d_outputs = _zeros_if_none(d_outputs, outputs)
 
-            def backward(t, dh_recurrent, dc, dz_all):
-                dz, dc = _lstm_backward_step(saved[t], d_outputs[t], dh_recurrent, dc)
-                return t - 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc, dz_all.write(t, dz)
+            def backward(t, dh_recurrent, dc, d_bias, dz_all):
+                dz, dc, d_bias = _lstm_backward_step(saved[t], d_outputs[t], dh_recurrent, dc, d_bias)
+                return t - 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc, d_bias, dz_all.write(t, dz)
 
-            start = (steps - 1, tf.cast(_zeros_if_none(d_h, h), dtype), _zeros_if_none(d_c, c),
+            start = (steps - 1, tf.cast(_zeros_if_none(d_h, h), dtype), _zeros_if_none(d_c, c), tf.zeros_like(bias),
                      tf.TensorArray(dtype, size=steps))
-            _, dh0, dc0, dz_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
+            _, dh0, dc0, d_bias, dz_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
             dz = _flat(dz_all.stack())
             d_kernel = tf.matmul(inputs, dz, transpose_a=True)
             d_recurrent = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), dz, transpose_a=True)
             dx = tf.reshape(tf.matmul(dz, kernel, transpose_b=True), tf.shape(x))
-            return dx, tf.cast(dh0, tf.float32), dc0, d_kernel, d_recurrent, _bias_gradient(dz)
+            return dx, tf.cast(dh0, tf.float32), dc0, d_kernel, d_recurrent, d_bias
 
         return (outputs, h, c), grad
 
@@ -124,9 +122,9 @@ def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
 
 
 @tf.function(jit_compile=True)
-def _gru_forward_step(projected, recurrent, recurrent_bias, h):
-    """The new state from the step's projected input (float32) and h @ recurrent_kernel."""
-    x_z, x_r, x_h = tf.split(projected, 3, axis=1)
+def _gru_forward_step(projected, input_bias, recurrent, recurrent_bias, h):
+    """The new state from the step's x @ kernel, h @ recurrent_kernel and the biases."""
+    x_z, x_r, x_h = tf.split(tf.cast(projected, tf.float32) + input_bias, 3, axis=1)
     r_z, r_r, r_h = tf.split(tf.cast(recurrent, tf.float32) + recurrent_bias, 3, axis=1)
     z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
     candidate = tf.tanh(x_h + r * r_h)
@@ -135,16 +133,19 @@ def _gru_forward_step(projected, recurrent, recurrent_bias, h):
 
 
 @tf.function(jit_compile=True)
-def _gru_backward_step(saved, d_output, dh_recurrent, dh_direct):
-    """Gradients of the input and recurrent pre-activations, and the direct part of dh_prev."""
+def _gru_backward_step(saved, d_output, dh_recurrent, dh_direct, d_biases):
+    """Gradients of the input and recurrent pre-activations, the direct part of dh_prev and
+    the (input, recurrent) bias gradients summed so far, in float32."""
     z, r, candidate, r_h, h_prev = tf.split(saved, 5, axis=1)
     dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32) + dh_direct
     d_candidate = dh * (1.0 - z) * (1.0 - candidate * candidate)
     dz = dh * (h_prev - candidate) * z * (1.0 - z)
     dr = d_candidate * r_h * r * (1.0 - r)
+    d_projected = tf.concat([dz, dr, d_candidate], axis=1)
+    d_recurrent = tf.concat([dz, dr, d_candidate * r], axis=1)
+    d_biases = d_biases + tf.stack([tf.reduce_sum(d_projected, axis=0), tf.reduce_sum(d_recurrent, axis=0)])
     low = dh_recurrent.dtype
-    return (tf.cast(tf.concat([dz, dr, d_candidate], axis=1), low),
-            tf.cast(tf.concat([dz, dr, d_candidate * r], axis=1), low), dh * z)
+    return tf.cast(d_projected, low), tf.cast(d_recurrent, low), dh * z, d_biases
 
 
 def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
@@ -162,10 +163,11 @@ def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
     def run(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
         steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
         inputs = _flat(x)
-        projected = tf.reshape(tf.cast(tf.matmul(inputs, kernel), tf.float32) + input_bias, [steps, batch, 3 * units])
+        projected = tf.reshape(tf.matmul(inputs, kernel), [steps, batch, 3 * units])
 
         def forward(t, h, h_low, hs, saved):
-            h, h_low, kept = _gru_forward_step(projected[t], tf.matmul(h_low, recurrent_kernel), recurrent_bias, h)
+            h, h_low, kept = _gru_forward_step(projected[t], input_bias, tf.matmul(h_low, recurrent_kernel),
+                                               recurrent_bias, h)
             return t + 1, h, h_low, hs.write(t, h_low), saved.write(t, kept)
 
         start = (0, h0, tf.cast(h0, dtype), tf.TensorArray(dtype, size=steps), tf.TensorArray(tf.float32, size=steps))
@@ -175,21 +177,22 @@ def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
         def grad(d_outputs, d_h):
             d_outputs = _zeros_if_none(d_outputs, outputs)
 
-            def backward(t, dh_recurrent, dh_direct, dx_all, drec_all):
-                d_projected, d_recurrent, dh_direct = _gru_backward_step(saved[t], d_outputs[t], dh_recurrent,
-                                                                         dh_direct)
-                return (t - 1, tf.matmul(d_recurrent, recurrent_kernel, transpose_b=True), dh_direct,
+            def backward(t, dh_recurrent, dh_direct, d_biases, dx_all, drec_all):
+                d_projected, d_recurrent, dh_direct, d_biases = _gru_backward_step(
+                    saved[t], d_outputs[t], dh_recurrent, dh_direct, d_biases)
+                return (t - 1, tf.matmul(d_recurrent, recurrent_kernel, transpose_b=True), dh_direct, d_biases,
                         dx_all.write(t, d_projected), drec_all.write(t, d_recurrent))
 
             start = (steps - 1, tf.zeros_like(tf.cast(h, dtype)), _zeros_if_none(d_h, h),
-                     tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
-            _, dh_recurrent, dh_direct, dx_all, drec_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
+                     tf.zeros([2, 3 * units]), tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
+            _, dh_recurrent, dh_direct, d_biases, dx_all, drec_all = tf.while_loop(lambda t, *_: t >= 0, backward,
+                                                                                  start)
             d_projected, d_recurrent = _flat(dx_all.stack()), _flat(drec_all.stack())
             d_kernel = tf.matmul(inputs, d_projected, transpose_a=True)
             d_rkernel = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), d_recurrent, transpose_a=True)
             dx = tf.reshape(tf.matmul(d_projected, kernel, transpose_b=True), tf.shape(x))
             dh0 = tf.cast(dh_recurrent, tf.float32) + dh_direct
-            return (dx, dh0, d_kernel, d_rkernel, _bias_gradient(d_projected), _bias_gradient(d_recurrent))
+            return dx, dh0, d_kernel, d_rkernel, d_biases[0], d_biases[1]
 
         return (outputs, h), grad
 
