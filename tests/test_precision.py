@@ -177,9 +177,11 @@ def test_kernel_report_names_what_forces_the_generic_kernel():
     rnn = build_model(ModelConfig(cell="simple_rnn", units=8, embedding_dim=4), tokenizer)
     lines = kernel_report(rnn, plan)
     assert lines[0] == "recurrent kernels: generic on a GPU; here: Keras's step-by-step kernel"
-    assert "simple_rnn_1 cannot use cuDNN (SimpleRNN has no cuDNN kernel" in lines[1]
+    assert "simple_rnn_1 cannot use cuDNN (SimpleRNNCell has no cuDNN kernel" in lines[1]
     odd = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4, recurrent_dropout=0.1, reset_after=False)])
     assert "recurrent dropout, GRU reset_after=False" in kernel_report(odd, plan)[1]
+    wrapped = keras.Sequential([keras.Input((None, 3)), keras.layers.Bidirectional(keras.layers.LSTM(4))])
+    assert kernel_report(wrapped, plan) == ["recurrent kernels: cuDNN on a GPU; here: Keras's step-by-step kernel"]
 
 
 def test_train_command_prints_devices_and_kernels(small_corpus, tmp_path):

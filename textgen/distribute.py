@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from textgen.config import TrainingConfig
 from textgen.errors import TextgenError, UsageError
+from textgen.fused_rnn import FusedGRU, FusedLSTM, fused_kernel_applies
 
 
 @dataclass
@@ -212,9 +213,7 @@ def kernel_report(model: keras.Model, plan: DevicePlan) -> list[str]:
     generic step-by-step kernel, several times slower on a GPU.
     """
     lines, fast, slow = [], [], []
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.RNN):
-            continue
+    for layer in _recurrent_layers(model):
         reason = _why_not_cudnn(layer)
         (slow if reason else fast).append(layer.name)
         if reason:
@@ -226,15 +225,30 @@ def kernel_report(model: keras.Model, plan: DevicePlan) -> list[str]:
                                                                    f"{', '.join(slow)}")
     here = {"gpu": "cuDNN where allowed", "tpu": "XLA"}.get(plan.device)
     if here is None:
-        here = "textgen's fused kernel" if plan.fused_kernels and fast else "Keras's step-by-step kernel"
+        fused = [layer.name for layer in _recurrent_layers(model) if isinstance(layer, (FusedLSTM, FusedGRU))
+                 and fused_kernel_applies(layer, None, training=False)]
+        here = ("textgen's fused kernel" if len(fused) == len(fast) + len(slow) else
+                f"textgen's fused kernel for {', '.join(fused)}, Keras's for the others" if fused else
+                "Keras's step-by-step kernel")
     lines.insert(0, f"recurrent kernels: {summary} on a GPU; here: {here}")
     return lines
+
+
+def _recurrent_layers(model):
+    """Every recurrent layer, also inside Bidirectional wrappers and nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Bidirectional):
+            yield from (layer.forward_layer, layer.backward_layer)
+        elif isinstance(layer, keras.Model):
+            yield from _recurrent_layers(layer)
+        elif isinstance(layer, keras.layers.RNN):
+            yield layer
 
 
 def _why_not_cudnn(layer) -> str | None:
     cell = layer.cell
     if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
-        return f"{type(layer).__name__} has no cuDNN kernel; use model.cell=lstm or gru"
+        return f"{type(cell).__name__} has no cuDNN kernel; use model.cell=lstm or gru"
     checks = [
         (cell.activation is keras.activations.tanh, "activation is not tanh"),
         (cell.recurrent_activation is keras.activations.sigmoid, "recurrent activation is not sigmoid"),
