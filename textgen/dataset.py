@@ -17,9 +17,10 @@ def encode_known(tokenizer, text: str, unknown: str = "error", hint: str = "") -
     """
     if tokenizer.unk_id is None:  # character level: no unknown token to map to
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-        vocab = np.array(sorted(ord(c) for c in tokenizer.vocabulary), dtype=np.uint32)
-        where = np.minimum(np.searchsorted(vocab, codes), len(vocab) - 1)
-        known = vocab[where] == codes
+        vocab = [ord(c) for c in tokenizer.vocabulary]
+        table = np.zeros(max(vocab, default=0) + 2, dtype=bool)  # by code point; the last one stands for any beyond
+        table[vocab] = True
+        known = table.take(codes, mode="clip")
         count = int(len(codes) - np.count_nonzero(known))
         if count == 0:
             return tokenizer.encode(text), 0, []

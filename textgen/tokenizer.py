@@ -156,14 +156,21 @@ class CharTokenizer(Tokenizer):
 
     def encode(self, text: str) -> np.ndarray:
         codes = _codepoints(text)
-        ids = np.searchsorted(self._codepoints, codes)
-        ids = np.minimum(ids, len(self._codepoints) - 1)
-        bad = self._codepoints[ids] != codes
-        if np.any(bad):
+        # A dense table over code points (at most 4.4 MB) maps every character with one
+        # gather, several times faster than a binary search over the vocabulary; code points
+        # past the last character are clipped onto the table's final -1 (unknown).
+        table = self.__dict__.get("_id_table")
+        if table is None:
+            size = int(self._codepoints[-1]) + 2 if len(self._codepoints) else 1
+            table = np.full(size, -1, dtype=np.int32)
+            table[self._codepoints] = np.arange(len(self._codepoints), dtype=np.int32)
+            self._id_table = table
+        ids = table.take(codes, mode="clip")
+        if np.any(ids < 0):
             missing = self.unknown_tokens(text)
             raise UsageError(f"{_describe(missing)} not in the model's vocabulary; "
                              f"remove or replace {'them' if len(missing) > 1 else 'it'}")
-        return ids.astype(np.int32)
+        return ids
 
     def decode(self, ids) -> str:
         table = np.asarray(self._codepoints)
