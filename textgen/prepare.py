@@ -187,8 +187,8 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
                 count += ids.lacking
                 if tokenizer.unk_id is not None:
                     unk_count += int(np.count_nonzero(ids.ids == tokenizer.unk_id))
-                digest.update(ids.ids.astype("<i4", copy=False).tobytes())  # the fingerprint --resume compares
-                out.write(ids.ids.astype(dtype, copy=False).tobytes())
+                digest.update(np.ascontiguousarray(ids.ids, dtype="<i4"))  # the fingerprint --resume compares
+                out.write(np.ascontiguousarray(ids.ids, dtype=dtype))
                 tokens += len(ids.ids)
             out.flush()
             os.fsync(out.fileno())
