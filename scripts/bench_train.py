@@ -6,7 +6,9 @@ Network for both: Embedding(65, 256) -> LSTM(512) -> Dense(65) on Tiny Shakespea
   baseline   keras.Sequential + model.fit on the lecture's pipeline: ids -> unbatched
              tf.data -> batch(41) -> split -> shuffle -> batch(64), float32, Adam defaults
   textgen    textgen.train.train with this machine's defaults (precision, XLA and kernels
-             chosen by textgen/distribute.py), nothing else changed but the network shape
+             chosen by textgen/distribute.py), nothing else changed but the network shape;
+             then again with the baseline's optimizer settings (Adam at 0.001, no clipping),
+             so that the held-out losses compare precision and kernels alone
   variants   (--variants) textgen with one choice changed, to show what each one buys:
              float32 + fused kernels, float32 + Keras kernels, float32 + Keras kernels + XLA
 
@@ -177,16 +179,14 @@ def encoding_throughput(path: Path, size: int) -> dict:
     encode = time.perf_counter() - start
     del blocks
     with tempfile.TemporaryDirectory() as run:
-        start = time.perf_counter()
-        memory = _in_subprocess("prepare", path, Path(run))
-        prepare = time.perf_counter() - start
+        prepared = _in_subprocess("prepare", path, Path(run))
     return {"corpus_mb": size / 1e6, "vocabulary": tokenizer.vocab_size, "fit_mb_s": size / 1e6 / fit,
-            "encode_mb_s": size / 1e6 / encode, "prepare_mb_s": size / 1e6 / prepare,
-            "prepare_seconds": prepare, "prepare_peak_mb": memory}
+            "encode_mb_s": size / 1e6 / encode, "prepare_mb_s": size / 1e6 / prepared["seconds"],
+            "prepare_seconds": prepared["seconds"], "prepare_peak_mb": prepared["peak_mb"]}
 
 
 _CHILD = """
-import resource, sys
+import json, resource, sys, time
 from pathlib import Path
 import textgen
 from textgen.config import load_config
@@ -197,21 +197,24 @@ config = load_config(None, [f"corpus.paths=['{corpus}']", f"output.dir={run}", "
                             "corpus.validation_fraction=0.001", "model.embedding_dim=256", "model.units=512",
                             "training.seq_length=40", "training.batch_size=64", "training.epochs=1",
                             "training.steps_per_epoch=30", "training.sample_every=0"])
+start = time.perf_counter()
 if what == "prepare":
     prepare(config, progress=None)
 else:
     train(config, overwrite=True, echo=lambda _: None, verbose=0, progress=None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def _in_subprocess(what: str, corpus: Path, run: Path) -> float:
-    """Peak resident memory (MB) of a fresh process that prepares or trains on `corpus`."""
+def _in_subprocess(what: str, corpus: Path, run: Path) -> dict:
+    """Seconds taken (imports left out) and peak resident memory (MB, ru_maxrss) of a fresh
+    process that prepares or trains on `corpus`."""
     done = subprocess.run([sys.executable, "-c", _CHILD, what, str(corpus), str(run)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode:
         raise SystemExit(f"{what} subprocess failed:\n{done.stderr[-2000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def memory_on_large_corpus(megabytes: int) -> dict:
@@ -219,13 +222,12 @@ def memory_on_large_corpus(megabytes: int) -> dict:
         corpus = Path(scratch) / "large.txt"
         size = build_corpus(corpus, megabytes)
         run = Path(scratch) / "run"
-        start = time.perf_counter()
         prepared = _in_subprocess("prepare", corpus, run)
-        seconds = time.perf_counter() - start
-        trained = _in_subprocess("train", corpus, run)
+        trained = _in_subprocess("train", corpus, run)  # 30 steps, reading the cache just made
         cache = (run / "cache" / "ids.bin").stat().st_size
-    return {"corpus_mb": size / 1e6, "cache_mb": cache / 1e6, "prepare_seconds": seconds,
-            "prepare_peak_mb": prepared, "train_peak_mb": trained}
+    return {"corpus_mb": size / 1e6, "cache_mb": cache / 1e6, "prepare_seconds": prepared["seconds"],
+            "prepare_peak_mb": prepared["peak_mb"], "train_seconds": trained["seconds"],
+            "train_peak_mb": trained["peak_mb"]}
 
 
 # --------------------------------------------------------------------------- main
@@ -237,12 +239,26 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="first steps left out of the timing")
     parser.add_argument("--variants", action="store_true", help="also time textgen with single choices changed")
     parser.add_argument("--skip-data", action="store_true", help="skip the encoding and 200 MB memory measurements")
+    parser.add_argument("--skip-training", action="store_true", help="measure only the data path")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "amx_bf16": cpu_has_amx_bf16(), "tensorflow": tf.__version__,
                                  "keras": keras.__version__, "load_before": load()}}
+    if not args.skip_training:
+        results.update(training_benchmark(args))
+    if not args.skip_data:
+        results.update(data_benchmark())
+    results["machine"]["load_after"] = load()
+    print(f"\nload average: {results['machine']['load_before']:.2f} before, {results['machine']['load_after']:.2f} "
+          f"after ({os.cpu_count()} cores); TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def training_benchmark(args) -> dict:
+    results: dict = {}
     text = load_corpus([str(CORPUS)])
     vocab = len(set(text))
     _, val_ids = split_ids(CharTokenizer.fit(text).encode(text), 0.1, SEQ)
@@ -256,6 +272,11 @@ def main() -> None:
         chosen = next(line for line in lines if line.startswith("devices:"))
         runs["textgen"] = (timer, held_out_loss(model, val_ids), chosen.split("; ", 1)[1])
         print(f"textgen done (load {load():.2f})", file=sys.stderr)
+        # The same, with the baseline's optimizer settings: only precision and kernels differ.
+        model, timer, _ = textgen_run(args.steps, args.warmup, Path(scratch) / "same-optimizer",
+                                      **{"training.learning_rate": 0.001, "training.clipnorm": 0})
+        runs["textgen, baseline's Adam settings"] = (timer, held_out_loss(model, val_ids), "textgen")
+        print(f"textgen with the baseline's optimizer done (load {load():.2f})", file=sys.stderr)
         if args.variants:
             variants = {
                 "float32, fused kernels": {"training.precision": "float32"},
@@ -296,26 +317,24 @@ def main() -> None:
     print(f"\nmatmul peak (2048 x 2048): float32 {peak32:,.0f} GFLOP/s, bfloat16 {peak16:,.0f} GFLOP/s")
     print(f"textgen achieves {achieved:,.0f} GFLOP/s = {achieved / peak32:.0%} of the float32 peak, "
           f"{achieved / peak16:.0%} of the bfloat16 peak (baseline: {results['flops']['baseline_gflops']:,.0f})")
+    return results
 
-    if not args.skip_data:
-        with tempfile.TemporaryDirectory() as scratch:
-            corpus = Path(scratch) / "corpus100.txt"
-            size = build_corpus(corpus, 100)
-            enc = encoding_throughput(corpus, size)
-        results["encoding"] = enc
-        print(f"\nencoding a {enc['corpus_mb']:.0f} MB corpus (char level, {enc['vocabulary']} characters): "
-              f"fit {enc['fit_mb_s']:,.0f} MB/s, encode {enc['encode_mb_s']:,.0f} MB/s; whole prepare pass "
-              f"(read, fit, read, encode, write) {enc['prepare_mb_s']:,.0f} MB/s")
-        memory = memory_on_large_corpus(200)
-        results["memory"] = memory
-        print(f"200 MB corpus: prepare {memory['prepare_seconds']:.0f} s, peak {memory['prepare_peak_mb']:,.0f} MB; "
-              f"training (memory-mapped {memory['cache_mb']:,.0f} MB cache) peak {memory['train_peak_mb']:,.0f} MB")
 
-    results["machine"]["load_after"] = load()
-    print(f"\nload average: {results['machine']['load_before']:.2f} before, {results['machine']['load_after']:.2f} "
-          f"after ({os.cpu_count()} cores); TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+def data_benchmark() -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = Path(scratch) / "corpus100.txt"
+        size = build_corpus(corpus, 100)
+        enc = encoding_throughput(corpus, size)
+    results["encoding"] = enc
+    print(f"\nencoding a {enc['corpus_mb']:.0f} MB corpus (char level, {enc['vocabulary']} characters): "
+          f"fit {enc['fit_mb_s']:,.0f} MB/s, encode {enc['encode_mb_s']:,.0f} MB/s; whole prepare pass "
+          f"(read, fit, read, encode, write) {enc['prepare_mb_s']:,.0f} MB/s, peak memory {enc['prepare_peak_mb']:,.0f} MB")
+    memory = memory_on_large_corpus(200)
+    results["memory"] = memory
+    print(f"200 MB corpus: prepare {memory['prepare_seconds']:.0f} s, peak {memory['prepare_peak_mb']:,.0f} MB; "
+          f"training (memory-mapped {memory['cache_mb']:,.0f} MB cache) peak {memory['train_peak_mb']:,.0f} MB")
+    return results
 
 
 if __name__ == "__main__":
