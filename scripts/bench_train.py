@@ -209,9 +209,15 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 
 def _in_subprocess(what: str, corpus: Path, run: Path) -> dict:
     """Seconds taken (imports left out) and peak resident memory (MB, ru_maxrss) of a fresh
-    process that prepares or trains on `corpus`."""
-    done = subprocess.run([sys.executable, "-c", _CHILD, what, str(corpus), str(run)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process that prepares or trains on `corpus`.
+
+    Linux keeps ru_maxrss across execve, so a child exec'd straight from this (large)
+    process would report this process's size. The child is forked from a small shell
+    instead (the `; exit` keeps the shell from exec'ing it directly).
+    """
+    command = [sys.executable, "-c", _CHILD, what, str(corpus), str(run)]
+    done = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *command], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode:
         raise SystemExit(f"{what} subprocess failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
