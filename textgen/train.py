@@ -393,14 +393,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
     training = config.training
     first_step = run.state["global_step"] if run.state else 0
     first_epoch, offset = divmod(first_step, steps)
-    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
-         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
-         f"{steps} steps per epoch")
-    echo(f"model: {config.model.cell} x {config.model.layers}, {model.count_params():,} parameters")
-    echo(plan.describe() + (f"; {training.batch_size // plan.replicas} windows per replica and step"
-                            if plan.replicas > 1 else ""))
-    for line in kernel_report(model, plan):
-        echo(line)
+    _describe_run(run, echo)
     # Validation runs a fixed number of steps over a repeated dataset: a distributed pipeline
     # that simply ends can hand replicas empty batches that still count in the mean.
     val_steps = validation_steps(len(run.val_ids), training.seq_length, training.batch_size, plan.replicas)
@@ -437,7 +430,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
         try:
             for start_epoch, end_epoch, epoch_steps in _epoch_plan(first_epoch, offset, training.epochs, steps):
                 first = start_epoch * steps + steps - epoch_steps
-                stream = _distributed(plan, lambda context: make_training_stream(
+                stream = _distributed(plan, lambda context, first=first: make_training_stream(
                     run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
                     input_context=context))
                 model.fit(stream, validation_data=val_ds, validation_steps=val_steps or None,
@@ -455,6 +448,19 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
+
+
+def _describe_run(run: _Run, echo) -> None:
+    """The corpus, the model, where it trains and which recurrent kernels it can use."""
+    config, plan = run.config, run.plan
+    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
+         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
+         f"{run.steps_per_epoch} steps per epoch")
+    echo(f"model: {config.model.cell} x {config.model.layers}, {run.model.count_params():,} parameters")
+    echo(plan.describe() + (f"; {config.training.batch_size // plan.replicas} windows per replica and step"
+                            if plan.replicas > 1 else ""))
+    for line in kernel_report(run.model, plan):
+        echo(line)
 
 
 def _distributed(plan: DevicePlan, make: Callable):
