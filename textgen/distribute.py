@@ -61,13 +61,16 @@ class DevicePlan:
         finally:
             keras.mixed_precision.set_global_policy(previous)
 
-    def describe(self) -> str:
+    def describe(self, batch_size: int | None = None) -> str:
+        """One line of choices (with each replica's share of `batch_size`), then the notes."""
         where = {"none": f"one {self.device.upper()}", "mirrored": f"{self.replicas} {self.device.upper()} replicas",
                  "multi_worker": f"{self.workers} workers, {self.replicas} replicas in all (this is worker "
                                  f"{self.worker}{', the chief' if self.chief else ''})",
                  "tpu": f"{self.replicas} TPU cores"}[self.distribute]
         jit = {True: "on", False: "off", "auto": "Keras's choice"}[self.jit_compile]
         text = f"devices: {where}; precision {self.precision}; XLA {jit}"
+        if batch_size and self.replicas > 1:
+            text += f"; {batch_size // self.replicas} windows per replica and step"
         return text + "".join(f"\n  {note}" for note in self.notes)
 
 

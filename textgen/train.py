@@ -457,8 +457,7 @@ def _describe_run(run: _Run, echo) -> None:
          f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
          f"{run.steps_per_epoch} steps per epoch")
     echo(f"model: {config.model.cell} x {config.model.layers}, {run.model.count_params():,} parameters")
-    echo(plan.describe() + (f"; {config.training.batch_size // plan.replicas} windows per replica and step"
-                            if plan.replicas > 1 else ""))
+    echo(plan.describe(config.training.batch_size))
     for line in kernel_report(run.model, plan):
         echo(line)
 
