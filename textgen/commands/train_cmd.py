@@ -31,7 +31,9 @@ from textgen.config import load_config
 def train(config_path, overrides, output, overwrite, resume, init_from):
     """Train a model and save it as RUN_DIR/model.keras.
 
-    Prints the resolved config, then a progress bar per epoch with the training and
+    The corpus is first encoded into RUN_DIR/cache (see textgen prepare), or the cache is
+    reused. Prints the resolved config, the devices, precision and recurrent kernels chosen
+    for this machine (docs/scale.md), then a progress bar per epoch with the training and
     validation loss in nats and bits per character (perplexity for word models), and a few
     samples every training.sample_every epochs. The best model by validation loss is saved
     after every epoch that improves it; the training state is saved every
