@@ -59,7 +59,6 @@ def losses(history):
     return [(row["loss"], row["val_loss"]) for row in history]
 
 
-@pytest.mark.slow
 def test_mirrored_over_two_cpus_trains_like_one_device(small_corpus, tmp_path):
     overrides = tiny_overrides(small_corpus, tmp_path / "unused", **SETTINGS)
     out = result_of(run_python(MIRRORED, json.dumps(overrides), str(tmp_path)))
@@ -77,7 +76,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two TensorFlow processes joining a cluster: about 20-30 s on 2 cores
 def test_two_workers_train_one_model(small_corpus, tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(small_corpus, out, **SETTINGS, **{"training.distribute": "multi_worker"})
