@@ -154,3 +154,16 @@ def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(cli, ["--debug", "info", str(tmp_path / "x.keras")])
     assert result.exit_code != 0 and result.exception is not None
     assert type(result.exception).__name__ == "ModelFileError"
+
+
+def test_generate_without_model_uses_the_pretrained_default():
+    result = run("generate", "--seed", "ROMEO:", "--length", "40", "--temperature", "0")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ROMEO:") and len(result.output) == len("ROMEO:") + 40 + 1
+    from textgen.generate import load
+    from textgen.pretrained import default_model_path
+
+    expected = load(default_model_path()).generate("ROMEO:", length=40, temperature=0)[0]
+    assert result.output == "ROMEO:" + expected + "\n"
+    facts = json.loads(run("info", default_model_path(), "--json").output)
+    assert facts["cell"] == "LSTM" and facts["best_validation_loss"] < 1.6  # a trained model, not a stub

@@ -12,8 +12,9 @@ import click
 
 
 @click.command()
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="A model.keras file written by `textgen train`.")
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
+              help="A model.keras file written by `textgen train`.  [default: the pretrained "
+                   "Shakespeare character model shipped with textgen]")
 @click.option("--seed", required=True, help="Text to start from; printed before the generated text.")
 @click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
 @click.option("--temperature", type=float, multiple=True,
@@ -54,6 +55,10 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
     from textgen.samplers import make_sampler
 
     _check_output_path(output_path)
+    if model_path is None:
+        from textgen.pretrained import default_model_path
+
+        model_path = default_model_path()
     if interactive:
         clashing = [name for name, given in (
             ("--beam-width", beam_width is not None), ("--top-p", top_p is not None),
