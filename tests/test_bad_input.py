@@ -171,7 +171,7 @@ CASES = [
     # ---- the command line
     Case("unknown flag", lambda f, o: gen(f, "--seed", "a", "--bogus"), 2, "No such option '--bogus'"),
     Case("unknown command", lambda f, o: ["frobnicate"], 2, "No such command 'frobnicate'"),
-    Case("missing --model", lambda f, o: ["generate", "--seed", "a"], 2, "Missing option '--model'"),
+    Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2, "Missing option '--seed'"),
     Case("non-integer --length", lambda f, o: gen(f, "--seed", "a", "--length", "ten"), 2,
          "'ten' is not a valid integer"),
     Case("--resume with --init-from", lambda f, o: [*train_args(f, o), "--resume", "--init-from", str(f.model)], 2,
