@@ -36,6 +36,7 @@ def read_history(run_dir: str | Path) -> list[dict]:
 
 def plot_history(run_dir: str | Path) -> Path:
     """Draw training and validation loss per epoch, mark the best epoch, write loss.png atomically."""
+    rows = read_history(run_dir)  # a wrong directory is reported before a missing extra
     if not matplotlib_available():
         raise TextgenError("plotting needs matplotlib; install it with pip install 'textgen[plot]'")
     import matplotlib
@@ -43,7 +44,6 @@ def plot_history(run_dir: str | Path) -> Path:
     matplotlib.use("Agg")  # files only, never a window
     from matplotlib.figure import Figure  # a Figure of its own: no pyplot global state
 
-    rows = read_history(run_dir)
     epochs = [r["epoch"] for r in rows]
     figure = Figure(figsize=(7, 4.5), dpi=100)
     axes = figure.add_subplot()
