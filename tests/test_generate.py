@@ -10,7 +10,8 @@ import tensorflow as tf
 import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
-from textgen.generate import BFLOAT16_MIN_BATCH, Generator, RecurrentStepper, Request, native_bfloat16
+from textgen.generate import (BFLOAT16_MIN_BATCH, Generator, PackedColumnStepper, RecurrentStepper, Request,
+                              native_bfloat16)
 from textgen.layers import TokenEmbedding
 from textgen.model import build_model
 from textgen.samplers import BeamSampler, GreedySampler, RandomSampler
@@ -87,6 +88,24 @@ def test_gru_reset_before_and_mixed_cells_match_the_model():
     text = generator.generate("a b", length=40, temperature=0)[0]
     ids, log_probs = model_log_probs(generator, "a b", text)
     np.testing.assert_array_equal(np.argmax(log_probs[2:-1], -1), ids[3:])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_packed_column_steps_equal_row_steps(cell, one_hot):
+    model = tiny_model(cell, 2)
+    rows, packed = RecurrentStepper(model), PackedColumnStepper(model, tf.float32, one_hot=one_hot)
+    states_r, states_p = rows.initial_states(3), packed.initial_states(3)
+    for token in ([1, 2, 3], [4, 0, 9], [7, 7, 7], [2, 5, 1]):
+        logits_r, states_r = rows.step(tf.constant(token), states_r)
+        logits_p, states_p = packed.step(tf.constant(token), states_p)
+        np.testing.assert_allclose(logits_p.numpy(), logits_r.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tf.transpose(states_p[-1][0]).numpy(), states_r[-1][0].numpy(), atol=1e-6)
+
+
+def test_packed_columns_only_for_cells_they_know():
+    assert PackedColumnStepper.supports(tiny_model("gru", 1))
+    assert not PackedColumnStepper.supports(gru_reset_before_model())
 
 
 def test_large_vocabularies_multiply_instead_of_using_a_table(monkeypatch):
@@ -173,7 +192,7 @@ def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model):
 
 def test_bfloat16_steps_stay_close_to_float32(trained_model):
     generator = textgen.load(trained_model)
-    exact, rounded = RecurrentStepper(generator.model), RecurrentStepper(generator.model, tf.bfloat16)
+    exact, rounded = RecurrentStepper(generator.model), PackedColumnStepper(generator.model)
     states_a, states_b = exact.initial_states(1), rounded.initial_states(1)
     worst = 0.0
     for token in generator.tokenizer.encode("ROMEO: What light through yonder window"):

@@ -269,6 +269,109 @@ class RecurrentStepper:
         return (logits + self.head_bias if self.head_bias is not None else logits), new_states
 
 
+class PackedColumnStepper:
+    """The stepper of large sampled batches: batch in columns, one packed product per layer.
+
+    States are (units, batch). Each layer stacks its input x (for the first layer the
+    one-hot tokens, whose weights are the lookup table), its state h and a row of ones,
+    and multiplies that once by a packed matrix [input weights | recurrent weights | bias]
+    held on the left. In bfloat16 on oneDNN's AMX kernels this measured 23% faster per step
+    at batch 64 than a row lookup plus a separate product (the kernel then repacks only
+    the small right operand on every call). LSTM, SimpleRNN and GRU with `reset_after`
+    (textgen's default) are supported: `supports(model)`.
+    """
+
+    batch_axis = 1
+
+    def __init__(self, model: keras.Model, dtype=tf.bfloat16, one_hot: bool | None = None):
+        embedding, rnns = _check_architecture(model)
+        self.dtype = dtype
+        matrix = np.asarray(embedding.embeddings.numpy(), np.float32)
+        self.vocab_size, width = matrix.shape
+        # By default one-hot tokens when that product is no bigger than the embedding's.
+        self.one_hot = self.vocab_size <= width if one_hot is None else one_hot
+        self.embeddings = None if self.one_hot else tf.constant(matrix)
+        self.layers = []
+        for i, layer in enumerate(rnns):
+            cell = layer.cell
+            kernel = np.asarray(cell.kernel.numpy(), np.float32)
+            if i == 0 and self.one_hot:
+                kernel = matrix @ kernel  # the table: row v is token v's contribution to every gate
+            self.layers.append((_packed_weights(cell, kernel, dtype), cell))
+        head = model.get_layer("logits")
+        self.head_kernel = tf.constant(np.asarray(head.kernel.numpy(), np.float32))
+        self.head_bias = tf.constant(np.asarray(head.bias.numpy(), np.float32)) if head.use_bias else None
+
+    @staticmethod
+    def supports(model: keras.Model) -> bool:
+        cells = [layer.cell for layer in recurrent_layers(model)]
+        return bool(cells) and all(type(c) in (keras.layers.LSTMCell, keras.layers.SimpleRNNCell) or
+                                   (type(c) is keras.layers.GRUCell and c.reset_after) for c in cells)
+
+    def initial_states(self, batch_size: int):
+        return [[tf.zeros([cell.units, batch_size])] * (2 if isinstance(cell, keras.layers.LSTMCell) else 1)
+                for _, cell in self.layers]
+
+    def step(self, token_ids, states):
+        """token_ids: (batch,) int32 -> logits (batch, vocab) float32, new states."""
+        if self.one_hot:
+            x = tf.one_hot(token_ids, self.vocab_size, axis=0, dtype=self.dtype)
+        else:
+            x = tf.cast(tf.transpose(tf.gather(self.embeddings, token_ids)), self.dtype)
+        ones = tf.ones_like(x[:1])
+        new_states = []
+        for (packed, cell), state in zip(self.layers, states):
+            stacked = tf.concat([x, tf.cast(state[0], self.dtype), ones], axis=0)
+            z = tf.cast(tf.matmul(packed, stacked), tf.float32)
+            h, state = _column_gates(cell, z, state)
+            new_states.append(state)
+            x = tf.cast(h, self.dtype)
+        logits = tf.matmul(h, self.head_kernel, transpose_a=True)
+        return (logits + self.head_bias if self.head_bias is not None else logits), new_states
+
+
+def _packed_weights(cell, kernel: np.ndarray, dtype):
+    """[input weights | recurrent weights | bias], transposed: rows are the pre-activations.
+
+    For a GRU the rows are the update and reset gates (input and recurrent parts summed),
+    then the candidate's recurrent part and its input part, kept apart because the reset
+    gate multiplies only the recurrent part.
+    """
+    units = cell.units
+    recurrent = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
+    bias = np.asarray(cell.bias.numpy(), np.float32) if cell.bias is not None else None
+    if isinstance(cell, keras.layers.GRUCell):
+        bias = bias if bias is not None else np.zeros((2, 3 * units), np.float32)
+        both, candidate = slice(0, 2 * units), slice(2 * units, 3 * units)
+        zero_in, zero_rec = np.zeros((kernel.shape[0], units), np.float32), np.zeros((units, units), np.float32)
+        columns = [np.concatenate([kernel[:, both], zero_in, kernel[:, candidate]], axis=1),  # x
+                   np.concatenate([recurrent[:, both], recurrent[:, candidate], zero_rec], axis=1),  # h
+                   np.concatenate([bias[0, both] + bias[1, both], bias[1, candidate], bias[0, candidate]])[None]]
+        packed = np.concatenate(columns, axis=0)  # rows: z, r | recurrent candidate | input candidate
+    else:
+        bias = bias if bias is not None else np.zeros(kernel.shape[1], np.float32)
+        packed = np.concatenate([kernel, recurrent, bias[None]], axis=0)
+    return tf.cast(tf.constant(packed.T.copy()), dtype)
+
+
+def _column_gates(cell, z, state):
+    """A cell's gate arithmetic on (pre-activations, units x batch)."""
+    act, gate = cell.activation, getattr(cell, "recurrent_activation", None)
+    if isinstance(cell, keras.layers.LSTMCell):
+        i, f, g, o = tf.split(z, 4, axis=0)
+        c = gate(f) * state[1] + gate(i) * act(g)
+        h = gate(o) * act(c)
+        return h, [h, c]
+    if isinstance(cell, keras.layers.GRUCell):
+        units = cell.units
+        update, reset = tf.split(gate(z[:2 * units]), 2, axis=0)
+        candidate = act(z[3 * units:] + reset * z[2 * units:3 * units])
+        h = update * state[0] + (1 - update) * candidate
+        return h, [h]
+    h = act(z)
+    return h, [h]
+
+
 def _check_architecture(model):
     """The embedding and recurrent layers, or a one-line error naming what cannot be stepped."""
     embedding = find_token_embedding(model)
@@ -336,7 +439,7 @@ class Generator:
         self.precision = precision
         self.jit_compile = jit_compile
         self.stepper = make_stepper(model)  # float32; a bfloat16 one is made when first needed
-        self._steppers = {tf.float32: self.stepper}
+        self._steppers = {(tf.float32, False): self.stepper}
         self._banned = self._banned_ids()
         self._functions: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
@@ -538,10 +641,12 @@ class Generator:
         last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
         return states, last
 
-    def _stepper(self, plan: "_Plan") -> RecurrentStepper:
-        if plan.dtype not in self._steppers:
-            self._steppers[plan.dtype] = make_stepper(self.model, plan.dtype)
-        return self._steppers[plan.dtype]
+    def _stepper(self, plan: "_Plan"):
+        packed = plan.dtype == tf.bfloat16 and not plan.jit and PackedColumnStepper.supports(self.model)
+        key = (plan.dtype, packed)
+        if key not in self._steppers:
+            self._steppers[key] = PackedColumnStepper(self.model) if packed else make_stepper(self.model, plan.dtype)
+        return self._steppers[key]
 
     def _function(self, kind: str, plan: "_Plan", sampler: Sampler | None = None, penalised: bool = False):
         """The compiled function of one kind, traced once per plan, sampler class and penalty switch."""
@@ -668,7 +773,8 @@ class StepSession:
 def _make_prime(stepper, banned):
     """Feed the first `length` tokens of `prefix` (the seed but its last token) to every row."""
     def prime(states, prefix, length):
-        rows = tf.zeros_like(states[0][0][:, 0], dtype=tf.int32)  # a zero per row, with the rows' static shape
+        first = states[0][0]  # a zero per row of the batch, with the batch's static shape:
+        rows = tf.zeros_like(first[0] if getattr(stepper, "batch_axis", 0) == 1 else first[:, 0], dtype=tf.int32)
 
         def body(t, states):
             _, states = stepper.step(rows + prefix[t], states)
