@@ -11,7 +11,7 @@ import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
 from textgen.generate import (BFLOAT16_MIN_BATCH, Generator, PackedColumnStepper, RecurrentStepper, Request,
-                              native_bfloat16)
+                              _Plan, native_bfloat16)
 from textgen.layers import TokenEmbedding
 from textgen.model import build_model
 from textgen.samplers import BeamSampler, GreedySampler, RandomSampler
@@ -201,6 +201,17 @@ def test_bfloat16_steps_stay_close_to_float32(trained_model):
         probs_a, probs_b = tf.nn.softmax(logits_a).numpy(), tf.nn.softmax(logits_b).numpy()
         worst = max(worst, float(np.abs(probs_a - probs_b).max()))
     assert 0 < worst < 0.02  # rounded, but the distribution is nearly the same
+
+
+@pytest.mark.parametrize("plan, tolerance", [(_Plan(), 1e-5), (_Plan(tf.bfloat16), 2e-2)])
+def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model, plan, tolerance):
+    generator = textgen.load(trained_model)
+    ids = generator.tokenizer.encode("ROMEO: What light")
+    copied, _ = generator._start(ids, 3, plan)
+    row_by_row = generator._prime(plan, ids, 3)  # every row primed through the plan's own stepper
+    for a, b in zip(tf.nest.flatten(copied), tf.nest.flatten(row_by_row)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tolerance)
 
 
 def test_repetition_penalty_matches_a_numpy_reference(trained_model):

@@ -226,7 +226,7 @@ _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
 
 
 class RecurrentStepper:
-    """One token step through a textgen model, with explicit recurrent states.
+    """One token step through a textgen model, with explicit recurrent states (batch, units).
 
     Works on a snapshot of the model's weights taken at construction. The first recurrent
     layer's input projection, embedding @ kernel + bias, is precomputed as a table with one
@@ -235,6 +235,8 @@ class RecurrentStepper:
     and the output layer. `dtype` is the dtype of the recurrent and deeper input products
     (float32 or bfloat16); everything else is float32.
     """
+
+    batch_axis = 0
 
     def __init__(self, model: keras.Model, dtype=tf.float32):
         embedding, rnns = _check_architecture(model)
@@ -629,8 +631,25 @@ class Generator:
         yield [Sample(text, count, stopped_by, float(np.max(scores)))]
 
     def _start(self, seed_ids: np.ndarray, batch: int, plan: "_Plan | None" = None):
-        """Run all but the last seed token through the network; the last one starts the loop."""
+        """Run all but the last seed token through the network; the last one starts the loop.
+
+        Every row starts from the same seed, so for textgen's own steppers the seed runs once,
+        as one row in float32 with XLA, and its states are copied to every row in the plan's
+        layout: priming a 64-row bfloat16 batch row by row cost about 5% of a 1000-token run.
+        """
         plan = plan or _Plan()
+        stepper = self._stepper(plan)
+        if isinstance(self.stepper, RecurrentStepper) and isinstance(stepper, (RecurrentStepper, PackedColumnStepper)):
+            states = self._prime(_Plan(jit=self.jit_compile is not False), seed_ids, 1)
+            columns = stepper.batch_axis == 1
+            states = [[tf.tile(tf.transpose(s), [1, batch]) if columns else tf.tile(s, [batch, 1]) for s in layer]
+                      for layer in states]
+        else:
+            states = self._prime(plan, seed_ids, batch)
+        last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
+        return states, last
+
+    def _prime(self, plan: "_Plan", seed_ids: np.ndarray, batch: int):
         states = self._stepper(plan).initial_states(batch)
         length = len(seed_ids) - 1
         if length:
@@ -638,8 +657,7 @@ class Generator:
             prefix = np.zeros(max(64, 1 << (length - 1).bit_length()), np.int32)
             prefix[:length] = seed_ids[:-1]
             states = self._function("prime", plan)(states, tf.constant(prefix), tf.constant(length, tf.int32))
-        last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
-        return states, last
+        return states
 
     def _stepper(self, plan: "_Plan"):
         packed = plan.dtype == tf.bfloat16 and not plan.jit and PackedColumnStepper.supports(self.model)
