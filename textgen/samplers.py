@@ -51,7 +51,7 @@ def draw(logits, uniform):
     weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
     cdf = tf.math.cumsum(weights, axis=-1)
     threshold = tf.minimum(uniform, _BELOW_ONE)[:, None] * cdf[:, -1:]
-    return tf.reduce_sum(tf.cast(cdf <= threshold, tf.int32), axis=-1)
+    return tf.searchsorted(cdf, threshold, side="right", out_type=tf.int32)[:, 0]  # how many cdf <= threshold
 
 
 class Sampler:
