@@ -11,9 +11,9 @@ by calling the Keras layers (`RecurrentStepper`): the first layer's input projec
 lookup table, so a step multiplies the hidden state by the recurrent kernel and little
 else. How each loop is compiled was chosen by measurement on a 2-core AVX-512 CPU
 (docs/generation.md): with XLA (`jit_compile=True`) for float32, which makes a single
-sample's steps 2.5-3x faster; without XLA but with bfloat16 recurrent matrix products for
-sampled batches of 32 or more on CPUs with native bfloat16, where oneDNN's AMX kernels
-beat XLA's float32 ones by 1.4-1.7x. Greedy decoding, beam search and scoring always run
+sample 2.3-2.8x faster; without XLA but with packed bfloat16 products
+(`PackedColumnStepper`) for sampled batches of 32 or more on CPUs with native bfloat16,
+where oneDNN's AMX kernels beat XLA's float32 ones by about 1.3x at 64 samples. Greedy decoding, beam search and scoring always run
 in float32, so they stay equal to the Keras model's own results.
 """
 
