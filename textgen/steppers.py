@@ -26,8 +26,8 @@ from textgen.model import model_kind, recurrent_layers
 from textgen.transformer import TransformerBlock
 
 
-def make_stepper(model: keras.Model, dtype=tf.float32, columns: bool = False):
-    """The stepper for `model`; `dtype` and `columns` apply to RecurrentStepper only."""
+def make_stepper(model: keras.Model, dtype=tf.float32):
+    """The stepper for `model`; `dtype` applies to RecurrentStepper only."""
     from textgen.generate import _CELL_STEPS, RecurrentStepper  # generate imports this module
 
     kind = model_kind(model)
@@ -43,7 +43,6 @@ def make_stepper(model: keras.Model, dtype=tf.float32, columns: bool = False):
 class _KerasStepper:
     """Shared by the steppers below: float32, batch-major, Keras layers called directly."""
 
-    columns = False
     batch_axis = 0
 
     def __init__(self, model: keras.Model):
