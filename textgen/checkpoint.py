@@ -55,17 +55,21 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> Non
     directory.mkdir(parents=True, exist_ok=True)
     step = int(model.optimizer.iterations.numpy())
     name = f"step-{step:09d}.weights.h5"
-    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.weights.h5", dir=directory)
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        publish_file(tmp, directory / name)
-    except BaseException:
-        remove_file(tmp)
-        raise
+    # The same optimizer step means the same weights: a second save at one step (the end of
+    # the last epoch, then the run's final state) only rewrites state.json, which also keeps
+    # a kill during that second save from leaving a temporary weights file no later save removes.
+    if not (directory / name).exists():
+        # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.weights.h5", dir=directory)
+        os.close(fd)
+        try:
+            model.save_weights(tmp, overwrite=True)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            publish_file(tmp, directory / name)
+        except BaseException:
+            remove_file(tmp)
+            raise
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
