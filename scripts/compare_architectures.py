@@ -92,6 +92,8 @@ def measure(name: str, args) -> dict:
     settings = {**overrides, "training.max_minutes": args.budget_seconds / 60, "training.sample_every": 0,
                 "output.dir": str(Path(args.runs) / name)}
     config = load_config(args.config, [f"{k}={_yaml(v)}" for k, v in settings.items()])
+    if Path(args.config).resolve() != BASE and not overrides:
+        what = describe(config, args.config)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = train(config, overwrite=True, echo=lambda _: None, verbose=0, progress=None)
@@ -103,6 +105,18 @@ def measure(name: str, args) -> dict:
             "tokens_per_second": tokens / seconds, "steps": result.global_step,
             "val_loss": validation_loss(model, config), "chars_per_second": generation_speed(model),
             "load": f"{load_before:.1f}-{load_after:.1f}"}
+
+
+def describe(config, path: str) -> str:
+    """A row label for a base config other than the default: its network and its file."""
+    model = config.model
+    layers = f" x {model.layers}" if model.layers > 1 else ""
+    dropout = f", dropout {model.dropout:g}" if model.dropout else ""
+    try:
+        shown = Path(path).resolve().relative_to(ROOT)
+    except ValueError:
+        shown = Path(path)
+    return f"{model.cell.upper().replace('_', ' ')} {model.units}{layers}{dropout} ({shown})"
 
 
 def validation_loss(model, config) -> float:
