@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CORPORA, tiny_overrides
-from textgen.callbacks import StopGuard, global_step
+from textgen.callbacks import RunRecorder, StopGuard, TrainingStopped, global_step
 from textgen.checkpoint import checkpoint_dir, read_state
 from textgen.cli import cli
 from textgen.config import load_config
@@ -121,6 +121,58 @@ def test_steps_per_epoch_time_budget_and_resume(small_corpus, tmp_path):
     load_keras_model(stopped.model_path)  # no epoch finished, yet a model was saved
     resumed = train(config_for(small_corpus, tmp_path / "run", **settings), resume=True, echo=quiet, verbose=0)
     assert resumed.stopped == "completed" and resumed.global_step == 10 and len(resumed.history) == 2
+
+
+def budget_ends_at(monkeypatch, step):
+    """Let the wall-clock budget run out once the optimizer has made `step` updates."""
+    original = StopGuard._check
+
+    def check(self):
+        if global_step(self.model) == step:
+            raise TrainingStopped("time")
+        original(self)
+
+    monkeypatch.setattr(StopGuard, "_check", check)
+
+
+def validation_loss_of(path, corpus, seq_length=32, batch_size=32):
+    model = load_keras_model(path)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
+    _, val_ids = split_ids(tokenizer.encode(load_corpus([str(corpus)])), 0.1, seq_length)
+    return model.evaluate(make_dataset(val_ids, seq_length, batch_size, shuffle=False), verbose=0)
+
+
+def test_a_budget_stop_mid_epoch_keeps_the_steps_since_the_last_epoch_if_they_score_better(small_corpus, tmp_path,
+                                                                                          monkeypatch):
+    settings = {"training.steps_per_epoch": 5, "training.epochs": 3, "training.learning_rate": 0.02}
+    straight = train(config_for(small_corpus, tmp_path / "straight", **settings), echo=quiet, verbose=0)
+    budget_ends_at(monkeypatch, 8)  # epoch 2, step 3 of 5
+    messages = []
+    stopped = train(config_for(small_corpus, tmp_path / "run", **settings, **{"training.max_minutes": 60}),
+                    echo=messages.append, verbose=0)
+    monkeypatch.undo()
+    assert stopped.stopped == "time_limit" and stopped.global_step == 8 and stopped.best_epoch == 1
+    # Epoch 1 scored straight.history[0]; the weights at step 8 score better and are the model now.
+    assert stopped.best_step == 8
+    card = find_token_embedding(load_keras_model(stopped.model_path)).model_card["history"]
+    assert card["best_step"] == 8 and card["best_loss"] < straight.history[0]["val_loss"]
+    assert validation_loss_of(stopped.model_path, small_corpus) == pytest.approx(card["best_loss"], abs=1e-4)
+    assert any("step 8 (epoch 2, step 3 of 5)" in m and "saved as the model" in m for m in messages)
+    assert any("keeps the weights at step 8, part-way through epoch 2" in m for m in messages)
+    # Scoring the partial epoch must not disturb a resume: it ends exactly where the straight run did.
+    resumed = train(config_for(small_corpus, tmp_path / "run", **settings), resume=True, echo=quiet, verbose=0)
+    assert resumed.global_step == 15 and resumed.best_step is None and resumed.best_epoch == straight.best_epoch
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=0, atol=1e-3)
+
+
+def test_partial_weights_that_score_worse_leave_the_best_epoch_in_place(tmp_path):
+    recorder = RunRecorder(tmp_path / "model.keras", tmp_path / "history.csv", {}, "char", quiet,
+                           resumed={"rows": [{"epoch": 1, "loss": 2.0, "val_loss": 1.5}], "best_loss": 1.5,
+                                    "best_epoch": 1})
+    assert not recorder.consider_partial(8, 1.6) and not recorder.consider_partial(8, float("nan"))
+    assert recorder.best_step is None and recorder.best_loss == 1.5 and not (tmp_path / "model.keras").exists()
+    assert recorder.state()["best_step"] is None
 
 
 # --------------------------------------------------------------------------- signals

@@ -63,6 +63,8 @@ class RunRecorder(keras.callbacks.Callback):
         best = resumed.get("best_loss")
         self.best_loss = math.inf if best is None else best
         self.best_epoch = resumed.get("best_epoch", 0)
+        # Set when the best weights are those a time budget stopped part-way through an epoch.
+        self.best_step: int | None = resumed.get("best_step")
         self.waited = resumed.get("waited", 0)  # epochs since the best one
         self.seconds_before = resumed.get("seconds", 0.0)
         self.stopped_early = False
@@ -91,7 +93,7 @@ class RunRecorder(keras.callbacks.Callback):
         score = val_loss if val_loss is not None else loss
         improved = bool(np.isfinite(score) and score < self.best_loss)
         if improved:
-            self.best_loss, self.best_epoch, self.waited = score, epoch + 1, 0
+            self.best_loss, self.best_epoch, self.best_step, self.waited = score, epoch + 1, None, 0
             save_model_atomic(self.model, self.model_path, self.card_with_history())
         else:
             self.waited += 1
@@ -103,13 +105,28 @@ class RunRecorder(keras.callbacks.Callback):
             self.echo(f"early stopping: no better {'validation ' if val_loss is not None else ''}loss for "
                       f"{self.waited} epochs; model.keras holds epoch {self.best_epoch}")
 
+    def consider_partial(self, step: int, val_loss: float, **card_extra) -> bool:
+        """A time budget stopped training part-way through an epoch, at `step`, and these weights
+        scored `val_loss`: keep them as the model if they beat every finished epoch.
+
+        Without this the steps since the last epoch end would be thrown away, and a budget that
+        ends just before an epoch does would cost nearly a whole epoch of training.
+        """
+        if not (math.isfinite(val_loss) and val_loss < self.best_loss):
+            return False
+        self.best_loss, self.best_step = val_loss, step
+        save_model_atomic(self.model, self.model_path, self.card_with_history(**card_extra))
+        return True
+
     def state(self) -> dict:
         return {"rows": self.rows, "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
-                "best_epoch": self.best_epoch, "waited": self.waited, "seconds": round(self.seconds, 1)}
+                "best_epoch": self.best_epoch, "best_step": self.best_step, "waited": self.waited,
+                "seconds": round(self.seconds, 1)}
 
     def history_summary(self, **extra) -> dict:
         last = self.rows[-1] if self.rows else {}
-        return {"epochs": len(self.rows), "best_epoch": self.best_epoch,
+        partial = {} if self.best_step is None else {"best_step": self.best_step}
+        return {"epochs": len(self.rows), "best_epoch": self.best_epoch, **partial,
                 "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
                 "final_loss": last.get("loss"), "final_val_loss": last.get("val_loss"),
                 "seconds": round(self.seconds, 1), **extra}

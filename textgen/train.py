@@ -36,7 +36,8 @@ import numpy as np
 
 from textgen import __version__
 from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunRecorder, SamplePrinter, StopGuard,
-                               TrainingStopped, global_step, metric_values, per_token_metrics, stop_on_signals)
+                               TrainingStopped, global_step, metric_values, per_token_metrics, set_metric_values,
+                               stop_on_signals)
 
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
@@ -80,6 +81,7 @@ class TrainResult:
     global_step: int = 0
     initial_val_loss: float | None = None  # fine-tuning: the saved model's loss on the new validation split
     chief: bool = True  # False on the other workers of a multi-worker run: the chief wrote the files
+    best_step: int | None = None  # set when the kept weights are a budget stop's, part-way through an epoch
 
 
 class TrainingInterrupted(TextgenError):
@@ -443,6 +445,8 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
         except TrainingStopped as stop:
             stopped = stop.reason
             _close(tensorboard)
+            if stopped == "time" and val_ds is not None:
+                _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
         except KeyboardInterrupt:
             _close(tensorboard)
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
@@ -488,6 +492,22 @@ def _epoch_plan(first_epoch: int, offset: int, epochs: int, steps: int) -> list[
     return plan
 
 
+def _validate_partial_epoch(run: _Run, recorder: RunRecorder, val_ds, val_steps: int, echo) -> None:
+    """The budget ran out part-way through an epoch: score the weights reached and keep them if
+    they beat every finished epoch, so the steps since the last epoch end are not lost."""
+    step = global_step(run.model)
+    epoch, within = divmod(step, run.steps_per_epoch)
+    if not within:  # stopped at an epoch end: that epoch is validated and recorded already
+        return
+    running = metric_values(run.model)  # evaluate resets the epoch's running loss, which a resume carries on
+    scores = run.model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+    set_metric_values(run.model, running)
+    val_loss = float(scores.get(CROSS_ENTROPY, scores["loss"]))
+    kept = recorder.consider_partial(step, val_loss, stopped="time_limit", steps=step)
+    echo(f"step {step} (epoch {epoch + 1}, step {within} of {run.steps_per_epoch}): val_loss {val_loss:.4f}, "
+         + ("better than every finished epoch: saved as the model" if kept else "not better"))
+
+
 def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stopped: str,
             initial_val_loss: float | None, echo) -> TrainResult:
     model, model_path, config = run.model, run.run_dir / MODEL_FILE, run.config
@@ -523,10 +543,14 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
     if recorder.rows:
         _plot_if_possible(run.run_dir, echo)
     return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss,
-                       chief=run.plan.chief)
+                       chief=run.plan.chief, best_step=recorder.best_step)
 
 
 def _kept(run: _Run, recorder: RunRecorder) -> str:
+    if recorder.best_step is not None:
+        epoch, within = divmod(recorder.best_step, run.steps_per_epoch)
+        return (f"{run.run_dir / MODEL_FILE} keeps the weights at step {recorder.best_step}, part-way through "
+                f"epoch {epoch + 1} (val_loss {recorder.best_loss:.4f})")
     if recorder.best_epoch:
         kind = "val_loss" if len(run.val_ids) else "loss"
         return f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} ({kind} {recorder.best_loss:.4f})"

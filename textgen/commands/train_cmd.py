@@ -69,6 +69,7 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         return
     if result.stopped == "time_limit":
         click.echo(f"continue with: {shlex.join(again)}")
-    which = f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished: unvalidated weights"
+    which = (f"the weights at step {result.best_step}" if result.best_step is not None
+             else f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished: unvalidated weights")
     click.echo(f"saved {result.model_path} ({which}); try:\n"
                f"  textgen generate --model {result.model_path} --seed \"...\"")
