@@ -24,6 +24,7 @@ from textgen.corpus import load_corpus
 from textgen.dataset import make_dataset, split_ids
 from textgen.errors import TextgenError, UsageError
 from textgen.generate import load_keras_model
+from textgen.info import model_facts
 from textgen.layers import find_token_embedding
 from textgen.tokenizer import tokenizer_from_config
 from textgen.train import TrainingInterrupted, train
@@ -157,6 +158,7 @@ def test_a_budget_stop_mid_epoch_keeps_the_steps_since_the_last_epoch_if_they_sc
     assert stopped.best_step == 8
     card = find_token_embedding(load_keras_model(stopped.model_path)).model_card["history"]
     assert card["best_step"] == 8 and card["best_loss"] < straight.history[0]["val_loss"]
+    assert model_facts(load_keras_model(stopped.model_path))["best_step"] == 8
     assert validation_loss_of(stopped.model_path, small_corpus) == pytest.approx(card["best_loss"], abs=1e-4)
     assert any("step 8 (epoch 2, step 3 of 5)" in m and "saved as the model" in m for m in messages)
     assert any("keeps the weights at step 8, part-way through epoch 2" in m for m in messages)

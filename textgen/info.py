@@ -47,6 +47,8 @@ def model_facts(model) -> dict:
     if history:
         facts["epochs_trained"] = history.get("epochs")
         facts["best_epoch"] = history.get("best_epoch")
+        if history.get("best_step") is not None:  # a time budget's weights, part-way through an epoch
+            facts["best_step"] = history["best_step"]
         facts["seconds_trained"] = history.get("seconds")
         if history.get("stopped"):
             facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit
