@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from textgen.config import Config, load_config
 from textgen.errors import ConfigError
+from textgen.model import build_model
+from textgen.tokenizer import CharTokenizer
 
 
 def test_defaults_match_documented_values():
@@ -104,3 +108,18 @@ def test_training_workflow_keys_and_yaml_exponents():
     assert (defaults.optimizer, defaults.lr_schedule, defaults.patience, defaults.unknown_tokens) == (
         "adam", "constant", 0, "error")
     assert defaults.steps_per_epoch is None and defaults.max_minutes is None and defaults.init_from is None
+
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_builds_and_is_listed_in_the_readme(path):
+    config = load_config(path)
+    for corpus in config.corpus.paths:
+        assert (ROOT / corpus).exists(), f"{path.name} trains on {corpus}, which the project does not ship"
+    tokenizer = CharTokenizer.fit("a shipped config builds\n").get_config()
+    model = build_model(config.model, tokenizer, fused_kernels=True)
+    assert model.count_params() > 0 and model.output_shape[-1] == len(tokenizer["vocabulary"])
+    assert f"`configs/{path.name}`" in (ROOT / "README.md").read_text(encoding="utf-8")
