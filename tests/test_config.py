@@ -110,7 +110,6 @@ def test_training_workflow_keys_and_yaml_exponents():
     assert defaults.steps_per_epoch is None and defaults.max_minutes is None and defaults.init_from is None
 
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

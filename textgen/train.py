@@ -404,8 +404,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
               if val_steps else None)
     initial_val_loss = None
     if run.parent is not None and val_ds is not None:
-        scores = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
-        initial_val_loss = float(scores.get(CROSS_ENTROPY, scores["loss"]))
+        initial_val_loss = _validation_loss(model, val_ds, val_steps)
         echo(f"starting point: val_loss {initial_val_loss:.4f} on the new corpus")
 
     resumed = run.state["recorder"] if run.state else None
@@ -492,6 +491,11 @@ def _epoch_plan(first_epoch: int, offset: int, epochs: int, steps: int) -> list[
     return plan
 
 
+def _validation_loss(model: keras.Model, val_ds, val_steps: int) -> float:
+    scores = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+    return float(scores.get(CROSS_ENTROPY, scores["loss"]))
+
+
 def _validate_partial_epoch(run: _Run, recorder: RunRecorder, val_ds, val_steps: int, echo) -> None:
     """The budget ran out part-way through an epoch: score the weights reached and keep them if
     they beat every finished epoch, so the steps since the last epoch end are not lost."""
@@ -500,9 +504,8 @@ def _validate_partial_epoch(run: _Run, recorder: RunRecorder, val_ds, val_steps:
     if not within:  # stopped at an epoch end: that epoch is validated and recorded already
         return
     running = metric_values(run.model)  # evaluate resets the epoch's running loss, which a resume carries on
-    scores = run.model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+    val_loss = _validation_loss(run.model, val_ds, val_steps)
     set_metric_values(run.model, running)
-    val_loss = float(scores.get(CROSS_ENTROPY, scores["loss"]))
     kept = recorder.consider_partial(step, val_loss, stopped="time_limit", steps=step)
     echo(f"step {step} (epoch {epoch + 1}, step {within} of {run.steps_per_epoch}): val_loss {val_loss:.4f}, "
          + ("better than every finished epoch: saved as the model" if kept else "not better"))
@@ -548,9 +551,9 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
 
 def _kept(run: _Run, recorder: RunRecorder) -> str:
     if recorder.best_step is not None:
-        epoch, within = divmod(recorder.best_step, run.steps_per_epoch)
+        epoch = recorder.best_step // run.steps_per_epoch + 1
         return (f"{run.run_dir / MODEL_FILE} keeps the weights at step {recorder.best_step}, part-way through "
-                f"epoch {epoch + 1} (val_loss {recorder.best_loss:.4f})")
+                f"epoch {epoch} (val_loss {recorder.best_loss:.4f})")
     if recorder.best_epoch:
         kind = "val_loss" if len(run.val_ids) else "loss"
         return f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} ({kind} {recorder.best_loss:.4f})"
