@@ -1,6 +1,7 @@
 """Precision, XLA and kernels: fused CPU kernels equal Keras's, mixed precision trains and saves float32."""
 
 import json
+import platform
 import zipfile
 
 import keras
@@ -142,11 +143,31 @@ def test_auto_settings_for_a_cpu(monkeypatch):
         "none", "cpu", "mixed_bfloat16", False, True)
     assert "AMX" in plan.describe()
     monkeypatch.setattr(distribute, "cpu_has_amx_bf16", lambda: False)
-    assert plan_devices(training).precision == "float32"
+    plan = plan_devices(training)
+    assert plan.precision == "float32" and "no AMX" in plan.describe()
     chosen = load_config(None, ["training.precision=float32", "training.jit_compile=true",
                                 "training.fused_kernels=false"]).training
     plan = plan_devices(chosen)
     assert (plan.precision, plan.jit_compile, plan.fused_kernels) == ("float32", True, False)
+
+
+def test_asking_for_bfloat16_on_a_cpu_without_it_warns_and_keeps_the_choice(monkeypatch):
+    training = load_config(None, ["training.precision=mixed_bfloat16"]).training
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "fma"})
+    plan = plan_devices(training)
+    assert plan.precision == "mixed_bfloat16"
+    assert "no bfloat16 units" in plan.describe() and "training.precision=auto" in plan.describe()
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(distribute, "cpu_flags", lambda flag=flag: {"avx2", flag})
+        assert "no bfloat16 units" not in plan_devices(training).describe()
+
+
+def test_cpu_flags_come_from_cpuinfo():
+    flags = distribute.cpu_flags()
+    assert isinstance(flags, set)
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert {"fpu", "sse2"} <= flags  # every x86-64 CPU reports both
+    assert distribute.cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 def test_precision_and_jit_keys_are_checked():

@@ -112,6 +112,10 @@ def cluster_from_env() -> dict | None:
 
 
 def _resolve_strategy_name(requested: str, notes: list[str]) -> str:
+    if requested == "mixed_bfloat16" and device == "cpu" and not cpu_has_native_bf16():
+        notes.append("precision mixed_bfloat16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), so every "
+                     "bfloat16 product is emulated and training runs slower than in float32; "
+                     "training.precision=auto picks float32 here")
     if requested != "auto":
         return requested
     cluster = cluster_from_env()
@@ -168,19 +172,33 @@ def _tpu_strategy() -> tf.distribute.Strategy:
 # --------------------------------------------------------------------------- precision
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in AMX tiles (Linux /proc/cpuinfo flags)."""
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in AMX tiles."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 in hardware at all (AMX or AVX-512 BF16)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def _resolve_precision(requested: str, device: str, notes: list[str]) -> str:
+    if requested == "mixed_bfloat16" and device == "cpu" and not cpu_has_native_bf16():
+        notes.append("precision mixed_bfloat16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), so every "
+                     "bfloat16 product is emulated and training runs slower than in float32; "
+                     "training.precision=auto picks float32 here")
     if requested != "auto":
         return requested
     if device == "gpu":
@@ -194,6 +212,8 @@ def _resolve_precision(requested: str, device: str, notes: list[str]) -> str:
             notes.append("precision auto: this CPU has AMX bfloat16 units, so mixed_bfloat16 "
                          "(matrix products in bfloat16, gates and loss in float32)")
         return "mixed_bfloat16"
+    if device == "cpu":
+        notes.append("precision auto: this CPU has no AMX bfloat16 units, so float32")
     return "float32"
 
 

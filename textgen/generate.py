@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen.distribute import cpu_has_native_bf16
 from textgen.errors import ModelFileError, UsageError
 from textgen.layers import FORMAT_VERSION, TokenEmbedding, find_token_embedding
 from textgen.model import recurrent_layers
@@ -399,11 +400,7 @@ def _check_architecture(model):
 @functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return cpu_has_native_bf16()
 
 
 # ---------------------------------------------------------------------- the generator
