@@ -240,8 +240,8 @@ CASES = [
          "holds no text files"),
     Case("glob matching nothing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/*.nothing']"}), 1,
          "matches no files"),
-    Case("unknown encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "klingon"}), 1,
-         "unknown encoding 'klingon'"),
+    Case("unknown encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "klingon"}), 2,
+         "corpus.encoding must be a Python codec name such as utf-8 or latin-1, got 'klingon'"),
     Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
          1, "fewer than seq_length + 1"),
     # ---- run directories

@@ -47,6 +47,15 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
         load_corpus([str(path)])
 
 
+def test_an_unknown_encoding_is_refused_by_the_reader_as_well_as_the_config(tmp_path):
+    """Library callers skip the config's check; the reader names the setting to fix."""
+    path = tmp_path / "a.txt"
+    path.write_text("hello")
+    with pytest.raises(CorpusError, match="unknown encoding 'klingon' in corpus.encoding"):
+        read_document(path, "klingon")
+    assert read_document(path, "latin-1").text == "hello\n"  # documents end with a line break
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.txt", "does not exist"),
     (lambda d: (d / "empty.txt").write_text("") and None or d / "empty.txt", "the corpus is empty"),

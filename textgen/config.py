@@ -8,6 +8,7 @@ the same way as the file.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import re
@@ -45,6 +46,8 @@ class CorpusConfig:
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
         _require(0.0 <= self.validation_fraction <= 0.5, "corpus.validation_fraction",
                  f"must be between 0 and 0.5, got {self.validation_fraction}")
+        _require(_is_codec(self.encoding), "corpus.encoding",
+                 f"must be a Python codec name such as utf-8 or latin-1, got {self.encoding!r}")
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,14 @@ def _type_name(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
 
 
 def _require(ok: bool, path: str, message: str) -> None:
