@@ -56,6 +56,14 @@ def test_seed_is_read_as_words_not_characters(word_run):
     assert unknown == []
 
 
+def test_a_seed_ending_in_a_space_is_continued_with_one_space(word_run):
+    generator = textgen.load(word_run[0])
+    spaced = generator.generate("the sea ", length=8, random_seed=3)[0]
+    plain = generator.generate("the sea", length=8, random_seed=3)[0]
+    assert not spaced.startswith(" ")  # the seed's own space is the only one
+    assert spaced == (plain[1:] if plain.startswith(" ") else plain)
+
+
 def test_fresh_process_loads_the_file_and_generates_words(word_run, tmp_path):
     model_path = word_run[0]
     cmd = [sys.executable, "-m", "textgen", "generate", "--model", str(model_path), "--seed", SEED,

@@ -248,6 +248,16 @@ def test_decoder_spaces_the_first_word_against_the_seed():
     assert tokenizer.decoder().push(encode("Call")) == "Call"
 
 
+def test_a_seed_ending_in_whitespace_gets_no_second_space():
+    tokenizer = word_fit("Call me Ishmael. Some years ago\n")
+    encode = tokenizer.encode
+    for seed in ("Call me ", "Call me\t", "Call me  "):
+        decoder = tokenizer.decoder(encode(seed), seed)
+        assert decoder.push(encode("Ishmael.")) + decoder.push(encode("Some")) == "Ishmael. Some"
+        assert decoder.chars_for_tokens(2) == len("Ishmael.")
+    assert tokenizer.decoder(encode("Call me"), "Call me").push(encode("Ishmael.")) == " Ishmael."
+
+
 # ---------------------------------------------------------------- Unicode
 
 

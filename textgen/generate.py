@@ -568,7 +568,7 @@ class Generator:
         seen[:, np.unique(seed_ids)] = True
         seen = tf.constant(seen)
         penalty = tf.constant(request.repetition_penalty, tf.float32)
-        decoders = [self.tokenizer.decoder(seed_ids) for _ in range(batch)]
+        decoders = [self.tokenizer.decoder(seed_ids, request.seed) for _ in range(batch)]
         texts, counts = [""] * batch, [0] * batch
         done: list[str | None] = [None] * batch
         produced = 0
@@ -619,7 +619,7 @@ class Generator:
             return
         scores = scores.numpy()
         ids = _backtrack(np.concatenate(tokens), np.concatenate(parents), int(np.argmax(scores)))
-        decoder = self.tokenizer.decoder(seed_ids)
+        decoder = self.tokenizer.decoder(seed_ids, request.seed)
         text = decoder.push(ids)
         cut = self._find_end(text, 0, len(ids), decoder, request)
         stopped_by, count = "length", len(ids)
@@ -732,7 +732,7 @@ class StepSession:
     @property
     def text(self) -> str:
         """The text appended after the seed so far."""
-        return self.generator.tokenizer.decoder(self.seed_ids).push(np.array(self.ids, np.int32)) if self.ids else ""
+        return self.generator.tokenizer.decoder(self.seed_ids, self.seed).push(np.array(self.ids, np.int32)) if self.ids else ""
 
     def candidates(self, k: int = 10, temperature: float = 1.0) -> list[tuple[int, str, float]]:
         """The k most likely next tokens as (token id, text, probability), most likely first."""

@@ -81,8 +81,11 @@ class Tokenizer:
             return self.encode(text), []
         return self.encode(text), self.unknown_tokens(text)
 
-    def decoder(self, context_ids=()) -> "IncrementalDecoder":
-        """A decoder for text generated after `context_ids` (the seed), fed chunk by chunk."""
+    def decoder(self, context_ids=(), context_text: str = "") -> "IncrementalDecoder":
+        """A decoder for text generated after `context_ids` (the seed), fed chunk by chunk.
+
+        context_text: the seed as typed, for tokenizers whose spacing depends on it.
+        """
         return IncrementalDecoder(self)
 
     def get_config(self) -> dict:
@@ -180,8 +183,8 @@ class CharTokenizer(Tokenizer):
         seen = dict.fromkeys(c for c in text if c not in self._index)
         return list(seen)
 
-    def decoder(self, context_ids=()) -> IncrementalDecoder:
-        return CharDecoder(self)
+    def decoder(self, context_ids=(), context_text: str = "") -> IncrementalDecoder:
+        return CharDecoder(self)  # the seed's characters, spaces included, are tokens of their own
 
 
 # --------------------------------------------------------------------------- word level
@@ -412,8 +415,10 @@ class WordTokenizer(Tokenizer):
         unk = self._index[UNK]
         return self.decode([self._index.get(t, unk) for t in tokens])
 
-    def decoder(self, context_ids=()) -> "WordDecoder":
-        return WordDecoder(self, context_ids)
+    def decoder(self, context_ids=(), context_text: str = "") -> "WordDecoder":
+        # Encoding drops the seed's trailing whitespace, so the ids alone would space the
+        # first word again after a seed such as "the king ".
+        return WordDecoder(self, context_ids, after_whitespace=context_text[-1:].isspace())
 
     def _pieces(self, ids, state: _Spacing) -> tuple[list[str], _Spacing]:
         """The text of each token (with the space before it, if any) and the state after them."""
@@ -483,12 +488,19 @@ class WordTokenizer(Tokenizer):
 class WordDecoder(IncrementalDecoder):
     """Decodes generated word ids chunk by chunk, spacing the first one against the seed."""
 
-    def __init__(self, tokenizer: WordTokenizer, context_ids=()):
+    def __init__(self, tokenizer: WordTokenizer, context_ids=(), after_whitespace: bool = False):
         super().__init__(tokenizer)
         self._state = tokenizer._layout(np.asarray(context_ids, dtype=np.int64).reshape(-1), _Spacing())[1]
+        self._unspace_first = after_whitespace  # the seed already ends in whitespace
 
     def push(self, ids) -> str:
         pieces, self._state = self.tokenizer._pieces(ids, self._state)
+        if self._unspace_first:
+            for k, piece in enumerate(pieces):
+                if piece:
+                    pieces[k] = piece[1:] if piece.startswith(" ") else piece
+                    self._unspace_first = False
+                    break
         return self._record(pieces)
 
 
