@@ -106,6 +106,19 @@ def test_word_level_unknown_words_become_unk_or_are_dropped(tmp_path):
     assert len(dropped.ids) == len(unk.ids) - 1 and tokenizer.unk_id not in dropped.ids
 
 
+def test_coverage_counts_words_not_spacing_markers(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the cat sat ,on the mat\n" * 20 + "the zebra sat\n")  # ' ,on': markers each line
+    tokenizer = WordTokenizer.fit("the cat sat on the mat , \n")
+    config = config_for(corpus, tmp_path / "run", **{"tokenizer.level": "word"})
+    prepared = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
+    markers = int(np.isin(prepared.ids, tokenizer.marker_ids).sum())
+    assert markers >= 20 and tokenizer.marker_ids and CharTokenizer.fit("ab").marker_ids == ()
+    words = len(prepared.ids) - markers
+    assert words == 20 * 8 + 4  # 7 words or marks and a newline per line; 'the zebra sat' and its newline
+    assert prepared.coverage == pytest.approx(1 - 1 / words)
+
+
 def test_empty_corpus_is_an_error(tmp_path):
     corpus = tmp_path / "blank.txt"
     corpus.write_text("\n\n   \n")

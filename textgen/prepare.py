@@ -52,7 +52,7 @@ class PreparedCorpus:
     ids: np.ndarray  # read-only in effect: a copy-on-write map of ids.bin
     tokenizer: Tokenizer
     fingerprint: dict  # {"tokens", "sha1"} of the ids as int32, compared on --resume
-    coverage: float  # share of tokens that are not the unknown token
+    coverage: float  # share of the corpus tokens (spacing markers aside) that are not the unknown token
     unknown: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
     missing: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
     directory: Path
@@ -177,7 +177,7 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
     past max_vocab become <unk>, as `encode` does).
     """
     dtype = id_dtype(tokenizer.vocab_size)
-    digest, tokens, unk_count = hashlib.sha1(), 0, 0
+    digest, tokens, unk_count, marker_count = hashlib.sha1(), 0, 0, 0
     count, missing = 0, {}  # tokens a given tokenizer lacks
     blocks = _Blocks(source)
     fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
@@ -187,6 +187,8 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
                 count += ids.lacking
                 if tokenizer.unk_id is not None:
                     unk_count += int(np.count_nonzero(ids.ids == tokenizer.unk_id))
+                if tokenizer.marker_ids:
+                    marker_count += int(np.count_nonzero(np.isin(ids.ids, tokenizer.marker_ids)))
                 digest.update(np.ascontiguousarray(ids.ids, dtype="<i4"))  # the fingerprint --resume compares
                 out.write(np.ascontiguousarray(ids.ids, dtype=dtype))
                 tokens += len(ids.ids)
@@ -207,7 +209,8 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
     except BaseException:
         remove_file(tmp)
         raise
-    coverage = 1.0 - unk_count / tokens if tokens else 1.0
+    words = tokens - marker_count  # spacing markers are no text of the corpus: not counted either way
+    coverage = 1.0 - unk_count / words if words else 1.0
     return {"dtype": dtype.str, "tokens": tokens, "sha1": digest.hexdigest(), "coverage": coverage,
             "unknown": count if unknown is not None else unk_count, "missing": list(missing)[:MISSING_KEPT]}
 

@@ -45,6 +45,11 @@ class Tokenizer:
         return len(self.vocabulary)
 
     @property
+    def marker_ids(self) -> tuple[int, ...]:
+        """Ids of tokens that stand for no text of the corpus (a word model's spacing markers)."""
+        return ()
+
+    @property
     def unk_id(self) -> int | None:
         return self._index.get(self.unk_token) if self.unk_token else None
 
@@ -400,6 +405,10 @@ class WordTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         """The tokens the model sees, as strings (unknown tokens as `<unk>`)."""
         return [self.vocabulary[i] for i in self.encode(text).tolist()]
+
+    @property
+    def marker_ids(self) -> tuple[int, ...]:
+        return (self._index[SPACE], self._index[NOSPACE])
 
     def unknown_tokens(self, text: str) -> list[str]:
         found = self._regex.findall(text.lower() if self.lowercase else text)
