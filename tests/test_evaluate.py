@@ -50,7 +50,9 @@ def test_bits_per_char_is_loss_over_ln2_and_streaming_changes_nothing(trained_mo
     whole = evaluate_file(model, held_out, batch_size=64, block_chars=1 << 20)
     assert streamed.bits_per_char == pytest.approx(streamed.loss / math.log(2), rel=1e-12)
     assert streamed.bits_per_token == pytest.approx(streamed.bits_per_char, rel=1e-12)  # a token is a character
-    assert streamed.loss == pytest.approx(whole.loss, rel=1e-9) and streamed.tokens == whole.tokens
+    # Batches of 3 and 64 take different float32 kernels (the last bits differ on some CPUs); a
+    # token dropped or counted twice would move the mean by about 1e-4.
+    assert streamed.loss == pytest.approx(whole.loss, rel=1e-6) and streamed.tokens == whole.tokens
     tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
     ids = tokenizer.encode(held_out.read_text())
     loss, count = direct_loss(model, ids, streamed.seq_length)
