@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import textgen  # noqa: E402,F401  (quiet TensorFlow, custom objects registered)
 from textgen.config import load_config  # noqa: E402
+from textgen.distribute import cpu_model  # noqa: E402
 from textgen.generate import Generator, load_keras_model  # noqa: E402
 from textgen.layers import find_token_embedding  # noqa: E402
 from textgen.train import train  # noqa: E402
@@ -156,22 +157,11 @@ def format_row(row: dict) -> str:
 
 def format_table(rows: list[dict], budget: float) -> str:
     precisions = ", ".join(sorted({r.get("precision", "float32") for r in rows}))
-    head = (f"Budget: {budget:g} s of training wall-clock each, on {os.cpu_count()} cores of {cpu_name()} "
+    head = (f"Budget: {budget:g} s of training wall-clock each, on {os.cpu_count()} cores of {cpu_model()} "
             f"(precision {precisions}); measured {time.strftime('%Y-%m-%d %H:%M')}.\n\n"
             "| name | architecture | parameters | train tokens/s | steps | val loss (nats/char) | bits/char "
             "| generation chars/s | load avg (start-end) |\n|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [format_row(r) for r in rows])
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), so tables from different machines are not mixed up."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "an unknown CPU"
 
 
 def write_table(table: str) -> None:

@@ -112,10 +112,6 @@ def cluster_from_env() -> dict | None:
 
 
 def _resolve_strategy_name(requested: str, notes: list[str]) -> str:
-    if requested == "mixed_bfloat16" and device == "cpu" and not cpu_has_native_bf16():
-        notes.append("precision mixed_bfloat16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), so every "
-                     "bfloat16 product is emulated and training runs slower than in float32; "
-                     "training.precision=auto picks float32 here")
     if requested != "auto":
         return requested
     cluster = cluster_from_env()
@@ -172,16 +168,26 @@ def _tpu_strategy() -> tf.distribute.Strategy:
 # --------------------------------------------------------------------------- precision
 
 
-def cpu_flags() -> set[str]:
-    """The feature flags of this CPU (Linux /proc/cpuinfo; empty elsewhere)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first `key` line's value in Linux's /proc/cpuinfo; None elsewhere or when absent."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU (empty where /proc/cpuinfo does not list them)."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for benchmark tables."""
+    return _cpuinfo("model name") or "an unknown CPU"
 
 
 def cpu_has_amx_bf16() -> bool:

@@ -732,7 +732,9 @@ class StepSession:
     @property
     def text(self) -> str:
         """The text appended after the seed so far."""
-        return self.generator.tokenizer.decoder(self.seed_ids, self.seed).push(np.array(self.ids, np.int32)) if self.ids else ""
+        if not self.ids:
+            return ""
+        return self.generator.tokenizer.decoder(self.seed_ids, self.seed).push(np.array(self.ids, np.int32))
 
     def candidates(self, k: int = 10, temperature: float = 1.0) -> list[tuple[int, str, float]]:
         """The k most likely next tokens as (token id, text, probability), most likely first."""
