@@ -10,7 +10,8 @@ Network for both: Embedding(65, 256) -> LSTM(512) -> Dense(65) on Tiny Shakespea
              then again with the baseline's optimizer settings (Adam at 0.001, no clipping),
              so that the held-out losses compare precision and kernels alone
   variants   (--variants) textgen with one choice changed, to show what each one buys:
-             float32 + fused kernels, float32 + Keras kernels, float32 + Keras kernels + XLA
+             float32 + fused kernels, float32 + Keras kernels, float32 + Keras kernels + XLA,
+             bfloat16 variants, and weight averaging (its held-out loss is the average's)
 
 Each run trains `--steps` steps; the first `--warmup` steps (tracing, compiling) are not
 timed. Reported: tokens/s of wall time, CPU seconds per step (this process's user+system
@@ -293,6 +294,7 @@ def training_benchmark(args) -> dict:
                                                   "training.fused_kernels": "false"},
                 "mixed_bfloat16, fused kernels, XLA": {"training.precision": "mixed_bfloat16",
                                                        "training.jit_compile": "true"},
+                "weight averaging (ema_momentum 0.995)": {"training.ema_momentum": 0.995},
             }
             for name, settings in variants.items():
                 model, timer, _ = textgen_run(args.steps, args.warmup, Path(scratch) / "variant", **settings)

@@ -42,6 +42,23 @@ def tiny_overrides(corpus: Path, out: Path, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in settings.items()]
 
 
+def validation_loss_of(path, corpus, seq_length=32, batch_size=32) -> float:
+    """The loss of the saved model at `path` on the validation split train() makes of `corpus`."""
+    import keras
+
+    from textgen.corpus import load_corpus
+    from textgen.dataset import make_dataset, split_ids
+    from textgen.generate import load_keras_model
+    from textgen.layers import find_token_embedding
+    from textgen.tokenizer import tokenizer_from_config
+
+    model = load_keras_model(path)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
+    _, val_ids = split_ids(tokenizer.encode(load_corpus([str(corpus)])), 0.1, seq_length)
+    return model.evaluate(make_dataset(val_ids, seq_length, batch_size, shuffle=False), verbose=0)
+
+
 @pytest.fixture
 def tiny_config(small_corpus, tmp_path):
     def make(**extra):

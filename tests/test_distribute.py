@@ -41,7 +41,9 @@ MIRRORED = textwrap.dedent("""
     print("RESULT " + json.dumps(out))
 """)
 
-SETTINGS = {"training.epochs": 2, "training.steps_per_epoch": 6, "training.precision": "float32"}
+# With weight averaging, so that the averages are kept and swapped in under the strategies too.
+SETTINGS = {"training.epochs": 2, "training.steps_per_epoch": 6, "training.precision": "float32",
+            "training.ema_momentum": 0.9}
 
 
 def run_python(code, *args, env=None, cwd=None):

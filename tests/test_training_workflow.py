@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import CORPORA, tiny_overrides
+from conftest import CORPORA, tiny_overrides, validation_loss_of
 from textgen.callbacks import RunRecorder, StopGuard, TrainingStopped, global_step
 from textgen.checkpoint import checkpoint_dir, read_state
 from textgen.cli import cli
@@ -134,14 +134,6 @@ def budget_ends_at(monkeypatch, step):
         original(self)
 
     monkeypatch.setattr(StopGuard, "_check", check)
-
-
-def validation_loss_of(path, corpus, seq_length=32, batch_size=32):
-    model = load_keras_model(path)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
-    _, val_ids = split_ids(tokenizer.encode(load_corpus([str(corpus)])), 0.1, seq_length)
-    return model.evaluate(make_dataset(val_ids, seq_length, batch_size, shuffle=False), verbose=0)
 
 
 def test_a_budget_stop_mid_epoch_keeps_the_steps_since_the_last_epoch_if_they_score_better(small_corpus, tmp_path,

@@ -1,6 +1,7 @@
 """Keras callbacks that run a textgen training session.
 
-Listed in the order `train` hands them to `fit`, which is the order they act at an epoch end:
+Listed in the order `train` hands them to `fit`, which is the order they act at an epoch end
+(textgen/averaging.py's WeightAverager, when weights are averaged, goes before them all):
     RunRecorder    history.csv, the best model in model.keras, early stopping
     Checkpointer   the resumable training state, every N steps and at every epoch end
     SamplePrinter  a few samples every N epochs so users see the model learn
@@ -50,13 +51,17 @@ class RunRecorder(keras.callbacks.Callback):
     The score is the validation loss (the training loss when there is no validation split).
     `patience` > 0 stops training after that many epochs without a better score; model.keras
     then already holds the best epoch's weights and history.csv marks that epoch.
+    `weights` is the context in which the model holds the weights to save (the averaged
+    weights, when training keeps an average).
     """
 
     def __init__(self, model_path: Path, history_path: Path, card: dict, level: str,
-                 echo: Callable[[str], None], patience: int = 0, resumed: dict | None = None):
+                 echo: Callable[[str], None], patience: int = 0, resumed: dict | None = None,
+                 weights: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         super().__init__()
         self.model_path, self.history_path, self.card, self.level, self.echo = (
             model_path, history_path, card, level, echo)
+        self.weights = weights
         self.patience = patience
         resumed = resumed or {}
         self.rows: list[dict] = list(resumed.get("rows", []))
@@ -94,7 +99,7 @@ class RunRecorder(keras.callbacks.Callback):
         improved = bool(np.isfinite(score) and score < self.best_loss)
         if improved:
             self.best_loss, self.best_epoch, self.best_step, self.waited = score, epoch + 1, None, 0
-            save_model_atomic(self.model, self.model_path, self.card_with_history())
+            self.save()
         else:
             self.waited += 1
         write_text_atomic(self.history_path, history_csv(self.rows, self.best_epoch))
@@ -115,8 +120,13 @@ class RunRecorder(keras.callbacks.Callback):
         if not (math.isfinite(val_loss) and val_loss < self.best_loss):
             return False
         self.best_loss, self.best_step = val_loss, step
-        save_model_atomic(self.model, self.model_path, self.card_with_history(**card_extra))
+        self.save(**card_extra)
         return True
+
+    def save(self, **card_extra) -> None:
+        """The model as it stands (averaged, if weights are averaged) into model.keras."""
+        with self.weights():
+            save_model_atomic(self.model, self.model_path, self.card_with_history(**card_extra))
 
     def state(self) -> dict:
         return {"rows": self.rows, "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
@@ -142,13 +152,15 @@ class Checkpointer(keras.callbacks.Callback):
     epoch is validated and recorded, so a checkpoint never holds an unrecorded epoch.
     `restore_metrics` (the running loss of an epoch interrupted part-way) is put back when
     the first epoch begins, so that epoch reports the same mean loss as an uninterrupted one.
+    `averages_fn` gives the averaged weights to store beside the trained ones (None: none).
     """
 
     def __init__(self, run_dir: Path, every: int, steps_per_epoch: int, state_fn: Callable[[], dict],
-                 restore_metrics: list | None = None):
+                 restore_metrics: list | None = None, averages_fn: Callable[[], list | None] = lambda: None):
         super().__init__()
         self.run_dir, self.every, self.steps_per_epoch, self.state_fn = run_dir, every, steps_per_epoch, state_fn
         self._restore_metrics = restore_metrics
+        self.averages_fn = averages_fn
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._restore_metrics is not None:  # fit has just reset the metrics
@@ -164,7 +176,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.save()
 
     def save(self, **extra) -> None:
-        save_checkpoint(self.run_dir, self.model, {**self.state_fn(), **extra})
+        save_checkpoint(self.run_dir, self.model, {**self.state_fn(), **extra}, self.averages_fn())
 
 
 def metric_values(model: keras.Model) -> list:
@@ -183,13 +195,16 @@ def set_metric_values(model: keras.Model, values: list) -> None:
 
 
 class SamplePrinter(keras.callbacks.Callback):
-    """Prints one sample per temperature at the end of every `every` epochs."""
+    """Prints one sample per temperature at the end of every `every` epochs, from the weights
+    `weights` puts in the model (the ones model.keras would keep)."""
 
     def __init__(self, every: int, temperatures: tuple[float, ...], length: int, seed_text: str,
-                 echo: Callable[[str], None]):
+                 echo: Callable[[str], None],
+                 weights: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         super().__init__()
         self.every, self.temperatures, self.length, self.seed_text, self.echo = (
             every, temperatures, length, seed_text, echo)
+        self.weights = weights
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every or (epoch + 1) % self.every:
@@ -197,10 +212,11 @@ class SamplePrinter(keras.callbacks.Callback):
         from textgen.generate import Generator
 
         try:
-            generator = Generator(self.model)  # built afresh: a generator may copy the weights it starts with
-            for temperature in self.temperatures:
-                text = generator.generate(self.seed_text, length=self.length, temperature=temperature,
-                                          random_seed=epoch)[0]
+            with self.weights():
+                generator = Generator(self.model)  # built afresh: a generator may copy the weights it starts with
+                samples = [generator.generate(self.seed_text, length=self.length, temperature=temperature,
+                                              random_seed=epoch)[0] for temperature in self.temperatures]
+            for temperature, text in zip(self.temperatures, samples):
                 self.echo(f"--- sample at temperature {temperature:g} after epoch {epoch + 1}:\n"
                           f"{self.seed_text}{text}\n---")
         except TextgenError as exc:  # a bad sample seed must not end a training run

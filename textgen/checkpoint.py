@@ -3,11 +3,12 @@
 RUN_DIR/checkpoint/ holds:
     tokenizer.json           the run's tokenizer, written once when the run starts
     step-NNNNNNNNN.weights.h5 model weights and optimizer slots at global step N
+    step-NNNNNNNNN.average.npz the averaged weights at step N (training.ema_momentum only)
     state.json               the step, the history so far, early-stopping counters, the
                              random-generator states and the name of the weights file
 
 Writes are ordered so that a crash at any moment leaves a consistent checkpoint: the new
-weights file is written under a temporary name and renamed into place, then state.json is
+weights file (and averages file) is written under a temporary name and renamed into place, then state.json is
 replaced atomically to point at it (that rename is the commit), and only then are older
 weights files removed. A reader follows state.json and always finds the file it names.
 """
@@ -49,8 +50,10 @@ def read_tokenizer(run_dir: str | Path) -> dict:
     return _read_json(checkpoint_dir(run_dir) / TOKENIZER_FILE)
 
 
-def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> None:
-    """Save weights, optimizer slots and `state` (JSON-able) at the optimizer's current step."""
+def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
+                    averages: list[np.ndarray] | None = None) -> None:
+    """Save weights, optimizer slots, `averages` (the averaged weights, if any) and `state`
+    (JSON-able) at the optimizer's current step."""
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     step = int(model.optimizer.iterations.numpy())
@@ -60,22 +63,33 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> Non
     # a kill during that second save from leaving a temporary weights file no later save removes.
     if not (directory / name).exists():
         # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.weights.h5", dir=directory)
-        os.close(fd)
-        try:
-            model.save_weights(tmp, overwrite=True)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            publish_file(tmp, directory / name)
-        except BaseException:
-            remove_file(tmp)
-            raise
-    full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name,
+        _write_atomic(directory, name, ".tmp.weights.h5", lambda tmp: model.save_weights(tmp, overwrite=True))
+    average_name = None
+    if averages is not None:
+        average_name = f"step-{step:09d}.average.npz"
+        if not (directory / average_name).exists():
+            _write_atomic(directory, average_name, ".tmp.npz",
+                          lambda tmp: np.savez(tmp, *[np.asarray(a) for a in averages]))
+    full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
-    for old in [*directory.glob("step-*.weights.h5"), *directory.glob(".step-*.tmp.weights.h5")]:
-        if old.name != name:  # older states, and temporary files a killed process left behind
+    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*")]:
+        if old.name not in (name, average_name):  # older states, and temporary files a killed process left
             remove_file(str(old))
+
+
+def _write_atomic(directory: Path, name: str, suffix: str, write) -> None:
+    """`write(path)` into a temporary file beside `name`, flushed to disk, then renamed to `name`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        publish_file(tmp, directory / name)
+    except BaseException:
+        remove_file(tmp)
+        raise
 
 
 def read_state(run_dir: str | Path) -> dict:
@@ -87,10 +101,24 @@ def read_state(run_dir: str | Path) -> dict:
     state = _read_json(path)
     if state.get("version", 0) > STATE_VERSION:
         raise TextgenError(f"{path} was written by a newer textgen; upgrade textgen to resume this run")
-    if not (checkpoint_dir(run_dir) / state.get("weights", "")).is_file():
-        raise TextgenError(f"{path} names weights {state.get('weights')} that are missing; "
-                           "the checkpoint cannot be resumed, start again with --overwrite")
+    for key in ("weights", "average"):
+        if (key == "weights" or state.get(key)) and not (checkpoint_dir(run_dir) / state.get(key, "")).is_file():
+            raise TextgenError(f"{path} names {key} file {state.get(key)} that is missing; "
+                               "the checkpoint cannot be resumed, start again with --overwrite")
     return state
+
+
+def read_averages(run_dir: str | Path, state: dict) -> list[np.ndarray] | None:
+    """The averaged weights the checkpoint holds, in weight order; None if it holds none."""
+    if not state.get("average"):
+        return None
+    path = checkpoint_dir(run_dir) / state["average"]
+    try:
+        with np.load(path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except Exception as exc:  # numpy and zipfile raise many types for a damaged file
+        raise TextgenError(f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:200]}); "
+                           "start again with --overwrite") from None
 
 
 def restore_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> None:

@@ -131,6 +131,7 @@ class TrainingConfig:
     clipnorm: float = 5.0  # clip each gradient's norm to this (0 disables)
     clipvalue: float = 0.0  # clip each gradient element to [-clipvalue, clipvalue] (0 disables; needs clipnorm 0)
     l2: float = 0.0  # L2 penalty on the recurrent and output kernels, added to the training loss (0 disables)
+    ema_momentum: float = 0.0  # keep an average of the weights (momentum in (0, 1), e.g. 0.995) and validate and save it; 0 = off
     patience: int = 0  # early stopping: stop after this many epochs without a lower validation loss (0 = never)
     max_minutes: float | None = None  # stop cleanly after this much wall-clock time, saving the model; null = no limit
     checkpoint_every: int = 500  # save the training state for --resume every this many steps (0 = at epoch ends only)
@@ -165,6 +166,8 @@ class TrainingConfig:
                  f"must be between 0 and training.learning_rate ({self.learning_rate}), got {self.min_learning_rate}")
         _require(not (self.clipnorm and self.clipvalue), "training.clipvalue",
                  "cannot be combined with training.clipnorm; set training.clipnorm=0 to clip by value")
+        _require(0 <= self.ema_momentum < 1, "training.ema_momentum",
+                 f"must be 0 (off) or between 0 and 1, e.g. 0.995, got {self.ema_momentum}")
         _require(self.max_minutes is None or self.max_minutes > 0, "training.max_minutes",
                  f"must be positive or null, got {self.max_minutes}")
         _require(len(self.sample_temperatures) > 0, "training.sample_temperatures",

@@ -23,6 +23,7 @@ textgen/distribute.py; only the chief worker writes the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import shutil
@@ -35,13 +36,14 @@ import keras
 import numpy as np
 
 from textgen import __version__
+from textgen.averaging import WeightAverager
 from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunRecorder, SamplePrinter, StopGuard,
                                TrainingStopped, global_step, metric_values, per_token_metrics, set_metric_values,
                                stop_on_signals)
 
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
-from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_state, read_tokenizer, restore_checkpoint,
-                                write_tokenizer)
+from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
+                                restore_checkpoint, write_tokenizer)
 from textgen.config import Config, TokenizerConfig, config_from_dict
 from textgen.dataset import (make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass,
                              validation_steps)
@@ -51,7 +53,7 @@ from textgen.layers import FORMAT_VERSION, find_token_embedding
 from textgen.model import build_model, describe_model
 from textgen.plot import HISTORY_FILE, PLOT_FILE
 from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
-from textgen.saving import check_writable, save_model_atomic, update_model_card, write_text_atomic
+from textgen.saving import check_writable, update_model_card, write_text_atomic
 from textgen.schedules import make_optimizer
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
@@ -108,6 +110,7 @@ class _Run:
     plan: DevicePlan
     state: dict | None = None  # the checkpoint being resumed
     parent: keras.Model | None = None  # the model being fine-tuned
+    averages: list[np.ndarray] | None = None  # the averaged weights the checkpoint holds
 
 
 def train(config: Config, *, overwrite: bool = False, resume: bool = False,
@@ -348,7 +351,8 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     step = state["global_step"]
     echo(f"resuming {saved_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
          f"(global step {step:,})")
-    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, plan, state=state)
+    return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, plan, state=state,
+                averages=read_averages(saved_dir, state))
 
 
 def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
@@ -407,26 +411,30 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
         initial_val_loss = _validation_loss(model, val_ds, val_steps)
         echo(f"starting point: val_loss {initial_val_loss:.4f} on the new corpus")
 
+    averager = _averager(run, echo)
+    weights = averager.averaged if averager else contextlib.nullcontext
     resumed = run.state["recorder"] if run.state else None
     recorder = RunRecorder(run.run_dir / MODEL_FILE, run.run_dir / HISTORY_FILE, run.card, run.tokenizer.level,
-                           echo, patience=training.patience, resumed=resumed)
+                           echo, patience=training.patience, resumed=resumed, weights=weights)
 
     def state() -> dict:
         return {"config": config.to_dict(), "card": run.card, "corpus": run.corpus, "steps_per_epoch": steps,
                 "recorder": recorder.state(), "metrics": metric_values(model), "precision": plan.precision,
-                "finished": None}
+                "averaging": averager.state() if averager else None, "finished": None}
 
     checkpointer = Checkpointer(run.run_dir, training.checkpoint_every, steps, state,
-                                restore_metrics=run.state["metrics"] if run.state and offset else None)
+                                restore_metrics=run.state["metrics"] if run.state and offset else None,
+                                averages_fn=averager.arrays if averager else (lambda: None))
     samples = SamplePrinter(training.sample_every if plan.chief else 0, training.sample_temperatures,
                             training.sample_length,
                             training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids),
-                            echo)
+                            echo, weights=weights)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
     with stop_on_signals(echo) as request:
         guard = StopGuard(steps, training.epochs, deadline, request)
-        callbacks = [recorder, checkpointer, samples, tensorboard, guard, *extra_callbacks]
+        callbacks = [*([averager] if averager else []), recorder, checkpointer, samples, tensorboard, guard,
+                     *extra_callbacks]
         stopped = "completed"
         try:
             for start_epoch, end_epoch, epoch_steps in _epoch_plan(first_epoch, offset, training.epochs, steps):
@@ -445,12 +453,27 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
             stopped = stop.reason
             _close(tensorboard)
             if stopped == "time" and val_ds is not None:
-                _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
+                with weights():
+                    _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
         except KeyboardInterrupt:
             _close(tensorboard)
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
+
+
+def _averager(run: _Run, echo) -> WeightAverager | None:
+    """The weight average training keeps (training.ema_momentum), continuing a resumed run's."""
+    momentum = run.config.training.ema_momentum
+    if not momentum:
+        return None
+    saved = (run.state or {}).get("averaging") or {}
+    if run.state and run.averages is None:
+        echo(f"weight averaging (momentum {momentum:g}) starts now: the run being resumed kept no average")
+    else:
+        echo(f"weight averaging: momentum {momentum:g}; validation, samples and {MODEL_FILE} use the averaged "
+             "weights, training continues from the trained ones")
+    return WeightAverager(momentum, run.averages, saved.get("count", 0) if run.averages is not None else 0)
 
 
 def _describe_run(run: _Run, echo) -> None:
@@ -529,7 +552,7 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
     if stopped in ("interrupt", "time"):
         checkpointer.save()
         if not model_path.exists():  # no epoch finished yet: keep what there is, so a model always exists
-            save_model_atomic(model, model_path, recorder.card_with_history(stopped=reason, steps=step))
+            recorder.save(stopped=reason, steps=step)
     else:
         checkpointer.save(finished=stopped)
     if recorder.best_epoch == 0 and stopped in ("completed", "early_stopping"):
