@@ -1,7 +1,7 @@
 """Train every architecture on Tiny Shakespeare for the same wall-clock budget and tabulate them.
 
-Each architecture starts from configs/shakespeare-fast.yaml (corpus, split, precision) with
-its own model and batch settings, trains for `--budget-seconds` of wall-clock
+Each architecture starts from configs/shakespeare-fast.yaml (corpus, split, precision,
+weight averaging) with its own model and batch settings, trains for `--budget-seconds` of wall-clock
 (training.max_minutes), and is then measured the same way:
 
 - validation loss: nats per character, averaged over the non-overlapping 256-character
@@ -107,7 +107,8 @@ def measure(name: str, args) -> dict:
             "tokens_per_second": tokens / seconds, "steps": result.global_step,
             "val_loss": validation_loss(model, config), "chars_per_second": generation_speed(model),
             "load": f"{load_before:.1f}-{load_after:.1f}",
-            "precision": find_token_embedding(model).model_card.get("precision", "float32")}
+            "precision": find_token_embedding(model).model_card.get("precision", "float32"),
+            "ema_momentum": config.training.ema_momentum}
 
 
 def describe(config, path: str) -> str:
@@ -157,8 +158,11 @@ def format_row(row: dict) -> str:
 
 def format_table(rows: list[dict], budget: float) -> str:
     precisions = ", ".join(sorted({r.get("precision", "float32") for r in rows}))
+    momenta = sorted({r.get("ema_momentum", 0.0) for r in rows})
+    averaging = "no weight averaging" if momenta == [0.0] else \
+        "weights averaged, ema_momentum " + ", ".join(f"{m:g}" for m in momenta)
     head = (f"Budget: {budget:g} s of training wall-clock each, on {os.cpu_count()} cores of {cpu_model()} "
-            f"(precision {precisions}); measured {time.strftime('%Y-%m-%d %H:%M')}.\n\n"
+            f"(precision {precisions}; {averaging}); measured {time.strftime('%Y-%m-%d %H:%M')}.\n\n"
             "| name | architecture | parameters | train tokens/s | steps | val loss (nats/char) | bits/char "
             "| generation chars/s | load avg (start-end) |\n|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [format_row(r) for r in rows])

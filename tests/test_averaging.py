@@ -76,9 +76,11 @@ def test_momentum_ramps_up_to_its_setting():
 def test_model_keras_and_validation_hold_the_average_and_the_checkpoint_both(small_corpus, tmp_path):
     log = WeightLog()
     messages = []
-    result = train(config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1, "training.steps_per_epoch": 12}),
-                   echo=messages.append, verbose=0, callbacks=(log,))
+    settings = {"training.epochs": 1, "training.steps_per_epoch": 12, "training.sample_every": 1}
+    result = train(config_for(small_corpus, tmp_path / "run", **settings), echo=messages.append, verbose=0,
+                   callbacks=(log,))
     assert any("weight averaging: momentum 0.9" in m for m in messages)
+    assert any(m.startswith("--- sample at temperature") for m in messages)  # drawn inside the swap
     assert result.global_step == 12 and len(log.steps) == 13
     average = expected_average(log.steps, MOMENTUM, 12)
     assert_weights_close(saved_weights(result.model_path), average)
