@@ -31,7 +31,8 @@ from textgen.train import train
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10
 EPOCHS, STEPS = 3, 8  # 24 optimizer steps in all
-SETTINGS = {"training.epochs": EPOCHS, "training.steps_per_epoch": STEPS, "training.checkpoint_every": 3}
+SETTINGS = {"training.epochs": EPOCHS, "training.steps_per_epoch": STEPS, "training.checkpoint_every": 3,
+            "training.ema_momentum": 0.9}  # averaged weights: one more checkpoint file to keep consistent
 
 
 def checkpointed_step(run_dir: Path) -> int:
@@ -100,6 +101,22 @@ def test_sigkill_at_random_moments_never_costs_the_model_or_the_run(small_corpus
         assert model(np.zeros((1, 4), np.int32)).shape[:2] == (1, 4), context
         assert not [p.name for p in checkpoint_dir(out).glob(".*")], context  # no stray temporary files
         assert len(list(checkpoint_dir(out).glob("step-*.weights.h5"))) == 1, context
+        assert len(list(checkpoint_dir(out).glob("step-*.average.npz"))) == 1, context
         survived.append(where)
     assert len(survived) == TRIALS
     print(f"\n{TRIALS} kills survived: " + "; ".join(survived))
+
+
+def test_files_a_killed_save_left_uncommitted_are_rewritten_not_reused(small_corpus, tmp_path):
+    """A process killed after writing step N's files but before state.json named them leaves
+    them behind; the resumed run, reaching step N again, must write its own."""
+    settings = {**SETTINGS, "training.epochs": 1, "training.steps_per_epoch": 3}
+    train(load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **settings)), echo=lambda _: None,
+          verbose=0, progress=None)
+    directory = checkpoint_dir(tmp_path / "run")
+    for name in ("step-000000006.weights.h5", "step-000000006.average.npz"):
+        (directory / name).write_bytes(b"left by a killed process")
+    more = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{**settings, "training.epochs": 2}))
+    assert train(more, resume=True, echo=lambda _: None, verbose=0, progress=None).global_step == 6
+    further = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{**settings, "training.epochs": 3}))
+    assert train(further, resume=True, echo=lambda _: None, verbose=0, progress=None).global_step == 9

@@ -61,13 +61,16 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     # The same optimizer step means the same weights: a second save at one step (the end of
     # the last epoch, then the run's final state) only rewrites state.json, which also keeps
     # a kill during that second save from leaving a temporary weights file no later save removes.
-    if not (directory / name).exists():
+    # Only files state.json names are reused: one a killed process wrote but never committed
+    # may hold other weights (a resumed run may have changed its learning rate since).
+    committed = _committed(directory)
+    if name not in committed:
         # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
         _write_atomic(directory, name, ".tmp.weights.h5", lambda tmp: model.save_weights(tmp, overwrite=True))
     average_name = None
     if averages is not None:
         average_name = f"step-{step:09d}.average.npz"
-        if not (directory / average_name).exists():
+        if average_name not in committed:
             _write_atomic(directory, average_name, ".tmp.npz",
                           lambda tmp: np.savez(tmp, *[np.asarray(a) for a in averages]))
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
@@ -76,6 +79,15 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*")]:
         if old.name not in (name, average_name):  # older states, and temporary files a killed process left
             remove_file(str(old))
+
+
+def _committed(directory: Path) -> set[str]:
+    """The files the current state.json names (and that exist)."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {n for n in (state.get("weights"), state.get("average")) if n and (directory / n).is_file()}
 
 
 def _write_atomic(directory: Path, name: str, suffix: str, write) -> None:

@@ -457,6 +457,8 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
                     _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
         except KeyboardInterrupt:
             _close(tensorboard)
+            if averager:  # a second Ctrl-C during validation: give the model its trained weights back
+                averager.on_test_end()
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
