@@ -6,7 +6,7 @@ With `training.ema_momentum` m > 0, after every optimizer step
 
 where t counts the steps averaged so far. The ramp lets the average leave the random initial
 weights quickly (TensorFlow's ExponentialMovingAverage ramps its decay the same way when given
-the step count); from about 2 / (1 - m) steps on, mu is m.
+the step count); from about 9 / (1 - m) steps on (1,800 at 0.995), mu is m.
 
 The optimizer always continues from the trained weights. The averages are what validation
 scores (fit's epoch-end pass and a time budget's part-epoch score), what model.keras keeps and
