@@ -21,11 +21,14 @@ demo: $(STAMP)
 	$(BIN)/textgen train --config configs/quick.yaml --overwrite
 	$(BIN)/textgen generate --model runs/quick/model.keras --seed "ROMEO:" --length 400 --temperature 0.8 --random-seed 1
 
+# Tests run in parallel processes, one per core (at most 4: each holds its own TensorFlow).
+PARALLEL = -n auto --maxprocesses=4
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
