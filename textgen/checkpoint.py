@@ -16,15 +16,13 @@ weights files removed. A reader follows state.json and always finds the file it 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import publish_file, remove_file, write_text_atomic
+from textgen.saving import remove_file, write_file_atomic, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -66,13 +64,13 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     committed = _committed(directory)
     if name not in committed:
         # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-        _write_atomic(directory, name, ".tmp.weights.h5", lambda tmp: model.save_weights(tmp, overwrite=True))
+        write_file_atomic(directory / name, lambda tmp: model.save_weights(tmp, overwrite=True),
+                          suffix=".tmp.weights.h5")
     average_name = None
     if averages is not None:
         average_name = f"step-{step:09d}.average.npz"
         if average_name not in committed:
-            _write_atomic(directory, average_name, ".tmp.npz",
-                          lambda tmp: np.savez(tmp, *[np.asarray(a) for a in averages]))
+            write_file_atomic(directory / average_name, lambda tmp: np.savez(tmp, *averages), suffix=".tmp.npz")
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
@@ -88,20 +86,6 @@ def _committed(directory: Path) -> set[str]:
     except (OSError, ValueError):
         return set()
     return {n for n in (state.get("weights"), state.get("average")) if n and (directory / n).is_file()}
-
-
-def _write_atomic(directory: Path, name: str, suffix: str, write) -> None:
-    """`write(path)` into a temporary file beside `name`, flushed to disk, then renamed to `name`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        publish_file(tmp, directory / name)
-    except BaseException:
-        remove_file(tmp)
-        raise
 
 
 def read_state(run_dir: str | Path) -> dict:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
-import tempfile
 from pathlib import Path
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import publish_file, remove_file
+from textgen.saving import write_file_atomic
 
 HISTORY_FILE = "history.csv"
 PLOT_FILE = "loss.png"
@@ -62,14 +60,7 @@ def plot_history(run_dir: str | Path) -> Path:
     axes.legend()
     figure.tight_layout()
     path = Path(run_dir) / PLOT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{PLOT_FILE}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png")
-        publish_file(tmp, path)
-    except BaseException:
-        remove_file(tmp)
-        raise
+    write_file_atomic(path, lambda tmp: figure.savefig(tmp, format="png"), suffix=".tmp.png")
     return path
 
 

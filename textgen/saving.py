@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -29,18 +30,26 @@ def publish_file(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_file_atomic(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """`write(tmp)` fills a temporary file beside `path`; it is flushed to disk and renamed to `path`.
+
+    `suffix` ends the temporary name: Keras and matplotlib go by the suffix of the file they write.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         publish_file(tmp, path)
     except BaseException:
         remove_file(tmp)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_file_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | None = None) -> None:
@@ -58,17 +67,7 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
     # scope (fit runs callbacks outside it), so a copy made by the chief alone waits for no one.
     inference = model.__class__.from_config(inference_config(model.get_config()))
     inference.set_weights(model.get_weights())
-    # Keras insists on the .keras suffix, so the temporary name keeps it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.keras", dir=path.parent)
-    os.close(fd)
-    try:
-        inference.save(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        publish_file(tmp, path)
-    except BaseException:
-        remove_file(tmp)
-        raise
+    write_file_atomic(path, inference.save, suffix=".tmp.keras")  # Keras insists on the .keras suffix
 
 
 def inference_config(config):
