@@ -15,6 +15,7 @@ from textgen.checkpoint import checkpoint_dir, read_averages, read_state
 from textgen.config import load_config
 from textgen.errors import ConfigError
 from textgen.generate import load_keras_model
+from textgen.info import model_facts
 from textgen.layers import find_token_embedding
 from textgen.train import TrainingInterrupted, train
 
@@ -92,6 +93,7 @@ def test_model_keras_and_validation_hold_the_average_and_the_checkpoint_both(sma
     # history's val_loss is the averaged model's, the model generation loads.
     np.testing.assert_allclose(result.history[0]["val_loss"], validation_loss_of(result.model_path, small_corpus),
                                rtol=1e-5)
+    assert model_facts(load_keras_model(result.model_path))["weights"] == f"averaged, ema_momentum {MOMENTUM}"
 
 
 def test_a_budget_stop_part_way_scores_and_keeps_the_average(small_corpus, tmp_path, monkeypatch):

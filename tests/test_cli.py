@@ -63,6 +63,7 @@ def test_info_describes_the_model(trained_model):
     assert facts["cell"] == "GRU" and facts["units"] == "32" and facts["level"] == "char"
     assert facts["vocabulary_size"] > 50 and facts["parameters"] > 1000
     assert facts["final_validation_loss"] > 0 and facts["config"]["model"]["units"] == 32
+    assert facts["weights"] == "as trained"  # training.ema_momentum is off by default
 
 
 def test_json_output_and_file(trained_model, tmp_path):
