@@ -10,11 +10,11 @@ import tensorflow as tf
 import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
-from textgen.generate import (BFLOAT16_MIN_BATCH, Generator, PackedColumnStepper, RecurrentStepper, Request,
-                              _Plan, native_bfloat16)
+from textgen.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan, native_bfloat16
 from textgen.layers import TokenEmbedding
 from textgen.model import build_model
 from textgen.samplers import BeamSampler, GreedySampler, RandomSampler
+from textgen.steppers import PackedColumnStepper, RecurrentStepper
 from textgen.tokenizer import CharTokenizer
 
 TINY_VOCAB = CharTokenizer(sorted("abcdefghijklmnopqrstuvwxyz .,\n"))
@@ -111,7 +111,7 @@ def test_packed_columns_only_for_cells_they_know():
 def test_large_vocabularies_multiply_instead_of_using_a_table(monkeypatch):
     model = tiny_model("lstm", 2)
     with_table = Generator(model).generate("abc", length=30, temperature=0)
-    monkeypatch.setattr("textgen.generate.TABLE_MAX_BYTES", 0)
+    monkeypatch.setattr("textgen.steppers.TABLE_MAX_BYTES", 0)
     generator = Generator(model)
     assert generator.stepper.table is None
     assert generator.generate("abc", length=30, temperature=0) == with_table
