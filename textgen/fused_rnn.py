@@ -189,7 +189,7 @@ def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
 
         def forward(t, h, h_low, hs, saved):
             h, h_low, kept = forward_step(projected[t], input_bias, tf.matmul(h_low, recurrent_kernel),
-                                               recurrent_bias, h)
+                                          recurrent_bias, h)
             return t + 1, h, h_low, hs.write(t, h_low), saved.write(t, kept)
 
         start = (0, h0, tf.cast(h0, dtype), tf.TensorArray(dtype, size=steps), tf.TensorArray(tf.float32, size=steps))

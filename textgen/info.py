@@ -52,7 +52,7 @@ def model_facts(model) -> dict:
         facts["seconds_trained"] = history.get("seconds")
         if history.get("stopped"):
             facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit
-    momentum = card.get("config", {}).get("training", {}).get("ema_momentum") or 0
+    momentum = ((card.get("config") or {}).get("training") or {}).get("ema_momentum") or 0
     if history:  # model.keras holds an average of the weights (training.ema_momentum) or the weights as trained
         facts["weights"] = f"averaged, ema_momentum {momentum}" if momentum else "as trained"
     if card.get("init_from"):
