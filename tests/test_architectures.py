@@ -15,8 +15,8 @@ import tensorflow as tf
 from textgen.config import ModelConfig, load_config
 from textgen.errors import ConfigError
 from textgen.generate import Generator
-from textgen.model import build_model, describe_model
-from textgen.steppers import CellStepper, TransformerStepper, WindowStepper, make_stepper
+from textgen.model import build_model, describe_model, recurrent_layers
+from textgen.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
 from textgen.window import AttentionPooling, WindowFrames, WindowUnframe
 
 from conftest import tiny_overrides
@@ -89,7 +89,7 @@ print(json.dumps(out))
         assert facts["worst"] < 1e-3, (name, facts["worst"])
         assert all(len(text) == 40 for text in facts["texts"]), (name, facts["texts"])
         assert facts["same"], name
-    assert report["peephole_lstm"]["stepper"] == "CellStepper"
+    assert report["peephole_lstm"]["stepper"] == "RecurrentStepper"
     assert report["window"]["stepper"] == "WindowStepper"
     assert report["transformer"]["stepper"] == "TransformerStepper"
     assert report["gru_stacked"]["stepper"] == "RecurrentStepper"
@@ -145,16 +145,22 @@ def test_window_stepper_matches_the_model_and_pads_like_training():
 
 
 def test_peephole_model_steps_statefully():
+    """The raw-op peephole step (what generation uses) and the Keras cell called per token
+    (CellStepper, the fallback for cells without one) both equal the whole model's logits."""
     keras.utils.set_random_seed(2)
     model = build_model(ModelConfig(cell="peephole_lstm", units=8, embedding_dim=6, layers=2), TOKENIZER)
-    stepper = make_stepper(model)
-    assert isinstance(stepper, CellStepper)
+    # Larger peephole weights, so a step that dropped or swapped a peephole would show.
+    for layer in recurrent_layers(model):
+        layer.cell.peephole_kernel.assign(layer.cell.peephole_kernel * 4)
+    raw = make_stepper(model)
+    assert isinstance(raw, RecurrentStepper)
     ids = np.random.default_rng(3).integers(0, 26, size=(2, 10)).astype(np.int32)
     full = model(ids).numpy()
-    states = stepper.initial_states(2)
-    for t in range(10):
-        logits, states = stepper.step(tf.constant(ids[:, t]), states)
-        np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
+    for stepper in (raw, CellStepper(model)):
+        states = stepper.initial_states(2)
+        for t in range(10):
+            logits, states = stepper.step(tf.constant(ids[:, t]), states)
+            np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
 
 
 def test_describe_model_names_each_kind():

@@ -6,11 +6,12 @@ states)`, where states is a fixed structure of tensors with the batch first (so 
 can reorder rows) and `states[0][0]` is a (batch, ...) tensor. `make_stepper` picks one by
 the model's kind:
 
-- sequence-mode recurrent models: `RecurrentStepper` (raw-op LSTM/GRU/SimpleRNN steps on a
-  snapshot of the weights; `PackedColumnStepper` is its batch-in-columns variant for large
-  bfloat16 batches, chosen by textgen.generate), or
-  `CellStepper` for cells it does not know (PeepholeLSTMCell), which calls each Keras cell
-  once per token with its states carried forward;
+- sequence-mode recurrent models: `RecurrentStepper` (raw-op LSTM, GRU, SimpleRNN and
+  peephole LSTM steps on a snapshot of the weights; `PackedColumnStepper` is its
+  batch-in-columns variant for large bfloat16 batches of the Keras cells, chosen by
+  textgen.generate), or `CellStepper` for a cell it does not know, which calls each Keras
+  cell once per token with its states carried forward (slower: every call goes through
+  the layer);
 - window models: `WindowStepper` keeps the last `window` tokens and re-feeds them through the
   window network for every new token (that is what window mode costs);
 - transformers: `TransformerStepper` runs one position per token against cached keys and
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen.cells import PeepholeLSTMCell
 from textgen.errors import ModelFileError
 from textgen.layers import TokenEmbedding, find_token_embedding
 from textgen.model import model_kind, recurrent_layers
@@ -62,8 +64,8 @@ class _CellStep:
 
     def __init__(self, cell, dtype):
         self.units = cell.units
-        self.activation = cell.activation
-        self.recurrent_activation = getattr(cell, "recurrent_activation", None)
+        self.activation = getattr(cell, "activation", keras.activations.tanh)
+        self.recurrent_activation = getattr(cell, "recurrent_activation", keras.activations.sigmoid)
         self.kernel = np.asarray(cell.kernel.numpy(), np.float32)  # also read for the first layer's table
         bias = cell.bias.numpy() if cell.bias is not None else np.zeros(self.gates * self.units)
         self.input_bias, recurrent_bias = self._split_bias(np.asarray(bias, np.float32))
@@ -103,6 +105,24 @@ class _LSTMStep(_CellStep):
         return h, [h, c]
 
 
+class _PeepholeLSTMStep(_LSTMStep):
+    """textgen's PeepholeLSTMCell: the input and forget gates also see C_{t-1}, the output gate C_t."""
+
+    def __init__(self, cell, dtype):
+        super().__init__(cell, dtype)
+        peephole = np.asarray(cell.peephole_kernel.numpy(), np.float32)  # columns: i, f | o
+        self.peephole_if = tf.cast(peephole[:, :2 * self.units], dtype)
+        self.peephole_o = tf.cast(peephole[:, 2 * self.units:], dtype)
+
+    def __call__(self, xz, states):
+        h, c = states
+        i, f, g, o = tf.split(xz + _product(h, self.recurrent), 4, axis=-1)
+        peep_i, peep_f = tf.split(_product(c, self.peephole_if), 2, axis=-1)
+        c = tf.sigmoid(f + peep_f) * c + tf.sigmoid(i + peep_i) * tf.tanh(g)
+        h = tf.sigmoid(o + _product(c, self.peephole_o)) * tf.tanh(c)
+        return h, [h, c]
+
+
 class _GRUStep(_CellStep):
     gates = 3
 
@@ -137,7 +157,7 @@ class _GRUStep(_CellStep):
 
 
 _CELL_STEPS = {keras.layers.LSTMCell: _LSTMStep, keras.layers.GRUCell: _GRUStep,
-               keras.layers.SimpleRNNCell: _SimpleRNNStep}
+               keras.layers.SimpleRNNCell: _SimpleRNNStep, PeepholeLSTMCell: _PeepholeLSTMStep}
 _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
 
 
@@ -305,7 +325,7 @@ def _check_architecture(model):
         if type(layer.cell) not in _CELL_STEPS or layer.go_backwards:
             raise ModelFileError(f"layer {layer.name} ({type(layer.cell).__name__}"
                                  f"{', backwards' if layer.go_backwards else ''}) cannot be stepped; "
-                                 "generation supports forward LSTM, GRU and SimpleRNN layers")
+                                 "generation supports forward LSTM, GRU, SimpleRNN and peephole LSTM layers")
     head = model.get_layer("logits")
     if head.activation not in (None, keras.activations.linear):
         raise ModelFileError(f"the logits layer of model {model.name} has an activation; it must output logits")
