@@ -52,8 +52,8 @@ def model_facts(model) -> dict:
         facts["seconds_trained"] = history.get("seconds")
         if history.get("stopped"):
             facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit
-    momentum = ((card.get("config") or {}).get("training") or {}).get("ema_momentum") or 0
     if history:  # model.keras holds an average of the weights (training.ema_momentum) or the weights as trained
+        momentum = ((card.get("config") or {}).get("training") or {}).get("ema_momentum")
         facts["weights"] = f"averaged, ema_momentum {momentum}" if momentum else "as trained"
     if card.get("init_from"):
         facts["fine_tuned_from"] = card["init_from"].get("path")
