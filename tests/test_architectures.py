@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen.config import ModelConfig, load_config
+from textgen.config import ARCHITECTURE_KEYS, ModelConfig, load_config
 from textgen.errors import ConfigError
-from textgen.generate import Generator
+from textgen.generate import Generator, load_keras_model
+from textgen.layers import find_token_embedding
 from textgen.model import build_model, describe_model, recurrent_layers
 from textgen.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
 from textgen.window import AttentionPooling, WindowFrames, WindowUnframe
@@ -95,6 +96,23 @@ print(json.dumps(out))
     assert report["gru_stacked"]["stepper"] == "RecurrentStepper"
 
 
+@pytest.mark.slow
+def test_every_architecture_fine_tunes_from_its_saved_config(trained, small_corpus, tmp_path):
+    """--init-from rebuilds whatever architecture the parent has, from the config in its card,
+    and starts from its weights, whatever the new config's model section says (a GRU 32)."""
+    from textgen.train import train
+
+    for name, (path, _) in trained.items():
+        parent = find_token_embedding(load_keras_model(path)).model_card
+        settings = {"training.epochs": 1, "training.steps_per_epoch": 2, "training.batch_size": 16,
+                    "training.seq_length": 24, "training.init_from": str(path)}
+        result = train(load_config(None, tiny_overrides(small_corpus, tmp_path / name, **settings)),
+                       echo=lambda _: None, verbose=0)
+        assert result.initial_val_loss == pytest.approx(parent["history"]["best_loss"], abs=1e-4), name
+        child = find_token_embedding(load_keras_model(result.model_path)).model_card["config"]["model"]
+        assert {k: child[k] for k in ARCHITECTURE_KEYS} == {k: parent["config"]["model"][k] for k in ARCHITECTURE_KEYS}
+
+
 def _transformer(context=8):
     keras.utils.set_random_seed(0)
     return build_model(ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=context),
@@ -167,7 +185,7 @@ def test_describe_model_names_each_kind():
     window = build_model(ModelConfig(cell="gru", mode="window", window=7, units=8, embedding_dim=4), TOKENIZER)
     facts = describe_model(window)
     assert facts["mode"] == "window" and facts["window"] == 7 and "re-feeds the last 7 tokens" in facts["generation"]
-    assert facts["cell"] == "GRU (window)"  # never mistaken for a sequence GRU when fine-tuning
+    assert facts["cell"] == "GRU (window)"  # textgen info tells it from a sequence GRU
     facts = describe_model(_transformer(context=8))
     assert facts["type"] == "transformer" and facts["context_length"] == 8 and facts["heads"] == 2
 

@@ -109,6 +109,11 @@ class ModelConfig:
                      "averages over a window's outputs; set model.mode=window to use it")
 
 
+# The model keys that shape the weights: a resumed run must keep them, and fine-tuning takes
+# them from the model it starts from. Dropout may change in either.
+ARCHITECTURE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if "dropout" not in f.name)
+
+
 def _divisor_near(width: int, heads: int) -> int:
     """The divisor of `width` closest to `heads`, for a suggestion."""
     return min((d for d in range(1, width + 1) if width % d == 0), key=lambda d: (abs(d - heads), d))
@@ -264,6 +269,11 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def config_from_dict(raw: dict) -> Config:
     return _build(Config, raw, "")
+
+
+def model_config_from_dict(raw: dict) -> ModelConfig:
+    """The model section alone, checked as in a config file (keys named model.KEY)."""
+    return _build(ModelConfig, raw, "model")
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:

@@ -122,6 +122,18 @@ def recurrent_layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
 
 
+def architecture_summary(config: ModelConfig) -> str:
+    """One line naming the network a model config builds: "lstm x 2, 512 units", "transformer ..."."""
+    if config.type == "transformer":
+        return (f"transformer, {config.layers} blocks x {config.heads} heads, width {config.embedding_dim}, "
+                f"context {config.context_length}")
+    shape = f"{config.cell} x {config.layers}, {config.units} units"
+    if config.mode == "window":
+        extras = [name for name in ("bidirectional", "attention") if getattr(config, name)]
+        shape += f", window {config.window}" + "".join(f", {name}" for name in extras)
+    return shape
+
+
 def model_kind(model: keras.Model) -> str:
     """sequence (recurrent, a prediction per step) | window | transformer."""
     names = {layer.name for layer in model.layers}
@@ -135,8 +147,8 @@ def model_kind(model: keras.Model) -> str:
 def describe_model(model: keras.Model) -> dict:
     """Architecture facts for `textgen info`.
 
-    `cell` names the recurrent cells; a window model's get " (window)" appended, so code
-    that rebuilds a sequence model from these facts (fine-tuning) does not mistake one.
+    `cell` names the recurrent cells; a window model's get " (window)" appended, so no one
+    takes it for a sequence model.
     """
     kind = model_kind(model)
     facts = {"name": model.name, "type": "transformer" if kind == "transformer" else "rnn"}

@@ -44,13 +44,14 @@ from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunRecorder, SampleP
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
                                 restore_checkpoint, write_tokenizer)
-from textgen.config import Config, TokenizerConfig, config_from_dict
+from textgen.config import (ARCHITECTURE_KEYS, Config, ModelConfig, TokenizerConfig, config_from_dict,
+                            model_config_from_dict)
 from textgen.dataset import (make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass,
                              validation_steps)
 from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
-from textgen.errors import ModelFileError, TextgenError, UsageError
+from textgen.errors import ConfigError, ModelFileError, TextgenError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
-from textgen.model import build_model, describe_model
+from textgen.model import architecture_summary, build_model
 from textgen.plot import HISTORY_FILE, PLOT_FILE
 from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
 from textgen.saving import check_writable, update_model_card, write_text_atomic
@@ -66,11 +67,10 @@ LOGS_DIR = "logs"
 FROZEN_ON_RESUME = {
     "corpus": None,  # None: the whole section
     "tokenizer": None,
-    "model": ("cell", "embedding_dim", "units", "layers"),
+    "model": ARCHITECTURE_KEYS,
     "training": ("seq_length", "batch_size", "steps_per_epoch", "seed", "optimizer", "unknown_tokens"),
 }
 KEPT_ON_RESUME = {("training", "init_from")}  # taken from the run being resumed; the flag is not needed again
-_CELL_NAMES = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}
 
 
 @dataclass
@@ -194,7 +194,7 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
         config = adopt_architecture(config, parent)
         tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
         echo(f"fine-tuning {config.training.init_from}: its tokenizer and architecture "
-             f"({config.model.cell} x {config.model.layers}, {config.model.units} units) are reused")
+             f"({architecture_summary(config.model)}) are reused")
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
     prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
@@ -216,7 +216,11 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
     steps = _steps_per_epoch(config, train_ids)
     model = _compiled_model(config, tokenizer, card, steps, plan)
     if parent is not None:
-        model.set_weights(parent.get_weights())
+        try:
+            model.set_weights(parent.get_weights())
+        except ValueError:
+            raise ModelFileError(f"{config.training.init_from}: its weights do not fit the architecture its "
+                                 f"config describes ({architecture_summary(config.model)})") from None
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
                 parent=parent)
 
@@ -240,17 +244,25 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
 
 
 def adopt_architecture(config: Config, parent: keras.Model) -> Config:
-    """`config` with the model shape and tokenizer settings of the model being fine-tuned."""
-    arch = describe_model(parent)
-    units = set(arch["units"])
-    if arch["cell"] not in _CELL_NAMES or len(units) != 1:
-        raise ModelFileError(f"{config.training.init_from} is not a model textgen can fine-tune "
-                             f"(cells {arch['cell']}, units {arch['units']})")
-    model = dataclasses.replace(config.model, cell=_CELL_NAMES[arch["cell"]], layers=arch["layers"],
-                                units=units.pop(), embedding_dim=find_token_embedding(parent).output_dim)
-    saved = find_token_embedding(parent).tokenizer
+    """`config` with the architecture and tokenizer settings of the model being fine-tuned.
+
+    The architecture keys come from the config in the parent's model card (every model
+    `textgen train` saves holds one), so any architecture can be fine-tuned; dropout stays
+    the new config's.
+    """
+    embedding = find_token_embedding(parent)
+    saved = (embedding.model_card.get("config") or {}).get("model")
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{config.training.init_from} holds no training config, so its architecture is "
+                             "unknown; fine-tune a model saved by textgen train")
+    defaults = ModelConfig()  # keys added since the parent was saved had these values then
+    try:
+        shape = model_config_from_dict({key: saved.get(key, getattr(defaults, key)) for key in ARCHITECTURE_KEYS})
+    except ConfigError as exc:
+        raise ModelFileError(f"{config.training.init_from} holds a config this version cannot read ({exc})") from None
+    model = dataclasses.replace(config.model, **{key: getattr(shape, key) for key in ARCHITECTURE_KEYS})
     known = {f.name for f in dataclasses.fields(TokenizerConfig)}
-    tokenizer = dataclasses.replace(config.tokenizer, **{k: v for k, v in saved.items() if k in known})
+    tokenizer = dataclasses.replace(config.tokenizer, **{k: v for k, v in embedding.tokenizer.items() if k in known})
     return dataclasses.replace(config, model=model, tokenizer=tokenizer)
 
 
