@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -281,14 +282,21 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_model(small_corpus, tmp_path):
     good = train(config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1}), echo=quiet, verbose=0)
     before = good.model_path.read_bytes()
-    exploding = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 2, "training.l2": 1e38})
+    # A checkpoint due at every step: the step that diverges must not replace the last good one.
+    exploding = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 2, "training.l2": 1e38,
+                                                               "training.checkpoint_every": 1})
     with pytest.raises(TextgenError) as err:
         train(exploding, resume=True, echo=quiet, verbose=0)
     message = str(err.value)
     assert "NaN" in message and "training.learning_rate" in message and "training.clipnorm" in message
-    assert "keeps epoch 1" in message
+    assert "keeps epoch 1" in message and "--resume" in message
     assert good.model_path.read_bytes() == before
-    assert read_state(tmp_path / "run")["global_step"] == good.global_step
+    state = read_state(tmp_path / "run")
+    assert state["global_step"] == good.global_step
+    arrays = []
+    with h5py.File(checkpoint_dir(tmp_path / "run") / state["weights"], "r") as saved:
+        saved.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    assert arrays and all(np.isfinite(a).all() for a in arrays)
 
 
 # --------------------------------------------------------------------------- fine-tuning

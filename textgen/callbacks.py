@@ -176,6 +176,10 @@ class Checkpointer(keras.callbacks.Callback):
         self.save()
 
     def save(self, **extra) -> None:
+        """Save the state, unless the last step left a weight NaN or infinite: then the last
+        good checkpoint stays the one --resume continues from (StopGuard ends the run)."""
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            return
         save_checkpoint(self.run_dir, self.model, {**self.state_fn(), **extra}, self.averages_fn())
 
 
