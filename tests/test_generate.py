@@ -148,6 +148,9 @@ def test_same_random_seed_same_text_different_seed_different_text(trained_model)
     two = generator.generate("The ", length=200, temperature=1.0, random_seed=7)
     other = generator.generate("The ", length=200, temperature=1.0, random_seed=8)
     assert one == two and one != other
+    # Without a seed each call samples anew, as the CLI does without --random-seed.
+    assert generator.generate("The ", length=200, temperature=1.0) != generator.generate("The ", length=200,
+                                                                                         temperature=1.0)
 
 
 def test_same_random_seed_same_text_in_other_processes(trained_model):

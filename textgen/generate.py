@@ -20,6 +20,7 @@ in float32, so they stay equal to the Keras model's own results.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -85,6 +86,11 @@ class Sample:
     tokens: int
     stopped_by: str = "length"  # length | stop | sentence
     log_probability: float | None = None  # beam search: the sequence's log-probability under the model
+
+
+def fresh_random_seed() -> int:
+    """A random seed from the operating system, for samples that differ from call to call."""
+    return int.from_bytes(os.urandom(4), "little") >> 1
 
 
 @dataclass
@@ -172,17 +178,20 @@ class Generator:
     # ------------------------------------------------------------------ public API
 
     def generate(self, seed: str, length: int = 200, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, num_samples: int = 1, random_seed: int = 0,
+                 top_p: float | None = None, num_samples: int = 1, random_seed: int | None = None,
                  repetition_penalty: float = 1.0, min_length: int = 0, stop=(), end_at_sentence: bool = False,
                  beam_width: int | None = None, strict: bool = False, sampler: Sampler | None = None) -> list[str]:
         """Return `num_samples` continuations of `seed` (the seed itself not included).
 
         temperature None means 1.0 (0 is greedy); `beam_width` asks for beam search, which
         returns the single most likely continuation and takes no sampling options.
+        `random_seed` None draws a fresh one, so each call samples anew; the same seed, model
+        and options give the same text in any process.
         """
         request = Request(seed=seed, length=length,
                           sampler=sampler or make_sampler(temperature, top_k, top_p, beam_width),
-                          num_samples=num_samples, random_seed=random_seed,
+                          num_samples=num_samples,
+                          random_seed=fresh_random_seed() if random_seed is None else random_seed,
                           repetition_penalty=repetition_penalty, min_length=min_length,
                           stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
         return [sample.text for sample in self.run(request)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
     --num-samples or repeated --temperature) are printed when done. --beam-width returns
     the most likely continuation instead of a random one.
     """
-    from textgen.generate import Request, Sample, load
+    from textgen.generate import Request, Sample, fresh_random_seed, load
     from textgen.samplers import make_sampler
 
     _check_output_path(output_path)
@@ -67,7 +66,7 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
             ("--repetition-penalty", repetition_penalty != 1.0), ("--random-seed", random_seed is not None),
             ("a second --temperature", len(temperature) > 1)) if given]
         return _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing)
-    random_seed = random_seed if random_seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+    random_seed = random_seed if random_seed is not None else fresh_random_seed()
     requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p, beam_width),
                         num_samples=num_samples, random_seed=random_seed, repetition_penalty=repetition_penalty,
                         min_length=min_length, stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
