@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import textgen.tokenizer as tokenizer_module
 from conftest import CORPORA, corpus_files
-from textgen.config import TokenizerConfig
+from textgen.config import TokenizerConfig, load_config
 from textgen.corpus import load_corpus
 from textgen.errors import UsageError
 from textgen.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer, fit_tokenizer,
@@ -156,6 +156,8 @@ def test_max_vocab_counts_every_token():
     assert tokenizer.encode("sat")[0] == tokenizer.unk_id
     with pytest.raises(UsageError, match="max_vocab must be more than 3"):
         word_fit("a b", max_vocab=3)
+    with pytest.raises(UsageError, match="tokenizer.max_vocab must be more than 3"):  # the config says so first
+        load_config(None, ["tokenizer.level=word", "tokenizer.max_vocab=3"])
 
 
 def test_unknown_seed_words_are_read_as_unk_and_named():

@@ -60,8 +60,9 @@ class TokenizerConfig:
 
     def __post_init__(self):
         _require_choice(self.level, LEVELS, "tokenizer.level")
-        _require(self.max_vocab is None or self.max_vocab >= 2, "tokenizer.max_vocab",
-                 f"must be at least 2, got {self.max_vocab}")
+        _require(self.max_vocab is None or self.max_vocab > 3, "tokenizer.max_vocab",
+                 f"must be more than 3 (<unk> and the two spacing marks are always in a word vocabulary), "
+                 f"got {self.max_vocab}")
         _require(self.min_count >= 1, "tokenizer.min_count", f"must be at least 1, got {self.min_count}")
 
 

@@ -51,7 +51,7 @@ def model_facts(model) -> dict:
             facts["best_step"] = history["best_step"]
         facts["seconds_trained"] = history.get("seconds")
         if history.get("stopped"):
-            facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit
+            facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit | interrupt
     if history:  # model.keras holds an average of the weights (training.ema_momentum) or the weights as trained
         momentum = ((card.get("config") or {}).get("training") or {}).get("ema_momentum")
         facts["weights"] = f"averaged, ema_momentum {momentum}" if momentum else "as trained"
