@@ -213,6 +213,23 @@ def current_step(run_dir):
         return 0
 
 
+def test_a_second_ctrl_c_before_any_checkpoint_says_to_start_again(small_corpus, tmp_path, monkeypatch):
+    """No checkpoint yet: suggesting --resume would only fail with 'no training state to resume'."""
+    def stop_at_once(self, batch, logs=None):
+        if global_step(self.model) == 2:
+            raise KeyboardInterrupt  # what a second Ctrl-C raises
+
+    monkeypatch.setattr(StopGuard, "on_train_batch_end", stop_at_once)
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(small_corpus, out) for a in ("--set", o)]
+    result = CliRunner().invoke(cli, ["train", *sets])
+    assert result.exit_code == 1 and "before its first checkpoint" in result.output
+    assert "start again with: textgen train --set" in result.output and "--resume" not in result.output
+    again = shlex.split(result.output.split("start again with: ")[1].strip())[2:]
+    monkeypatch.undo()
+    assert CliRunner().invoke(cli, ["train", *again]).exit_code == 0
+
+
 def test_ctrl_c_saves_a_loadable_model_and_prints_how_to_continue(small_corpus, tmp_path):
     out = tmp_path / "run"
     sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 500}) for a in ("--set", o)]

@@ -87,11 +87,15 @@ class TrainResult:
 
 
 class TrainingInterrupted(TextgenError):
-    """Ctrl-C or SIGTERM stopped training; `what` says what was kept, the message how to go on."""
+    """Ctrl-C or SIGTERM stopped training; `what` says what was kept, the message how to go on.
 
-    def __init__(self, what: str):
-        super().__init__(f"{what}; add --resume to the same command to continue")
-        self.what = what
+    `resumable` is False when no checkpoint was written yet: then only a new start can follow.
+    """
+
+    def __init__(self, what: str, resumable: bool = True):
+        super().__init__(f"{what}; " + ("add --resume to the same command to continue" if resumable
+                                        else "run the same command again to start over"))
+        self.what, self.resumable = what, resumable
 
 
 @dataclass
@@ -471,6 +475,9 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
             _close(tensorboard)
             if averager:  # a second Ctrl-C during validation: give the model its trained weights back
                 averager.on_test_end()
+            if not has_checkpoint(run.run_dir):
+                raise TrainingInterrupted("training stopped at once, before its first checkpoint: there is "
+                                          "nothing to resume from", resumable=False) from None
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)

@@ -57,12 +57,16 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     config = load_config(config_path, overrides)
     click.echo("resolved config:")
     click.echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
-    again = ["textgen", "train", *(["--config", config_path] if config_path else []),
-             *(a for o in given for a in ("--set", o)), *(["--output", output] if output else []), "--resume"]
+    restart = ["textgen", "train", *(["--config", config_path] if config_path else []),
+               *(a for o in given for a in ("--set", o)), *(["--output", output] if output else [])]
+    again = [*restart, "--resume"]
     try:
         result = run_training(config, overwrite=overwrite, resume=resume, echo=click.echo,
                               verbose=1 if sys.stdout.isatty() else 2)
     except TrainingInterrupted as exc:
+        if not exc.resumable:
+            restart += ["--init-from", init_from] if init_from else []
+            raise click.ClickException(f"{exc.what}; start again with: {shlex.join(restart)}") from None
         raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
     if not result.chief:
         click.echo(f"this worker finished its part; the chief writes {result.model_path.name} and the run's files")
