@@ -364,14 +364,18 @@ def test_a_failed_generation_leaves_no_output_file(files, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_a_failed_run_into_an_existing_run_directory_keeps_its_model(files, tmp_path):
+@pytest.mark.parametrize("corpus, message", [("nul_corpus", "looks binary"), ("short_corpus", "seq_length")],
+                         ids=["unreadable corpus", "corpus too short for a window"])
+def test_a_failed_run_into_an_existing_run_directory_keeps_its_model(files, tmp_path, corpus, message):
     run_dir = tmp_path / "run"
     shutil.copytree(files.model.parent, run_dir)
-    before = (run_dir / "model.keras").read_bytes()
-    args = train_args(files, run_dir, **{"corpus.paths": f"['{files.nul_corpus}']"})
+    before = {p.relative_to(run_dir) for p in run_dir.rglob("*") if "cache" not in p.parts}
+    model = (run_dir / "model.keras").read_bytes()
+    args = train_args(files, run_dir, **{"corpus.paths": f"['{getattr(files, corpus)}']"})
     result = CliRunner().invoke(cli, [*args, "--overwrite"])
-    check_answer(result, 1, "looks binary")
-    assert (run_dir / "model.keras").read_bytes() == before
+    check_answer(result, 1, message)
+    assert (run_dir / "model.keras").read_bytes() == model
+    assert before <= {p.relative_to(run_dir) for p in run_dir.rglob("*")}  # history, checkpoint, logs kept
     assert leftovers(run_dir) == []
 
 

@@ -205,11 +205,11 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
                               hint=f"; set training.unknown_tokens={options}", progress=progress)
     if parent is not None:
         _report_unknown(prepared, config, echo)
-    if overwrite and own_dir is None:
-        clear_old_run(run_dir)
     echo(describe_cache(prepared))
     tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
+    if overwrite and own_dir is None:  # only once the new run can start: a corpus too short keeps the old one
+        clear_old_run(run_dir)
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     write_tokenizer(run_dir, tokenizer.get_config())
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
