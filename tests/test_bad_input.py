@@ -241,7 +241,11 @@ CASES = [
     Case("glob matching nothing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/*.nothing']"}), 1,
          "matches no files"),
     Case("unknown encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "klingon"}), 2,
-         "corpus.encoding must be a Python codec name such as utf-8 or latin-1, got 'klingon'"),
+         "corpus.encoding must name a text encoding Python knows, such as utf-8 or latin-1, got 'klingon'"),
+    Case("a codec that is no text encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "rot13"}), 2,
+         "corpus.encoding must name a text encoding Python knows"),
+    Case("UTF-16 without a byte-order mark", lambda f, o: train_args(f, o, **{"corpus.encoding": "utf-16"}), 1,
+         "UTF-16 stream does not start with BOM; name the byte order (utf-16-le, utf-16-be)"),
     Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
          1, "fewer than seq_length + 1"),
     # ---- run directories

@@ -38,7 +38,7 @@ _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 @dataclass(frozen=True)
 class CorpusConfig:
     paths: tuple[str, ...] = ("corpora/tinyshakespeare.txt",)  # files, directories or globs
-    encoding: str = "utf-8"  # any Python codec name; a UTF-8 BOM is always dropped
+    encoding: str = "utf-8"  # any text encoding Python knows (utf-8, latin-1, cp1252, ...); a UTF-8 BOM is always dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out, in [0, 0.5]
 
@@ -47,7 +47,7 @@ class CorpusConfig:
         _require(0.0 <= self.validation_fraction <= 0.5, "corpus.validation_fraction",
                  f"must be between 0 and 0.5, got {self.validation_fraction}")
         _require(_is_codec(self.encoding), "corpus.encoding",
-                 f"must be a Python codec name such as utf-8 or latin-1, got {self.encoding!r}")
+                 f"must name a text encoding Python knows, such as utf-8 or latin-1, got {self.encoding!r}")
 
 
 @dataclass(frozen=True)
@@ -372,11 +372,12 @@ def _type_name(value: Any) -> str:
 
 
 def _is_codec(name: str) -> bool:
+    """A codec between bytes and text (rot13 and zlib are codecs, but not text encodings)."""
     try:
-        codecs.lookup(name)
+        info = codecs.lookup(name)
     except LookupError:
         return False
-    return True
+    return getattr(info, "_is_text_encoding", True)
 
 
 def _require(ok: bool, path: str, message: str) -> None:

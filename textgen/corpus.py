@@ -208,6 +208,9 @@ def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: 
         except UnicodeDecodeError as exc:
             offset = _first_bad_byte(path, encoding)
             raise _not_decodable(path, encoding, offset if offset is not None else exc.start, exc.reason) from None
+        except UnicodeError as exc:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
+            raise CorpusError(f"corpus file {path} cannot be read as {encoding}: {exc}; name the byte order "
+                              "(utf-16-le, utf-16-be) or convert the file") from None
     if last and last != "\n":
         yield "\n"
 
