@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -18,18 +19,25 @@ def run(*args):
 
 def test_version_and_help_on_every_command():
     assert run("--version").output.startswith("textgen, version ")
-    for command in ("train", "generate", "info"):
+    for command in ("train", "prepare", "generate", "info", "evaluate", "plot"):
         result = run(command, "--help")
-        assert result.exit_code == 0 and "Usage:" in result.output
-        assert "  --" in result.output
+        assert result.exit_code == 0 and "Usage:" in result.output, command
+        assert "Options:" in result.output and "--help" in result.output, command
 
 
 def test_train_via_cli_prints_config_and_saves(small_corpus, tmp_path):
     out = tmp_path / "run"
-    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 1}) for a in ("--set", o)]
+    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 1, "training.sample_every": 1,
+                                                             "training.sample_length": 20}) for a in ("--set", o)]
     result = run("train", *sets)
     assert result.exit_code == 0, result.output
     assert "resolved config:" in result.output and "units: 32" in result.output
+    # Keras's epoch line first, then textgen's summary, then the samples: nothing lands mid-bar.
+    lines = result.output.splitlines()
+    keras_line = next(i for i, line in enumerate(lines) if re.match(r"\d+/\d+ - .* - loss: ", line))
+    summary = next(i for i, line in enumerate(lines) if line.startswith("epoch 1: loss "))
+    sample = next(i for i, line in enumerate(lines) if line.startswith("--- sample at temperature"))
+    assert keras_line < summary < sample, lines
     assert (out / "model.keras").exists()
     again = run("train", *sets)
     assert again.exit_code == 2 and "--overwrite" in again.output

@@ -449,8 +449,10 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
     with stop_on_signals(echo) as request:
         guard = StopGuard(steps, training.epochs, deadline, request)
-        callbacks = [*([averager] if averager else []), recorder, checkpointer, samples, tensorboard, guard,
-                     *extra_callbacks]
+        # Keras appends its progress bar after these unless given one: first, it finishes the
+        # epoch's bar before the recorder prints the epoch's summary and samples follow.
+        callbacks = [*([keras.callbacks.ProgbarLogger()] if verbose else []), *([averager] if averager else []),
+                     recorder, checkpointer, samples, tensorboard, guard, *extra_callbacks]
         stopped = "completed"
         try:
             for start_epoch, end_epoch, epoch_steps in _epoch_plan(first_epoch, offset, training.epochs, steps):
