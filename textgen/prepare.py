@@ -285,7 +285,7 @@ class _Progress:
     def _show(self, end: str) -> None:
         seconds = max(time.monotonic() - self.started, 1e-9)
         mb = self.done / 1e6
-        self.stream.write(f"preparing corpus: {self.what} {mb:,.1f} of {self.total / 1e6:,.1f} MB "
+        self.stream.write(f"preparing corpus: {self.what} {_size(self.done)} of {_size(self.total)} "
                           f"({mb / seconds:,.1f} MB/s){end}")
         self.stream.flush()
 
@@ -293,6 +293,10 @@ class _Progress:
 def describe_cache(prepared: PreparedCorpus) -> str:
     """One line for the user: where the cache is and whether it was reused."""
     how = "reused" if prepared.reused else "written"
-    size = prepared.ids.nbytes / 1e6
     return (f"token cache {how}: {prepared.directory / IDS_FILE} ({len(prepared.ids):,} tokens, "
-            f"{prepared.ids.dtype.name}, {size:,.1f} MB)")
+            f"{prepared.ids.dtype.name}, {_size(prepared.ids.nbytes)})")
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 20.0 KB, 1.1 MB (a small corpus is not '0.0 MB')."""
+    return f"{count / 1e3:,.1f} KB" if count < 1e6 else f"{count / 1e6:,.1f} MB"
