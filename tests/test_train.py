@@ -8,7 +8,9 @@ import numpy as np
 
 import keras
 
-from textgen.train import train
+from textgen.config import TokenizerConfig
+from textgen.tokenizer import fit_tokenizer
+from textgen.train import default_sample_seed, train
 
 
 def test_short_training_run_lowers_the_loss(tiny_config):
@@ -77,3 +79,27 @@ def test_samples_are_printed_every_n_epochs(tiny_config):
     assert [s.splitlines()[0] for s in samples] == ["--- sample at temperature 0 after epoch 2:",
                                                     "--- sample at temperature 1 after epoch 2:"]
     assert all(s.splitlines()[1].startswith("ROMEO:") and len(s) > len("ROMEO:") + 20 for s in samples)
+
+
+def test_the_default_sample_seed_is_the_first_whole_line_with_text():
+    """Samples continue a real line of the held-out text, never a word cut in half."""
+    text = "lf of a line\n\nVIRGILIA:\nI will wish her speedy strength"
+    tokenizer = fit_tokenizer(text + "no line ends here at all, just one long run of words", TokenizerConfig())
+    ids = tokenizer.encode(text)
+    assert default_sample_seed(tokenizer, ids, ids[:0]) == "VIRGILIA:\n"
+    assert default_sample_seed(tokenizer, ids[:0], ids) == "VIRGILIA:\n"  # no validation split
+    unbroken = tokenizer.encode("no line ends here at all, just one long run of words")
+    assert default_sample_seed(tokenizer, unbroken, ids[:0]) == "no line ends here at all, just one long "
+
+
+def test_a_validation_tail_too_short_for_a_window_is_reported(tiny_config):
+    said = []
+    result = train(tiny_config(**{"corpus.validation_fraction": 0.0005, "training.epochs": 1}), echo=said.append,
+                   verbose=0)
+    assert "validating on 0" in "\n".join(said)
+    warning = next(line for line in said if line.startswith("warning: the validation tail"))
+    assert "nothing is held out" in warning and "training.seq_length + 1 = 33" in warning
+    assert "val_loss" not in result.history[0]
+    quiet = []
+    train(tiny_config(**{"training.epochs": 1}), echo=quiet.append, verbose=0, overwrite=True)
+    assert not any(line.startswith("warning: the validation tail") for line in quiet)

@@ -505,7 +505,12 @@ def _describe_run(run: _Run, echo) -> None:
     echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
          f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
          f"{run.steps_per_epoch} steps per epoch")
-    echo(f"model: {config.model.cell} x {config.model.layers}, {run.model.count_params():,} parameters")
+    if config.corpus.validation_fraction and not len(run.val_ids):
+        echo(f"warning: the validation tail ({config.corpus.validation_fraction:g} of the corpus) is shorter than "
+             f"one window of training.seq_length + 1 = {config.training.seq_length + 1} tokens, so nothing is held "
+             "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
+             "corpus.validation_fraction or lower training.seq_length")
+    echo(f"model: {architecture_summary(config.model)}, {run.model.count_params():,} parameters")
     echo(plan.describe(config.training.batch_size))
     for line in kernel_report(run.model, plan):
         echo(line)
@@ -628,10 +633,10 @@ def _plot_if_possible(run_dir: Path, echo) -> None:
 
 
 def default_sample_seed(tokenizer: Tokenizer, val_ids: np.ndarray, train_ids: np.ndarray) -> str:
-    """The first whole line of the validation text (the training text when there is none)."""
+    """The first whole line with text in it of the validation text (the training text when
+    there is none), at most 80 characters; the first 40 characters when no line is whole."""
     ids = val_ids if len(val_ids) else train_ids
-    text = tokenizer.decode(ids[:200])
-    start = text.find("\n") + 1 if "\n" in text[:-1] else 0
-    end = text.find("\n", start)
-    line = text[start:end + 1] if end > start else text[start:start + 40]
-    return line[:80] if line.strip() else text[:40]
+    text = tokenizer.decode(ids[:400])
+    whole = text.split("\n")[1:-1]  # the split may start mid-line; the 400 tokens may end mid-line
+    line = next((line for line in whole if line.strip()), None)
+    return line[:80] + "\n" if line is not None else text[:40]
