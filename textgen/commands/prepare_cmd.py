@@ -15,7 +15,8 @@ from textgen.config import load_config
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Run directory whose cache/ to write (overrides output.dir).")
+              help="Run directory whose cache/ to write (overrides output.dir).  [default: the config's "
+                   "output.dir]")
 def prepare(config_path, overrides, output):
     """Encode the corpus into RUN_DIR/cache for training.
 

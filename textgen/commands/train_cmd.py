@@ -9,18 +9,23 @@ from pathlib import Path
 
 import click
 
-from textgen.config import load_config
+from textgen.config import Config, load_config
+
+_DEFAULTS = Config()
+_DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on "
+                f"{', '.join(_DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
 
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file; keys left out take their defaults (see docs/training.md). "
-                   "With --resume and no --config, the run's own config.yaml is used.")
+              help="YAML config file (configs/ has presets); keys left out take their defaults "
+                   f"(docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. With "
+                   "--resume and no --config, the run's own config.yaml is used.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable. "
                    "Example: --set training.epochs=1 --set model.units=64")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Run directory to write (overrides output.dir).")
+              help="Run directory to write (overrides output.dir).  [default: the config's output.dir]")
 @click.option("--overwrite", is_flag=True, help="Replace a model or unfinished run already in the run directory.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in the run directory from its last saved state (after Ctrl-C, a crash "
