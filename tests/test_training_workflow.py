@@ -109,7 +109,7 @@ def test_resume_refuses_what_cannot_continue(small_corpus, tmp_path):
         train(config, resume=True, overwrite=True, echo=quiet, verbose=0)
     finished = config_for(small_corpus, tmp_path / "run", **{"training.epochs": 1})
     assert train(finished, resume=True, echo=quiet, verbose=0).stopped == "completed"
-    with pytest.raises(UsageError, match="already finished its 1 epochs; raise training.epochs"):
+    with pytest.raises(UsageError, match="already finished its 1 epoch; raise training.epochs"):
         train(finished, resume=True, echo=quiet, verbose=0)
 
 

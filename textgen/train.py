@@ -403,7 +403,7 @@ def _check_can_continue(config: Config, state: dict, run_dir: Path) -> None:
         raise UsageError(f"the run in {run_dir} stopped early after {len(done)} epochs (no better validation "
                          f"loss for {state['recorder']['waited']}); raise training.patience to train further")
     if len(done) >= config.training.epochs and state["global_step"] % state["steps_per_epoch"] == 0:
-        raise UsageError(f"the run in {run_dir} already finished its {len(done)} epochs; "
+        raise UsageError(f"the run in {run_dir} already finished its {len(done)} epoch{'s' if len(done) != 1 else ''}; "
                          f"raise training.epochs to train further")
 
 
