@@ -245,6 +245,8 @@ def test_stop_strings_are_honoured_and_not_included(trained_model):
     assert text == full[:first] and stop not in text
     later = generator.generate("ROMEO:", length=300, temperature=0, stop=[stop, full[3:5]])[0]
     assert later == full[:min(first, full.find(full[3:5]))]
+    # One string is one stop string, not a set of one-character stops.
+    assert generator.generate("ROMEO:", length=300, temperature=0, stop=stop)[0] == text
 
 
 def test_streaming_never_prints_part_of_a_stop_string(trained_model):
@@ -386,6 +388,11 @@ def test_empty_seed_is_refused(trained_model):
     ({"beam_width": 2, "repetition_penalty": 1.2}, "drop --repetition-penalty or --beam-width"),
     ({"beam_width": 2, "temperature": 0.5}, "beam search returns the most likely text and does not sample"),
     ({"beam_width": 500}, "beam width 500 exceeds the vocabulary size"),
+    ({"length": 2.5}, "length must be a whole number, got 2.5"),
+    ({"num_samples": True}, "num-samples must be a whole number, got True"),
+    ({"top_k": 2.5}, "top-k must be a whole number, got 2.5"),
+    ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+    ({"repetition_penalty": float("inf")}, "repetition penalty must be a finite number, got inf"),
 ])
 def test_bad_requests_are_usage_errors(trained_model, options, message):
     generator = textgen.load(trained_model)

@@ -58,6 +58,19 @@ def test_streamed_sample_ends_before_the_stop_string(trained_model):
     assert result.output == "ROMEO:" + full[:full.find(stop)] + "\n"
 
 
+def test_stop_reads_backslash_n_as_a_newline(trained_model):
+    """--stop '\\n\\n' as typed in a shell (backslash, n) ends at a blank line, like a real one."""
+    full = textgen.load(trained_model).generate("ROMEO:", length=300, temperature=0)[0]
+    line_end = full.index("\n")
+    for typed in ("\\n", "\n"):
+        result = generate(trained_model, "--seed", "ROMEO:", "--length", "300", "--temperature", "0",
+                          "--stop", typed, "--json")
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.output)
+        assert doc["samples"][0]["text"] == full[:line_end] and doc["samples"][0]["stopped_by"] == "stop"
+        assert doc["settings"]["stop"] == ["\n"]
+
+
 def test_json_reports_settings_timing_and_why_samples_ended(trained_model):
     result = generate(trained_model, "--seed", "A", "--length", "50", "--num-samples", "3", "--top-k", "5",
                       "--random-seed", "9", "--stop", "e", "--json")
@@ -128,9 +141,10 @@ def test_interactive_picks_types_steps_back_and_stops(trained_model, tmp_path):
 
 
 def test_interactive_explains_bad_answers_and_stops_at_end_of_input(trained_model):
-    result = generate(trained_model, "--seed", "ROMEO:", "--interactive", input="b\n99\n+§\nwhat\n1\n")
+    result = generate(trained_model, "--seed", "ROMEO:", "--interactive", input="b\n99\n+§\nwhat\n1\nb 0\n")
     assert result.exit_code == 0, result.output
     assert "nothing to step back over" in result.output
+    assert "b N steps back N tokens: give N of 1 or more" in result.output  # after a token was chosen
     assert "not understood: '99'" in result.output and "not understood: 'what'" in result.output
     assert "cannot type that: character '§' is not in the model's vocabulary" in result.output
     first = textgen.load(trained_model).session("ROMEO:").candidates(1)[0][1]

@@ -20,6 +20,7 @@ in float32, so they stay equal to the Keras model's own results.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import zipfile
@@ -88,6 +89,12 @@ class Sample:
     log_probability: float | None = None  # beam search: the sequence's log-probability under the model
 
 
+def _require_whole(value, name: str) -> None:
+    """API callers can pass anything; a count must be an int (not a bool or 2.5)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+
+
 def fresh_random_seed() -> int:
     """A random seed from the operating system, for samples that differ from call to call."""
     return int.from_bytes(os.urandom(4), "little") >> 1
@@ -109,6 +116,8 @@ class Request:
     strict: bool = False  # out-of-vocabulary seed tokens are an error instead of <unk>
 
     def __post_init__(self):
+        for name in ("length", "min_length", "num_samples", "random_seed"):
+            _require_whole(getattr(self, name), name.replace("_", "-"))
         if self.length < 0:
             raise UsageError(f"length must be 0 or more, got {self.length}")
         if self.min_length < 0:
@@ -117,6 +126,8 @@ class Request:
             raise UsageError(f"min-length ({self.min_length}) cannot exceed length ({self.length})")
         if self.num_samples < 1:
             raise UsageError(f"num-samples must be at least 1, got {self.num_samples}")
+        if not math.isfinite(self.repetition_penalty):
+            raise UsageError(f"repetition penalty must be a finite number, got {self.repetition_penalty}")
         if self.repetition_penalty < 1.0:
             raise UsageError(f"repetition penalty must be 1 (off) or more, got {self.repetition_penalty}")
         if any(s == "" for s in self.stop):
@@ -186,14 +197,15 @@ class Generator:
         temperature None means 1.0 (0 is greedy); `beam_width` asks for beam search, which
         returns the single most likely continuation and takes no sampling options.
         `random_seed` None draws a fresh one, so each call samples anew; the same seed, model
-        and options give the same text in any process.
+        and options give the same text in any process. `stop` is one stop string or several.
         """
         request = Request(seed=seed, length=length,
                           sampler=sampler or make_sampler(temperature, top_k, top_p, beam_width),
                           num_samples=num_samples,
                           random_seed=fresh_random_seed() if random_seed is None else random_seed,
                           repetition_penalty=repetition_penalty, min_length=min_length,
-                          stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
+                          stop=(stop,) if isinstance(stop, str) else tuple(stop), end_at_sentence=end_at_sentence,
+                          strict=strict)
         return [sample.text for sample in self.run(request)]
 
     def stream(self, request: Request) -> Iterator[str]:

@@ -15,6 +15,8 @@ name (`get_sampler("top_k", top_k=5)`), so a flag or config can select one, and 
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 from textgen.errors import UsageError
@@ -62,7 +64,7 @@ class Sampler:
     beam = False  # searches over beams instead of drawing one token per sample
 
     def __init__(self, temperature: float = 1.0):
-        if temperature <= 0:
+        if not 0 < temperature < math.inf:  # NaN and infinity too
             raise UsageError(f"temperature must be greater than 0 for {self.name or 'random'} sampling, "
                              f"got {temperature}; use the greedy sampler (temperature 0) instead")
         self.temperature = float(temperature)
@@ -200,6 +202,9 @@ def make_sampler(temperature: float | None = None, top_k: int | None = None, top
     Beam search picks the most likely continuation, so it does not combine with sampling
     options.
     """
+    for name, value in (("top-k", top_k), ("beam width", beam_width)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{name} must be a whole number, got {value!r}")
     if beam_width is not None:
         given = [flag for flag, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
                  if value is not None]
@@ -208,6 +213,8 @@ def make_sampler(temperature: float | None = None, top_k: int | None = None, top
                              f"drop {'/'.join(given)} or --beam-width")
         return BeamSampler(beam_width=beam_width)
     temperature = 1.0 if temperature is None else temperature
+    if not math.isfinite(temperature):
+        raise UsageError(f"temperature must be a finite number, got {temperature}")
     if temperature < 0:
         raise UsageError(f"temperature must be 0 (greedy) or more, got {temperature}")
     if top_k is not None and top_k < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ import click
               help="Independent samples per temperature, generated as one batch.")
 @click.option("--min-length", type=int, default=0, show_default=True,
               help="Tokens to generate before a stop string or sentence end may end a sample.")
-@click.option("--stop", multiple=True, help="End a sample before this string; repeatable.")
+@click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(_unescape(v) for v in values),
+              help="End a sample before this string; repeatable. \\n, \\t and \\\\ in it mean a newline, a tab "
+                   "and a backslash, so --stop '\\n\\n' ends at a blank line.")
 @click.option("--end-at-sentence", is_flag=True, help="End each sample at the first sentence end after --min-length.")
 @click.option("--strict", is_flag=True,
               help="Refuse seed words the model does not know instead of reading them as <unk>.")
@@ -171,3 +174,8 @@ def _json_document(seed, results, settings, seconds) -> str:
 
 def _describe(request) -> str:
     return ", ".join(f"{k} {v}" for k, v in request.sampler.describe().items())
+
+
+def _unescape(text: str) -> str:
+    """The stop string a shell user means: \\n, \\t and \\\\ become a newline, a tab and a backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

@@ -52,7 +52,9 @@ def _apply(session, answer: str, options) -> bool:
             click.echo(f"cannot type that: {exc}")
     elif command == "b" or (command.startswith("b ") and command[2:].strip().isdigit()):
         steps = int(command[2:]) if command != "b" else 1
-        if session.back(steps) == 0:
+        if steps == 0:
+            click.echo("b N steps back N tokens: give N of 1 or more")
+        elif session.back(steps) == 0:
             click.echo("nothing to step back over: only the seed is left")
     elif command.isdigit() and 1 <= int(command) <= len(options):
         session.choose(options[int(command) - 1][0])
