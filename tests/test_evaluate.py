@@ -79,6 +79,23 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     assert skipped.exit_code == 0 and json.loads(skipped.output)["unknown_tokens"] == 10
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
+    assert zero.exit_code == 2 and "seq length must be at least 1, got 0" in zero.output
+
+
+def test_evaluate_refuses_windows_longer_than_a_transformers_context(held_out, tmp_path):
+    from textgen.config import ModelConfig
+    from textgen.model import build_model
+
+    text = held_out.read_text()
+    model = build_model(ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=1, context_length=16),
+                        {"level": "char", "vocabulary": sorted(set(text))})
+    path = tmp_path / "transformer.keras"
+    model.save(path)
+    result = run("evaluate", "--model", path, "--text", held_out, "--seq-length", "17")
+    assert result.exit_code == 2 and "exceeds the transformer's context of 16 tokens" in result.output
+    assert "Traceback" not in result.output
+    assert run("evaluate", "--model", path, "--text", held_out, "--seq-length", "16").exit_code == 0
 
 
 def test_word_model_bits_per_char_counts_characters(small_corpus, held_out, tmp_path):
@@ -109,6 +126,15 @@ def test_plot_writes_loss_png(trained_model, tmp_path):
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
     empty = run("plot", tmp_path)
     assert empty.exit_code == 2 and "no history.csv" in empty.output
+
+
+def test_plot_refuses_a_history_textgen_did_not_write(tmp_path):
+    (tmp_path / "history.csv").write_text("loss,val_loss\n1.0,2.0\n")
+    result = run("plot", tmp_path)
+    assert result.exit_code == 1 and "has no epoch column" in result.output and "Traceback" not in result.output
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,n/a\n")
+    result = run("plot", tmp_path)
+    assert result.exit_code == 1 and "not a number" in result.output
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(trained_model, monkeypatch):

@@ -27,8 +27,13 @@ def read_history(run_dir: str | Path) -> list[dict]:
                          "after at least one epoch")
     with path.open(encoding="utf-8", newline="") as handle:
         rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    if not rows or "loss" not in rows[0]:
+    if not rows:
         raise TextgenError(f"{path} holds no epochs yet")
+    missing = [column for column in ("epoch", "loss") if column not in rows[0]]
+    numbers = all(isinstance(row.get(column), (int, float)) for row in rows for column in ("epoch", "loss"))
+    if missing or not numbers:
+        what = f"has no {' or '.join(missing)} column" if missing else "has an epoch or loss that is not a number"
+        raise TextgenError(f"{path} {what}; it is not a history written by `textgen train`")
     return rows
 
 
@@ -55,7 +60,8 @@ def plot_history(run_dir: str | Path) -> Path:
         axes.annotate(f"{value:.4f}", (best[0]["epoch"], value), textcoords="offset points", xytext=(4, 6))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss (nats per token)")
-    axes.set_title(f"{Path(run_dir).resolve().name}: {len(rows)} epochs")
+    axes.set_title(f"{Path(run_dir).resolve().name}: {len(rows)} epoch{'s' if len(rows) != 1 else ''}")
+    axes.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
