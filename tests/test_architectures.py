@@ -227,3 +227,7 @@ def test_info_says_window_models_refeed_their_window():
     assert facts["generation"] == "re-feeds the last 7 tokens through the network for every new token"
     sequence = model_facts(build_model(ModelConfig(cell="gru", units=8, embedding_dim=4), TOKENIZER))
     assert sequence["mode"] == "sequence" and "generation" not in sequence
+    assert sequence["units"] == [8] and sequence["cell"] == "GRU"
+    transformer = model_facts(_transformer(context=8))
+    assert "cell" not in transformer and "units" not in transformer  # blocks, not recurrent cells
+    assert transformer["heads"] == 2 and transformer["layers"] == 2 and "re-fed" in transformer["generation"]

@@ -68,7 +68,9 @@ def test_info_describes_the_model(trained_model):
     result = run("info", trained_model, "--json")
     assert result.exit_code == 0, result.output
     facts = json.loads(result.output)
-    assert facts["cell"] == "GRU" and facts["units"] == "32" and facts["level"] == "char"
+    assert facts["cell"] == "GRU" and facts["units"] == [32] and facts["level"] == "char"
+    text = run("info", trained_model).output
+    assert "\nunits: 32\n" in text and "\nlayers: 1\n" in text
     assert facts["vocabulary_size"] > 50 and facts["parameters"] > 1000
     assert facts["final_validation_loss"] > 0 and facts["config"]["model"]["units"] == 32
     assert facts["weights"] == "as trained"  # training.ema_momentum is off by default

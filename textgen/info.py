@@ -17,7 +17,7 @@ def model_facts(model) -> dict:
     facts = {
         "cell": arch["cell"],
         "layers": arch["layers"],
-        "units": ", ".join(str(u) for u in arch["units"]),
+        "units": arch["units"],  # one entry per recurrent layer
         "embedding_dim": embedding.output_dim,
         "parameters": arch["parameters"],
         "type": arch["type"],
@@ -27,6 +27,8 @@ def model_facts(model) -> dict:
         "format_version": card.get("format_version"),
         "textgen_version": card.get("textgen_version"),
     }
+    if arch["type"] == "transformer":  # blocks, not recurrent cells
+        del facts["cell"], facts["units"]
     for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length"):
         if key in arch:
             facts[key] = arch[key]

@@ -24,5 +24,9 @@ def info(model_path, as_json):
         if isinstance(value, dict):
             click.echo(f"{key}:")
             click.echo("  " + yaml.safe_dump(value, sort_keys=False).rstrip().replace("\n", "\n  "))
+        elif isinstance(value, list):
+            click.echo(f"{key}: {', '.join(str(v) for v in value)}")
+        elif isinstance(value, bool):
+            click.echo(f"{key}: {'true' if value else 'false'}")  # as the config below writes it
         else:
             click.echo(f"{key}: {value}")
