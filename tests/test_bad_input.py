@@ -245,7 +245,7 @@ CASES = [
     Case("a codec that is no text encoding", lambda f, o: train_args(f, o, **{"corpus.encoding": "rot13"}), 2,
          "corpus.encoding must name a text encoding Python knows"),
     Case("UTF-16 without a byte-order mark", lambda f, o: train_args(f, o, **{"corpus.encoding": "utf-16"}), 1,
-         "UTF-16 stream does not start with BOM; name the byte order (utf-16-le, utf-16-be)"),
+         "UTF-16 stream does not start with BOM; name the byte order (utf-16-le, utf-16-be: corpus.encoding"),
     Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
          1, "fewer than seq_length + 1"),
     # ---- run directories

@@ -38,7 +38,7 @@ _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 @dataclass(frozen=True)
 class CorpusConfig:
     paths: tuple[str, ...] = ("corpora/tinyshakespeare.txt",)  # files, directories or globs
-    encoding: str = "utf-8"  # any text encoding Python knows (utf-8, latin-1, cp1252, ...); a UTF-8 BOM is always dropped
+    encoding: str = "utf-8"  # a text encoding Python knows (utf-8, latin-1, cp1252); a UTF-8 BOM is dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out, in [0, 0.5]
 

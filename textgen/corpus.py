@@ -210,7 +210,7 @@ def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: 
             raise _not_decodable(path, encoding, offset if offset is not None else exc.start, exc.reason) from None
         except UnicodeError as exc:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
             raise CorpusError(f"corpus file {path} cannot be read as {encoding}: {exc}; name the byte order "
-                              "(utf-16-le, utf-16-be) or convert the file") from None
+                              f"(utf-16-le, utf-16-be: {_ENCODING_SETTING}) or convert the file") from None
     if last and last != "\n":
         yield "\n"
 
@@ -252,14 +252,17 @@ def _first_bad_byte(path: Path, encoding: str) -> int | None:
     return None
 
 
+_ENCODING_SETTING = "corpus.encoding; --encoding for textgen evaluate"  # where the errors below are fixed
+
+
 def _unknown_encoding(encoding: str) -> CorpusError:
-    return CorpusError(f"unknown encoding {encoding!r} in corpus.encoding; use a Python codec name "
-                       "such as utf-8 or latin-1")
+    return CorpusError(f"unknown encoding {encoding!r}; use a text encoding Python knows, such as utf-8 or "
+                       f"latin-1 ({_ENCODING_SETTING})")
 
 
 def _not_decodable(path, encoding: str, offset: int, reason: str) -> CorpusError:
     return CorpusError(f"corpus file {path} is not valid {encoding} at byte offset {offset} ({reason}); "
-                       "convert it or set corpus.encoding")
+                       f"convert it or give its encoding ({_ENCODING_SETTING})")
 
 
 def _looks_like_text(path: Path) -> bool:
