@@ -10,8 +10,9 @@ weight averaging) with its own model and batch settings, trains for `--budget-se
 - generation speed: characters per second for one sample of 500 at temperature 0.8, after
   a warm-up call (compilation not counted).
 
-The table is written between the markers in docs/architectures.md, with the machine's load
-average at the start and end of each run, because the CPU may be shared.
+The table is written between the markers in docs/architectures.md for this kind of CPU (one
+table for CPUs with bfloat16 units, one for those without), with the machine's load average
+at the start and end of each run, because the CPU may be shared.
 
     .venv/bin/python scripts/compare_architectures.py --budget-seconds 98
     .venv/bin/python scripts/compare_architectures.py --only gru,transformer --budget-seconds 30
@@ -34,14 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 import textgen  # noqa: E402,F401  (quiet TensorFlow, custom objects registered)
 from textgen.config import load_config  # noqa: E402
-from textgen.distribute import cpu_model  # noqa: E402
+from textgen.distribute import cpu_has_native_bf16, cpu_model  # noqa: E402
 from textgen.generate import Generator, load_keras_model  # noqa: E402
 from textgen.layers import find_token_embedding  # noqa: E402
 from textgen.train import train  # noqa: E402
 
 BASE = ROOT / "configs" / "shakespeare-fast.yaml"
 DOC = ROOT / "docs" / "architectures.md"
-BEGIN, END = "<!-- comparison table: begin -->", "<!-- comparison table: end -->"
 EVAL_WINDOW = 256
 
 # name -> (what it is, overrides on top of BASE). Small enough to learn something in minutes on 2 cores.
@@ -168,10 +168,20 @@ def format_table(rows: list[dict], budget: float) -> str:
     return "\n".join([head] + [format_row(r) for r in rows])
 
 
+def table_markers() -> tuple[str, str]:
+    """The doc keeps one table per kind of CPU: with bfloat16 units (the presets were tuned on
+    one) and without (float32); a run replaces the table of its own kind only."""
+    kind = "bfloat16 CPU" if cpu_has_native_bf16() else "float32 CPU"
+    return f"<!-- comparison table, {kind}: begin -->", f"<!-- comparison table, {kind}: end -->"
+
+
 def write_table(table: str) -> None:
     doc = DOC.read_text(encoding="utf-8")
-    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    DOC.write_text(doc[:start] + "\n" + table + "\n" + doc[end:], encoding="utf-8")
+    begin, end = table_markers()
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{DOC} has no {begin} ... {end} markers; add them where the table should go")
+    start, stop = doc.index(begin) + len(begin), doc.index(end)
+    DOC.write_text(doc[:start] + "\n" + table + "\n" + doc[stop:], encoding="utf-8")
 
 
 def _yaml(value) -> str:
