@@ -23,7 +23,7 @@ from textgen.dataset import encode_known, make_chunks
 from textgen.corpus import stream_corpus
 from textgen.errors import UsageError
 from textgen.layers import find_token_embedding
-from textgen.model import describe_model
+from textgen.model import model_kind
 from textgen.tokenizer import tokenizer_from_config
 
 BLOCK_CHARS = 1 << 20
@@ -62,10 +62,11 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
         embedding.model_card.get("config", {}).get("training", {}).get("seq_length", 100)
     if seq < 1:
         raise UsageError(f"seq length must be at least 1, got {seq}")
-    facts = describe_model(model)
-    if facts.get("context_length") is not None and seq > facts["context_length"]:
-        raise UsageError(f"seq length {seq} exceeds the transformer's context of {facts['context_length']} "
-                         f"tokens; give --seq-length {facts['context_length']} or less")
+    if model_kind(model) == "transformer":
+        context = model.get_layer("position_embedding").max_length
+        if seq > context:
+            raise UsageError(f"seq length {seq} exceeds the transformer's context of {context} tokens; "
+                             f"give --seq-length {context} or less")
     counter = {"characters": 0, "unknown": 0}
     blocks = _counted(stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
                                     on_bytes=progress), counter)

@@ -35,7 +35,7 @@ import tensorflow as tf
 from textgen.distribute import cpu_has_native_bf16
 from textgen.errors import ModelFileError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
-from textgen.samplers import GreedySampler, Sampler, make_sampler
+from textgen.samplers import GreedySampler, Sampler, make_sampler, require_whole
 from textgen.steppers import PackedColumnStepper, RecurrentStepper, make_stepper
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
@@ -89,12 +89,6 @@ class Sample:
     log_probability: float | None = None  # beam search: the sequence's log-probability under the model
 
 
-def _require_whole(value, name: str) -> None:
-    """API callers can pass anything; a count must be an int (not a bool or 2.5)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise UsageError(f"{name} must be a whole number, got {value!r}")
-
-
 def fresh_random_seed() -> int:
     """A random seed from the operating system, for samples that differ from call to call."""
     return int.from_bytes(os.urandom(4), "little") >> 1
@@ -117,7 +111,7 @@ class Request:
 
     def __post_init__(self):
         for name in ("length", "min_length", "num_samples", "random_seed"):
-            _require_whole(getattr(self, name), name.replace("_", "-"))
+            require_whole(getattr(self, name), name.replace("_", "-"))
         if self.length < 0:
             raise UsageError(f"length must be 0 or more, got {self.length}")
         if self.min_length < 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from textgen.errors import UsageError
@@ -195,6 +196,12 @@ class BeamSampler(Sampler):
         return index // vocab, index % vocab, best
 
 
+def require_whole(value, name: str) -> None:
+    """API callers can pass anything; a count must be an int (not a bool or 2.5)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+
+
 def make_sampler(temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  beam_width: int | None = None) -> Sampler:
     """The sampler a set of CLI/API options means. Temperature 0 is greedy; None means 1.0.
@@ -203,8 +210,8 @@ def make_sampler(temperature: float | None = None, top_k: int | None = None, top
     options.
     """
     for name, value in (("top-k", top_k), ("beam width", beam_width)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise UsageError(f"{name} must be a whole number, got {value!r}")
+        if value is not None:
+            require_whole(value, name)
     if beam_width is not None:
         given = [flag for flag, value in (("--temperature", temperature), ("--top-k", top_k), ("--top-p", top_p))
                  if value is not None]
