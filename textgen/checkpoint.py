@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
-    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*")]:
+    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*"), *directory.glob(f".{STATE_FILE}.*")]:
         if old.name not in (name, average_name):  # older states, and temporary files a killed process left
             remove_file(str(old))
 
