@@ -62,6 +62,18 @@ def test_bits_per_char_is_loss_over_ln2_and_streaming_changes_nothing(trained_mo
     assert streamed.seq_length == 32  # the model's own training.seq_length
 
 
+def test_evaluate_scores_a_file_without_a_final_newline_as_it_is(trained_model, held_out, tmp_path):
+    model = load_keras_model(trained_model)
+    text = held_out.read_text()[:700].rstrip("\n")  # the reader would add a newline to join files
+    path = tmp_path / "no_newline.txt"
+    path.write_text(text)
+    result = evaluate_file(model, path)
+    ids = tokenizer_from_config(find_token_embedding(model).tokenizer).encode(text)
+    loss, count = direct_loss(model, ids, result.seq_length)
+    assert result.characters == len(text) and result.tokens == count == len(text) - 1
+    assert result.loss == pytest.approx(loss, abs=1e-5)
+
+
 def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_path):
     result = run("evaluate", "--model", trained_model, "--text", held_out, "--json")
     assert result.exit_code == 0, result.output

@@ -61,20 +61,21 @@ def resolve_paths(patterns: tuple[str, ...] | list[str]) -> list[Path]:
 
 
 def stream_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True, *,
-                  block_chars: int = 1 << 22, on_bytes=None) -> Iterator[str]:
+                  block_chars: int = 1 << 22, on_bytes=None, final_newline: bool = True) -> Iterator[str]:
     """Yield the normalised corpus in blocks of about `block_chars` characters.
 
     The whole corpus is never held in memory: each file is decoded incrementally (universal
     newlines turn CRLF and CR into LF across block boundaries) and Gutenberg stripping works
-    on the stream. Every file ends with a newline. `on_bytes(n)` is called with the bytes
-    read so far, for progress display.
+    on the stream. Every file ends with a newline (so files join at line breaks) unless
+    `final_newline` is False, which yields the text as the file has it. `on_bytes(n)` is
+    called with the bytes read so far, for progress display.
     """
     files = resolve_paths(patterns)
     done = 0
     for path in files:
         size = path.stat().st_size
         report = (lambda n, base=done: on_bytes(base + n)) if on_bytes else None
-        yield from _stream_file(path, encoding, strip_gutenberg, block_chars, report)
+        yield from _stream_file(path, encoding, strip_gutenberg, block_chars, report, final_newline)
         done += size
         if on_bytes:
             on_bytes(done)
@@ -178,7 +179,8 @@ class GutenbergFilter:
         return kept
 
 
-def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes) -> Iterator[str]:
+def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes,
+                 final_newline: bool = True) -> Iterator[str]:
     _refuse_binary(path, encoding)
     try:
         handle = open(path, encoding=_codec(encoding), errors="strict", newline=None)
@@ -211,7 +213,7 @@ def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: 
         except UnicodeError as exc:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
             raise CorpusError(f"corpus file {path} cannot be read as {encoding}: {exc}; name the byte order "
                               f"(utf-16-le, utf-16-be: {_ENCODING_SETTING}) or convert the file") from None
-    if last and last != "\n":
+    if final_newline and last and last != "\n":
         yield "\n"
 
 

@@ -69,7 +69,7 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
                              f"give --seq-length {context} or less")
     counter = {"characters": 0, "unknown": 0}
     blocks = _counted(stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
-                                    on_bytes=progress), counter)
+                                    on_bytes=progress, final_newline=False), counter)  # score the file as it is
     windows = _windows(_encoded(tokenizer, blocks, skip_unknown, counter), seq, batch_size)
     score = _scorer(model)
     total, scored = 0.0, 0
