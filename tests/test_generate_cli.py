@@ -42,8 +42,11 @@ def test_same_random_seed_same_text_across_processes_and_different_seed_differs(
 def test_beam_search_prints_the_most_likely_text_and_its_log_probability(trained_model):
     result = generate(trained_model, "--seed", "ROMEO:", "--length", "40", "--beam-width", "4", "--json")
     assert result.exit_code == 0, result.output
-    sample = json.loads(result.output)["samples"][0]
+    document = json.loads(result.output)
+    sample = document["samples"][0]
     assert sample["sampler"] == "beam" and sample["beam_width"] == 4 and len(sample["text"]) == 40
+    # beam search draws no random numbers and has no temperature: the settings do not claim either
+    assert document["settings"]["random_seed"] is None and document["settings"]["temperatures"] == [None]
     expected = textgen.load(trained_model).log_probability("ROMEO:", sample["text"])
     assert sample["log_probability"] == pytest.approx(expected, abs=1e-3)
     plain = generate(trained_model, "--seed", "ROMEO:", "--length", "40", "--beam-width", "4")

@@ -97,10 +97,12 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
     seconds = time.perf_counter() - started
 
     if as_json:
-        settings = {"length": length, "num_samples": num_samples, "random_seed": random_seed,
+        # A seed that drew nothing (greedy, beam) and a temperature beam search never used are null.
+        drew = any(req.sampler.stochastic for req in requests)
+        settings = {"length": length, "num_samples": num_samples, "random_seed": random_seed if drew else None,
                     "repetition_penalty": repetition_penalty, "min_length": min_length, "stop": list(stop),
                     "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p, "beam_width": beam_width,
-                    "temperatures": [req.sampler.temperature for req in requests]}
+                    "temperatures": [None if req.sampler.beam else req.sampler.temperature for req in requests]}
         click.echo(_json_document(seed, results, settings, seconds))
     if output_path:
         _write_output(output_path, [seed + sample.text for sample, _ in results])
