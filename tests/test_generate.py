@@ -1,3 +1,4 @@
+import logging
 import re
 import subprocess
 import sys
@@ -287,6 +288,21 @@ def test_streaming_yields_the_same_text_as_run(trained_model):
     request = Request(seed="ROMEO", length=100, sampler=GreedySampler())
     pieces = list(generator.stream(request))
     assert len(pieces) >= 2 and "".join(pieces) == generator.run(request)[0].text
+
+
+def test_loading_several_models_in_one_process_is_not_warned_about_as_retracing(trained_model):
+    # TensorFlow warns after 5 traces of one function's code; every Generator traces its own.
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        texts = [textgen.load(trained_model).generate("ROMEO", length=5, temperature=0.8, random_seed=1)
+                 for _ in range(6)]
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert all(text == texts[0] for text in texts)
+    assert not [m for m in messages if "retracing" in m]
 
 
 def test_length_zero_gives_empty_samples(trained_model):

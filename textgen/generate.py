@@ -413,8 +413,11 @@ class Generator:
             make = {"prime": _make_prime, "score": _make_score, "step": _make_step,
                     "sample": functools.partial(_make_sample_loop, sampler=sampler, penalised=penalised),
                     "beam": functools.partial(_make_beam_loop, sampler=sampler)}[kind]
-            self._functions[key] = tf.function(make(stepper, self._banned), jit_compile=plan.jit,
-                                               reduce_retracing=True)
+            # TensorFlow counts traces by the code of the function, so every Generator's first
+            # calls looked like retracing in a loop and a process loading several models was
+            # warned about it; a partial has no code of its own and is counted on its own.
+            self._functions[key] = tf.function(functools.partial(make(stepper, self._banned)),
+                                               jit_compile=plan.jit, reduce_retracing=True)
         return self._functions[key]
 
     # ------------------------------------------------------------------ helpers
