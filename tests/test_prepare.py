@@ -158,14 +158,56 @@ def test_training_stream_visits_every_window_once_per_pass():
         np.testing.assert_array_equal(got, expected)
 
 
-def test_replica_slices_make_up_the_global_batch():
+def test_shifted_windows_cut_each_pass_differently_and_resume_exactly():
+    ids = np.arange(1001, dtype=np.int32)  # each id is its own position, so a window shows where it starts
+    per_pass = steps_per_pass(len(ids), 10, 8)
+    batches = [(x.numpy(), y.numpy()) for x, y in
+               make_training_stream(ids, 10, 8, seed=1, shift_windows=True).take(6 * per_pass)]
+    shifts = []
+    for p in range(6):
+        starts = np.concatenate([x[:, 0] for x, _ in batches[p * per_pass:(p + 1) * per_pass]])
+        assert len(set(starts)) == per_pass * 8  # still every window once, none twice
+        shift = {s % 10 for s in starts if s != len(ids) - 11}  # the window clamped at the end aside
+        assert len(shift) == 1
+        shifts.append(shift.pop())
+    assert len(set(shifts)) > 1  # passes cut the text at different places
+    for x, y in batches:
+        np.testing.assert_array_equal(x, x[:, :1] + np.arange(10))  # whole windows of the text
+        np.testing.assert_array_equal(y, x + 1)
+        assert x.max() < len(ids) - 1
+    resumed = [x.numpy() for x, _ in
+               make_training_stream(ids, 10, 8, seed=1, shift_windows=True, start_step=2 * per_pass + 5).take(3)]
+    for got, (expected, _) in zip(resumed, batches[2 * per_pass + 5:]):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, False), ("true", True)])
+def test_training_takes_shifted_windows_from_the_config(setting, expected, small_corpus, tmp_path, monkeypatch):
+    import textgen.train
+
+    asked, real = [], textgen.train.make_training_stream
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["shift_windows"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(textgen.train, "make_training_stream", recording)
+    extra = {"training.epochs": 1} | ({"training.shift_windows": setting} if setting else {})
+    result = train(config_for(small_corpus, tmp_path / "run", **extra), echo=lambda _: None, verbose=0)
+    assert asked == [expected] and result.global_step > 0
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_replica_slices_make_up_the_global_batch(shift):
     ids = np.arange(2001, dtype=np.int32)
-    whole = [x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5).take(5)]
+    whole = [x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5, shift_windows=shift).take(5)]
+    assert bool(whole[0][0, 0] % 10) == shift  # this seed's first pass is shifted (by 6)
     parts = []
     for pipeline in range(2):  # two workers with two replicas each: four slices of two windows
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                              num_replicas_in_sync=4)
-        parts.append([x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5, input_context=context).take(10)])
+        parts.append([x.numpy() for x, _ in make_training_stream(ids, 10, 8, seed=5, shift_windows=shift,
+                                                                 input_context=context).take(10)])
     for step in range(5):
         rebuilt = np.concatenate([parts[0][2 * step], parts[0][2 * step + 1], parts[1][2 * step], parts[1][2 * step + 1]])
         np.testing.assert_array_equal(rebuilt, whole[step])

@@ -132,16 +132,18 @@ def test_char_encoding_in_blocks_matches_encoding_whole(text, cuts):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(40, 300), st.integers(2, 12), st.integers(1, 6), st.integers(0, 25), st.integers(0, 1000))
-def test_a_stream_restarted_at_any_step_gives_the_same_batches(length, seq_length, batch_size, start, seed):
+@given(st.integers(40, 300), st.integers(2, 12), st.integers(1, 6), st.integers(0, 25), st.integers(0, 1000),
+       st.booleans())
+def test_a_stream_restarted_at_any_step_gives_the_same_batches(length, seq_length, batch_size, start, seed, shift):
     """What --resume relies on: the batch at step g is the same whether or not the run restarted."""
     ids = np.arange(length, dtype=np.int32)
     if (length - 1) // seq_length < 1:
         return
-    straight = [(x.numpy(), y.numpy()) for x, y in make_training_stream(ids, seq_length, batch_size, seed=seed)
-                .take(start + 4)]
+    straight = [(x.numpy(), y.numpy()) for x, y in make_training_stream(ids, seq_length, batch_size, seed=seed,
+                                                                          shift_windows=shift).take(start + 4)]
     resumed = [(x.numpy(), y.numpy()) for x, y in make_training_stream(ids, seq_length, batch_size, seed=seed,
-                                                                         start_step=start).take(4)]
+                                                                         shift_windows=shift, start_step=start).take(4)]
     for (x1, y1), (x2, y2) in zip(straight[start:], resumed):
         assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
         assert np.array_equal(y2, x2 + 1)  # every target is the next input
+        assert np.array_equal(x2, x2[:, :1] + np.arange(seq_length)) and y2.max() < length  # whole windows

@@ -101,7 +101,8 @@ def make_dataset(ids: np.ndarray, seq_length: int, batch_size: int, *, shuffle: 
         size -= size % input_context.num_replicas_in_sync
         index = index.take(n if size else 0)  # fewer windows than replicas: nothing to split
     index = index.batch(max(size, 1), drop_remainder=n >= batch_size or input_context is not None)
-    return _gather_windows(index, ids, seq_length, input_context)
+    unshifted = index.map(lambda batch: (batch, tf.constant(0, tf.int64)))
+    return _gather_windows(unshifted, ids, seq_length, input_context)
 
 
 def validation_steps(n_ids: int, seq_length: int, batch_size: int, replicas: int = 1) -> int:
@@ -119,6 +120,7 @@ def steps_per_pass(n_ids: int, seq_length: int, batch_size: int) -> int:
 
 
 def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, seed: int, start_step: int = 0,
+                         shift_windows: bool = False,
                          input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """An endless stream of (input, target) batches that can be restarted at any step.
 
@@ -129,6 +131,11 @@ def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, s
     windows are gathered from `ids` inside the pipeline, so a memory-mapped corpus is read
     where it lies. With `input_context` (tf.distribute), each global batch is the same as
     without and this input pipeline yields its replicas' slices of it, one after the other.
+
+    With `shift_windows`, pass p also moves every window boundary by a shift in
+    [0, seq_length) drawn from (seed, p), so each pass cuts the text differently (a window
+    the shift would push past the end keeps the end instead). Without it every pass cuts
+    the same windows and only their order changes.
     """
     n = _window_count(len(ids), seq_length)
     per_pass = steps_per_pass(len(ids), seq_length, batch_size)
@@ -136,8 +143,14 @@ def make_training_stream(ids: np.ndarray, seq_length: int, batch_size: int, *, s
     first_pass, skip = divmod(start_step, per_pass)
 
     def pass_batches(p):
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), p])))
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: per_pass * size], [per_pass, size]))
+        pass_seed = tf.stack([tf.constant(seed, tf.int64), p])
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=pass_seed))
+        shift = tf.constant(0, tf.int64)
+        if shift_windows:
+            shift = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(pass_seed, 1),
+                                                minval=0, maxval=seq_length, dtype=tf.int64)
+        batches = tf.reshape(order[: per_pass * size], [per_pass, size])
+        return tf.data.Dataset.from_tensor_slices((batches, tf.fill([per_pass], shift)))
 
     index = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(pass_batches).skip(skip)
     return _gather_windows(index, ids, seq_length, input_context)
@@ -157,22 +170,28 @@ def _window_count(n_ids: int, seq_length: int) -> int:
 
 def _gather_windows(index: tf.data.Dataset, ids: np.ndarray, seq_length: int,
                     input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
-    """Batches of window indices -> (input, target) batches gathered from the token ids."""
+    """Batches of (window indices, shift) -> (input, target) batches gathered from the token ids.
+
+    Window i starts at token i * seq_length + shift, or at the last full window's start if
+    that is earlier.
+    """
     if input_context is not None:
         replicas, pipelines = input_context.num_replicas_in_sync, input_context.num_input_pipelines
         local = replicas // pipelines
         first = input_context.input_pipeline_id * local
 
-        def this_pipeline(batch):
+        def this_pipeline(batch, shift):
             rows = tf.reshape(batch, [replicas, -1])[first:first + local]
-            return tf.data.Dataset.from_tensor_slices(rows)
+            return tf.data.Dataset.from_tensor_slices((rows, tf.fill([local], shift)))
 
         index = index.flat_map(this_pipeline)
     table, offset = id_table(ids)
     span = tf.range(seq_length + 1, dtype=tf.int64)
+    last_start = max(len(ids) - seq_length - 1, 0)
 
-    def windows(batch):
-        positions = offset + tf.cast(batch, tf.int64)[:, tf.newaxis] * seq_length + span
+    def windows(batch, shift):
+        starts = tf.minimum(tf.cast(batch, tf.int64) * seq_length + shift, last_start)
+        positions = offset + starts[:, tf.newaxis] + span
         return split_input_target(tf.cast(tf.gather(table, positions), tf.int32))
 
     ds = index.map(windows, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

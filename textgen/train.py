@@ -459,7 +459,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
                 first = start_epoch * steps + steps - epoch_steps
                 stream = _distributed(plan, lambda context, first=first: make_training_stream(
                     run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
-                    input_context=context))
+                    shift_windows=training.shift_windows, input_context=context))
                 model.fit(stream, validation_data=val_ds, validation_steps=val_steps or None,
                           initial_epoch=start_epoch, epochs=end_epoch,
                           steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
