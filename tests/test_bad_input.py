@@ -305,7 +305,7 @@ CASES = [
     Case("config.json not JSON", lambda f, o: ["info", str(f.garbage_config)], 1, "cannot be loaded"),
     Case("zip without a model", lambda f, o: ["info", str(f.foreign_zip)], 1, "cannot be loaded"),
     Case("evaluate a missing text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
-                                                  str(f.root / "none.txt")], 2, "does not exist"),
+                                                  str(f.root / "none.txt")], 1, "does not exist; check the path"),
     Case("evaluate a binary text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
                                                  str(f.nul_corpus)], 1, "looks binary"),
     Case("evaluate invalid UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",

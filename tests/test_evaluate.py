@@ -90,7 +90,7 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     skipped = run("evaluate", "--model", trained_model, "--text", odd, "--skip-unknown", "--json")
     assert skipped.exit_code == 0 and json.loads(skipped.output)["unknown_tokens"] == 10
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
-    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert missing.exit_code == 1 and "does not exist" in missing.output
     zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
     assert zero.exit_code == 2 and "seq length must be at least 1, got 0" in zero.output
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from textgen.dataset import encode_known, make_chunks
 from textgen.corpus import stream_corpus
-from textgen.errors import UsageError
+from textgen.errors import CorpusError, UsageError
 from textgen.layers import find_token_embedding
 from textgen.model import model_kind
 from textgen.tokenizer import tokenizer_from_config
@@ -51,9 +51,10 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
                   block_chars: int = BLOCK_CHARS) -> Evaluation:
     """Score the text in `path`; `progress(bytes_read)` is called as the file is read."""
     path = Path(path)
+    if not path.exists():  # a missing input fails the work (exit 1), as a missing corpus or model does
+        raise CorpusError(f"text file {path} does not exist; check the path")
     if not path.is_file():
-        raise UsageError(f"text file {path} does not exist" if not path.exists() else
-                         f"{path} is not a file; give one text file")
+        raise UsageError(f"{path} is not a file; give one text file")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     embedding = find_token_embedding(model)
