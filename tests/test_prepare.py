@@ -181,7 +181,7 @@ def test_shifted_windows_cut_each_pass_differently_and_resume_exactly():
         np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("setting, expected", [(None, False), ("true", True)])
+@pytest.mark.parametrize("setting, expected", [(None, True), ("false", False)])
 def test_training_takes_shifted_windows_from_the_config(setting, expected, small_corpus, tmp_path, monkeypatch):
     import textgen.train
 

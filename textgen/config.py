@@ -124,7 +124,7 @@ def _divisor_near(width: int, heads: int) -> int:
 class TrainingConfig:
     seq_length: int = 100  # tokens per training window (the model sees seq_length, predicts the next)
     batch_size: int = 64  # windows per step
-    shift_windows: bool = False  # move the window boundaries by a random shift each pass, so passes cut the text differently
+    shift_windows: bool = True  # cut each pass's windows at a random shift, so no two passes see the same windows
     epochs: int = 10  # epochs to train (the run ends after this many, or earlier on early stopping)
     steps_per_epoch: int | None = None  # optimizer steps per epoch; null = one pass over the training split
     optimizer: str = "adam"  # adam | adamw | rmsprop
