@@ -129,6 +129,18 @@ def test_resume_refuses_a_changed_architecture_key(key, saved, given, tmp_path):
     assert merge_for_resume(same, old, tmp_path).model.dropout == 0.3
 
 
+@pytest.mark.parametrize("key, saved, given", [
+    ("training.shift_windows", "false", "true"), ("training.seed", 1, 2), ("training.seq_length", 40, 50),
+])
+def test_resume_refuses_a_changed_batching_key(key, saved, given, tmp_path):
+    """The keys that decide which windows each step trains on are frozen; the learning rate is not."""
+    old = load_config(None, [f"{key}={saved}", "training.learning_rate=0.01"])
+    with pytest.raises(UsageError, match=rf"--resume: {key} is .* in the run being resumed"):
+        merge_for_resume(load_config(None, [f"{key}={given}"]), old, tmp_path)
+    same = merge_for_resume(load_config(None, [f"{key}={saved}", "training.learning_rate=0.02"]), old, tmp_path)
+    assert same.training.learning_rate == 0.02
+
+
 def test_steps_per_epoch_time_budget_and_resume(small_corpus, tmp_path):
     settings = {"training.steps_per_epoch": 5, "training.epochs": 2}
     budget = config_for(small_corpus, tmp_path / "run", **settings, **{"training.max_minutes": 1e-6})

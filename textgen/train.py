@@ -68,7 +68,8 @@ FROZEN_ON_RESUME = {
     "corpus": None,  # None: the whole section
     "tokenizer": None,
     "model": ARCHITECTURE_KEYS,
-    "training": ("seq_length", "batch_size", "steps_per_epoch", "seed", "optimizer", "unknown_tokens"),
+    "training": ("seq_length", "batch_size", "shift_windows", "steps_per_epoch", "seed", "optimizer",
+                 "unknown_tokens"),
 }
 KEPT_ON_RESUME = {("training", "init_from")}  # taken from the run being resumed; the flag is not needed again
 
