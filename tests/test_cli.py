@@ -1,8 +1,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import keras
@@ -23,6 +25,16 @@ def test_version_and_help_on_every_command():
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output, command
         assert "Options:" in result.output and "--help" in result.output, command
+
+
+def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback():
+    """The command spends seconds importing TensorFlow before click can catch a Ctrl-C."""
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "info", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # past Python's start-up, well inside the imports
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, out, err.strip()) == (1, "", "Aborted!")
 
 
 def test_train_via_cli_prints_config_and_saves(small_corpus, tmp_path):

@@ -34,6 +34,27 @@ def _import_tensorflow_quietly() -> None:
         _os.close(devnull)
 
 
+def _abort_quietly_while_importing() -> None:
+    """Run as the `textgen` command (or `python -m textgen`), exit on Ctrl-C during the imports
+    as click does later.
+
+    TensorFlow takes seconds to import, before click can catch anything, and a Ctrl-C then
+    would print a traceback of TensorFlow's internals. `textgen.cli.main` puts Python's own
+    handler back once the imports are done. Imported as a library, textgen leaves SIGINT alone.
+    """
+    import signal
+    import sys
+
+    def abort(signum, frame):
+        raise SystemExit("\nAborted!")  # printed on the way out, after stderr is restored; exit code 1
+
+    command = sys.argv[:1] and _os.path.basename(sys.argv[0]) in ("textgen", "textgen.exe")
+    run_as_module = "-m" in sys.orig_argv[:-1] and sys.orig_argv[sys.orig_argv.index("-m") + 1] == "textgen"
+    if command or run_as_module:
+        signal.signal(signal.SIGINT, abort)
+
+
+_abort_quietly_while_importing()
 _import_tensorflow_quietly()
 
 from textgen.layers import TokenEmbedding  # noqa: E402  (registers custom Keras objects)

@@ -1,6 +1,6 @@
 """`python -m textgen` runs the command line."""
 
-from textgen.cli import cli
+from textgen.cli import main
 
 if __name__ == "__main__":
-    cli(prog_name="textgen")
+    main()

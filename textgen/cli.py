@@ -8,6 +8,7 @@ not foresee (a full disk) is a runtime error too. `--debug` shows the traceback 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 
@@ -77,6 +78,7 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see textgen._abort_quietly_while_importing
     # Importing textgen already hid TensorFlow's C++ start-up lines; `--verbose` wants them,
     # so restart the interpreter once with TensorFlow's default log level.
     if "--verbose" in sys.argv[1:] and os.environ.pop("TEXTGEN_QUIETED_TF", None):
