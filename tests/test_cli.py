@@ -27,14 +27,38 @@ def test_version_and_help_on_every_command():
         assert "Options:" in result.output and "--help" in result.output, command
 
 
-def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback():
-    """The command spends seconds importing TensorFlow before click can catch a Ctrl-C."""
-    process = subprocess.Popen([sys.executable, "-m", "textgen", "info", "--help"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # past Python's start-up, well inside the imports
+def textgen_process(*args, python_options=()):
+    return subprocess.Popen([sys.executable, *python_options, "-m", "textgen", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_help_and_usage_errors_do_not_wait_for_tensorflow():
+    """The command imports TensorFlow only once a command has parsed its arguments."""
+    for args, code in ((["train", "--help"], 0), (["--version"], 0), (["generate", "--temperature", "x"], 2)):
+        process = textgen_process(*args, python_options=("-X", "importtime"))
+        out, err = process.communicate(timeout=120)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+        assert process.returncode == code, err
+        assert "click" in imported and "textgen.cli" in imported
+        # textgen.layers and textgen.generate are what import Keras and TensorFlow
+        assert not imported & {"tensorflow", "keras", "textgen.layers", "textgen.generate"}, imported
+
+
+def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback(trained_model):
+    process = textgen_process("info", trained_model)
+    time.sleep(1.0)  # past the argument parsing, inside the seconds of TensorFlow's import
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert (process.returncode, out, err.strip()) == (1, "", "Aborted!")
+
+
+def test_verbose_shows_what_tensorflow_logs_and_the_default_hides(trained_model):
+    quiet = textgen_process("info", trained_model)
+    verbose = textgen_process("--verbose", "info", trained_model)
+    (quiet_out, quiet_err), (verbose_out, verbose_err) = quiet.communicate(timeout=120), verbose.communicate(timeout=120)
+    assert quiet.returncode == verbose.returncode == 0
+    assert quiet_out == verbose_out and "parameters" in quiet_out
+    assert quiet_err == "" and verbose_err != ""
 
 
 def test_train_via_cli_prints_config_and_saves(small_corpus, tmp_path):

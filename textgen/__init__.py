@@ -1,10 +1,13 @@
 """textgen: train character- and word-level text generators and sample from one .keras file.
 
 Importing the package registers textgen's Keras objects, so a plain
-``keras.models.load_model(path)`` works after ``import textgen``.
+``keras.models.load_model(path)`` works after ``import textgen``. The one exception is the
+`textgen` command itself (`textgen.cli`), which defers that until a command runs, so that
+`--help` and usage errors answer at once instead of after TensorFlow's seconds of import.
 """
 
 import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 
@@ -18,6 +21,8 @@ def _import_tensorflow_quietly() -> None:
     import runs with descriptor 2 pointed at /dev/null. Python errors still surface as
     exceptions after the descriptor is restored.
     """
+    if "tensorflow" in _sys.modules:
+        return
     if "TF_CPP_MIN_LOG_LEVEL" in _os.environ and "TEXTGEN_QUIETED_TF" not in _os.environ:
         return  # the user chose a level (a child process of ours inherits both variables)
     _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -34,30 +39,44 @@ def _import_tensorflow_quietly() -> None:
         _os.close(devnull)
 
 
-def _abort_quietly_while_importing() -> None:
-    """Run as the `textgen` command (or `python -m textgen`), exit on Ctrl-C during the imports
-    as click does later.
+def load_keras_objects(*, verbose: bool = False) -> None:
+    """Import TensorFlow (quietly unless `verbose`) and register textgen's Keras objects.
 
-    TensorFlow takes seconds to import, before click can catch anything, and a Ctrl-C then
-    would print a traceback of TensorFlow's internals. `textgen.cli.main` puts Python's own
-    handler back once the imports are done. Imported as a library, textgen leaves SIGINT alone.
+    Importing the package does this; the command line calls it once a command has parsed its
+    arguments. Calling it again does nothing.
     """
-    import signal
-    import sys
-
-    def abort(signum, frame):
-        raise SystemExit("\nAborted!")  # printed on the way out, after stderr is restored; exit code 1
-
-    command = sys.argv[:1] and _os.path.basename(sys.argv[0]) in ("textgen", "textgen.exe")
-    run_as_module = "-m" in sys.orig_argv[:-1] and sys.orig_argv[sys.orig_argv.index("-m") + 1] == "textgen"
-    if command or run_as_module:
-        signal.signal(signal.SIGINT, abort)
+    if verbose and "tensorflow" not in _sys.modules:
+        _os.environ.pop("TEXTGEN_QUIETED_TF", None)
+        _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own default: show its start-up lines
+    _import_tensorflow_quietly()
+    import textgen.generate  # noqa: F401  (imports every module that defines a Keras object)
+    import textgen.layers  # noqa: F401
 
 
-_abort_quietly_while_importing()
-_import_tensorflow_quietly()
+def _run_as_command() -> bool:
+    """Whether this process is the `textgen` command (or `python -m textgen`)."""
+    if _sys.argv[:1] and _os.path.basename(_sys.argv[0]) in ("textgen", "textgen.exe"):
+        return True
+    argv = _sys.orig_argv
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "textgen"
 
-from textgen.layers import TokenEmbedding  # noqa: E402  (registers custom Keras objects)
-from textgen.generate import Generator, load  # noqa: E402
 
-__all__ = ["Generator", "TokenEmbedding", "load", "__version__"]
+_DEFERRED = {"Generator": "textgen.generate", "load": "textgen.generate", "TokenEmbedding": "textgen.layers"}
+
+
+def __getattr__(name):
+    """The public names, for the command line's process, which imports them on first use."""
+    if name not in _DEFERRED:
+        raise AttributeError(f"module 'textgen' has no attribute {name!r}")
+    import importlib
+
+    load_keras_objects()
+    return getattr(importlib.import_module(_DEFERRED[name]), name)
+
+
+if not _run_as_command():
+    load_keras_objects()
+    from textgen.generate import Generator, load  # noqa: E402
+    from textgen.layers import TokenEmbedding  # noqa: E402
+
+__all__ = ["Generator", "TokenEmbedding", "load", "load_keras_objects", "__version__"]

@@ -7,14 +7,12 @@ not foresee (a full disk) is a runtime error too. `--debug` shows the traceback 
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
+import functools
 import warnings
 
 import click
 
-from textgen import __version__
+from textgen import __version__, load_keras_objects
 from textgen.errors import TextgenError, UsageError
 
 
@@ -78,20 +76,28 @@ def _quiet_libraries(verbose: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # see textgen._abort_quietly_while_importing
-    # Importing textgen already hid TensorFlow's C++ start-up lines; `--verbose` wants them,
-    # so restart the interpreter once with TensorFlow's default log level.
-    if "--verbose" in sys.argv[1:] and os.environ.pop("TEXTGEN_QUIETED_TF", None):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
-        os.execve(sys.executable, [sys.executable, "-m", "textgen", *sys.argv[1:]], env)
     cli(prog_name="textgen")
+
+
+def _after_parsing(callback):
+    """`callback` with TensorFlow and textgen's Keras objects loaded first.
+
+    The `textgen` process defers that import (see the package docstring) until a command has
+    parsed its arguments, so `--help`, `--version` and usage errors never wait for it, and a
+    Ctrl-C during it reaches click, which prints `Aborted!` rather than a traceback.
+    """
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        obj = click.get_current_context().obj or {}
+        load_keras_objects(verbose=obj.get("verbose", False))
+        return callback(*args, **kwargs)
+
+    return run
 
 
 from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
 
-cli.add_command(prepare_cmd.prepare)
-cli.add_command(train_cmd.train)
-cli.add_command(generate_cmd.generate)
-cli.add_command(evaluate_cmd.evaluate)
-cli.add_command(info_cmd.info)
-cli.add_command(plot_cmd.plot)
+for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
+                 info_cmd.info, plot_cmd.plot):
+    _command.callback = _after_parsing(_command.callback)
+    cli.add_command(_command)
