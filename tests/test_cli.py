@@ -28,8 +28,11 @@ def test_version_and_help_on_every_command():
 
 
 def textgen_process(*args, python_options=()):
+    """`python -m textgen ARGS` as a terminal starts it: pytest-xdist's workers ignore SIGINT, and
+    a child would inherit that, so Ctrl-C gets its default action back in the child."""
     return subprocess.Popen([sys.executable, *python_options, "-m", "textgen", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_help_and_usage_errors_do_not_wait_for_tensorflow():
@@ -44,9 +47,17 @@ def test_help_and_usage_errors_do_not_wait_for_tensorflow():
         assert not imported & {"tensorflow", "keras", "textgen.layers", "textgen.generate"}, imported
 
 
+def loaded_tensorflow(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtensorflow" in maps.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
 def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback(trained_model):
     process = textgen_process("info", trained_model)
-    time.sleep(1.0)  # past the argument parsing, inside the seconds of TensorFlow's import
+    deadline = time.monotonic() + 120
+    while not loaded_tensorflow(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # TensorFlow's library loads early in its import, which the command starts after parsing
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert (process.returncode, out, err.strip()) == (1, "", "Aborted!")
