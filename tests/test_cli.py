@@ -28,8 +28,8 @@ def test_version_and_help_on_every_command():
 
 
 def textgen_process(*args, python_options=()):
-    """`python -m textgen ARGS` as a terminal starts it: pytest-xdist's workers ignore SIGINT, and
-    a child would inherit that, so Ctrl-C gets its default action back in the child."""
+    """`python -m textgen ARGS` as a terminal starts it: a suite launched from a background shell
+    runs with SIGINT ignored, which a child would inherit, so Ctrl-C gets its default action back."""
     return subprocess.Popen([sys.executable, *python_options, "-m", "textgen", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
