@@ -82,7 +82,8 @@ def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corp
     assert "--resume" in str(stop.value)
     monkeypatch.undo()
     saved = load_keras_model(tmp_path / "run" / "model.keras")  # loadable, holds epoch 1
-    assert find_token_embedding(saved).model_card["history"]["best_epoch"] == 1
+    card = find_token_embedding(saved).model_card["history"]
+    assert card["best_epoch"] == 1 and card["stopped"] == "interrupt"  # what `textgen info` shows
     assert read_state(tmp_path / "run")["global_step"] == stop_at
 
     resumed = train(config, resume=True, echo=quiet, verbose=0)
@@ -92,7 +93,8 @@ def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corp
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and sum(int(r["best"]) for r in rows) == 1
     tokenizer = json.loads((checkpoint_dir(tmp_path / "run") / "tokenizer.json").read_text())
-    assert find_token_embedding(load_keras_model(resumed.model_path)).tokenizer == tokenizer
+    finished = find_token_embedding(load_keras_model(resumed.model_path))
+    assert finished.tokenizer == tokenizer and finished.model_card["history"]["stopped"] == "completed"
 
 
 def test_resume_refuses_what_cannot_continue(small_corpus, tmp_path):

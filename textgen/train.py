@@ -586,11 +586,11 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
         checkpointer.save(finished=stopped)
     if recorder.best_epoch == 0 and stopped in ("completed", "early_stopping"):
         raise TextgenError("training produced no finite loss; lower training.learning_rate or set training.clipnorm")
+    if model_path.exists() and recorder.best_epoch:  # the kept model's card says what ended the run
+        update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))
     if stopped == "interrupt":
         raise TrainingInterrupted(f"training interrupted at {where}; the training state is saved and "
                                   f"{_kept(run, recorder)}")
-    if model_path.exists() and recorder.best_epoch:
-        update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))
     if reason == "time_limit":
         echo(f"stopped at {where} after the {config.training.max_minutes:g}-minute budget "
              f"(training.max_minutes); {_kept(run, recorder)}; add --resume to continue "
