@@ -10,7 +10,7 @@
                 mixed_bfloat16 on a TPU and on a CPU with AMX (bfloat16 matrix units), where
                 it trains about twice as fast as float32 with the same loss
                 (scripts/bench_train.py); float32 elsewhere.
-    jit_compile auto: off on a CPU (XLA's recurrent loops measured several times slower
+    jit_compile auto: off on a CPU (XLA's recurrent training steps measured 5-35% slower
                 there); Keras's own choice on a GPU (cuDNN layers opt out); on for a TPU.
 
 The mixed-precision policy is global in Keras, so `DevicePlan.policy()` sets it only for

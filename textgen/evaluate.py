@@ -2,7 +2,8 @@
 
 The text is scored the way validation scores it during training: cut into windows of
 seq_length + 1 tokens that share one token, each window predicted from a fresh state, so
-every token after the first is predicted exactly once (the last, shorter window included).
+every token after the first is predicted exactly once (the last, shorter window included;
+validation, which runs in whole batches, leaves out its last partial batch and that window).
 The file is read, decoded and encoded in blocks and the windows are scored in batches as
 they fill up, so memory stays flat however large the file is. Line ends are normalised as
 in training (Gutenberg headers are not stripped: give the text you want measured).

@@ -27,8 +27,9 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     The text is read in blocks and scored in batches, so a file of any size fits in
-    memory; a progress bar on stderr shows how far it has got. Scoring matches validation
-    during training: windows of seq_length tokens, each predicted from a fresh state.
+    memory; a progress bar on stderr shows how far it has got. Scoring is validation's:
+    windows of seq_length tokens, each predicted from a fresh state, but every token is
+    scored (validation during training leaves out its last partial batch).
     """
     from textgen.evaluate import evaluate_file
     from textgen.generate import load_keras_model
