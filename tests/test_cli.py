@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import re
@@ -45,6 +46,21 @@ def test_help_and_usage_errors_do_not_wait_for_tensorflow():
         assert "click" in imported and "textgen.cli" in imported
         # textgen.layers and textgen.generate are what import Keras and TensorFlow
         assert not imported & {"tensorflow", "keras", "textgen.layers", "textgen.generate"}, imported
+
+
+def test_plot_draws_history_without_importing_tensorflow(trained_model, tmp_path):
+    """`textgen plot` only reads history.csv, so it answers at once."""
+    (tmp_path / "history.csv").write_bytes((trained_model.parent / "history.csv").read_bytes())
+    process = textgen_process("plot", tmp_path, python_options=("-X", "importtime"))
+    out, err = process.communicate(timeout=120)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    # TensorFlow's own import runs with stderr silenced; textgen.layers is imported right after it
+    assert "textgen.plot" in imported and not imported & {"tensorflow", "keras", "textgen.layers"}, imported
+    if importlib.util.find_spec("matplotlib"):
+        assert process.returncode == 0 and (tmp_path / "loss.png").stat().st_size > 0, err
+    else:
+        assert process.returncode == 1 and "pip install 'textgen[plot]'" in err
+        assert not (tmp_path / "loss.png").exists()
 
 
 def loaded_tensorflow(pid: int) -> bool:

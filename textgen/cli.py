@@ -98,6 +98,7 @@ def _after_parsing(callback):
 from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
-                 info_cmd.info, plot_cmd.plot):
+                 info_cmd.info):
     _command.callback = _after_parsing(_command.callback)
     cli.add_command(_command)
+cli.add_command(plot_cmd.plot)  # reads history.csv and draws it: no TensorFlow needed

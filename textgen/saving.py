@@ -2,7 +2,8 @@
 
 Each file is written beside its destination under a temporary name, flushed to disk and
 renamed over the destination, so a crash or Ctrl-C leaves either the old file or the new
-one, never a half-written mix.
+one, never a half-written mix. Keras is imported only by the functions that save models,
+so writing text and plots (`textgen plot`) does not wait for TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import keras
+from typing import TYPE_CHECKING
 
-from textgen.fused_rnn import KERAS_CLASSES
-from textgen.layers import find_token_embedding
+if TYPE_CHECKING:
+    import keras
 
 
 def _umask() -> int:
@@ -60,6 +61,8 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
     The copy is float32 with Keras's own layer classes, however the model was trained
     (see `inference_config`).
     """
+    from textgen.layers import find_token_embedding
+
     path = Path(path)
     if model_card is not None:
         find_token_embedding(model).model_card = dict(model_card)
@@ -78,6 +81,8 @@ def inference_config(config):
     layers, so generation never depends on how it was trained. The weights are float32
     under every policy, so they carry over unchanged.
     """
+    from textgen.fused_rnn import KERAS_CLASSES
+
     if isinstance(config, (list, tuple)):
         return type(config)(inference_config(item) for item in config)
     if not isinstance(config, dict):
@@ -117,5 +122,7 @@ def remove_file(path: str) -> None:
 
 def update_model_card(path: str | Path, model_card: dict) -> None:
     """Replace the model card inside a saved model file, keeping its weights (atomically)."""
+    import keras
+
     model = keras.models.load_model(path, compile=False, safe_mode=True)
     save_model_atomic(model, path, model_card)
