@@ -209,6 +209,9 @@ def test_window_layers_round_trip():
     (["model.type=transformer", "model.context_length=64", "training.seq_length=100"],
      "training.seq_length (100) exceeds model.context_length (64)"),
     (["model.cell=peephole"], "did you mean peephole_lstm?"),
+    (["model.mode=window", "model.window=40", "training.seq_length=32"],
+     "model.window (40) is longer than training.seq_length (32): training would never show the model a full "
+     "window of text"),
     (["model.type=cnn"], "model.type must be one of rnn, transformer"),
 ])
 def test_invalid_combinations_are_explained(overrides, message):

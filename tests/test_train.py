@@ -9,6 +9,8 @@ import numpy as np
 import keras
 
 from textgen.config import TokenizerConfig
+from textgen.generate import load_keras_model
+from textgen.info import model_facts
 from textgen.tokenizer import fit_tokenizer
 from textgen.train import default_sample_seed, train
 
@@ -100,6 +102,9 @@ def test_a_validation_tail_too_short_for_a_window_is_reported(tiny_config):
     warning = next(line for line in said if line.startswith("warning: the validation tail"))
     assert "nothing is held out" in warning and "training.seq_length + 1 = 33" in warning
     assert "val_loss" not in result.history[0]
+    facts = model_facts(load_keras_model(result.model_path))  # what `textgen info` shows
+    assert facts["best_train_loss"] == round(result.history[0]["loss"], 4)
+    assert not any("validation" in key for key in facts)
     quiet = []
     train(tiny_config(**{"training.epochs": 1}), echo=quiet.append, verbose=0, overwrite=True)
     assert not any(line.startswith("warning: the validation tail") for line in quiet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -183,6 +184,7 @@ class TrainingConfig:
             _require(t >= 0, "training.sample_temperatures", f"must be 0 (greedy) or more, got {t}")
         _require(self.sample_seed is None or self.sample_seed != "", "training.sample_seed",
                  "must be some text or null")
+        _require(0 <= self.seed < 2**32, "training.seed", f"must be between 0 and 2**32 - 1, got {self.seed}")
         _require_choice(self.precision, PRECISIONS, "training.precision")
         _require_choice(self.distribute, STRATEGIES, "training.distribute")
         _require(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "training.jit_compile",
@@ -203,11 +205,17 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self):
-        # The one check that needs two sections: a transformer has a position vector per context slot.
+        # The checks that need two sections: a transformer has a position vector per context slot,
         _require(self.model.type != "transformer" or self.training.seq_length <= self.model.context_length,
                  "training.seq_length", f"({self.training.seq_length}) exceeds model.context_length "
                  f"({self.model.context_length}), the longest text the transformer has positions for; "
                  "raise model.context_length or lower training.seq_length")
+        # and a window model's windows are cut from the training sequences, while generation fills them.
+        window_mode = self.model.type == "rnn" and self.model.mode == "window"
+        _require(not window_mode or self.model.window <= self.training.seq_length, "model.window",
+                 f"({self.model.window}) is longer than training.seq_length ({self.training.seq_length}): training "
+                 "would never show the model a full window of text, which generation feeds it; raise "
+                 f"training.seq_length to {self.model.window} or more, or lower model.window")
 
     def to_dict(self) -> dict:
         """A plain nested dict (lists, not tuples) that YAML and JSON can hold."""
@@ -310,6 +318,10 @@ def _build(cls, raw: Any, prefix: str):
     return cls(**values)
 
 
+class _NotFinite(ConfigError):
+    """A number that is infinite or NaN, which `_coerce` reports as such inside lists too."""
+
+
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     """Check ``value`` against a field's type hint; return it in the field's own type."""
     origin = typing.get_origin(hint)
@@ -336,6 +348,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             if isinstance(value, dict) or value is None:
                 raise ConfigError(path)
             return tuple(_coerce(v, item, path) for v in items)
+        except _NotFinite:
+            raise
         except ConfigError:
             raise ConfigError(f"{path} must be a list of {noun}, got {_type_name(value)}") from None
     if hint is bool:
@@ -351,6 +365,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {_type_name(value)}")
+        if not math.isfinite(value):  # no key means anything by infinity; null is "no limit"
+            raise _NotFinite(f"{path} must be a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -37,8 +37,9 @@ def model_facts(model) -> dict:
     options = {k: v for k, v in tokenizer.items() if k not in ("level", "vocabulary")}
     if options:  # word level: lowercase, max_vocab, min_count, pattern
         facts["tokenizer"] = options
+    validated = history.get("final_val_loss") is not None  # without validation text the best loss is training's
     for key, name in (("final_loss", "final_train_loss"), ("final_val_loss", "final_validation_loss"),
-                      ("best_loss", "best_validation_loss")):
+                      ("best_loss", "best_validation_loss" if validated else "best_train_loss")):
         value = history.get(key)
         if value is not None and math.isfinite(value):
             facts[name] = round(value, 4)
