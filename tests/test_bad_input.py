@@ -383,6 +383,26 @@ def test_a_failed_run_into_an_existing_run_directory_keeps_its_model(files, tmp_
     assert leftovers(run_dir) == []
 
 
+def test_a_network_too_big_for_memory_is_one_line_and_keeps_the_old_model(files, tmp_path, monkeypatch):
+    """TensorFlow's out-of-memory error while the new model is built: the old run is still whole."""
+    import tensorflow as tf
+
+    from textgen import train as train_module
+
+    def too_big(*args, **kwargs):  # what model.units=100000 gets from TensorFlow, without the wait
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[300000,100000]")
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(files.model.parent, run_dir)
+    before = {p.relative_to(run_dir) for p in run_dir.rglob("*") if "cache" not in p.parts}
+    model, config = (run_dir / "model.keras").read_bytes(), (run_dir / "config.yaml").read_bytes()
+    monkeypatch.setattr(train_module, "build_model", too_big)
+    result = CliRunner().invoke(cli, [*train_args(files, run_dir, **{"model.units": 100000}), "--overwrite"])
+    check_answer(result, 1, "out of memory; use a smaller network (model.units")
+    assert (run_dir / "model.keras").read_bytes() == model and (run_dir / "config.yaml").read_bytes() == config
+    assert before <= {p.relative_to(run_dir) for p in run_dir.rglob("*")} and leftovers(run_dir) == []
+
+
 @pytest.mark.parametrize("args", [
     lambda f: ["info", str(f.not_zip)],
     lambda f: ["generate", "--model", str(f.newer), "--seed", "a"],

@@ -36,6 +36,19 @@ class TextgenGroup(click.Group):
             if (ctx.obj and ctx.obj.get("debug")) or isinstance(exc, BrokenPipeError):
                 raise
             raise click.ClickException(_describe_os_error(exc)) from None
+        except Exception as exc:
+            if (ctx.obj and ctx.obj.get("debug")) or not _out_of_memory(exc):
+                raise
+            raise click.ClickException(
+                "out of memory; use a smaller network (model.units, model.layers), fewer windows per step "
+                "(training.batch_size) or, when generating, fewer --num-samples") from None
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """A MemoryError, or TensorFlow's ResourceExhaustedError (named so the CLI need not import it)."""
+    return isinstance(exc, MemoryError) or any(
+        cls.__name__ == "ResourceExhaustedError" and cls.__module__.startswith("tensorflow")
+        for cls in type(exc).__mro__)
 
 
 def _describe_os_error(exc: OSError) -> str:

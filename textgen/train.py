@@ -209,10 +209,6 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
     echo(describe_cache(prepared))
     tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
-    if overwrite and own_dir is None:  # only once the new run can start: a corpus too short keeps the old one
-        clear_old_run(run_dir)
-    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
-    write_tokenizer(run_dir, tokenizer.get_config())
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
             "corpus_tokens": int(len(ids)), "coverage": prepared.coverage, "precision": plan.precision}
     if parent is not None:
@@ -226,6 +222,12 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
         except ValueError:
             raise ModelFileError(f"{config.training.init_from}: its weights do not fit the architecture its "
                                  f"config describes ({architecture_summary(config.model)})") from None
+    # Only once the new run can start (its corpus read, its model built) does an old one go:
+    # a corpus too short or a network too big for memory keeps the old model.
+    if overwrite and own_dir is None:
+        clear_old_run(run_dir)
+    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    write_tokenizer(run_dir, tokenizer.get_config())
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
                 parent=parent)
 
