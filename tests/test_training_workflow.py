@@ -338,7 +338,9 @@ def test_fine_tuning_starts_from_the_saved_weights(trained_model, small_corpus, 
     # Different architecture keys in the config are replaced by the saved model's.
     config = config_for(small_corpus, tmp_path / "tuned", **{"training.epochs": 1, "model.units": 64,
                                                               "training.init_from": str(trained_model)})
-    result = train(config, echo=quiet, verbose=0)
+    said = []
+    result = train(config, echo=said.append, verbose=0)
+    assert any(line.endswith("are reused; the config's model.units=64 does not apply") for line in said), said
     assert result.initial_val_loss == pytest.approx(parent.model_card["history"]["best_loss"], abs=1e-5)
     child = find_token_embedding(load_keras_model(result.model_path))
     assert child.tokenizer == parent.tokenizer

@@ -196,10 +196,15 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
         from textgen.generate import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
-        config = adopt_architecture(config, parent)
+        given, config = config, adopt_architecture(config, parent)
         tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
+        overridden = [f"{section}.{f.name}={getattr(getattr(given, section), f.name)}"
+                      for section in ("model", "tokenizer") for f in dataclasses.fields(getattr(given, section))
+                      if getattr(getattr(given, section), f.name) != getattr(getattr(config, section), f.name)]
         echo(f"fine-tuning {config.training.init_from}: its tokenizer and architecture "
-             f"({architecture_summary(config.model)}) are reused")
+             f"({architecture_summary(config.model)}) are reused"
+             + (f"; the config's {', '.join(overridden)} {'does' if len(overridden) == 1 else 'do'} not apply"
+                if overridden else ""))
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
     prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
