@@ -28,6 +28,16 @@ def test_version_and_help_on_every_command():
         assert "Options:" in result.output and "--help" in result.output, command
 
 
+def test_a_run_directory_stands_for_its_model(trained_model, tmp_path):
+    run_dir = trained_model.parent
+    assert run("info", run_dir).output == run("info", trained_model).output
+    sample = ("--seed", "ab", "--length", "30", "--random-seed", "3")
+    by_dir, by_file = run("generate", "--model", run_dir, *sample), run("generate", "--model", trained_model, *sample)
+    assert by_dir.exit_code == 0 and by_dir.output == by_file.output and len(by_dir.output) >= 30
+    empty = run("info", tmp_path)
+    assert empty.exit_code == 2 and "is a directory without a model.keras" in empty.output
+
+
 def textgen_process(*args, python_options=()):
     """`python -m textgen ARGS` as a terminal starts it: a suite launched from a background shell
     runs with SIGINT ignored, which a child would inherit, so Ctrl-C gets its default action back."""

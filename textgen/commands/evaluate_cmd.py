@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from textgen.commands.params import ModelFile
+
 
 @click.command()
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="A model.keras file written by `textgen train`.")
+@click.option("--model", "model_path", required=True, type=ModelFile(),
+              help="A model.keras file written by `textgen train`, or its run directory.")
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False),
               help="The held-out text file to score (text the model did not train on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import click
 
+from textgen.commands.params import ModelFile
+
 
 @click.command()
-@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
-              help="A model.keras file written by `textgen train`.  [default: the pretrained "
+@click.option("--model", "model_path", default=None, type=ModelFile(),
+              help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
                    "Shakespeare character model shipped with textgen]")
 @click.option("--seed", required=True, help="Text to start from; printed before the generated text.")
 @click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")

@@ -7,12 +7,17 @@ import json
 import click
 import yaml
 
+from textgen.commands.params import ModelFile
+
 
 @click.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL", type=ModelFile())
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON document.")
 def info(model_path, as_json):
-    """Describe a saved model: architecture, vocabulary, training config and losses."""
+    """Describe a saved model: architecture, vocabulary, training config and losses.
+
+    MODEL is a model.keras file written by `textgen train`, or its run directory.
+    """
     from textgen.generate import load_keras_model
     from textgen.info import model_facts
 
