@@ -410,9 +410,10 @@ def test_a_network_too_big_for_memory_is_one_line_and_keeps_the_old_model(files,
     lambda f: ["generate", "--model", str(f.model), "--seed", ""],
 ], ids=["broken model", "newer model", "YAML list", "empty seed"])
 def test_debug_raises_the_library_error_instead(files, args):
-    result = CliRunner().invoke(cli, ["--debug", *args(files)])
-    assert isinstance(result.exception, TextgenError), repr(result.exception)
-    assert result.exc_info is not None and result.exc_info[2] is not None  # a traceback to show
+    for argv in (["--debug", *args(files)], [*args(files), "--debug"]):  # before the command or after it
+        result = CliRunner().invoke(cli, argv)
+        assert isinstance(result.exception, TextgenError), (argv, repr(result.exception))
+        assert result.exc_info is not None and result.exc_info[2] is not None  # a traceback to show
 
 
 def test_real_process_prints_one_line_and_debug_prints_the_traceback(files):

@@ -89,9 +89,11 @@ def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback(trained_mode
     assert (process.returncode, out, err.strip()) == (1, "", "Aborted!")
 
 
-def test_verbose_shows_what_tensorflow_logs_and_the_default_hides(trained_model):
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_verbose_shows_what_tensorflow_logs_and_the_default_hides(trained_model, where):
     quiet = textgen_process("info", trained_model)
-    verbose = textgen_process("--verbose", "info", trained_model)
+    args = ("--verbose", "info", trained_model) if where == "before the command" else ("info", trained_model, "--verbose")
+    verbose = textgen_process(*args)
     (quiet_out, quiet_err), (verbose_out, verbose_err) = quiet.communicate(timeout=120), verbose.communicate(timeout=120)
     assert quiet.returncode == verbose.returncode == 0
     assert quiet_out == verbose_out and "parameters" in quiet_out

@@ -72,7 +72,6 @@ def cli(ctx, verbose, debug):
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
-    _quiet_libraries(verbose)
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -100,12 +99,24 @@ def _after_parsing(callback):
     Ctrl-C during it reaches click, which prints `Aborted!` rather than a traceback.
     """
     @functools.wraps(callback)
-    def run(*args, **kwargs):
-        obj = click.get_current_context().obj or {}
-        load_keras_objects(verbose=obj.get("verbose", False))
+    def run(*args, verbose=False, debug=False, **kwargs):
+        obj = click.get_current_context().obj
+        if obj is None:  # the command invoked on its own, without the group
+            obj = click.get_current_context().ensure_object(dict)
+        obj["verbose"], obj["debug"] = obj.get("verbose") or verbose, obj.get("debug") or debug
+        _quiet_libraries(obj["verbose"])
+        load_keras_objects(verbose=obj["verbose"])
         return callback(*args, **kwargs)
 
     return run
+
+
+def _global_flags() -> list[click.Option]:
+    """The group's flags, also taken after the command (`textgen generate ... --verbose`)."""
+    return [click.Option(["--verbose"], is_flag=True,
+                         help="Same as `textgen --verbose`: show TensorFlow's own log lines and warnings."),
+            click.Option(["--debug"], is_flag=True,
+                         help="Same as `textgen --debug`: show full tracebacks instead of one-line errors.")]
 
 
 from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
@@ -113,5 +124,6 @@ from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, pre
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
                  info_cmd.info):
     _command.callback = _after_parsing(_command.callback)
+    _command.params.extend(_global_flags())
     cli.add_command(_command)
 cli.add_command(plot_cmd.plot)  # reads history.csv and draws it: no TensorFlow needed
