@@ -92,9 +92,10 @@ def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback(trained_mode
 @pytest.mark.parametrize("where", ["before the command", "after it"])
 def test_verbose_shows_what_tensorflow_logs_and_the_default_hides(trained_model, where):
     quiet = textgen_process("info", trained_model)
-    args = ("--verbose", "info", trained_model) if where == "before the command" else ("info", trained_model, "--verbose")
-    verbose = textgen_process(*args)
-    (quiet_out, quiet_err), (verbose_out, verbose_err) = quiet.communicate(timeout=120), verbose.communicate(timeout=120)
+    args = ["info", trained_model]
+    verbose = textgen_process(*(["--verbose", *args] if where == "before the command" else [*args, "--verbose"]))
+    quiet_out, quiet_err = quiet.communicate(timeout=120)
+    verbose_out, verbose_err = verbose.communicate(timeout=120)
     assert quiet.returncode == verbose.returncode == 0
     assert quiet_out == verbose_out and "parameters" in quiet_out
     assert quiet_err == "" and verbose_err != ""

@@ -32,8 +32,8 @@ _DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} 
               help="Continue the run in the run directory from its last saved state (after Ctrl-C, a crash "
                    "or training.max_minutes): same tokenizer, data split, weights, optimizer and step.")
 @click.option("--init-from", type=ModelFile(), default=None, metavar="MODEL",
-              help="Fine-tune this saved .keras model (or the model of this run directory) on the configured corpus, reusing its tokenizer and "
-                   "architecture (sets training.init_from).")
+              help="Fine-tune this saved .keras model (or the model of this run directory) on the configured "
+                   "corpus, reusing its tokenizer and architecture (sets training.init_from).")
 def train(config_path, overrides, output, overwrite, resume, init_from):
     """Train a model and save it as RUN_DIR/model.keras.
 
