@@ -163,6 +163,10 @@ def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = Tr
         if (run_dir / MODEL_FILE).exists():
             raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
                              "or --output to train into another directory")
+        for name in (CONFIG_FILE, HISTORY_FILE):  # a user's own file there, or what a failed run left
+            if (run_dir / name).exists():
+                raise UsageError(f"{run_dir} already holds a {name}, which a new run would replace; pass "
+                                 "--overwrite to replace it or --output to train into another directory")
     if not clean:
         return run_dir
     check_writable(run_dir)
