@@ -310,6 +310,9 @@ CASES = [
                                                  str(f.nul_corpus)], 1, "looks binary"),
     Case("evaluate invalid UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
                                                  str(f.bad_utf8)], 1, "is not valid utf-8"),
+    Case("evaluate with an unknown encoding", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                            str(f.corpus), "--encoding", "klingon"], 2,
+         "'--encoding': must name a text encoding Python knows, such as utf-8 or latin-1, got 'klingon'"),
     Case("plot a directory without history", lambda f, o: ["plot", str(f.empty_dir)], 2, "has no history.csv"),
 ]
 

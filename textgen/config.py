@@ -47,7 +47,7 @@ class CorpusConfig:
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
         _require(0.0 <= self.validation_fraction <= 0.5, "corpus.validation_fraction",
                  f"must be between 0 and 0.5, got {self.validation_fraction}")
-        _require(_is_codec(self.encoding), "corpus.encoding",
+        _require(is_text_encoding(self.encoding), "corpus.encoding",
                  f"must name a text encoding Python knows, such as utf-8 or latin-1, got {self.encoding!r}")
 
 
@@ -388,7 +388,7 @@ def _type_name(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
 
 
-def _is_codec(name: str) -> bool:
+def is_text_encoding(name: str) -> bool:
     """A codec between bytes and text (rot13 and zlib are codecs, but not text encodings)."""
     try:
         info = codecs.lookup(name)

@@ -12,6 +12,14 @@ import click
 from textgen.commands.params import ModelFile
 
 
+def _text_encoding(ctx, param, value):
+    from textgen.config import is_text_encoding
+
+    if not is_text_encoding(value):
+        raise click.BadParameter(f"must name a text encoding Python knows, such as utf-8 or latin-1, got {value!r}")
+    return value
+
+
 @click.command()
 @click.option("--model", "model_path", required=True, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.")
@@ -21,7 +29,8 @@ from textgen.commands.params import ModelFile
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")
 @click.option("--seq-length", type=int, default=None,
               help="Tokens of context per window.  [default: the model's training.seq_length]")
-@click.option("--encoding", default="utf-8", show_default=True, help="The text file's encoding.")
+@click.option("--encoding", default="utf-8", show_default=True, callback=_text_encoding,
+              help="The text file's encoding.")
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out characters (or words) the model's vocabulary lacks instead of failing on them "
                    "(word models otherwise score them as <unk>).")
