@@ -83,6 +83,16 @@ def test_samples_are_printed_every_n_epochs(tiny_config):
     assert all(s.splitlines()[1].startswith("ROMEO:") and len(s) > len("ROMEO:") + 20 for s in samples)
 
 
+def test_a_sample_seed_the_model_cannot_read_is_reported_before_training(tiny_config):
+    lines = []
+    train(tiny_config(**{"training.epochs": 1, "training.sample_every": 1, "training.sample_seed": '"日本"'}),
+          echo=lines.append, verbose=0)
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning: training.sample_seed"))
+    assert "'日', '本'" in lines[warning] and lines[warning].endswith("samples switched off")
+    assert warning < next(i for i, line in enumerate(lines) if line.startswith("epoch 1"))  # before, not after
+    assert not any(line.startswith("--- sample") for line in lines)
+
+
 def test_the_default_sample_seed_is_the_first_whole_line_with_text():
     """Samples continue a real line of the held-out text, never a word cut in half."""
     text = "lf of a line\n\nVIRGILIA:\nI will wish her speedy strength"

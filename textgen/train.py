@@ -46,8 +46,8 @@ from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, r
                                 restore_checkpoint, write_tokenizer)
 from textgen.config import (ARCHITECTURE_KEYS, Config, ModelConfig, TokenizerConfig, config_from_dict,
                             model_config_from_dict)
-from textgen.dataset import (make_dataset, make_training_stream, replica_batch_size, split_ids, steps_per_pass,
-                             validation_steps)
+from textgen.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
+                             steps_per_pass, validation_steps)
 from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
 from textgen.errors import ConfigError, ModelFileError, TextgenError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
@@ -453,10 +453,9 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
     checkpointer = Checkpointer(run.run_dir, training.checkpoint_every, steps, state,
                                 restore_metrics=run.state["metrics"] if run.state and offset else None,
                                 averages_fn=averager.arrays if averager else (lambda: None))
-    samples = SamplePrinter(training.sample_every if plan.chief else 0, training.sample_temperatures,
-                            training.sample_length,
-                            training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids),
-                            echo, weights=weights)
+    seed_text = training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids)
+    samples = SamplePrinter(_sample_every(run, seed_text, echo) if plan.chief else 0, training.sample_temperatures,
+                            training.sample_length, seed_text, echo, weights=weights)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
     with stop_on_signals(echo) as request:
@@ -495,6 +494,18 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
                                       f"{_kept(run, recorder)} and the last checkpoint is kept") from None
     return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
+
+
+def _sample_every(run: _Run, seed_text: str, echo) -> int:
+    """training.sample_every, or 0 (with a warning now, not after the first epoch) for a seed the model cannot read."""
+    every = run.config.training.sample_every
+    if every and run.tokenizer.unk_id is None:  # word models read unknown words as <unk>
+        try:
+            encode_known(run.tokenizer, seed_text, unknown="error")
+        except UsageError as exc:
+            echo(f"warning: training.sample_seed: {exc}; samples switched off")
+            return 0
+    return every
 
 
 def _averager(run: _Run, echo) -> WeightAverager | None:
