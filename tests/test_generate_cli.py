@@ -159,3 +159,12 @@ def test_interactive_stops_at_length(trained_model):
     assert result.exit_code == 0 and "(reached --length 2)" in result.output
     greedy = textgen.load(trained_model).generate("A", length=2, temperature=0)[0]
     assert result.output.endswith("\nA" + greedy + "\n")
+
+
+def test_a_seed_is_read_like_a_corpus_line_ends_and_byte_order_mark(trained_model):
+    """A seed pasted from a Windows file: the model never saw CR (corpora are read without it)."""
+    args = ("--length", "40", "--temperature", "1.0", "--random-seed", "4")
+    plain = generate(trained_model, "--seed", "ROMEO:\nI will", *args)
+    pasted = generate(trained_model, "--seed", "\ufeffROMEO:\r\nI will", *args)
+    assert plain.exit_code == pasted.exit_code == 0, pasted.output
+    assert pasted.output == plain.output and plain.output.startswith("ROMEO:\nI will")

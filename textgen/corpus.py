@@ -103,6 +103,11 @@ def decode(data: bytes, encoding: str, path: Path | str = "<bytes>") -> str:
         raise _unknown_encoding(encoding) from None
     except UnicodeDecodeError as exc:
         raise _not_decodable(path, encoding, exc.start, exc.reason) from None
+    return normalise_text(text)
+
+
+def normalise_text(text: str) -> str:
+    """Text as every corpus is read: no byte-order mark, LF line ends."""
     text = text.lstrip("\ufeff")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

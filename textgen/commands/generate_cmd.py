@@ -13,11 +13,19 @@ import click
 from textgen.commands.params import ModelFile
 
 
+def _as_corpus_text(seed: str) -> str:
+    from textgen.corpus import normalise_text  # models never see CR or a BOM: corpora are read without them
+
+    return normalise_text(seed)
+
+
 @click.command()
 @click.option("--model", "model_path", default=None, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
                    "Shakespeare character model shipped with textgen]")
-@click.option("--seed", required=True, help="Text to start from; printed before the generated text.")
+@click.option("--seed", required=True, callback=lambda ctx, param, value: _as_corpus_text(value),
+              help="Text to start from; printed before the generated text. Line ends and a byte-order mark "
+                   "are normalised as in a corpus.")
 @click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
 @click.option("--temperature", type=float, multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
