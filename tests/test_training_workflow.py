@@ -373,5 +373,8 @@ def test_train_flags_that_conflict(tmp_path, trained_model):
     result = CliRunner().invoke(cli, ["train", "--resume", "--init-from", str(trained_model),
                                       "--output", str(tmp_path / "x")])
     assert result.exit_code == 2 and "pass only one" in result.output
+    result = CliRunner().invoke(cli, ["train", "--resume", "--overwrite", "--output", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "pass only one" in result.output
+    assert "resolved config" not in result.output  # refused before the config is printed
     result = CliRunner().invoke(cli, ["train", "--resume", "--output", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no training state to resume" in result.output

@@ -52,6 +52,8 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     if resume and init_from:
         raise click.UsageError("--init-from starts a new run from a saved model and --resume continues an "
                                "unfinished run; pass only one")
+    if resume and overwrite:  # before the config is printed, like the clash above
+        raise click.UsageError("--resume continues a run and --overwrite replaces it; pass only one")
     given = list(overrides)
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
