@@ -163,8 +163,10 @@ def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = Tr
         if (run_dir / MODEL_FILE).exists():
             raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
                              "or --output to train into another directory")
-        for name in (CONFIG_FILE, HISTORY_FILE):  # a user's own file there, or what a failed run left
-            if (run_dir / name).exists():
+        # textgen creates checkpoint/ before it writes these, so without it they are someone else's files
+        # (a user's own config beside `output.dir: .`); a run killed before its first checkpoint may start again.
+        for name in (CONFIG_FILE, HISTORY_FILE):
+            if (run_dir / name).exists() and not checkpoint_dir(run_dir).is_dir():
                 raise UsageError(f"{run_dir} already holds a {name}, which a new run would replace; pass "
                                  "--overwrite to replace it or --output to train into another directory")
     if not clean:
@@ -235,8 +237,8 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
     # a corpus too short or a network too big for memory keeps the old model.
     if overwrite and own_dir is None:
         clear_old_run(run_dir)
+    write_tokenizer(run_dir, tokenizer.get_config())  # first: it creates checkpoint/, which marks the run as ours
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
-    write_tokenizer(run_dir, tokenizer.get_config())
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
                 parent=parent)
 
@@ -497,7 +499,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
 
 
 def _sample_every(run: _Run, seed_text: str, echo) -> int:
-    """training.sample_every, or 0 (with a warning now, not after the first epoch) for a seed the model cannot read."""
+    """training.sample_every, or 0 with a warning before training for a seed the model cannot read."""
     every = run.config.training.sample_every
     if every and run.tokenizer.unk_id is None:  # word models read unknown words as <unk>
         try:

@@ -72,8 +72,8 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         result = run_training(config, overwrite=overwrite, resume=resume, echo=click.echo,
                               verbose=1 if sys.stdout.isatty() else 2)
     except TrainingInterrupted as exc:
-        if not exc.resumable:  # what the stopped run left in the run directory goes with --overwrite
-            restart += [*(["--init-from", init_from] if init_from else []), "--overwrite"]
+        if not exc.resumable:
+            restart += ["--init-from", init_from] if init_from else []
             raise click.ClickException(f"{exc.what}; start again with: {shlex.join(restart)}") from None
         raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
     if not result.chief:
