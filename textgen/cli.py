@@ -100,9 +100,7 @@ def _after_parsing(callback):
     """
     @functools.wraps(callback)
     def run(*args, verbose=False, debug=False, **kwargs):
-        obj = click.get_current_context().obj
-        if obj is None:  # the command invoked on its own, without the group
-            obj = click.get_current_context().ensure_object(dict)
+        obj = click.get_current_context().ensure_object(dict)  # the group's, or a new one for a lone command
         obj["verbose"], obj["debug"] = obj.get("verbose") or verbose, obj.get("debug") or debug
         _quiet_libraries(obj["verbose"])
         load_keras_objects(verbose=obj["verbose"])

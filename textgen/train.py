@@ -204,9 +204,9 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
         parent = load_keras_model(config.training.init_from)
         given, config = config, adopt_architecture(config, parent)
         tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
-        overridden = [f"{section}.{f.name}={getattr(getattr(given, section), f.name)}"
-                      for section in ("model", "tokenizer") for f in dataclasses.fields(getattr(given, section))
-                      if getattr(getattr(given, section), f.name) != getattr(getattr(config, section), f.name)]
+        before, after = given.to_dict(), config.to_dict()
+        overridden = [f"{section}.{key}={value}" for section in ("model", "tokenizer")
+                      for key, value in before[section].items() if value != after[section][key]]
         echo(f"fine-tuning {config.training.init_from}: its tokenizer and architecture "
              f"({architecture_summary(config.model)}) are reused"
              + (f"; the config's {', '.join(overridden)} {'does' if len(overridden) == 1 else 'do'} not apply"

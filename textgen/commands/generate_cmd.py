@@ -13,7 +13,7 @@ import click
 from textgen.commands.params import ModelFile
 
 
-def _as_corpus_text(seed: str) -> str:
+def _normalised_seed(ctx, param, seed: str) -> str:
     from textgen.corpus import normalise_text  # models never see CR or a BOM: corpora are read without them
 
     return normalise_text(seed)
@@ -23,7 +23,7 @@ def _as_corpus_text(seed: str) -> str:
 @click.option("--model", "model_path", default=None, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
                    "Shakespeare character model shipped with textgen]")
-@click.option("--seed", required=True, callback=lambda ctx, param, value: _as_corpus_text(value),
+@click.option("--seed", required=True, callback=_normalised_seed,
               help="Text to start from; printed before the generated text. Line ends and a byte-order mark "
                    "are normalised as in a corpus.")
 @click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
