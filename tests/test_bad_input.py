@@ -124,6 +124,7 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.yaml_latin1 = write("configs/latin1.yaml", "# caf\xe9\nmodel: {units: 8}\n".encode("latin-1"))
     f.yaml_section = write("configs/section.yaml", "model: 3\n")
     f.yaml_unknown = write("configs/unknown.yaml", "modle:\n  units: 8\n")
+    f.yaml_twice = write("configs/twice.yaml", "model:\n  units: 8\n  units: 16\n")
 
     # places that cannot be written
     f.blocker = write("blocker", "a regular file, so nothing can be created under it\n")
@@ -219,6 +220,8 @@ CASES = [
          "model must be a mapping"),
     Case("YAML unknown section", lambda f, o: config_args(f.yaml_unknown, o), 2,
          "did you mean model?"),
+    Case("YAML key twice", lambda f, o: config_args(f.yaml_twice, o), 2,
+         "key 'units' appears twice (lines 2 and 3); keep one"),
     # ---- corpora
     Case("corpus missing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/nope.txt']"}), 1,
          "does not exist"),

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,25 @@ def test_yaml_python_tag_is_refused(tmp_path):
     path.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("model:\n  units: 64\n  dropout: 0.1\n  units: 128\n", "key 'units' appears twice (lines 2 and 4)"),
+    ("model: {units: 8}\ntraining: {epochs: 1}\nmodel: {units: 16}\n", "key 'model' appears twice (lines 1 and 3)"),
+    ("model: {units: 8, units: 16}\n", "key 'units' appears twice (lines 1 and 1)"),
+])
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path, text, where):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(where) + "; keep one"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_may_still_override_what_they_merge(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("model:\n  <<: {units: 8, layers: 2}\n  units: 16\n")
+    merged = load_config(path)
+    assert (merged.model.units, merged.model.layers) == (16, 2)
 
 
 def test_missing_config_file(tmp_path):
