@@ -69,7 +69,7 @@ def uninterrupted(small_corpus, tmp_path_factory):
 
 @pytest.mark.parametrize("level", ["char", "word"])
 def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corpus, uninterrupted, tmp_path,
-                                                               monkeypatch):
+                                                               monkeypatch, capsys):
     settings = {"training.epochs": 3, "tokenizer.level": level}
     straight = uninterrupted if level == "char" else \
         train(config_for(small_corpus, tmp_path / "straight", **settings), echo=quiet, verbose=0)
@@ -86,7 +86,10 @@ def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corp
     assert card["best_epoch"] == 1 and card["stopped"] == "interrupt"  # what `textgen info` shows
     assert read_state(tmp_path / "run")["global_step"] == stop_at
 
-    resumed = train(config, resume=True, echo=quiet, verbose=0)
+    capsys.readouterr()
+    resumed = train(config, resume=True, echo=quiet, verbose=1)
+    bars = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert bars == ["Epoch 2/3", "Epoch 3/3"]  # out of the run's epochs, though two fit calls finish them
     assert resumed.global_step == straight.global_step
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     np.testing.assert_allclose(losses(resumed), losses(straight), rtol=0, atol=1e-3)

@@ -198,6 +198,20 @@ def set_metric_values(model: keras.Model, values: list) -> None:
                 variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
+class RunProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, numbering epochs out of the run's total. A resumed run finishes
+    its interrupted epoch in a fit call of its own, whose `epochs` would otherwise show as
+    the total ("Epoch 2/2", then "Epoch 3/3")."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
+
+
 class SamplePrinter(keras.callbacks.Callback):
     """Prints one sample per temperature at the end of every `every` epochs, from the weights
     `weights` puts in the model (the ones model.keras would keep)."""

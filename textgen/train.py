@@ -37,7 +37,7 @@ import numpy as np
 
 from textgen import __version__
 from textgen.averaging import WeightAverager
-from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunRecorder, SamplePrinter, StopGuard,
+from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunRecorder, SamplePrinter, StopGuard,
                                TrainingStopped, global_step, metric_values, per_token_metrics, set_metric_values,
                                stop_on_signals)
 
@@ -464,7 +464,7 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
         guard = StopGuard(steps, training.epochs, deadline, request)
         # Keras appends its progress bar after these unless given one: first, it finishes the
         # epoch's bar before the recorder prints the epoch's summary and samples follow.
-        callbacks = [*([keras.callbacks.ProgbarLogger()] if verbose else []), *([averager] if averager else []),
+        callbacks = [*([RunProgressBar(training.epochs)] if verbose else []), *([averager] if averager else []),
                      recorder, checkpointer, samples, tensorboard, guard, *extra_callbacks]
         stopped = "completed"
         try:
