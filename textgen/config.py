@@ -276,13 +276,13 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one",
-                        key_node.start_mark)
-                seen[key] = line
+                first = seen.get(key)
             except TypeError:  # an unhashable key: the base class reports it
                 continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {first} and {line}); keep one", key_node.start_mark)
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
