@@ -38,7 +38,7 @@ ARCHITECTURES = {
 
 @pytest.fixture(scope="module")
 def trained(small_corpus, tmp_path_factory):
-    """Each architecture trained for three short epochs: {name: (model path, history rows)}."""
+    """Each architecture trained for three short epochs: {name: (model path, history rows, lines echoed)}."""
     from textgen.train import train
 
     results = {}
@@ -47,22 +47,33 @@ def trained(small_corpus, tmp_path_factory):
         settings = {"training.epochs": 3, "training.steps_per_epoch": 8, "training.batch_size": 16,
                     "training.seq_length": 24, "training.learning_rate": 0.01, **overrides}
         config = load_config(None, tiny_overrides(small_corpus, out, **settings))
-        result = train(config, echo=lambda _: None, verbose=0)
-        results[name] = (result.model_path, result.history)
+        lines = []
+        result = train(config, echo=lines.append, verbose=0)
+        results[name] = (result.model_path, result.history, lines)
     return results
 
 
 @pytest.mark.slow
 def test_every_architecture_trains_with_falling_loss(trained):
-    for name, (_, history) in trained.items():
+    for name, (_, history, _) in trained.items():
         losses = [row["loss"] for row in history]
         assert losses[-1] < losses[0] - 0.1, (name, losses)
 
 
 @pytest.mark.slow
+def test_keys_an_architecture_does_not_read_are_named_when_training_starts(trained):
+    notes = {name: [line for line in lines if line.startswith("note: not read")]
+             for name, (_, _, lines) in trained.items()}
+    # tiny_overrides sets a GRU of 32 units, which the transformer has no use for
+    assert notes.pop("transformer") == [
+        "note: not read by this model, so ignored: model.cell=gru (rnn only), model.units=32 (rnn only)"]
+    assert notes == {name: [] for name in notes}
+
+
+@pytest.mark.slow
 def test_every_architecture_loads_in_a_fresh_process_and_generates(trained):
     """One subprocess: load each file, check stepped logits against the Keras model, generate by CLI code."""
-    paths = {name: str(path) for name, (path, _) in trained.items()}
+    paths = {name: str(path) for name, (path, _, _) in trained.items()}
     script = f"""
 import json, numpy as np, tensorflow as tf, textgen
 from textgen.generate import load_keras_model, Generator
@@ -102,7 +113,7 @@ def test_every_architecture_fine_tunes_from_its_saved_config(trained, small_corp
     and starts from its weights, whatever the new config's model section says (a GRU 32)."""
     from textgen.train import train
 
-    for name, (path, _) in trained.items():
+    for name, (path, _, _) in trained.items():
         parent = find_token_embedding(load_keras_model(path)).model_card
         settings = {"training.epochs": 1, "training.steps_per_epoch": 2, "training.batch_size": 16,
                     "training.seq_length": 24, "training.init_from": str(path)}

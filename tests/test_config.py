@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from textgen.config import Config, load_config
+from textgen.config import Config, ignored_settings, load_config
 from textgen.errors import ConfigError
 from textgen.model import build_model
 from textgen.tokenizer import CharTokenizer
@@ -106,6 +106,27 @@ def test_yaml_merge_keys_may_still_override_what_they_merge(tmp_path):
     path.write_text("model:\n  <<: {units: 8, layers: 2}\n  units: 16\n")
     merged = load_config(path)
     assert (merged.model.units, merged.model.layers) == (16, 2)
+
+
+@pytest.mark.parametrize("overrides, ignored", [
+    ([], []),
+    (["model.type=transformer", "model.cell=gru", "model.units=384", "model.window=64"],
+     ["model.cell=gru (rnn only)", "model.units=384 (rnn only)", "model.window=64 (window mode only)"]),
+    (["model.heads=8", "model.context_length=128", "model.window=64"],
+     ["model.heads=8 (transformer only)", "model.context_length=128 (transformer only)",
+      "model.window=64 (window mode only)"]),
+    (["model.mode=window", "model.window=64", "model.heads=4"], []),  # heads at its default is no setting
+    (["tokenizer.lowercase=true", "tokenizer.min_count=3"],
+     ["tokenizer.lowercase=true (word level only)", "tokenizer.min_count=3 (word level only)"]),
+    (["tokenizer.level=word", "tokenizer.lowercase=true", "tokenizer.min_count=3"], []),
+])
+def test_settings_the_chosen_architecture_does_not_read_are_listed(overrides, ignored):
+    assert ignored_settings(load_config(None, overrides)) == ignored
+
+
+def test_shipped_configs_set_nothing_their_model_ignores():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert ignored_settings(load_config(path)) == [], path.name
 
 
 def test_missing_config_file(tmp_path):

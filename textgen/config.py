@@ -116,6 +116,31 @@ class ModelConfig:
 ARCHITECTURE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if "dropout" not in f.name)
 
 
+def ignored_settings(config: "Config") -> list[str]:
+    """Model and tokenizer keys set away from their defaults that the chosen architecture or
+    tokenizer level never reads, as "model.units=384 (rnn only)". They are not errors: a
+    config may switch `model.type` or `tokenizer.level` with --set and keep the rest."""
+    model, tokenizer = config.model, config.tokenizer
+    unread = {}  # "section.key" -> what reads it
+    if model.type == "transformer":
+        unread.update({"model.cell": "rnn only", "model.units": "rnn only"})
+    else:
+        unread.update(dict.fromkeys(("model.heads", "model.mlp_dim", "model.context_length"), "transformer only"))
+    if model.type == "transformer" or model.mode == "sequence":
+        unread["model.window"] = "window mode only"
+    if tokenizer.level == "char":
+        unread.update(dict.fromkeys(("tokenizer.lowercase", "tokenizer.max_vocab", "tokenizer.min_count",
+                                     "tokenizer.pattern"), "word level only"))
+    given, defaults = config.to_dict(), Config().to_dict()
+    ignored = []
+    for dotted, reader in unread.items():
+        section, key = dotted.split(".")
+        if given[section][key] != defaults[section][key]:
+            value = given[section][key]
+            ignored.append(f"{dotted}={str(value).lower() if isinstance(value, bool) else value} ({reader})")
+    return ignored
+
+
 def _divisor_near(width: int, heads: int) -> int:
     """The divisor of `width` closest to `heads`, for a suggestion."""
     return min((d for d in range(1, width + 1) if width % d == 0), key=lambda d: (abs(d - heads), d))

@@ -45,7 +45,7 @@ __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
                                 restore_checkpoint, write_tokenizer)
 from textgen.config import (ARCHITECTURE_KEYS, Config, ModelConfig, TokenizerConfig, config_from_dict,
-                            model_config_from_dict)
+                            ignored_settings, model_config_from_dict)
 from textgen.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
                              steps_per_pass, validation_steps)
 from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
@@ -536,6 +536,9 @@ def _describe_run(run: _Run, echo) -> None:
              "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
              "corpus.validation_fraction or lower training.seq_length")
     echo(f"model: {architecture_summary(config.model)}, {run.model.count_params():,} parameters")
+    ignored = ignored_settings(config)
+    if ignored:
+        echo(f"note: not read by this model, so ignored: {', '.join(ignored)}")
     echo(plan.describe(config.training.batch_size))
     for line in kernel_report(run.model, plan):
         echo(line)
