@@ -11,7 +11,7 @@ import tensorflow as tf
 import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
-from textgen.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan, native_bfloat16
+from textgen.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan
 from textgen.layers import TokenEmbedding
 from textgen.model import build_model
 from textgen.samplers import BeamSampler, GreedySampler, RandomSampler
@@ -170,8 +170,9 @@ def test_same_random_seed_same_text_in_other_processes(trained_model):
 
 def test_xla_and_plain_loops_draw_the_same_text(trained_model):
     model = textgen.load(trained_model).model
-    texts = [Generator(model, precision="float32", jit_compile=jit).generate("A", length=100, random_seed=2,
-                                                                             num_samples=3) for jit in (True, False)]
+    generators = [Generator(model, precision="float32", jit_compile=jit) for jit in (True, False)]
+    assert [g._plan(RandomSampler(), 3).jit for g in generators] == [True, False]  # two different loops
+    texts = [g.generate("A", length=100, random_seed=2, num_samples=3) for g in generators]
     assert texts[0] == texts[1]
 
 
@@ -183,15 +184,21 @@ def test_samples_in_one_batch_differ(trained_model):
     assert len(set(big)) == BFLOAT16_MIN_BATCH and all(len(s) == 50 for s in big)
 
 
-@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
-def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model):
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model, monkeypatch, native):
+    # The plan only chooses a dtype, so the CPU's answer is stood in for; the bfloat16 steps
+    # themselves are checked against float32 below.
+    monkeypatch.setattr("textgen.generate.native_bfloat16", lambda: native)
     generator = textgen.load(trained_model)
     big = generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH)
-    assert big.dtype == tf.bfloat16 and not big.jit
-    small = generator._plan(RandomSampler(), 1)
-    assert small.dtype == tf.float32 and small.jit
+    assert (big.dtype, big.jit) == ((tf.bfloat16, False) if native else (tf.float32, True))
+    assert generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH - 1) == _Plan(tf.float32, True)
     assert generator._plan(GreedySampler(), 64).dtype == tf.float32
     assert generator._plan(BeamSampler(), 64).dtype == tf.float32
+    exact = Generator(generator.model, precision="float32")
+    assert exact._plan(RandomSampler(), 64).dtype == tf.float32  # asked for float32: never rounded
+    rounded = Generator(generator.model, precision="bfloat16")
+    assert rounded._plan(RandomSampler(), 1).dtype == tf.bfloat16  # asked for bfloat16: any sampled batch
 
 
 def test_bfloat16_steps_stay_close_to_float32(trained_model):
@@ -211,8 +218,12 @@ def test_bfloat16_steps_stay_close_to_float32(trained_model):
 def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model, plan, tolerance):
     generator = textgen.load(trained_model)
     ids = generator.tokenizer.encode("ROMEO: What light")
+    primed = []
+    prime = generator._prime
+    generator._prime = lambda p, seed, batch: primed.append(batch) or prime(p, seed, batch)
     copied, _ = generator._start(ids, 3, plan)
-    row_by_row = generator._prime(plan, ids, 3)  # every row primed through the plan's own stepper
+    assert primed == [1]  # the seed ran as one row, not three
+    row_by_row = prime(plan, ids, 3)  # every row primed through the plan's own stepper
     for a, b in zip(tf.nest.flatten(copied), tf.nest.flatten(row_by_row)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tolerance)
@@ -292,15 +303,20 @@ def test_streaming_yields_the_same_text_as_run(trained_model):
 
 def test_loading_several_models_in_one_process_is_not_warned_about_as_retracing(trained_model):
     # TensorFlow warns after 5 traces of one function's code; every Generator traces its own.
+    # The CLI's tests quiet TensorFlow's logger in this process; listen at its warning level.
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
-    tf.get_logger().addHandler(handler)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     try:
         texts = [textgen.load(trained_model).generate("ROMEO", length=5, temperature=0.8, random_seed=1)
                  for _ in range(6)]
     finally:
-        tf.get_logger().removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     assert all(text == texts[0] for text in texts)
     assert not [m for m in messages if "retracing" in m]
 
