@@ -39,9 +39,12 @@ def test_peephole_step_matches_the_equations_by_hand():
 
 
 def test_peephole_cell_round_trips(tmp_path):
-    cell = PeepholeLSTMCell(6, unit_forget_bias=False, name="peep")
+    cell = PeepholeLSTMCell(6, unit_forget_bias=False, recurrent_initializer="zeros", name="peep")
     config = cell.get_config()
-    assert PeepholeLSTMCell.from_config(config).get_config() == config
+    again = PeepholeLSTMCell.from_config(config)
+    assert again.get_config() == config
+    assert (again.units, again.unit_forget_bias, again.name) == (6, False, "peep")  # not the defaults
+    assert type(again.recurrent_initializer).__name__ == "Zeros"
     model = keras.Sequential([keras.Input((None, 3)), keras.layers.RNN(PeepholeLSTMCell(6), return_sequences=True)])
     x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
     model.save(tmp_path / "p.keras")

@@ -17,12 +17,18 @@ def test_registry_names_every_strategy_and_rejects_unknown_names():
         get_sampler("nucleus")
 
 
-@pytest.mark.parametrize("sampler", [GreedySampler(), RandomSampler(0.7), TopKSampler(top_k=3, temperature=1.5),
-                                     TopPSampler(top_p=0.8, temperature=0.9), BeamSampler(beam_width=5)])
-def test_config_round_trip(sampler):
+@pytest.mark.parametrize("sampler, settings", [
+    (GreedySampler(), {}),
+    (RandomSampler(0.7), {"temperature": 0.7}),
+    (TopKSampler(top_k=3, temperature=1.5), {"top_k": 3, "temperature": 1.5}),
+    (TopPSampler(top_p=0.8, temperature=0.9), {"top_p": 0.8, "temperature": 0.9}),
+    (BeamSampler(beam_width=5), {"beam_width": 5}),
+])
+def test_config_round_trip(sampler, settings):
     config = sampler.get_config()
+    assert config == settings  # its settings, and nothing else
     again = get_sampler(sampler.name, **config)
-    assert type(again) is type(sampler) and again.get_config() == config
+    assert type(again) is type(sampler) and {key: getattr(again, key) for key in settings} == settings
 
 
 def test_draw_follows_the_distribution_and_never_draws_masked_tokens():

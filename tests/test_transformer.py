@@ -29,9 +29,13 @@ def test_attention_is_causal():
 
 
 def test_transformer_layers_round_trip(tmp_path):
-    for layer in (TransformerBlock(4, 64, dropout=0.1, name="b"), PositionEmbedding(16, 32, name="p")):
+    for layer, settings in ((TransformerBlock(4, 64, dropout=0.1, name="b"), {"num_heads": 4, "mlp_dim": 64,
+                                                                              "dropout": 0.1, "name": "b"}),
+                            (PositionEmbedding(16, 32, name="p"), {"max_length": 16, "output_dim": 32, "name": "p"})):
         config = layer.get_config()
-        assert type(layer).from_config(config).get_config() == config
+        again = type(layer).from_config(config)
+        assert again.get_config() == config
+        assert {key: getattr(again, key) for key in settings} == settings  # not the defaults
     model = keras.Sequential([keras.Input((None, 32)), PositionEmbedding(16, 32), TransformerBlock(4, 64)])
     x = np.random.default_rng(2).normal(size=(2, 7, 32)).astype("float32")
     model.save(tmp_path / "t.keras")
