@@ -354,8 +354,12 @@ def test_bad_input_is_answered(case, files, tmp_path):
     assert not files.marker.exists()  # the !!python tag never ran
 
 
-def test_the_matrix_is_large_enough():
-    assert len(CASES) >= 40
+def test_the_docs_count_the_matrix_as_it_is():
+    usage = sum(c.code == 2 for c in CASES)
+    root = Path(__file__).resolve().parents[1]
+    reliability = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert f"A table of {len(CASES)} cases ({usage} usage errors, {len(CASES) - usage} runtime errors)" in reliability
+    assert f"A bad-input matrix of {len(CASES)} cases" in (root / "README.md").read_text(encoding="utf-8")
     assert {c.code for c in CASES} == {1, 2}
 
 

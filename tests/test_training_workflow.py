@@ -356,16 +356,22 @@ def test_fine_tuning_on_unknown_characters(trained_model, tmp_path):
     corpus = tmp_path / "new.txt"
     corpus.write_text((CORPORA / "tinyshakespeare.txt").read_text()[:6000] + "Café au lait, señor.\n" * 20)
 
+    lines = []
+
     def fine_tune(policy):
         return train(config_for(corpus, tmp_path / policy, **{"training.epochs": 1, "training.unknown_tokens": policy,
                                                               "training.init_from": str(trained_model)}),
-                     echo=quiet, verbose=0)
+                     echo=lines.append, verbose=0)
 
     with pytest.raises(UsageError, match=r"'é', 'ñ'\); set training.unknown_tokens=drop"):
         fine_tune("error")
     with pytest.raises(UsageError, match="character models have no unknown token"):
         fine_tune("unk")
     assert fine_tune("drop").history[0]["loss"] > 0
+    # 'é' and 'ñ' twenty times each are left out, and only they: the corpus is 40 characters shorter
+    assert "40 tokens of the corpus are not in the model's vocabulary and were left out: 'é', 'ñ'" in lines
+    size = len(corpus.read_text())
+    assert any(line.startswith(f"corpus: {size - 40:,} tokens ") for line in lines), lines
 
 
 # --------------------------------------------------------------------------- command line
