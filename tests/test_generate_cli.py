@@ -1,8 +1,11 @@
 """`textgen generate` through click's CliRunner (and, for reproducibility, real processes)."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -89,6 +92,33 @@ def test_output_file_in_a_missing_directory_fails_before_generating(trained_mode
     result = generate(trained_model, "--seed", "A", "--output", tmp_path / "no" / "such" / "out.txt")
     assert result.exit_code == 1 and "does not exist; create it or choose another" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_output_never_replaces_the_model_and_keeps_links_and_pipes(trained_model, tmp_path):
+    model_bytes = trained_model.read_bytes()
+    result = generate(trained_model, "--seed", "A", "--length", "5", "--output", trained_model)
+    assert result.exit_code == 2 and "is the model being read; write the samples to another file" in result.output
+    assert trained_model.read_bytes() == model_bytes
+    result = generate(trained_model.parent, "--seed", "A", "--length", "5", "--output", trained_model)  # a run dir
+    assert result.exit_code == 2 and trained_model.read_bytes() == model_bytes
+
+    kept = tmp_path / "kept.txt"
+    kept.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(kept)
+    result = generate(trained_model, "--seed", "A", "--length", "5", "--random-seed", "1", "--output", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and kept.read_text().startswith("A") and len(kept.read_text()) == 1 + 5 + 1
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()  # a pipe (like /dev/stdout or /dev/null) is written to, not replaced by a file
+    result = generate(trained_model, "--seed", "A", "--length", "5", "--random-seed", "1", "--output", fifo)
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and received == [kept.read_text()]
 
 
 @pytest.mark.parametrize("args, message", [

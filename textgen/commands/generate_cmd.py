@@ -66,11 +66,11 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
     from textgen.generate import Request, Sample, fresh_random_seed, load
     from textgen.samplers import make_sampler
 
-    _check_output_path(output_path)
     if model_path is None:
         from textgen.pretrained import default_model_path
 
         model_path = default_model_path()
+    output_path = _output_target(output_path, model_path)
     if interactive:
         clashing = [name for name, given in (
             ("--beam-width", beam_width is not None), ("--top-p", top_p is not None),
@@ -147,27 +147,43 @@ def _warn_unknown(unknown: list[str]) -> None:
         click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
 
 
-def _check_output_path(output_path) -> None:
-    """Refuse an --output in a missing directory before spending time generating."""
-    from textgen.errors import TextgenError
+def _output_target(output_path, model_path) -> Path | None:
+    """Where --output goes, checked before any time is spent generating.
+
+    A regular file (or a link to one) is replaced atomically, so the directory must take a
+    new file; a device or pipe (/dev/null, /dev/stdout) is written to as it is. The model
+    being read is refused.
+    """
+    from textgen.errors import TextgenError, UsageError
 
     if output_path is None:
-        return
-    parent = Path(output_path).resolve().parent
-    if not parent.is_dir():
+        return None
+    given = Path(output_path)
+    if given.exists() and not given.is_file():
+        return given  # not a directory (click refuses those): a device or a pipe
+    target = given.resolve()
+    if target == Path(model_path).resolve():
+        raise UsageError(f"--output {output_path} is the model being read; write the samples to another file")
+    if not target.parent.is_dir():
         raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
     try:  # the file is written beside its destination and renamed, so prove a file can be made there
-        probe = tempfile.NamedTemporaryFile(prefix=".write-test.", dir=parent)
+        probe = tempfile.NamedTemporaryFile(prefix=".write-test.", dir=target.parent)
         probe.close()
     except OSError as exc:
         raise TextgenError(f"the directory of --output {output_path} cannot be written ({exc.strerror}); "
                            "choose another") from None
+    return target
 
 
-def _write_output(output_path, texts: list[str]) -> None:
+def _write_output(target: Path, texts: list[str]) -> None:
     from textgen.saving import write_text_atomic
 
-    write_text_atomic(output_path, "\n\n".join(texts) + "\n")
+    text = "\n\n".join(texts) + "\n"
+    if target.is_file() or not target.exists():
+        write_text_atomic(target, text)
+    else:
+        with open(target, "w", encoding="utf-8") as stream:
+            stream.write(text)
 
 
 def _json_document(seed, results, settings, seconds) -> str:
