@@ -121,7 +121,16 @@ def test_output_never_replaces_the_model_and_keeps_links_and_pipes(trained_model
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and received == [kept.read_text()]
 
 
+def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(trained_model):
+    texts = [generate(trained_model, "--seed", "A", "--length", "40", "--random-seed", "3", "--top-k", k).output
+             for k in ("1000", str(2**32 + 1), "1")]
+    assert texts[0] == texts[1] != texts[2]  # 2**32 + 1 once wrapped around to 1 in an int32 tensor
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--temperature", "1e-38"], "temperature must be between 1e-06 and 1e+06 for random sampling, got 1e-38; "
+                                 "use 0 for greedy decoding"),
+    (["--temperature", "1e39", "--top-k", "5"], "temperature must be between 1e-06 and 1e+06 for top_k sampling"),
     (["--temperature", "-1"], "temperature must be 0 (greedy) or more, got -1.0"),
     (["--top-p", "1.5"], "top-p must be in (0, 1], got 1.5"),
     (["--top-p", "0"], "top-p must be in (0, 1], got 0.0"),

@@ -57,6 +57,12 @@ def draw(logits, uniform):
     return tf.searchsorted(cdf, threshold, side="right", out_type=tf.int32)[:, 0]  # how many cdf <= threshold
 
 
+# Temperatures a sampler accepts. Outside them logits / temperature in float32 overflows
+# (1e-38 became infinity and drew token 0, a word model's <unk>) or rounds to zero (1e-50),
+# while 1e-6 is already greedy and 1e6 already uniform.
+TEMPERATURE_RANGE = (1e-6, 1e6)
+
+
 class Sampler:
     """Draw the next token from softmax(logits / temperature)."""
 
@@ -68,6 +74,10 @@ class Sampler:
         if not 0 < temperature < math.inf:  # NaN and infinity too
             raise UsageError(f"temperature must be greater than 0 for {self.name or 'random'} sampling, "
                              f"got {temperature}; use the greedy sampler (temperature 0) instead")
+        low, high = TEMPERATURE_RANGE
+        if not low <= temperature <= high:
+            raise UsageError(f"temperature must be between {low:g} and {high:g} for {self.name or 'random'} "
+                             f"sampling, got {temperature:g}; use 0 for greedy decoding")
         self.temperature = float(temperature)
 
     def values(self) -> dict:
@@ -124,7 +134,9 @@ class TopKSampler(Sampler):
         super().__init__(temperature)
         if int(top_k) < 1:
             raise UsageError(f"top-k must be at least 1, got {top_k}")
-        self.top_k = int(top_k)
+        # k is clipped to the vocabulary when sampling; clip it here to what an int32 tensor
+        # holds, where 2**32 + 1 would wrap around to 1 (greedy).
+        self.top_k = min(int(top_k), 2**31 - 1)
 
     def values(self) -> dict:
         return {**super().values(), "top_k": self.top_k}
