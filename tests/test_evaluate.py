@@ -92,7 +92,20 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
     assert missing.exit_code == 1 and "does not exist" in missing.output
     zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
-    assert zero.exit_code == 2 and "seq length must be at least 1, got 0" in zero.output
+    assert zero.exit_code == 2 and "seq length must be between 1 and 1,048,576, got 0" in zero.output
+    huge = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", str(2**63 - 1))
+    assert huge.exit_code == 2 and "got 9,223,372,036,854,775,807" in huge.output
+    assert len(huge.output.strip().splitlines()) == 1  # was a traceback from numpy
+
+
+def test_evaluate_reports_the_context_it_used(trained_model, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("ROMEO: What light\n")  # 18 characters: one window of 17 predictions
+    result = run("evaluate", "--model", trained_model, "--text", short, "--seq-length", "1000", "--json")
+    facts = json.loads(result.output)
+    assert (facts["tokens"], facts["seq_length"]) == (17, 17)
+    result = run("evaluate", "--model", trained_model, "--text", short, "--seq-length", "4", "--json")
+    assert json.loads(result.output)["seq_length"] == 4
 
 
 def test_evaluate_refuses_windows_longer_than_a_transformers_context(held_out, tmp_path):

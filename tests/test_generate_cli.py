@@ -132,6 +132,8 @@ def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(trained_model):
                                  "use 0 for greedy decoding"),
     (["--temperature", "1e39", "--top-k", "5"], "temperature must be between 1e-06 and 1e+06 for top_k sampling"),
     (["--temperature", "-1"], "temperature must be 0 (greedy) or more, got -1.0"),
+    (["--num-samples", str(10**18)], "num-samples must be at most 100,000 (they run as one batch), "
+                                     "got 1,000,000,000,000,000,000; run again for more"),
     (["--top-p", "1.5"], "top-p must be in (0, 1], got 1.5"),
     (["--top-p", "0"], "top-p must be in (0, 1], got 0.0"),
     (["--top-k", "0"], "top-k must be at least 1, got 0"),

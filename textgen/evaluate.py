@@ -28,6 +28,7 @@ from textgen.model import model_kind
 from textgen.tokenizer import tokenizer_from_config
 
 BLOCK_CHARS = 1 << 20
+MAX_SEQ_LENGTH = 1 << 20  # tokens per window; a text shorter than the window is scored as one
 
 
 @dataclass
@@ -62,8 +63,8 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
     tokenizer = tokenizer_from_config(embedding.tokenizer)
     seq = seq_length if seq_length is not None else \
         embedding.model_card.get("config", {}).get("training", {}).get("seq_length", 100)
-    if seq < 1:
-        raise UsageError(f"seq length must be at least 1, got {seq}")
+    if not 1 <= seq <= MAX_SEQ_LENGTH:
+        raise UsageError(f"seq length must be between 1 and {MAX_SEQ_LENGTH:,}, got {seq:,}")
     if model_kind(model) == "transformer":
         context = model.get_layer("position_embedding").max_length
         if seq > context:
@@ -83,7 +84,8 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
     loss = total / scored
     word_level = tokenizer.unk_id is not None
     per_char = max(counter["characters"], 1) if word_level else scored
-    return Evaluation(text=str(path), level=tokenizer.level, seq_length=seq, characters=counter["characters"],
+    return Evaluation(text=str(path), level=tokenizer.level, seq_length=min(seq, scored),  # the context used
+                      characters=counter["characters"],
                       tokens=scored, unknown_tokens=counter["unknown"], loss=loss,
                       perplexity=math.exp(min(loss, 700.0)), bits_per_token=loss / math.log(2),
                       bits_per_char=total / math.log(2) / per_char)

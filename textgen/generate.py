@@ -43,6 +43,7 @@ FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appear
 CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)
 BFLOAT16_MIN_BATCH = 32  # sampled batches at least this large use bfloat16 products ("auto"); measured
 PRECISIONS = ("auto", "float32", "bfloat16")
+MAX_NUM_SAMPLES = 100_000
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
 _STOP_LOOKBACK = 64  # characters before a new chunk searched again for a sentence end
 
@@ -120,6 +121,9 @@ class Request:
             raise UsageError(f"min-length ({self.min_length}) cannot exceed length ({self.length})")
         if self.num_samples < 1:
             raise UsageError(f"num-samples must be at least 1, got {self.num_samples}")
+        if self.num_samples > MAX_NUM_SAMPLES:  # one batch; 10**18 rows overflowed TensorFlow's shapes
+            raise UsageError(f"num-samples must be at most {MAX_NUM_SAMPLES:,} (they run as one batch), "
+                             f"got {self.num_samples:,}; run again for more")
         if not math.isfinite(self.repetition_penalty):
             raise UsageError(f"repetition penalty must be a finite number, got {self.repetition_penalty}")
         if self.repetition_penalty < 1.0:

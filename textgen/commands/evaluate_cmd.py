@@ -38,7 +38,7 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     The text is read in blocks and scored in batches, so a file of any size fits in
-    memory; a progress bar on stderr shows how far it has got. Scoring is validation's:
+    memory; on a terminal a progress bar on stderr shows how far it has got. Scoring is validation's:
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """
