@@ -80,7 +80,7 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
         total += score(batch)
         scored += batch.shape[0] * (batch.shape[1] - 1)
     if scored == 0:
-        raise UsageError(f"{path} has fewer than two tokens the model can read; give a longer text")
+        raise CorpusError(f"{path} has fewer than two tokens the model can read; give a longer text")
     loss = total / scored
     word_level = tokenizer.unk_id is not None
     per_char = max(counter["characters"], 1) if word_level else scored
