@@ -121,6 +121,20 @@ def test_output_never_replaces_the_model_and_keeps_links_and_pipes(trained_model
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and received == [kept.read_text()]
 
 
+def test_a_reader_that_leaves_early_does_not_cost_the_output_file(trained_model, tmp_path):
+    out = tmp_path / "all.txt"
+    command = [sys.executable, "-m", "textgen", "generate", "--model", str(trained_model), "--seed", "ROMEO:",
+               "--length", "20000", "--random-seed", "1", "--output", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.read(10)  # as `| head -c 10` does
+    process.stdout.close()
+    _, errors = process.communicate(timeout=300)
+    assert first.startswith(b"ROMEO:") and len(first) == 10
+    assert process.returncode == 0 and errors.decode() == ""  # no traceback, no "Exception ignored"
+    text = out.read_text()
+    assert text.startswith(first.decode()) and len(text) == len("ROMEO:") + 20000 + 1
+
+
 def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(trained_model):
     texts = [generate(trained_model, "--seed", "A", "--length", "40", "--random-seed", "3", "--top-k", k).output
              for k in ("1000", str(2**32 + 1), "1")]

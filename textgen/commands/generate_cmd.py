@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,21 +91,22 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
         unknown = generator.check(request)
     _warn_unknown(unknown)
 
+    echo = _printer(keep_going=output_path is not None)
     started = time.perf_counter()
     if len(requests) == 1 and num_samples == 1 and not as_json:
-        click.echo(seed, nl=False)
+        echo(seed, nl=False)
         pieces = []
         for piece in generator.stream(requests[0]):
             pieces.append(piece)
-            click.echo(piece, nl=False)
-        click.echo()
+            echo(piece, nl=False)
+        echo()
         results = [(Sample("".join(pieces), length), requests[0])]  # only its text is used
     else:
         results = [(sample, req) for req in requests for sample in generator.run(req)]
         if not as_json:
             for i, (sample, req) in enumerate(results):
-                click.echo(f"--- sample {i + 1} ({_describe(req)})")
-                click.echo(seed + sample.text)
+                echo(f"--- sample {i + 1} ({_describe(req)})")
+                echo(seed + sample.text)
     seconds = time.perf_counter() - started
 
     if as_json:
@@ -113,7 +116,7 @@ def generate(model_path, seed, length, temperature, top_k, top_p, beam_width, re
                     "repetition_penalty": repetition_penalty, "min_length": min_length, "stop": list(stop),
                     "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p, "beam_width": beam_width,
                     "temperatures": [None if req.sampler.beam else req.sampler.temperature for req in requests]}
-        click.echo(_json_document(seed, results, settings, seconds))
+        echo(_json_document(seed, results, settings, seconds))
     if output_path:
         _write_output(output_path, [seed + sample.text for sample, _ in results])
 
@@ -139,6 +142,27 @@ def _interactive(model_path, seed, length, temperature, top_k, strict, output_pa
                            max_tokens=length, strict=strict)
     if output_path:
         _write_output(output_path, [seed + text])
+
+
+def _printer(keep_going: bool):
+    """click.echo to stdout, which a reader may close part-way (`| head -c 10`). Without
+    --output that ends the command, quietly, as click ends any command; with --output the
+    samples are still wanted, so generation goes on and only the printing stops."""
+    closed = False
+
+    def echo(text: str = "", nl: bool = True) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            click.echo(text, nl=nl)
+        except BrokenPipeError:
+            if not keep_going:
+                raise
+            closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left to flush goes nowhere
+
+    return echo
 
 
 def _warn_unknown(unknown: list[str]) -> None:
