@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import textgen  # noqa: E402,F401  (quiet TensorFlow, custom objects registered)
 from textgen.config import load_config  # noqa: E402
-from textgen.distribute import cpu_has_native_bf16, cpu_model  # noqa: E402
+from textgen.distribute import cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model  # noqa: E402
 from textgen.generate import Generator, load_keras_model  # noqa: E402
 from textgen.layers import find_token_embedding  # noqa: E402
 from textgen.train import train  # noqa: E402
@@ -169,9 +169,10 @@ def format_table(rows: list[dict], budget: float) -> str:
 
 
 def table_markers() -> tuple[str, str]:
-    """The doc keeps one table per kind of CPU: with bfloat16 units (the presets were tuned on
-    one) and without (float32); a run replaces the table of its own kind only."""
-    kind = "bfloat16 CPU" if cpu_has_native_bf16() else "float32 CPU"
+    """The doc keeps one table per kind of CPU: with AMX (where the presets were first tuned),
+    with AVX-512 BF16 but no AMX (both train in bfloat16 by default, at different speeds), and
+    without bfloat16 units (float32); a run replaces the table of its own kind only."""
+    kind = "AMX CPU" if cpu_has_amx_bf16() else "AVX-512 BF16 CPU" if cpu_has_native_bf16() else "float32 CPU"
     return f"<!-- comparison table, {kind}: begin -->", f"<!-- comparison table, {kind}: end -->"
 
 

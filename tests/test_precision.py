@@ -148,14 +148,17 @@ def test_training_fails_cleanly_and_still_restores_the_policy(tiny_config):
 
 def test_auto_settings_for_a_cpu(monkeypatch):
     training = load_config().training
-    monkeypatch.setattr(distribute, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16"})
     plan = plan_devices(training)
     assert (plan.distribute, plan.device, plan.precision, plan.jit_compile, plan.fused_kernels) == (
         "none", "cpu", "mixed_bfloat16", False, True)
-    assert "AMX" in plan.describe()
-    monkeypatch.setattr(distribute, "cpu_has_amx_bf16", lambda: False)
+    assert "AMX bfloat16 units" in plan.describe()
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     plan = plan_devices(training)
-    assert plan.precision == "float32" and "no AMX" in plan.describe()
+    assert plan.precision == "mixed_bfloat16" and "AVX-512 BF16 bfloat16 units" in plan.describe()
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "avx512f"})
+    plan = plan_devices(training)
+    assert plan.precision == "float32" and "no bfloat16 units" in plan.describe()
     chosen = load_config(None, ["training.precision=float32", "training.jit_compile=true",
                                 "training.fused_kernels=false"]).training
     plan = plan_devices(chosen)

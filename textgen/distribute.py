@@ -7,9 +7,10 @@
                 device when there is no GPU); multi_worker reads the cluster from TF_CONFIG;
                 tpu finds the TPU through TPUClusterResolver (TPU_NAME or the local TPU).
     precision   auto: mixed_float16 on a GPU of compute capability 7.0 or newer;
-                mixed_bfloat16 on a TPU and on a CPU with AMX (bfloat16 matrix units), where
-                it trains about twice as fast as float32 with the same loss
-                (scripts/bench_train.py); float32 elsewhere.
+                mixed_bfloat16 on a TPU and on a CPU with bfloat16 units (AMX or AVX-512
+                BF16), where it trains about twice (AMX) or 1.3-1.5 times (AVX-512 BF16) as
+                fast as float32 with the same loss (scripts/bench_train.py,
+                docs/scale.md); float32 elsewhere.
     jit_compile auto: off on a CPU (XLA's recurrent training steps measured 5-35% slower
                 there); Keras's own choice on a GPU (cuDNN layers opt out); on for a TPU.
 
@@ -213,13 +214,14 @@ def _resolve_precision(requested: str, device: str, notes: list[str]) -> str:
             return "mixed_float16"
         notes.append("precision auto: this GPU predates float16 tensor cores, so float32")
         return "float32"
-    if device == "tpu" or cpu_has_amx_bf16():
+    if device == "tpu" or cpu_has_native_bf16():
         if device == "cpu":
-            notes.append("precision auto: this CPU has AMX bfloat16 units, so mixed_bfloat16 "
+            units = "AMX" if cpu_has_amx_bf16() else "AVX-512 BF16"
+            notes.append(f"precision auto: this CPU has {units} bfloat16 units, so mixed_bfloat16 "
                          "(matrix products in bfloat16, gates and loss in float32)")
         return "mixed_bfloat16"
     if device == "cpu":
-        notes.append("precision auto: this CPU has no AMX bfloat16 units, so float32")
+        notes.append("precision auto: this CPU has no bfloat16 units (AMX or AVX-512 BF16), so float32")
     return "float32"
 
 
