@@ -152,10 +152,10 @@ def test_auto_settings_for_a_cpu(monkeypatch):
     plan = plan_devices(training)
     assert (plan.distribute, plan.device, plan.precision, plan.jit_compile, plan.fused_kernels) == (
         "none", "cpu", "mixed_bfloat16", False, True)
-    assert "AMX bfloat16 units" in plan.describe()
+    assert "bfloat16 units (AMX)" in plan.describe()
     monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     plan = plan_devices(training)
-    assert plan.precision == "mixed_bfloat16" and "AVX-512 BF16 bfloat16 units" in plan.describe()
+    assert plan.precision == "mixed_bfloat16" and "bfloat16 units (AVX-512 BF16)" in plan.describe()
     monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "avx512f"})
     plan = plan_devices(training)
     assert plan.precision == "float32" and "no bfloat16 units" in plan.describe()

@@ -217,7 +217,7 @@ def _resolve_precision(requested: str, device: str, notes: list[str]) -> str:
     if device == "tpu" or cpu_has_native_bf16():
         if device == "cpu":
             units = "AMX" if cpu_has_amx_bf16() else "AVX-512 BF16"
-            notes.append(f"precision auto: this CPU has {units} bfloat16 units, so mixed_bfloat16 "
+            notes.append(f"precision auto: this CPU has bfloat16 units ({units}), so mixed_bfloat16 "
                          "(matrix products in bfloat16, gates and loss in float32)")
         return "mixed_bfloat16"
     if device == "cpu":
