@@ -54,7 +54,7 @@ ARCHITECTURES = {
     "window": ("window 40, bidirectional GRU 128 x 2 + attention (textgenrnn)",
                {"model.mode": "window", "model.window": 40, "model.units": 128, "model.layers": 2,
                 "model.bidirectional": True, "model.attention": True, "training.batch_size": 8,
-                "training.seq_length": 32}),
+                "training.seq_length": 40}),  # the shortest sequence that holds a whole window
     "transformer": ("transformer 4 blocks x 4 heads, width 128, context 256",
                     {"model.type": "transformer", "model.embedding_dim": 128, "model.heads": 4,
                      "model.layers": 4, "model.context_length": 256, "training.seq_length": 256,

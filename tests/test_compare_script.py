@@ -32,6 +32,15 @@ def test_each_kind_of_cpu_has_its_table_in_the_doc(compare, monkeypatch, flags, 
     assert doc.count(begin) == 1 and doc.count(end) == 1 and doc.index(begin) < doc.index(end)
 
 
+def test_every_row_is_a_valid_config_on_top_of_the_base(compare):
+    for name, (_, overrides) in compare.ARCHITECTURES.items():
+        settings = [f"{key}={compare._yaml(value)}" for key, value in overrides.items()]
+        config = compare.load_config(str(compare.BASE), settings)  # raises ConfigError if the row cannot train
+        for key, value in overrides.items():
+            section, field = key.split(".")
+            assert getattr(getattr(config, section), field) == value, (name, key)
+
+
 def test_a_run_replaces_only_its_own_kind_of_table(compare, monkeypatch, tmp_path):
     doc = tmp_path / "architectures.md"
     blocks = [f"<!-- comparison table, {k}: begin -->\nold {k}\n<!-- comparison table, {k}: end -->"
