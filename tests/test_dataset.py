@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from textgen.dataset import make_chunks, make_dataset, split_ids
+from textgen.dataset import make_chunks, make_dataset, make_training_stream, split_ids
 from textgen.errors import CorpusError
 
 
@@ -39,3 +39,15 @@ def test_short_corpus_is_an_error():
 def test_tiny_corpus_still_gives_a_partial_batch():
     batches = list(make_dataset(np.arange(50, dtype=np.int32), 10, 64, shuffle=False))
     assert len(batches) == 1 and batches[0][0].shape == (4, 10)
+
+
+def test_pipelines_run_without_the_autotuner():
+    # Freeing an autotuned iterator waits on the autotuner's thread, which Keras does before every
+    # validation; both pipelines also skip tf.data's rewrites, which would copy the corpus.
+    ids = np.arange(1000, dtype=np.int32)
+    for ds in (make_dataset(ids, 10, 8, shuffle=False).repeat(), make_training_stream(ids, 10, 8, seed=1)):
+        options = ds.options()
+        assert options.autotune.enabled is False
+        assert options.experimental_optimization.apply_default_optimizations is False
+        inputs, targets = next(iter(ds))
+        assert inputs.shape == (8, 10) and np.array_equal(targets, inputs + 1)
