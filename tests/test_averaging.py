@@ -107,8 +107,10 @@ def test_a_budget_stop_part_way_scores_and_keeps_the_average(small_corpus, tmp_p
         original(self)
 
     monkeypatch.setattr(StopGuard, "_check", check)
+    # float32: the card's loss is scored in training's precision and compared below with a float32
+    # evaluation of the saved model, which bfloat16 products (auto on CPUs with bfloat16 units) move by ~1e-4.
     settings = {"training.steps_per_epoch": 5, "training.epochs": 3, "training.learning_rate": 0.02,
-                "training.max_minutes": 60}
+                "training.max_minutes": 60, "training.precision": "float32"}
     stopped = train(config_for(small_corpus, tmp_path / "run", **settings), echo=quiet, verbose=0, callbacks=(log,))
     assert stopped.stopped == "time_limit" and stopped.best_step == 8
     assert_weights_close(saved_weights(stopped.model_path), expected_average(log.steps, MOMENTUM, 8))
