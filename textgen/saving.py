@@ -102,13 +102,18 @@ def check_writable(directory: str | Path) -> Path:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
-        os.close(fd)
-        os.remove(probe)
+        probe_writable(directory)
     except OSError as exc:
         raise TextgenError(f"output directory {directory} cannot be written ({exc.strerror}); "
                            "choose another with --output") from None
     return directory
+
+
+def probe_writable(directory: str | Path) -> None:
+    """Make and remove a file in `directory`; an OSError says why files cannot be made there."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+    os.close(fd)
+    os.remove(probe)
 
 
 def remove_file(path: str) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -179,6 +178,7 @@ def _output_target(output_path, model_path) -> Path | None:
     being read is refused.
     """
     from textgen.errors import TextgenError, UsageError
+    from textgen.saving import probe_writable
 
     if output_path is None:
         return None
@@ -191,8 +191,7 @@ def _output_target(output_path, model_path) -> Path | None:
     if not target.parent.is_dir():
         raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
     try:  # the file is written beside its destination and renamed, so prove a file can be made there
-        probe = tempfile.NamedTemporaryFile(prefix=".write-test.", dir=target.parent)
-        probe.close()
+        probe_writable(target.parent)
     except OSError as exc:
         raise TextgenError(f"the directory of --output {output_path} cannot be written ({exc.strerror}); "
                            "choose another") from None
