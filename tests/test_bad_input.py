@@ -168,8 +168,8 @@ class Case:
     marks: tuple = ()
 
 
-CASES = [
-    # ---- the command line
+# ---- the command line
+COMMAND_LINE = [
     Case("unknown flag", lambda f, o: gen(f, "--seed", "a", "--bogus"), 2, "No such option '--bogus'"),
     Case("unknown command", lambda f, o: ["frobnicate"], 2, "No such command 'frobnicate'"),
     Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2, "Missing option '--seed'"),
@@ -202,7 +202,10 @@ CASES = [
          "training.learning_rate must be positive"),
     Case("--set misspelt choice", lambda f, o: [*train_args(f, o), "--set", "model.cell=lstn"], 2,
          "did you mean lstm?"),
-    # ---- config files
+]
+
+# ---- config files
+CONFIG_FILES = [
     Case("config file missing", lambda f, o: [*train_args(f, o), "--config", str(f.root / "none.yaml")], 2,
          "does not exist"),
     Case("config path is a directory", lambda f, o: [*train_args(f, o), "--config", str(f.root)], 2,
@@ -222,7 +225,10 @@ CASES = [
          "did you mean model?"),
     Case("YAML key twice", lambda f, o: config_args(f.yaml_twice, o), 2,
          "key 'units' appears twice (lines 2 and 3); keep one"),
-    # ---- corpora
+]
+
+# ---- corpora
+CORPORA = [
     Case("corpus missing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/nope.txt']"}), 1,
          "does not exist"),
     Case("0-byte corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.empty_corpus}']"}), 1,
@@ -251,7 +257,10 @@ CASES = [
          "UTF-16 stream does not start with BOM; name the byte order (utf-16-le, utf-16-be: corpus.encoding"),
     Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
          1, "fewer than seq_length + 1"),
-    # ---- run directories
+]
+
+# ---- run directories
+RUN_DIRECTORIES = [
     Case("output under a regular file", lambda f, o: train_args(f, f.blocker / "run"), 1, "cannot be written"),
     Case("output under /proc", lambda f, o: train_args(f, Path("/proc/textgen-run")), 1, "cannot be written"),
     Case("read-only output directory", lambda f, o: train_args(f, f.readonly / "run"), 1, "cannot be written",
@@ -262,7 +271,10 @@ CASES = [
          "holds no training state to resume"),
     Case("--init-from a broken model", lambda f, o: [*train_args(f, o), "--init-from", str(f.not_zip)], 1,
          "is not a valid .keras archive"),
-    # ---- seeds and sampler settings
+]
+
+# ---- seeds and sampler settings
+SEEDS_AND_SAMPLERS = [
     Case("empty seed", lambda f, o: gen(f, "--seed", ""), 2, "the seed is empty"),
     Case("seed outside the vocabulary", lambda f, o: gen(f, "--seed", "a\u00a7"), 2,
          "'\u00a7' is not in the model's vocabulary"),
@@ -290,7 +302,10 @@ CASES = [
                                                   "/proc/textgen-samples.txt"), 1, "cannot be written"),
     Case("--output is a directory", lambda f, o: gen(f, "--seed", "a", "--output", str(f.root)), 2,
          "is a directory"),
-    # ---- model files
+]
+
+# ---- model files
+MODEL_FILES = [
     Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 1,
          "does not exist"),
     Case("model path is a directory", lambda f, o: ["info", str(f.model_dir)], 2, "is a directory"),
@@ -307,6 +322,10 @@ CASES = [
     Case("unregistered class in the model", lambda f, o: ["info", str(f.unknown_class)], 1, "EvilLayer"),
     Case("config.json not JSON", lambda f, o: ["info", str(f.garbage_config)], 1, "cannot be loaded"),
     Case("zip without a model", lambda f, o: ["info", str(f.foreign_zip)], 1, "cannot be loaded"),
+]
+
+# ---- evaluate and plot
+EVALUATE_AND_PLOT = [
     Case("evaluate a missing text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
                                                   str(f.root / "none.txt")], 1, "does not exist; check the path"),
     Case("evaluate a binary text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
@@ -321,6 +340,9 @@ CASES = [
          "'--encoding': must name a text encoding Python knows, such as utf-8 or latin-1, got 'klingon'"),
     Case("plot a directory without history", lambda f, o: ["plot", str(f.empty_dir)], 2, "has no history.csv"),
 ]
+
+CASES = [*COMMAND_LINE, *CONFIG_FILES, *CORPORA, *RUN_DIRECTORIES, *SEEDS_AND_SAMPLERS, *MODEL_FILES,
+         *EVALUATE_AND_PLOT]
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -344,16 +366,23 @@ def check_answer(result, code: int, message: str) -> None:
                    if not line.startswith("Error: "))
 
 
+def snapshot(*roots: Path) -> dict[Path, bytes | None]:
+    """Every path under `roots` with its bytes (None for a directory): what a case must leave as it was."""
+    return {p: (p.read_bytes() if p.is_file() else None) for root in roots for p in sorted(root.rglob("*"))
+            if not p.is_symlink() or p.exists()}
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])
 def test_bad_input_is_answered(case, files, tmp_path):
     out = tmp_path / "out"
-    before = set(files.root.rglob("*"))
+    before = snapshot(files.root, files.model.parent)
     result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)])
     check_answer(result, case.code, case.message)
-    # nothing left behind: no run directory content, no temporary files, no new files among the inputs
+    # nothing left behind: no run directory content, no temporary files, and every input file
+    # (the broken files and the trained run) byte for byte as it was, with nothing added
     assert not (out / "model.keras").exists()
     assert leftovers(tmp_path) == [] and leftovers(files.root) == []
-    assert set(files.root.rglob("*")) == before
+    assert snapshot(files.root, files.model.parent) == before
     assert not files.marker.exists()  # the !!python tag never ran
 
 
