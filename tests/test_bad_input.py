@@ -426,14 +426,16 @@ def test_a_failed_run_into_an_existing_run_directory_keeps_its_model(files, tmp_
 
 
 def test_a_new_run_does_not_replace_files_it_did_not_write(files, tmp_path):
-    """A directory holding the user's own config.yaml (say, `output.dir: .` beside it) is not a run to replace."""
+    """A folder holding the user's own config.yaml (say, `output.dir: .` beside it) is not a run to replace,
+    with --overwrite or without."""
     own = tmp_path / "mine"
     own.mkdir()
     (own / "config.yaml").write_text("# my notes\nmodel:\n  units: 8\n")
-    result = CliRunner().invoke(cli, [*train_args(files, own), "--config", str(own / "config.yaml")])
-    check_answer(result, 2, "already holds a config.yaml, which a new run would replace; pass --overwrite")
-    assert (own / "config.yaml").read_text() == "# my notes\nmodel:\n  units: 8\n"
-    assert {p.name for p in own.iterdir()} == {"config.yaml"}
+    for flags in ((), ("--overwrite",)):
+        result = CliRunner().invoke(cli, [*train_args(files, own), "--config", str(own / "config.yaml"), *flags])
+        check_answer(result, 2, "is not empty and is not a textgen run directory (it holds config.yaml)")
+        assert (own / "config.yaml").read_text() == "# my notes\nmodel:\n  units: 8\n"
+        assert {p.name for p in own.iterdir()} == {"config.yaml"}
 
 
 def test_a_network_too_big_for_memory_is_one_line_and_keeps_the_old_model(files, tmp_path, monkeypatch):

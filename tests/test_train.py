@@ -23,7 +23,8 @@ def test_short_training_run_lowers_the_loss(tiny_config):
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
     run = result.run_dir
     assert {p.name for p in run.iterdir()} >= {"model.keras", "config.yaml", "history.csv", "logs"}
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files left
+    hidden = sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+    assert hidden == [".textgen-run.json", ".textgen-run.lock"]  # the manifest and the lock; no temporary files
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert abs(float(rows[0]["bpc"]) - float(rows[0]["loss"]) / 0.6931471805599453) < 1e-4

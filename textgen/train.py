@@ -52,9 +52,10 @@ from textgen.distribute import DevicePlan, check_resumable_precision, kernel_rep
 from textgen.errors import ConfigError, ModelFileError, TextgenError, UsageError
 from textgen.layers import FORMAT_VERSION, find_token_embedding
 from textgen.model import architecture_summary, build_model
-from textgen.plot import HISTORY_FILE, PLOT_FILE
+from textgen.plot import HISTORY_FILE
 from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
-from textgen.saving import check_writable, update_model_card, write_text_atomic
+from textgen.rundir import RunDirectory, check_outside_corpus
+from textgen.saving import update_model_card, write_text_atomic
 from textgen.schedules import make_optimizer
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
@@ -116,6 +117,7 @@ class _Run:
     state: dict | None = None  # the checkpoint being resumed
     parent: keras.Model | None = None  # the model being fine-tuned
     averages: list[np.ndarray] | None = None  # the averaged weights the checkpoint holds
+    previous_model: bool = False  # model.keras still holds the model of the run this one replaces
 
 
 def train(config: Config, *, overwrite: bool = False, resume: bool = False,
@@ -136,10 +138,12 @@ def train(config: Config, *, overwrite: bool = False, resume: bool = False,
     if not plan.chief:  # only the chief reports and writes the run directory
         echo, verbose, progress = (lambda _: None), 0, None
     own_dir = None if plan.chief else private_dir()
+    if not resume:
+        check_new_run(config, overwrite=overwrite)
     try:
-        with plan.policy():
+        with plan.policy(), _writer(config, plan, "textgen train" + (" --resume" if resume else "")) as directory:
             run = _resume_run(config, plan, own_dir, echo, progress) if resume else \
-                _start_run(config, plan, own_dir, overwrite, echo, progress)
+                _start_run(config, plan, own_dir, directory, echo, progress)
             return _fit(run, started, echo, verbose, callbacks)
     finally:
         if own_dir is not None:
@@ -149,13 +153,14 @@ def train(config: Config, *, overwrite: bool = False, resume: bool = False,
 # --------------------------------------------------------------------------- starting a run
 
 
-def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = True) -> Path:
-    """Check the run directory may take a new run; with `clean`, create it.
+def check_new_run(config: Config, *, overwrite: bool = False) -> Path:
+    """Check, before anything is written, that the run directory may take a new run.
 
-    An old run it holds (with `overwrite`) is removed later by `clear_old_run`, once the new
-    run's corpus has been read: a mistake in the new config must not cost the old model.
+    Only reads: the directory is taken (and an old run in it cleared) by `_start_run`,
+    once the new run's corpus has been read and its model built.
     """
     run_dir = Path(config.output.dir)
+    check_outside_corpus(run_dir, config.corpus.paths)
     if not overwrite:
         if _unfinished(run_dir):
             raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --overwrite "
@@ -163,24 +168,13 @@ def prepare_run_dir(config: Config, *, overwrite: bool = False, clean: bool = Tr
         if (run_dir / MODEL_FILE).exists():
             raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
                              "or --output to train into another directory")
-        # textgen creates checkpoint/ before it writes these, so without it they are someone else's files
-        # (a user's own config beside `output.dir: .`); a run killed before its first checkpoint may start again.
-        for name in (CONFIG_FILE, HISTORY_FILE):
-            if (run_dir / name).exists() and not checkpoint_dir(run_dir).is_dir():
-                raise UsageError(f"{run_dir} already holds a {name}, which a new run would replace; pass "
-                                 "--overwrite to replace it or --output to train into another directory")
-    if not clean:
-        return run_dir
-    check_writable(run_dir)
     return run_dir
 
 
-def clear_old_run(run_dir: Path) -> None:
-    """Nothing of an old run may mix with the new one (the token cache checks itself)."""
-    for name in (HISTORY_FILE, PLOT_FILE, MODEL_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    for name in (checkpoint_dir(run_dir), run_dir / LOGS_DIR):
-        shutil.rmtree(name, ignore_errors=True)
+def _writer(config: Config, plan: DevicePlan, command: str):
+    """The run directory, owned and locked for this process; on a non-chief worker nothing
+    (the chief writes the run directory, the others their private ones)."""
+    return RunDirectory(config.output.dir, command) if plan.chief else contextlib.nullcontext()
 
 
 def _unfinished(run_dir: Path) -> bool:
@@ -192,11 +186,10 @@ def _unfinished(run_dir: Path) -> bool:
         return True
 
 
-def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite: bool, echo,
+def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory: RunDirectory | None, echo,
                progress) -> _Run:
-    """A new run; `own_dir` (a non-chief worker's private directory) takes the files instead."""
-    run_dir = prepare_run_dir(config, overwrite=overwrite, clean=own_dir is None)
-    run_dir = own_dir or run_dir
+    """A new run in `directory`; `own_dir` (a non-chief worker's private directory) takes the files instead."""
+    run_dir = own_dir or Path(config.output.dir)
     parent, tokenizer = None, None
     if config.training.init_from:
         from textgen.generate import load_keras_model
@@ -234,13 +227,13 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, overwrite
             raise ModelFileError(f"{config.training.init_from}: its weights do not fit the architecture its "
                                  f"config describes ({architecture_summary(config.model)})") from None
     # Only once the new run can start (its corpus read, its model built) does an old one go:
-    # a corpus too short or a network too big for memory keeps the old model.
-    if overwrite and own_dir is None:
-        clear_old_run(run_dir)
+    # a corpus too short or a network too big for memory keeps the old run whole, and its
+    # model.keras stays until the new run's first good model replaces it.
+    previous_model = directory.clear_previous_run() if directory is not None else False
     write_tokenizer(run_dir, tokenizer.get_config())  # first: it creates checkpoint/, which marks the run as ours
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
-                parent=parent)
+                parent=parent, previous_model=previous_model)
 
 
 def prepare(config: Config, *, progress: TextIO | bool | None = True) -> PreparedCorpus:
@@ -249,7 +242,12 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
     `train` does this itself and reuses the cache; running it first separates the long
     encoding pass from training (`textgen prepare`).
     """
-    run_dir = check_writable(Path(config.output.dir))
+    check_outside_corpus(Path(config.output.dir), config.corpus.paths)
+    with RunDirectory(config.output.dir, "textgen prepare") as directory:
+        return _prepare(config, directory.path, progress)
+
+
+def _prepare(config: Config, run_dir: Path, progress) -> PreparedCorpus:
     tokenizer = None
     if config.training.init_from:
         from textgen.generate import load_keras_model
@@ -382,7 +380,7 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     echo(f"resuming {saved_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
          f"(global step {step:,})")
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, plan, state=state,
-                averages=read_averages(saved_dir, state))
+                averages=read_averages(saved_dir, state), previous_model=bool(state.get("previous_model")))
 
 
 def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
@@ -450,7 +448,8 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
     def state() -> dict:
         return {"config": config.to_dict(), "card": run.card, "corpus": run.corpus, "steps_per_epoch": steps,
                 "recorder": recorder.state(), "metrics": metric_values(model), "precision": plan.precision,
-                "averaging": averager.state() if averager else None, "finished": None}
+                "averaging": averager.state() if averager else None, "finished": None,
+                "previous_model": _holds_previous_model(run, recorder)}
 
     checkpointer = Checkpointer(run.run_dir, training.checkpoint_every, steps, state,
                                 restore_metrics=run.state["metrics"] if run.state and offset else None,
@@ -628,6 +627,11 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
                        chief=run.plan.chief, best_step=recorder.best_step)
 
 
+def _holds_previous_model(run: _Run, recorder: RunRecorder) -> bool:
+    """Whether model.keras is still the replaced run's: this run has saved no model of its own yet."""
+    return run.previous_model and not recorder.best_epoch and recorder.best_step is None
+
+
 def _kept(run: _Run, recorder: RunRecorder) -> str:
     if recorder.best_step is not None:
         epoch = recorder.best_step // run.steps_per_epoch + 1
@@ -636,6 +640,8 @@ def _kept(run: _Run, recorder: RunRecorder) -> str:
     if recorder.best_epoch:
         kind = "val_loss" if len(run.val_ids) else "loss"
         return f"{run.run_dir / MODEL_FILE} keeps epoch {recorder.best_epoch} ({kind} {recorder.best_loss:.4f})"
+    if _holds_previous_model(run, recorder):
+        return f"{run.run_dir / MODEL_FILE} still holds the model of the run this one replaces"
     if (run.run_dir / MODEL_FILE).exists():
         return f"{run.run_dir / MODEL_FILE} holds the weights before any epoch finished"
     return "no epoch finished, so there is no model yet"
