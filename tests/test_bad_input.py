@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from conftest import tiny_overrides
 from textgen.cli import cli
 from textgen.errors import TextgenError
+from textgen.rundir import RunDirectory
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -131,6 +132,17 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.readonly = root / "readonly"
     f.readonly.mkdir()
     f.readonly.chmod(0o500)
+
+    # folders that are not textgen's to write, and a run directory a live process holds
+    f.user_folder = root / "user_folder"
+    write("user_folder/notes.txt", "the user's notes\n")
+    write("user_folder/checkpoint/model.bin", b"\x00\x01 the user's own checkpoint")
+    f.corpus_folder = root / "corpus_folder"
+    write("corpus_folder/part1.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40)
+    f.live_run = root / "live_run"
+    shutil.copytree(trained_model.parent, f.live_run, ignore=shutil.ignore_patterns("cache"))
+    f.live = RunDirectory(f.live_run, "textgen train --config live.yaml")
+    f.live.__enter__()
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
     return f
 
@@ -138,7 +150,9 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, trained_model, small_corpus):
     root = tmp_path_factory.mktemp("bad")
-    yield build_files(root, trained_model, small_corpus)
+    f = build_files(root, trained_model, small_corpus)
+    yield f
+    f.live.__exit__(None, None, None)
     (root / "readonly").chmod(0o700)
 
 
@@ -271,6 +285,25 @@ RUN_DIRECTORIES = [
          "holds no training state to resume"),
     Case("--init-from a broken model", lambda f, o: [*train_args(f, o), "--init-from", str(f.not_zip)], 1,
          "is not a valid .keras archive"),
+    Case("output is a user's folder", lambda f, o: train_args(f, f.user_folder), 2,
+         "is not empty and is not a textgen run directory (it holds notes.txt)"),
+    Case("output is a user's folder, with --overwrite", lambda f, o: [*train_args(f, f.user_folder), "--overwrite"], 2,
+         "is not a textgen run directory"),
+    Case("prepare into a user's folder", lambda f, o: ["prepare", *train_args(f, f.user_folder)[1:]], 2,
+         "is not a textgen run directory"),
+    Case("output is a regular file", lambda f, o: train_args(f, f.blocker), 1, "cannot be written (it is a file)"),
+    Case("output inside the corpus folder", lambda f, o: train_args(f, f.corpus_folder / "run", **{
+        "corpus.paths": f"['{f.corpus_folder}']"}), 2, "is inside the corpus folder"),
+    Case("output inside a recursive corpus glob", lambda f, o: train_args(f, f.corpus_folder / "runs" / "a", **{
+        "corpus.paths": f"['{f.corpus_folder}/**/*.txt']"}), 2, "is inside the corpus folder"),
+    Case("prepare inside the corpus folder", lambda f, o: ["prepare", *train_args(f, f.corpus_folder / "run", **{
+        "corpus.paths": f"['{f.corpus_folder}']"})[1:]], 2, "is inside the corpus folder"),
+    Case("run directory in use", lambda f, o: [*train_args(f, f.live_run), "--overwrite"], 2,
+         "is in use by another textgen process (pid"),
+    Case("--resume of a run directory in use", lambda f, o: [*train_args(f, f.live_run), "--resume"], 2,
+         "textgen train --config live.yaml"),
+    Case("prepare in a run directory in use", lambda f, o: ["prepare", *train_args(f, f.live_run)[1:]], 2,
+         "is in use by another textgen process"),
 ]
 
 # ---- seeds and sampler settings
