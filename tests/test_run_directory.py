@@ -216,3 +216,38 @@ def test_a_run_directory_path_that_is_a_file_is_refused(small_corpus, tmp_path):
     assert target.read_text() == "a file\n"
     with pytest.raises(UsageError, match="not empty and is not a textgen run directory"):
         RunDirectory(tmp_path).__enter__()
+
+
+# --------------------------------------------------------------------------- the corpus on standard input
+
+
+def test_a_corpus_path_of_dash_reads_standard_input(small_corpus, tmp_path):
+    text = small_corpus.read_text(encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_argv(small_corpus, out, **{"corpus.paths": "['-']", "training.epochs": 1}),
+                                input=text)
+    assert result.exit_code == 0, result.output
+    assert (out / "cache" / "stdin.txt").read_text(encoding="utf-8") == text
+    card = keras.models.load_model(out / "model.keras").get_layer("token_embedding").model_card
+    assert card["config"]["corpus"]["paths"] == ["-"]
+    assert card["corpus_tokens"] == len(text) + (not text.endswith("\n"))  # the reader ends a file with a newline
+    # resumed with the same text on standard input, the run goes on; with other text it is refused
+    argv = train_argv(small_corpus, out, "--resume", **{"corpus.paths": "['-']", "training.epochs": 2})
+    assert CliRunner().invoke(cli, argv, input=text[:-100]).exit_code == 2
+    result = CliRunner().invoke(cli, argv, input=text)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((out / "checkpoint" / "state.json").read_text())["recorder"]["rows"]) == 2
+
+
+def test_standard_input_on_a_terminal_is_refused_at_once(small_corpus, tmp_path, monkeypatch):
+    class Terminal:
+        closed = False
+
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    config = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{"corpus.paths": "['-']"}))
+    with pytest.raises(UsageError, match="reads standard input, which is a terminal; pipe the text in"):
+        train(config, echo=lambda _: None, verbose=0)
+    assert not (tmp_path / "run").exists()

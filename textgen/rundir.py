@@ -37,7 +37,8 @@ OWN_FILES = {
     "checkpoint": ("state.json", "tokenizer.json", "step-*.weights.h5", "step-*.average.npz", ".step-*.tmp*",
                    ".state.json.*", ".tokenizer.json.*"),
     "logs": ("train/events.out.tfevents.*", "validation/events.out.tfevents.*"),
-    "cache": ("ids.bin", "meta.json", "tokenizer.json", ".ids.bin.*", ".meta.json.*", ".tokenizer.json.*"),
+    "cache": ("ids.bin", "meta.json", "tokenizer.json", "stdin.txt", ".ids.bin.*", ".meta.json.*", ".tokenizer.json.*",
+              ".stdin.txt.*"),
 }
 # The files of a finished or unfinished run that must not mix with a new one; model.keras is
 # left to be replaced by the new run's first good model.

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import hashlib
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,15 @@ from textgen.model import architecture_summary, build_model
 from textgen.plot import HISTORY_FILE
 from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
 from textgen.rundir import RunDirectory, check_outside_corpus
-from textgen.saving import update_model_card, write_text_atomic
+from textgen.saving import update_model_card, write_file_atomic, write_text_atomic
 from textgen.schedules import make_optimizer
 from textgen.tokenizer import Tokenizer, tokenizer_from_config
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
 LOGS_DIR = "logs"
+STDIN = "-"  # the corpus path that means standard input
+STDIN_FILE = "stdin.txt"  # its copy in the token cache
 
 # Keys a resumed run must share with the run it continues: they fix the data, the batches,
 # the architecture and the optimizer's slots. Every other key may change on resume.
@@ -206,8 +209,9 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
                 if overridden else ""))
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
-    prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
-                              hint=f"; set training.unknown_tokens={options}", progress=progress)
+    prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
+                              unknown=config.training.unknown_tokens, hint=f"; set training.unknown_tokens={options}",
+                              progress=progress)
     if parent is not None:
         _report_unknown(prepared, config, echo)
     echo(describe_cache(prepared))
@@ -255,8 +259,36 @@ def _prepare(config: Config, run_dir: Path, progress) -> PreparedCorpus:
         parent = load_keras_model(config.training.init_from)
         config = adopt_architecture(config, parent)
         tokenizer = tokenizer_from_config(find_token_embedding(parent).tokenizer)
-    return prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=config.training.unknown_tokens,
+    return prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
+                          unknown=config.training.unknown_tokens,
                           hint="; set training.unknown_tokens=drop to leave them out", progress=progress)
+
+
+def corpus_from_stdin(config: Config, run_dir: Path) -> Config:
+    """`config` with its corpus path `-` (standard input) read from a copy in the run's cache.
+
+    The corpus is read twice (the vocabulary, then the ids) and the cache is keyed on files,
+    so standard input is copied once into cache/stdin.txt, a file of textgen's own, and the
+    copy is read in its place. The config keeps `-`, which a resumed run gives again.
+    """
+    if STDIN not in config.corpus.paths:
+        return config
+    stream = sys.stdin
+    example = "cat book.txt | textgen train --set \"corpus.paths=['-']\""
+    if stream is None or stream.closed:
+        raise UsageError(f"corpus path - reads standard input, which is closed; pipe the text in: {example}")
+    if stream.isatty():
+        raise UsageError(f"corpus path - reads standard input, which is a terminal; pipe the text in: {example}")
+    target = cache_dir(run_dir) / STDIN_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def copy(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(getattr(stream, "buffer", stream), out, 1 << 20)
+
+    write_file_atomic(target, copy)
+    paths = tuple(str(target) if path == STDIN else path for path in config.corpus.paths)
+    return dataclasses.replace(config, corpus=dataclasses.replace(config.corpus, paths=paths))
 
 
 def adopt_architecture(config: Config, parent: keras.Model) -> Config:
@@ -363,8 +395,8 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     changed = "; the corpus changed since the run started: resume with the same files or start again with --overwrite"
     unknown = config.training.unknown_tokens if config.training.init_from else \
         ("unk" if tokenizer.unk_id is not None else "error")
-    prepared = prepare_corpus(config, cache_dir(run_dir), tokenizer=tokenizer, unknown=unknown, hint=changed,
-                              progress=progress)
+    prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
+                              unknown=unknown, hint=changed, progress=progress)
     echo(describe_cache(prepared))
     fingerprint = prepared.fingerprint
     if fingerprint != state["corpus"]:
