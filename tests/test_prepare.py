@@ -239,4 +239,4 @@ def test_prepare_command(small_corpus, tmp_path):
     missing = CliRunner().invoke(cli, ["prepare", "--set", "corpus.paths=[nowhere.txt]", "--output",
                                        str(tmp_path / "x")])
     assert missing.exit_code == 1 and "corpus path nowhere.txt does not exist" in missing.output
-    assert os.listdir(tmp_path / "x") == []
+    assert not (tmp_path / "x").exists()  # a failed start leaves no folder behind
