@@ -143,6 +143,9 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     shutil.copytree(trained_model.parent, f.live_run, ignore=shutil.ignore_patterns("cache"))
     f.live = RunDirectory(f.live_run, "textgen train --config live.yaml")
     f.live.__enter__()
+    f.fifo = root / "fifo"  # a named pipe nobody writes to or reads from: opening it would wait forever
+    os.mkfifo(f.fifo)
+    f.odd_seed = write("odd_seed.txt", "a\u00a7\n")
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
     return f
 
@@ -186,7 +189,7 @@ class Case:
 COMMAND_LINE = [
     Case("unknown flag", lambda f, o: gen(f, "--seed", "a", "--bogus"), 2, "No such option '--bogus'"),
     Case("unknown command", lambda f, o: ["frobnicate"], 2, "No such command 'frobnicate'"),
-    Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2, "Missing option '--seed'"),
+    Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2, "--seed TEXT or --seed-file PATH"),
     Case("non-integer --length", lambda f, o: gen(f, "--seed", "a", "--length", "ten"), 2,
          "'ten' is not a valid integer"),
     Case("--resume with --init-from", lambda f, o: [*train_args(f, o), "--resume", "--init-from", str(f.model)], 2,
@@ -216,6 +219,11 @@ COMMAND_LINE = [
          "training.learning_rate must be positive"),
     Case("--set misspelt choice", lambda f, o: [*train_args(f, o), "--set", "model.cell=lstn"], 2,
          "did you mean lstm?"),
+    Case("--seed and --seed-file", lambda f, o: gen(f, "--seed", "a", "--seed-file", str(f.text)), 2,
+         "--seed and --seed-file both give the seed; pass only one"),
+    Case("info of a missing model", lambda f, o: ["info", str(f.root / "none.keras")], 2, "does not exist"),
+    Case("--init-from a missing model", lambda f, o: [*train_args(f, o), "--init-from", str(f.root / "none.keras")], 2,
+         "does not exist"),
 ]
 
 # ---- config files
@@ -335,11 +343,28 @@ SEEDS_AND_SAMPLERS = [
                                                   "/proc/textgen-samples.txt"), 1, "cannot be written"),
     Case("--output is a directory", lambda f, o: gen(f, "--seed", "a", "--output", str(f.root)), 2,
          "is a directory"),
+    Case("seed with a byte that is not UTF-8", lambda f, o: gen(f, "--seed", "ROMEO\udcff"), 2,
+         "the seed holds bytes that are not UTF-8 (at character 6)"),
+    Case("--seed-file missing", lambda f, o: gen(f, "--seed-file", str(f.root / "none.txt")), 2,
+         "No such file or directory"),
+    Case("--seed-file is a directory", lambda f, o: gen(f, "--seed-file", str(f.empty_dir)), 2,
+         "is not a regular file"),
+    Case("--seed-file is /dev/zero", lambda f, o: gen(f, "--seed-file", "/dev/zero"), 2, "is not a regular file"),
+    Case("--seed-file is a FIFO", lambda f, o: gen(f, "--seed-file", str(f.fifo)), 2, "is not a regular file"),
+    Case("--seed-file not UTF-8", lambda f, o: gen(f, "--seed-file", str(f.bad_utf8)), 2,
+         "the seed is not UTF-8 (byte offset 900)"),
+    Case("--seed-file empty", lambda f, o: gen(f, "--seed-file", str(f.empty_corpus)), 2, "the seed is empty"),
+    Case("--seed-file outside the vocabulary", lambda f, o: gen(f, "--seed-file", str(f.odd_seed)), 2,
+         "'\u00a7' is not in the model's vocabulary"),
+    Case("--output is the model", lambda f, o: gen(f, "--seed", "a", "--output", str(f.model)), 2,
+         "is the model being read"),
+    Case("--output is a FIFO nobody reads", lambda f, o: gen(f, "--seed", "a", "--length", "5", "--output",
+                                                             str(f.fifo)), 1, "is a pipe that no process reads"),
 ]
 
 # ---- model files
 MODEL_FILES = [
-    Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 1,
+    Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 2,
          "does not exist"),
     Case("model path is a directory", lambda f, o: ["info", str(f.model_dir)], 2, "is a directory"),
     Case("model with another suffix", lambda f, o: ["info", str(f.wrong_suffix)], 1, "is not a .keras file"),
@@ -360,7 +385,7 @@ MODEL_FILES = [
 # ---- evaluate and plot
 EVALUATE_AND_PLOT = [
     Case("evaluate a missing text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
-                                                  str(f.root / "none.txt")], 1, "does not exist; check the path"),
+                                                  str(f.root / "none.txt")], 2, "does not exist"),
     Case("evaluate a binary text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
                                                  str(f.nul_corpus)], 1, "looks binary"),
     Case("evaluate invalid UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",

@@ -9,9 +9,12 @@ no traceback, every input file byte for byte as it was, and no temporary file le
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 
 from test_bad_input import build_files, gen, leftovers, snapshot
 
+TEXTGEN = f"{sys.executable} -m textgen"
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
 
 
@@ -69,13 +73,40 @@ def check_process_answer(done: subprocess.CompletedProcess, case: ProcessCase) -
 
 COMMAND_LINE = [
     ProcessCase("unknown command, in a real process", lambda f, o: ["frobnicate"], 2, "No such command"),
+    ProcessCase("seed with a non-UTF-8 byte in argv", lambda f, o: gen(f, "--seed", b"ROMEO:\xff"), 2,
+                "the seed holds bytes that are not UTF-8"),
 ]
 
 INPUT_FILES = [
-    ProcessCase("missing --seed, in a real process", lambda f, o: gen(f), 2, "Missing option '--seed'"),
+    ProcessCase("missing --seed, in a real process", lambda f, o: gen(f), 2, "--seed TEXT or --seed-file PATH"),
 ]
 
 OUTPUTS_AND_SIGNALS = [
+    ProcessCase("reader closes the pipe early", None, 141, "", ok_codes=(0,),
+                shell=lambda f, o: f"{TEXTGEN} generate --model {f.model} --seed A --length 20000 | head -c 10"
+                                   " >/dev/null; exit ${PIPESTATUS[0]}"),
+    ProcessCase("info into a pipe closed at once", None, 141, "", ok_codes=(0,),
+                shell=lambda f, o: f"{TEXTGEN} info {f.model} | true; exit ${{PIPESTATUS[0]}}"),
+    ProcessCase("--output /dev/stdout appended to a log", None, 0, "",
+                shell=lambda f, o: f"mkdir -p {o} && printf 'old line\\n' > {o}/log.txt && "
+                                   f"{TEXTGEN} generate --model {f.model} --seed A --length 50 --random-seed 1 "
+                                   f"--output /dev/stdout >> {o}/log.txt && head -1 {o}/log.txt | grep -qx 'old line' "
+                                   f"&& test $(wc -l < {o}/log.txt) -ge 2"),
+    ProcessCase("--output - is standard output", None, 0, "",
+                shell=lambda f, o: f"test \"$({TEXTGEN} generate --model {f.model} --seed A --length 9 --random-seed 1 "
+                                   f"--output -)\" = \"$({TEXTGEN} generate --model {f.model} --seed A --length 9 "
+                                   f"--random-seed 1)\""),
+    ProcessCase("info with standard output closed", None, 0, "", shell=lambda f, o: f"{TEXTGEN} info {f.model} >&-"),
+    ProcessCase("generate with standard output and error closed", None, 0, "",
+                shell=lambda f, o: f"{TEXTGEN} generate --model {f.model} --seed A --length 20 >&- 2>&-"),
+    ProcessCase("train with standard output closed", None, 1, "looks binary",
+                shell=lambda f, o: f"{TEXTGEN} train --set \"corpus.paths=['{f.nul_corpus}']\" --output {o} >&-"),
+    ProcessCase("--seed-file - reads standard input", lambda f, o: gen(f, "--seed-file", "-", "--length", "5"), 0, "",
+                stdin=lambda f: b"ROMEO:"),
+    ProcessCase("--seed-file - with bytes that are not UTF-8", lambda f, o: gen(f, "--seed-file", "-"), 2,
+                "the seed is not UTF-8 (byte offset 5)", stdin=lambda f: b"ROMEO\xff"),
+    ProcessCase("--seed-file - on empty standard input", lambda f, o: gen(f, "--seed-file", "-"), 2,
+                "the seed is empty", stdin=lambda f: b""),
 ]
 
 PROCESS_CASES = [*COMMAND_LINE, *INPUT_FILES, *OUTPUTS_AND_SIGNALS]
@@ -90,3 +121,47 @@ def test_bad_input_is_answered_in_a_real_process(case, files, tmp_path):
     assert not (out / "model.keras").exists() or case.code == 0
     assert leftovers(tmp_path) == [] and leftovers(files.root) == []
     assert snapshot(files.root, files.model.parent) == before
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def spawn(args, **popen):
+    """`python -m textgen ARGS` with Ctrl-C's default action (pytest-xdist workers ignore SIGINT)."""
+    return subprocess.Popen([sys.executable, "-m", "textgen", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **popen)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["Ctrl-C", "SIGTERM", "SIGHUP"])
+def test_a_signal_ends_generate_with_128_plus_its_number_and_no_output_file(sig, code, files, tmp_path):
+    out = tmp_path / "samples.txt"
+    process = spawn(gen(files, "--seed", "A", "--length", "50000000", "--output", out))
+    assert process.stdout.read(1) == b"A"  # generating (the seed is printed, then each piece)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=LIMIT)
+    assert process.returncode == code, err.decode()
+    assert "Traceback" not in err.decode() and "Error" not in err.decode()
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(sig, code, small_corpus, tmp_path):
+    from conftest import tiny_overrides
+    from textgen.generate import load_keras_model
+
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 500}) for a in ("--set", o)]
+    process = spawn(["train", *sets], cwd=tmp_path)
+    deadline = time.monotonic() + LIMIT * 2
+    while not (out / "history.csv").exists():  # an epoch is done: there is a model and a checkpoint
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(sig)
+    stdout, stderr = (stream.decode() for stream in process.communicate(timeout=LIMIT * 2))
+    assert process.returncode == code, stderr
+    assert "stopping after this step" in stdout and "Traceback" not in stderr
+    assert "training interrupted at" in stderr and stderr.rstrip().endswith("--resume")
+    load_keras_model(out / "model.keras")
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["global_step"] > 0

@@ -90,7 +90,7 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     skipped = run("evaluate", "--model", trained_model, "--text", odd, "--skip-unknown", "--json")
     assert skipped.exit_code == 0 and json.loads(skipped.output)["unknown_tokens"] == 10
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output  # a missing input file: a usage error
     zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
     assert zero.exit_code == 2 and "seq length must be between 1 and 1,048,576, got 0" in zero.output
     huge = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", str(2**63 - 1))

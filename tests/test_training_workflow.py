@@ -240,7 +240,7 @@ def test_a_second_ctrl_c_before_any_checkpoint_says_to_start_again(small_corpus,
     out = tmp_path / "run"
     sets = [a for o in tiny_overrides(small_corpus, out) for a in ("--set", o)]
     result = CliRunner().invoke(cli, ["train", *sets])
-    assert result.exit_code == 1 and "before its first checkpoint" in result.output
+    assert result.exit_code == 130 and "before its first checkpoint" in result.output
     assert "start again with: textgen train --set" in result.output and "--resume" not in result.output
     again = shlex.split(result.output.split("start again with: ")[1].strip())[2:]
     monkeypatch.undo()
@@ -254,7 +254,7 @@ def test_ctrl_c_saves_a_loadable_model_and_prints_how_to_continue(small_corpus, 
     wait_for(lambda: (out / "history.csv").exists(), process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1, stderr
+    assert process.returncode == 130, stderr
     assert "stopping after this step" in stdout
     assert "continue with: textgen train" in stderr and stderr.rstrip().endswith("--resume")
     assert "Traceback" not in stderr

@@ -289,7 +289,7 @@ class StopGuard(keras.callbacks.Callback):
 
 @contextlib.contextmanager
 def stop_on_signals(echo: Callable[[str], None]) -> Iterator[StopRequest]:
-    """Turn the first Ctrl-C (or SIGTERM) into a stop request; a second Ctrl-C stops at once.
+    """Turn the first Ctrl-C, SIGTERM or SIGHUP into a stop request; a second one stops at once.
 
     Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default.
     """
@@ -305,7 +305,10 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[StopRequest]:
         echo("\nstopping after this step and saving the training state "
              "(press Ctrl-C again to quit at once without saving)")
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (the terminal closed, or a session manager's stop) ends a run as SIGTERM does;
+    # Windows has no SIGHUP.
+    signals = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield request
     finally:

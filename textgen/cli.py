@@ -3,11 +3,19 @@
 Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
 usage errors exit with 2, runtime errors with 1; an operating-system error the library did
 not foresee (a full disk) is a runtime error too. `--debug` shows the traceback instead.
+A command stopped by a signal exits with 128 + its number (130 for Ctrl-C, 143 for SIGTERM,
+129 for SIGHUP), and one whose reader closed the pipe early ends quietly with 141, as
+programs that SIGPIPE ends do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import os
+import signal
+import sys
 import warnings
 
 import click
@@ -16,12 +24,56 @@ from textgen import __version__, load_keras_objects
 from textgen.errors import TextgenError, UsageError
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (temporary files are removed on the way)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _PipeClosed(Exception):
+    """Standard output's reader went away; not an OSError, so click leaves it to `main`."""
+
+
 class TextgenGroup(click.Group):
     """A group that turns library errors into one-line messages with documented exit codes."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _open_closed_streams()
+        try:
+            with _signals_unwind():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+            sys.stdout.flush()
+        except click.exceptions.Abort as exc:  # Ctrl-C, or end of input at a prompt
+            _show(lambda: click.echo("Aborted!", err=True))
+            code = 128 + signal.SIGINT if _by_ctrl_c(exc) else 1
+        except Terminated as exc:
+            _show(lambda: click.echo("Aborted!", err=True))
+            code = 128 + exc.signum
+        except click.ClickException as exc:
+            _show(exc.show)
+            code = exc.exit_code
+        except (_PipeClosed, BrokenPipeError):
+            code = 128 + 13  # SIGPIPE's number on every Unix
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            code = 128 + 13
+        if code == 128 + 13:
+            _silence(sys.stdout)
+        sys.exit(code)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise _PipeClosed() from None
         except UsageError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -33,7 +85,7 @@ class TextgenGroup(click.Group):
         except OSError as exc:
             # The library names the files it expects trouble with; this catches what it cannot
             # foresee (a disk that fills up, a file removed under it) so it is still one line.
-            if (ctx.obj and ctx.obj.get("debug")) or isinstance(exc, BrokenPipeError):
+            if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(_describe_os_error(exc)) from None
         except Exception as exc:
@@ -42,6 +94,64 @@ class TextgenGroup(click.Group):
             raise click.ClickException(
                 "out of memory; use a smaller network (model.units, model.layers), fewer windows per step "
                 "(training.batch_size) or, when generating, fewer --num-samples") from None
+
+
+def _by_ctrl_c(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, KeyboardInterrupt)
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """SIGTERM and SIGHUP unwind the command as Ctrl-C does, instead of killing it where it
+    stands; training installs its own handlers, which save the state first."""
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is None:  # Windows has no SIGHUP
+            continue
+
+        def handler(signum, frame):
+            raise Terminated(signum)
+
+        try:
+            previous[number] = signal.signal(number, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _open_closed_streams() -> None:
+    """Give closed standard streams (`textgen train >&-`) /dev/null, so nothing else takes
+    their descriptor numbers and printing goes nowhere instead of failing."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
+
+
+def _show(report) -> None:
+    try:
+        report()
+    except OSError:  # stderr closed or its reader gone: the exit code still tells
+        pass
+
+
+def _silence(stream) -> None:
+    """Point a stream whose reader went away at /dev/null, so the interpreter's last flush
+    does not print 'Exception ignored ... BrokenPipeError'."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _out_of_memory(exc: Exception) -> bool:

@@ -23,7 +23,7 @@ def _text_encoding(ctx, param, value):
 @click.command()
 @click.option("--model", "model_path", required=True, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.")
-@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="The held-out text file to score (text the model did not train on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")

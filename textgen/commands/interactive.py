@@ -47,7 +47,10 @@ def _apply(session, answer: str, options) -> bool:
         return False
     if answer.startswith("+"):
         try:
+            answer[1:].encode("utf-8")  # a byte that is not UTF-8 reaches here as a lone surrogate
             session.append_text(answer[1:])
+        except UnicodeEncodeError:
+            click.echo("cannot type that: it holds bytes that are not UTF-8")
         except UsageError as exc:
             click.echo(f"cannot type that: {exc}")
     elif command == "b" or (command.startswith("b ") and command[2:].strip().isdigit()):

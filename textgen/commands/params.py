@@ -8,12 +8,15 @@ import click
 
 
 class ModelFile(click.Path):
-    """A saved model: a .keras file, or a run directory, which stands for its model.keras."""
+    """A saved model: a .keras file, or a run directory, which stands for its model.keras.
+
+    A path that does not exist is a usage error (exit 2), as every missing input file is.
+    """
 
     name = "model"
 
     def __init__(self):
-        super().__init__(dir_okay=False)
+        super().__init__(dir_okay=False, exists=True)
 
     def convert(self, value, param, ctx):
         if isinstance(value, (str, os.PathLike)) and os.path.isdir(value):
