@@ -285,7 +285,10 @@ def stream_stdin(encoding: str = "utf-8", *, block_chars: int = 1 << 22, on_byte
                                   f"{block.index(chr(0))}); give text only")
             yield block
     finally:
-        handle.detach()  # stdin stays open for whoever owns it
+        try:
+            handle.detach()  # stdin stays open for whoever owns it
+        except ValueError:  # closed already: the generator was closed at interpreter exit
+            pass
 
 
 def _stream_text(handle, path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes,
