@@ -143,10 +143,34 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     shutil.copytree(trained_model.parent, f.live_run, ignore=shutil.ignore_patterns("cache"))
     f.live = RunDirectory(f.live_run, "textgen train --config live.yaml")
     f.live.__enter__()
-    f.fifo = root / "fifo"  # a named pipe nobody writes to or reads from: opening it would wait forever
-    os.mkfifo(f.fifo)
     f.odd_seed = write("odd_seed.txt", "a\u00a7\n")
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
+
+    # inputs: config files, corpora and texts that are not what they seem (the inputs area)
+    f.fifo = root / "inputs" / "pipe.fifo"
+    f.fifo.parent.mkdir()
+    os.mkfifo(f.fifo)  # a reader that opened it would block until a writer came
+    f.fifo_dir = root / "inputs" / "fifo_only"
+    f.fifo_dir.mkdir()
+    os.mkfifo(f.fifo_dir / "book.txt")
+    f.only_dirs = root / "inputs" / "books"
+    (f.only_dirs / "volume1").mkdir(parents=True)
+    (f.only_dirs / "volume2").mkdir()
+    short = "too short\n"
+    f.utf16le_short = write("inputs/short_utf16le.txt", short.encode("utf-16-le"))
+    f.utf16_short = write("inputs/short_utf16.txt", short.encode("utf-16"))  # with its byte-order mark
+    f.utf16_bom = write("inputs/utf16_bom.txt", "First Citizen:\nSpeak.\n".encode("utf-16"))
+    f.utf32_bom = write("inputs/utf32_bom.txt", "First Citizen:\nSpeak.\n".encode("utf-32"))
+    f.utf16le_unknown = write("inputs/unknown_utf16le.txt", "\u00a7\u00a7 \u00b6\u00b6\n".encode("utf-16-le"))
+    f.yaml_big = write("inputs/big.yaml", "# a comment line of padding\n" * 40_000 + "model: {units: 8}\n")
+    huge = 100000000000000000000000
+    f.yaml_units = write("inputs/units.yaml", f"model:\n  units: {huge}\n")
+    f.yaml_embedding = write("inputs/embedding.yaml", f"model:\n  embedding_dim: {huge}\n")
+    f.yaml_seq = write("inputs/seq.yaml", f"training:\n  seq_length: {huge}\n")
+    f.yaml_batch = write("inputs/batch.yaml", f"training:\n  batch_size: {huge}\n")
+    f.yaml_groups = write("inputs/groups.yaml", "tokenizer:\n  level: word\n  pattern: \"(\\\\w+)|[^\\\\w\\\\s]\"\n")
+    f.yaml_empty_path = write("inputs/empty_path.yaml", "corpus:\n  paths: ['']\n")
+    f.yaml_relative = write("inputs/relative.yaml", "corpus:\n  paths: [corpora/nowhere.txt]\n")
     return f
 
 
@@ -247,11 +271,27 @@ CONFIG_FILES = [
          "did you mean model?"),
     Case("YAML key twice", lambda f, o: config_args(f.yaml_twice, o), 2,
          "key 'units' appears twice (lines 2 and 3); keep one"),
+    Case("config over the size cap", lambda f, o: config_args(f.yaml_big, o), 2,
+         "more than a config's 1,048,576; give the YAML config file"),
+    Case("model.units past int64", lambda f, o: config_args(f.yaml_units, o), 2,
+         "model.units must be at most 1,048,576, got 100000000000000000000000"),
+    Case("model.embedding_dim past int64", lambda f, o: config_args(f.yaml_embedding, o), 2,
+         "model.embedding_dim must be at most 1,048,576, got 100000000000000000000000"),
+    Case("training.seq_length past int64", lambda f, o: config_args(f.yaml_seq, o), 2,
+         "training.seq_length must be at most 1,048,576"),
+    Case("training.batch_size past int64", lambda f, o: config_args(f.yaml_batch, o), 2,
+         "training.batch_size must be at most 1,048,576"),
+    Case("word pattern with a capture group", lambda f, o: config_args(f.yaml_groups, o), 2,
+         "tokenizer.pattern has 1 capture group"),
+    Case("empty corpus path in a config file", lambda f, o: config_args(f.yaml_empty_path, o), 2,
+         "corpus.paths holds an empty path, which would read the whole working directory"),
+    Case("config-relative corpus path missing", lambda f, o: config_args(f.yaml_relative, o), 2,
+         "corpus path corpora/nowhere.txt (relative to the config file's folder"),
 ]
 
 # ---- corpora
 CORPORA = [
-    Case("corpus missing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/nope.txt']"}), 1,
+    Case("corpus missing", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.root}/nope.txt']"}), 2,
          "does not exist"),
     Case("0-byte corpus", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.empty_corpus}']"}), 1,
          "the corpus is empty"),
@@ -279,6 +319,25 @@ CORPORA = [
          "UTF-16 stream does not start with BOM; name the byte order (utf-16-le, utf-16-be: corpus.encoding"),
     Case("corpus shorter than a window", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.short_corpus}']"}),
          1, "fewer than seq_length + 1"),
+    Case("empty corpus path", lambda f, o: train_args(f, o, **{"corpus.paths": "['']"}), 2,
+         "corpus.paths holds an empty path"),
+    Case("relative corpus path missing", lambda f, o: train_args(f, o, **{"corpus.paths": "[no/such/book.txt]"}), 2,
+         "corpus path no/such/book.txt (relative to the working directory"),
+    Case("glob matching only directories",
+         lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.only_dirs}/*']"}), 1, "matches only directories"),
+    Case("encoding utf_16_le read as utf-16-le",
+         lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.utf16le_short}']", "corpus.encoding": "utf_16_le"}),
+         1, "fewer than seq_length + 1"),
+    Case("encoding U16 read as utf-16",
+         lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.utf16_short}']", "corpus.encoding": "U16"}),
+         1, "fewer than seq_length + 1"),
+    Case("UTF-16 file read as UTF-8", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.utf16_bom}']"}), 1,
+         "starts with a UTF-16 byte-order mark but is read as utf-8; set corpus.encoding: utf-16"),
+    Case("UTF-32 file read as UTF-8", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.utf32_bom}']"}), 1,
+         "starts with a UTF-32 byte-order mark but is read as utf-8; set corpus.encoding: utf-32"),
+    Case("UTF-16 file read as latin-1",
+         lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.utf16_bom}']", "corpus.encoding": "latin_1"}), 1,
+         "starts with a UTF-16 byte-order mark but is read as latin_1; set corpus.encoding: utf-16"),
 ]
 
 # ---- run directories
@@ -385,7 +444,7 @@ MODEL_FILES = [
 # ---- evaluate and plot
 EVALUATE_AND_PLOT = [
     Case("evaluate a missing text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
-                                                  str(f.root / "none.txt")], 2, "does not exist"),
+                                                  str(f.root / "none.txt")], 2, "does not exist; check the path"),
     Case("evaluate a binary text", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
                                                  str(f.nul_corpus)], 1, "looks binary"),
     Case("evaluate invalid UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
@@ -397,6 +456,12 @@ EVALUATE_AND_PLOT = [
                                                             str(f.corpus), "--encoding", "klingon"], 2,
          "'--encoding': must name a text encoding Python knows, such as utf-8 or latin-1, got 'klingon'"),
     Case("plot a directory without history", lambda f, o: ["plot", str(f.empty_dir)], 2, "has no history.csv"),
+    Case("evaluate with encoding utf_16_le", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                           str(f.utf16le_unknown), "--encoding", "utf_16_le"], 2,
+         "characters the model's vocabulary lacks (2 distinct"),
+    Case("evaluate a UTF-16 text as UTF-8", lambda f, o: ["evaluate", "--model", str(f.model), "--text",
+                                                          str(f.utf16_bom)], 1,
+         "starts with a UTF-16 byte-order mark but is read as utf-8; set corpus.encoding: utf-16 (--encoding utf-16"),
 ]
 
 CASES = [*COMMAND_LINE, *CONFIG_FILES, *CORPORA, *RUN_DIRECTORIES, *SEEDS_AND_SAMPLERS, *MODEL_FILES,
@@ -445,11 +510,16 @@ def test_bad_input_is_answered(case, files, tmp_path):
 
 
 def test_the_docs_count_the_matrix_as_it_is():
+    from test_bad_input_process import PROCESS_CASES
+
     usage = sum(c.code == 2 for c in CASES)
+    total = len(CASES) + len(PROCESS_CASES)
     root = Path(__file__).resolve().parents[1]
     reliability = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
-    assert f"A table of {len(CASES)} cases ({usage} usage errors, {len(CASES) - usage} runtime errors)" in reliability
-    assert f"A bad-input matrix of {len(CASES)} cases" in (root / "README.md").read_text(encoding="utf-8")
+    assert (f"The bad-input matrix has {total} cases: {len(CASES)} run in-process ({usage} usage errors, "
+            f"{len(CASES) - usage} runtime errors) and {len(PROCESS_CASES)} in real processes") in \
+        " ".join(reliability.split())
+    assert f"A bad-input matrix of {total} cases" in (root / "README.md").read_text(encoding="utf-8")
     assert {c.code for c in CASES} == {1, 2}
 
 

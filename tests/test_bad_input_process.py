@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bad_input import build_files, gen, leftovers, snapshot
+from test_bad_input import build_files, gen, leftovers, snapshot, train_args
 
 TEXTGEN = f"{sys.executable} -m textgen"
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
@@ -79,6 +79,44 @@ COMMAND_LINE = [
 
 INPUT_FILES = [
     ProcessCase("missing --seed, in a real process", lambda f, o: gen(f), 2, "--seed TEXT or --seed-file PATH"),
+    ProcessCase("--config is a FIFO", lambda f, o: ["train", "--config", f.fifo, "--output", o], 2,
+                "is not a regular file (a FIFO)"),
+    ProcessCase("--config /dev/zero", lambda f, o: ["train", "--config", "/dev/zero", "--output", o], 2,
+                "config path /dev/zero is not a regular file (a character device)"),
+    ProcessCase("prepare --config is a FIFO", lambda f, o: ["prepare", "--config", f.fifo, "--output", o], 2,
+                "is not a regular file (a FIFO)"),
+    ProcessCase("--config - with a bad value on stdin", lambda f, o: ["train", "--config", "-", "--output", o], 2,
+                "model.units must be at most 1,048,576", stdin=lambda f: b"model:\n  units: 100000000000000000000000\n"),
+    ProcessCase("--config - with /dev/zero-like stdin", lambda f, o: ["train", "--config", "-", "--output", o], 2,
+                "the config on stdin is larger than 1,048,576 bytes", stdin=lambda f: b"\0" * (3 << 20)),
+    ProcessCase("--config - with a YAML list on stdin", lambda f, o: ["train", "--config", "-", "--output", o], 2,
+                "the config on stdin must be a mapping of sections", stdin=lambda f: b"- corpus\n- model\n"),
+    ProcessCase("--config < /dev/zero", lambda f, o: None, 2, "the config on stdin is larger than 1,048,576 bytes",
+                shell=lambda f, o: f"{sys.executable} -m textgen train --config - --output {o} < /dev/zero"),
+    ProcessCase("corpus is a FIFO", lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.fifo}']"}), 2,
+                "pipe.fifo is not a regular file (a FIFO); give a text file"),
+    ProcessCase("corpus is /dev/zero", lambda f, o: train_args(f, o, **{"corpus.paths": "['/dev/zero']"}), 2,
+                "corpus path /dev/zero is not a regular file (a character device)"),
+    ProcessCase("corpus /dev/zero read as utf-16-le",
+                lambda f, o: train_args(f, o, **{"corpus.paths": "['/dev/zero']", "corpus.encoding": "utf-16-le"}), 2,
+                "corpus path /dev/zero is not a regular file (a character device)"),
+    ProcessCase("prepare a FIFO corpus", lambda f, o: ["prepare", "--set", f"corpus.paths=['{f.fifo}']",
+                                                         "--output", o], 2, "is not a regular file (a FIFO)"),
+    ProcessCase("corpus directory holding only a FIFO",
+                lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.fifo_dir}']"}), 1, "holds no text files"),
+    ProcessCase("corpus glob matching only a FIFO",
+                lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.fifo_dir}/*.txt']"}), 1,
+                "matches no regular files"),
+    ProcessCase("evaluate --text is a FIFO", lambda f, o: ["evaluate", "--model", f.model, "--text", f.fifo], 2,
+                "pipe.fifo is not a regular file (a FIFO)"),
+    ProcessCase("evaluate --text /dev/zero as utf-16-le",
+                lambda f, o: ["evaluate", "--model", f.model, "--text", "/dev/zero", "--encoding", "utf-16-le"], 2,
+                "text file /dev/zero is not a regular file (a character device)"),
+    ProcessCase("evaluate --text - with binary stdin", lambda f, o: ["evaluate", "--model", f.model, "--text", "-"], 1,
+                "the text on stdin looks binary", stdin=lambda f: b"text\x00with NUL bytes\n" * 10),
+    ProcessCase("evaluate --text - with unknown characters",
+                lambda f, o: ["evaluate", "--model", f.model, "--text", "-"], 2,
+                "characters the model's vocabulary lacks", stdin=lambda f: "\u00a7\u00b6 text\n".encode()),
 ]
 
 OUTPUTS_AND_SIGNALS = [

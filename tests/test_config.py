@@ -1,4 +1,10 @@
+import dataclasses
+import io
+import json
+import os
 import re
+import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -10,8 +16,9 @@ from textgen.tokenizer import CharTokenizer
 
 
 def test_defaults_match_documented_values():
+    assert Config().corpus.paths == ("corpora/tinyshakespeare.txt",)
     config = load_config()
-    assert config.corpus.paths == ("corpora/tinyshakespeare.txt",)
+    assert config.corpus.paths == (str(Path.cwd() / "corpora/tinyshakespeare.txt"),)  # resolved
     assert config.model.cell == "lstm" and config.model.units == 512
     assert config.training.seq_length == 100 and config.training.learning_rate == 0.002
     assert config.output.dir == "runs/shakespeare-char"
@@ -22,7 +29,7 @@ def test_overrides_are_parsed_as_yaml_and_typed():
                                 "corpus.paths=['a.txt', 'b.txt']", "model.dropout=0.25"])
     assert config.training.epochs == 3
     assert config.model.units == 64
-    assert config.corpus.paths == ("a.txt", "b.txt")
+    assert config.corpus.paths == (str(Path.cwd() / "a.txt"), str(Path.cwd() / "b.txt"))
     assert config.model.dropout == 0.25
 
 
@@ -169,3 +176,114 @@ def test_every_shipped_config_validates_builds_and_is_listed_in_the_readme(path)
     model = build_model(config.model, tokenizer, fused_kernels=True)
     assert model.count_params() > 0 and model.output_shape[-1] == len(tokenizer["vocabulary"])
     assert f"`configs/{path.name}`" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- inputs: size, kind, paths
+
+def test_a_config_that_is_not_a_regular_file_is_refused_unopened(tmp_path):
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    with pytest.raises(ConfigError, match=r"config path .*config.fifo is not a regular file \(a FIFO\)"):
+        load_config(fifo)
+    with pytest.raises(ConfigError, match=r"config path /dev/null is not a regular file \(a character device\)"):
+        load_config("/dev/null")
+
+
+def test_a_config_larger_than_the_cap_is_refused(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1) + "model: {units: 8}\n")
+    with pytest.raises(ConfigError, match=r"is 1,048,\d+ bytes, more than a config's 1,048,576"):
+        load_config(big)
+
+
+def test_a_config_on_stdin_is_read_capped_and_its_paths_are_from_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"corpus: {paths: [texts/a.txt]}\n"
+                                                                  b"model: {units: 8}\n")))
+    config = load_config("-")
+    assert config.model.units == 8 and config.corpus.paths == (str(tmp_path / "texts/a.txt"),)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"#" * (MAX_CONFIG_BYTES + 5))))
+    with pytest.raises(ConfigError, match="the config on stdin is larger than 1,048,576 bytes"):
+        load_config("-")
+
+
+def _integer_keys() -> list[str]:
+    keys = []
+    for section, section_type in typing.get_type_hints(Config).items():
+        for key, hint in typing.get_type_hints(section_type).items():
+            if hint is int or int in typing.get_args(hint):
+                keys.append(f"{section}.{key}")
+    return keys
+
+
+INTEGER_KEYS = _integer_keys()
+MAX_CONFIG_BYTES = 1 << 20  # the documented cap on a config's size
+
+
+def test_every_integer_key_is_found():
+    assert {"model.units", "model.embedding_dim", "model.mlp_dim", "training.seed", "tokenizer.max_vocab",
+            "training.steps_per_epoch", "training.checkpoint_every"} <= set(INTEGER_KEYS)
+
+
+@pytest.mark.parametrize("key", INTEGER_KEYS)
+def test_an_integer_past_int64_is_refused_with_the_bound(key):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be at most [\d,]+, got 100000000000000000000000"):
+        load_config(None, [f"{key}=100000000000000000000000"])
+
+
+@pytest.mark.parametrize("pattern", [r"(\w+)", r"(?P<word>\w+)|[^\w\s]", r"\w+(')?"])
+def test_a_word_pattern_with_capture_groups_is_refused(pattern):
+    with pytest.raises(ConfigError, match=r"tokenizer.pattern has \d capture groups? .*non-capturing group \(\?:\.\.\.\)"):
+        load_config(None, ["tokenizer.level=word", f"tokenizer.pattern={json.dumps(pattern)}"])
+    assert load_config(None, ["tokenizer.level=word", r"tokenizer.pattern='(?:\w+)'"]).tokenizer.pattern == r"(?:\w+)"
+
+
+def test_an_empty_corpus_path_is_refused():
+    with pytest.raises(ConfigError, match="corpus.paths holds an empty path, which would read the whole working"):
+        load_config(None, ["corpus.paths=['']"])
+
+
+def test_home_is_expanded_in_output_dir_and_init_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config(None, ["output.dir=~/runs/x", "training.init_from=~/m.keras", "corpus.paths=['~/c.txt']"])
+    assert config.output.dir == str(tmp_path / "runs/x")
+    assert config.training.init_from == str(tmp_path / "m.keras")
+    assert config.corpus.paths == (str(tmp_path / "c.txt"),)
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder_and_output_dir_to_the_working_directory(
+        tmp_path, monkeypatch):
+    shared = tmp_path / "shared" / "configs"
+    shared.mkdir(parents=True)
+    (tmp_path / "shared" / "corpus.txt").write_text("text\n")
+    path = shared / "c.yaml"
+    path.write_text("corpus: {paths: [../corpus.txt, 'more/*.txt']}\n"
+                    "training: {init_from: ../model.keras}\noutput: {dir: runs/mine}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = load_config(path)
+    assert config.corpus.paths == (str(tmp_path / "shared/corpus.txt"), str(shared / "more/*.txt"))
+    assert config.training.init_from == str(tmp_path / "shared/model.keras")
+    assert config.output.dir == "runs/mine"  # runs go where the user works, not into the configs folder
+    overridden = load_config(path, ["corpus.paths=[mine.txt]", "training.init_from=m.keras"])
+    assert overridden.corpus.paths == (str(work / "mine.txt"),)
+    assert overridden.training.init_from == str(work / "m.keras")
+    # the resolved config means the same when written out and read from elsewhere (a run's config.yaml)
+    again = tmp_path / "again.yaml"
+    again.write_text(config.to_yaml())
+    assert load_config(again) == config
+
+
+def test_a_missing_corpus_path_names_what_it_was_relative_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "configs" / "c.yaml"
+    path.parent.mkdir()
+    path.write_text("corpus: {paths: [corpora/x.txt]}\n")
+    with pytest.raises(ConfigError, match=rf"corpus path corpora/x.txt \(relative to the config file's folder "
+                                          rf"{re.escape(str(path.parent))}\) does not exist; fix corpus.paths"):
+        load_config(path, check_corpus=True)
+    with pytest.raises(ConfigError, match=rf"corpus path y.txt \(relative to the working directory "
+                                          rf"{re.escape(str(tmp_path))}\) does not exist"):
+        load_config(path, ["corpus.paths=[y.txt]"], check_corpus=True)
+    assert load_config(path).corpus.paths == (str(path.parent / "corpora/x.txt"),)  # checked only when asked

@@ -1,8 +1,11 @@
+import codecs
+import os
+
 import pytest
 
 from conftest import CORPORA
 from textgen.corpus import load_corpus, read_document, resolve_paths, stream_corpus, strip_gutenberg_boilerplate
-from textgen.errors import CorpusError
+from textgen.errors import CorpusError, UsageError
 
 
 def test_bom_and_crlf_are_normalised(tmp_path):
@@ -57,13 +60,17 @@ def test_an_unknown_encoding_is_refused_by_the_reader_as_well_as_the_config(tmp_
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: d / "missing.txt", "does not exist"),
     (lambda d: (d / "empty.txt").write_text("") and None or d / "empty.txt", "the corpus is empty"),
     (lambda d: d / "*.nothing", "matches no files"),
 ])
 def test_unusable_paths(tmp_path, make, message):
     with pytest.raises(CorpusError, match=message):
         load_corpus([str(make(tmp_path))])
+
+
+def test_a_missing_path_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="corpus path .*missing.txt does not exist; fix corpus.paths"):
+        load_corpus([str(tmp_path / "missing.txt")])
 
 
 def test_directory_without_text_files(tmp_path):
@@ -105,3 +112,84 @@ def test_progress_reports_bytes_read(tmp_path):
     seen = []
     "".join(stream_corpus([str(path)], block_chars=1000, on_bytes=seen.append))
     assert seen[-1] == 10_000 and seen == sorted(seen)
+
+
+# --------------------------------------------------------------------------- files that are not text files
+
+def test_a_fifo_or_device_named_directly_is_refused_unopened(tmp_path):
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    with pytest.raises(UsageError, match=r"corpus path .*corpus.fifo is not a regular file \(a FIFO\)"):
+        resolve_paths([str(fifo)])
+    for encoding in ("utf-8", "utf-16-le"):  # /dev/zero read as UTF-16 never ends
+        with pytest.raises(UsageError, match=r"corpus path /dev/zero is not a regular file \(a character device\)"):
+            load_corpus(["/dev/zero"], encoding)
+
+
+def test_a_fifo_in_a_corpus_directory_or_glob_is_skipped_unopened(tmp_path):
+    (tmp_path / "a.txt").write_text("text\n")
+    os.mkfifo(tmp_path / "b.txt")
+    assert resolve_paths([str(tmp_path)]) == [tmp_path / "a.txt"]
+    assert resolve_paths([str(tmp_path / "*.txt")]) == [tmp_path / "a.txt"]
+    assert load_corpus([str(tmp_path)]) == "text\n"
+
+
+def test_a_glob_matching_only_directories_says_so(tmp_path):
+    (tmp_path / "books" / "one").mkdir(parents=True)
+    (tmp_path / "books" / "one" / "a.txt").write_text("text\n")
+    with pytest.raises(CorpusError, match=r"corpus glob '.*books/\*' matches only directories \(.*books/one\); "
+                                          "name the files in them"):
+        load_corpus([str(tmp_path / "books" / "*")])
+
+
+def test_an_empty_corpus_path_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="holds an empty path, which would read the whole working directory"):
+        resolve_paths([""])
+
+
+# --------------------------------------------------------------------------- encodings
+
+SAMPLE = "Señor Ωmega, the café\nsecond line\n"
+
+
+@pytest.mark.parametrize("name, written", [("utf_16_le", "utf-16-le"), ("UTF_16_LE", "utf-16-le"),
+                                           ("U16", "utf-16"), ("UTF16", "utf-16"), ("utf_32", "utf-32"),
+                                           ("U8", "utf-8-sig"), ("UTF", "utf-8")])
+def test_encoding_aliases_read_like_their_canonical_names(tmp_path, name, written):
+    path = tmp_path / "a.txt"
+    path.write_bytes(SAMPLE.encode(written))
+    assert read_document(path, name).text == SAMPLE
+    assert load_corpus([str(path)], name) == SAMPLE
+
+
+@pytest.mark.parametrize("written, bom, family", [("utf-16-le", codecs.BOM_UTF16_LE, "utf-16"),
+                                                  ("utf-16-be", codecs.BOM_UTF16_BE, "utf-16"),
+                                                  ("utf-32-le", codecs.BOM_UTF32_LE, "utf-32")])
+@pytest.mark.parametrize("read_as", ["utf-8", "latin-1", "utf_8"])
+def test_a_byte_order_mark_names_the_encoding_to_set(tmp_path, written, bom, family, read_as):
+    path = tmp_path / "a.txt"
+    path.write_bytes(bom + SAMPLE.encode(written))
+    with pytest.raises(CorpusError, match=rf"starts with a {family.upper()} byte-order mark but is read as {read_as}; "
+                                          rf"set corpus.encoding: {family}"):
+        load_corpus([str(path)], read_as)
+    assert load_corpus([str(path)], family) == SAMPLE
+
+
+# --------------------------------------------------------------------------- a file that changes
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_file_that_changes_while_it_is_read_is_an_error(tmp_path, change):
+    path = tmp_path / "a.txt"
+    path.write_text("line of text\n" * 2000)
+    changed = []
+
+    def meanwhile(read):  # called as blocks are read: another program writes to the file
+        if not changed:
+            changed.append(read)
+            with path.open("a" if change == "grows" else "r+") as handle:
+                handle.write("new words\u00a7 appended\n") if change == "grows" else handle.truncate(100)
+
+    with pytest.raises(CorpusError, match=r"corpus file .*a.txt changed while it was being read \(26,000 bytes at "
+                                          r"the start, [\d,]+ at the end\); wait until it is written in full"):
+        list(stream_corpus([str(path)], block_chars=1000, on_bytes=meanwhile))
+    assert changed

@@ -1,6 +1,7 @@
 """`textgen evaluate` and `textgen plot`."""
 
 import json
+import os
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from conftest import CORPORA
 from textgen.cli import cli
 from textgen.dataset import make_chunks
+from textgen.errors import UsageError
 from textgen.evaluate import evaluate_file
 from textgen.generate import load_keras_model
 from textgen.layers import find_token_embedding
@@ -90,7 +92,7 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     skipped = run("evaluate", "--model", trained_model, "--text", odd, "--skip-unknown", "--json")
     assert skipped.exit_code == 0 and json.loads(skipped.output)["unknown_tokens"] == 10
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
-    assert missing.exit_code == 2 and "does not exist" in missing.output  # a missing input file: a usage error
+    assert missing.exit_code == 2 and "does not exist" in missing.output  # a wrong request, like a missing config
     zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
     assert zero.exit_code == 2 and "seq length must be between 1 and 1,048,576, got 0" in zero.output
     huge = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", str(2**63 - 1))
@@ -172,3 +174,38 @@ def test_new_commands_have_help():
     for command in ("evaluate", "plot"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_evaluate_reads_the_text_from_stdin(trained_model, held_out):
+    from_file = run("evaluate", "--model", trained_model, "--text", held_out, "--json")
+    from_stdin = CliRunner().invoke(cli, ["evaluate", "--model", str(trained_model), "--text", "-", "--json"],
+                                    input=held_out.read_bytes())
+    assert from_stdin.exit_code == 0, from_stdin.output
+    file_doc, stdin_doc = json.loads(from_file.output), json.loads(from_stdin.output)
+    assert stdin_doc["text"] == "-"
+    for key in ("characters", "tokens", "loss", "bits_per_char"):
+        assert stdin_doc[key] == pytest.approx(file_doc[key], abs=1e-6), key
+    binary = CliRunner().invoke(cli, ["evaluate", "--model", str(trained_model), "--text", "-"],
+                                input=b"text\x00with a NUL\n")
+    assert binary.exit_code == 1 and "the text on stdin looks binary" in binary.output
+
+
+def test_evaluate_refuses_a_text_that_is_not_a_regular_file(trained_model, tmp_path):
+    model = load_keras_model(trained_model)
+    fifo = tmp_path / "text.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    for path, kind in ((fifo, "a FIFO"), ("/dev/zero", "a character device")):
+        with pytest.raises(UsageError, match=rf"text file {path} is not a regular file \({kind}\)"):
+            evaluate_file(model, path, encoding="utf-16-le")
+    refused = run("evaluate", "--model", trained_model, "--text", "/dev/zero", "--encoding", "utf_16_le")
+    assert refused.exit_code == 2 and "is not a regular file (a character device)" in refused.output
+
+
+def test_evaluate_canonicalises_the_encoding_name(trained_model, held_out, tmp_path):
+    utf16 = tmp_path / "held_out_utf16.txt"
+    utf16.write_bytes(held_out.read_text().encode("utf-16-le"))
+    plain = json.loads(run("evaluate", "--model", trained_model, "--text", held_out, "--json").output)
+    for name in ("utf-16-le", "utf_16_le", "UTF_16LE"):
+        result = run("evaluate", "--model", trained_model, "--text", utf16, "--json", "--encoding", name)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["loss"] == pytest.approx(plain["loss"], abs=1e-6)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
+import glob
 import math
+import os
 import re
+import stat
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,17 +38,33 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 _KINDS = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a larger input is the wrong file
+# The largest value each integer key takes: far past any model or run that fits a machine, and
+# inside what NumPy and TensorFlow hold (int32 sizes, int64 step counters) so a typo with extra
+# digits is one line here, not an overflow deep in training. Keys not listed: 2**31 - 1.
+INT_LIMITS = {
+    "model.embedding_dim": 1 << 20, "model.units": 1 << 20, "model.mlp_dim": 1 << 22, "model.layers": 1024,
+    "model.heads": 1024, "model.window": 1 << 20, "model.context_length": 1 << 20,
+    "training.seq_length": 1 << 20, "training.batch_size": 1 << 20, "training.seed": 2**63 - 1,  # its own check says 2**32 - 1
+    "tokenizer.max_vocab": 1 << 30,
+}
+_INT_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    paths: tuple[str, ...] = ("corpora/tinyshakespeare.txt",)  # files, directories or globs
+    # files, directories or globs; in a config file relative to the file's folder, in --set relative
+    # to the working directory; the resolved config holds them as absolute paths
+    paths: tuple[str, ...] = ("corpora/tinyshakespeare.txt",)
     encoding: str = "utf-8"  # a text encoding Python knows (utf-8, latin-1, cp1252); a UTF-8 BOM is dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out, in [0, 0.5]
 
     def __post_init__(self):
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
+        _require(all(p.strip() for p in self.paths), "corpus.paths",
+                 "holds an empty path, which would read the whole working directory; name the files, "
+                 "a directory or a glob")
         _require(0.0 <= self.validation_fraction <= 0.5, "corpus.validation_fraction",
                  f"must be between 0 and 0.5, got {self.validation_fraction}")
         _require(is_text_encoding(self.encoding), "corpus.encoding",
@@ -65,6 +85,14 @@ class TokenizerConfig:
                  f"must be more than 3 (<unk> and the two spacing marks are always in a word vocabulary), "
                  f"got {self.max_vocab}")
         _require(self.min_count >= 1, "tokenizer.min_count", f"must be at least 1, got {self.min_count}")
+        if self.pattern is not None:
+            try:
+                groups = re.compile(self.pattern).groups
+            except re.error as exc:
+                raise ConfigError(f"tokenizer.pattern is not a valid regular expression ({exc}); fix it") from None
+            _require(groups == 0, "tokenizer.pattern",
+                     f"has {groups} capture group{'s' if groups != 1 else ''} ({self.pattern!r}); a token is the "
+                     "whole match, so write each group as a non-capturing group (?:...)")
 
 
 @dataclass(frozen=True)
@@ -172,7 +200,7 @@ class TrainingConfig:
     sample_temperatures: tuple[float, ...] = (0.5, 1.0)  # one sample per temperature (0 = greedy)
     sample_length: int = 200  # tokens per printed sample
     sample_seed: str | None = None  # text the samples continue; null = the first line of the validation text
-    init_from: str | None = None  # a .keras model to fine-tune: its tokenizer and architecture are reused
+    init_from: str | None = None  # a .keras model to fine-tune: its tokenizer and architecture are reused (path as corpus.paths)
     unknown_tokens: str = "error"  # init_from: corpus tokens the model lacks -> error | unk (word models) | drop
     seed: int = 42  # seeds weights, shuffling and dropout
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16 (auto: fastest measured for the device)
@@ -218,7 +246,10 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    dir: str = "runs/shakespeare-char"  # run directory: model.keras, config.yaml, history.csv, logs/
+    # run directory: model.keras, config.yaml, history.csv, logs/. A relative path is read from the
+    # working directory even in a config file (runs go where the user works, never into a shared
+    # configs folder); ~ is the home directory.
+    dir: str = "runs/shakespeare-char"
 
 
 @dataclass(frozen=True)
@@ -253,40 +284,153 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Read a YAML config (or start from defaults) and apply ``KEY=VALUE`` overrides."""
+STDIN = "-"  # the path that means standard input
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (), *,
+                base: dict | None = None, check_corpus: bool = False) -> Config:
+    """Read a YAML config (or start from `base`, else the defaults) and apply ``KEY=VALUE`` overrides.
+
+    `path` "-" reads the config from stdin. Paths in a config file (corpus.paths,
+    training.init_from) are relative to the file's folder; those from overrides, defaults,
+    stdin or `base` to the working directory. The config returned holds them as absolute
+    paths, so it means the same wherever it is written and read again (a run's config.yaml
+    on --resume). `~` is expanded in those paths and in output.dir, which stays relative to
+    the working directory. `check_corpus`: a corpus path that does not exist is a
+    ConfigError naming what it was relative to, before any work starts.
+    """
     raw: dict = {}
+    origins: dict[str, str] = {}  # absolute corpus path -> how the user wrote it and where from
+    if base is not None:
+        raw = _copy_tree(base)
     if path is not None:
         raw = read_yaml_mapping(path)
+        if str(path) != "-":
+            folder = Path(os.path.abspath(Path(path).parent))
+            _resolve_file_paths(raw, folder, origins, f"the config file's folder {folder}")
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value)
-    return config_from_dict(raw)
+    config = config_from_dict(raw)
+    cwd = os.getcwd()
+    paths = []
+    for p in config.corpus.paths:
+        absolute = _absolute(p, cwd)
+        origins.setdefault(absolute, f"{p} (relative to the working directory {cwd})" if absolute != p else p)
+        paths.append(absolute)
+    init_from = config.training.init_from
+    config = dataclasses.replace(
+        config,
+        corpus=dataclasses.replace(config.corpus, paths=tuple(paths)),
+        training=dataclasses.replace(config.training, init_from=init_from and _absolute(init_from, cwd)),
+        output=dataclasses.replace(config.output, dir=os.path.expanduser(config.output.dir)))
+    if check_corpus:
+        for p in config.corpus.paths:
+            if p != STDIN and not _has_glob(p) and not os.path.lexists(p):
+                raise ConfigError(f"corpus path {origins.get(p, p)} does not exist; fix corpus.paths")
+    return config
+
+
+def _resolve_file_paths(raw: dict, folder: Path, origins: dict, where: str) -> None:
+    """Make the paths a config file gives absolute, from the file's folder (types are checked later)."""
+    corpus, training = raw.get("corpus"), raw.get("training")
+    if isinstance(corpus, dict) and "paths" in corpus:
+        given = corpus["paths"]
+        items = given if isinstance(given, list) else [given]
+        if all(isinstance(p, str) and p.strip() for p in items):
+            resolved = [_absolute(p, str(folder)) for p in items]
+            for p, r in zip(items, resolved):
+                origins[r] = f"{p} (relative to {where})" if r != p else p
+            corpus["paths"] = resolved
+    if isinstance(training, dict) and isinstance(training.get("init_from"), str) and training["init_from"]:
+        training["init_from"] = _absolute(training["init_from"], str(folder))
+
+
+def _absolute(path: str, folder: str) -> str:
+    """`path` with ~ expanded, made absolute from `folder` (escaped when `path` is a glob);
+    `-` (standard input) stays as it is."""
+    if path == STDIN:
+        return path
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(glob.escape(folder) if _has_glob(path) else folder, path))
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _copy_tree(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _copy_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_copy_tree(v) for v in tree]
+    return tree
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
-    path = Path(path)
+    """The YAML mapping in `path` ("-": stdin), read only if it is a regular file of at most
+    MAX_CONFIG_BYTES: a FIFO is refused without being opened (opening one blocks), a device
+    such as /dev/zero is never read."""
+    name = "config file" if str(path) != "-" else "the config on stdin"
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config on stdin is larger than {MAX_CONFIG_BYTES:,} bytes; "
+                              "a config is a short YAML file, pipe in the right one")
+    else:
+        path = Path(path)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"config path {path} is a directory, not a YAML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config path {path} is not a regular file ({file_kind(info.st_mode)}); "
+                              "give a YAML file, or - to read the config from stdin")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {info.st_size:,} bytes, more than a config's "
+                              f"{MAX_CONFIG_BYTES:,}; give the YAML config file")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CONFIG_BYTES + 1)
+        except IsADirectoryError:
+            raise ConfigError(f"config path {path} is a directory, not a YAML file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        if len(data) > MAX_CONFIG_BYTES:  # it grew after the size check
+            raise ConfigError(f"config file {path} is more than {MAX_CONFIG_BYTES:,} bytes; give the YAML config file")
+        name = f"config file {path}"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path {path} is a directory, not a YAML file") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{name} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
+        raise ConfigError(f"{name} is not valid YAML{line}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of sections "
+        raise ConfigError(f"{name} must be a mapping of sections "
                           f"(corpus:, model:, ...), not a {type(data).__name__}")
     return data
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a FIFO", "a character device"."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -406,6 +550,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path} must be an integer, got {_type_name(value)}")
+        limit = INT_LIMITS.get(path, _INT_LIMIT)
+        if value > limit:
+            raise ConfigError(f"{path} must be at most {limit:,}, got {value}")
+        if value < -_INT_LIMIT:
+            raise ConfigError(f"{path} must be at least 0, got {value}")
         return value
     if hint is float:
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):

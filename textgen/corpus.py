@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import codecs
 import glob
+import io
 import os
 import re
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from textgen.errors import CorpusError
+from textgen.errors import CorpusError, UsageError
 
 _GLOB_CHARS = set("*?[")
 _SNIFF_BYTES = 8192
@@ -35,29 +38,82 @@ class Document:
 
 
 def resolve_paths(patterns: tuple[str, ...] | list[str]) -> list[Path]:
-    """Expand files, directories (recursively) and globs into a sorted list of text files."""
+    """Expand files, directories (recursively) and globs into a sorted list of text files.
+
+    Only regular files are read: a FIFO or device named directly is refused (reading one
+    would block or never end), and one met in a directory or by a glob is skipped unopened.
+    """
     files: list[Path] = []
     for pattern in patterns:
+        if not pattern.strip():
+            raise UsageError("corpus.paths holds an empty path, which would read the whole working directory; "
+                             "name the files, a directory or a glob")
         if any(c in _GLOB_CHARS for c in pattern):
             matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
             if not matches:
                 raise CorpusError(f"corpus glob {pattern!r} matches no files; check the pattern")
-            candidates = [Path(m) for m in matches if Path(m).is_file()]
+            candidates = [Path(m) for m in matches if _is_regular(Path(m))]
+            if not candidates:
+                folders = [m for m in matches if os.path.isdir(m)]
+                if len(folders) == len(matches):
+                    raise CorpusError(f"corpus glob {pattern!r} matches only directories ({_some(folders)}); "
+                                      "name the files in them, e.g. with /*.txt at the end, or the directory itself")
+                raise CorpusError(f"corpus glob {pattern!r} matches no regular files ({_some(matches)}); "
+                                  "check the pattern")
         else:
             path = Path(os.path.expanduser(pattern))
-            if not path.exists():
-                raise CorpusError(f"corpus path {pattern} does not exist; fix corpus.paths "
-                                  f"(relative paths are read from {Path.cwd()})")
-            if path.is_dir():
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                where = "" if path.is_absolute() else f" (relative paths are read from {Path.cwd()})"
+                raise UsageError(f"corpus path {pattern} does not exist; fix corpus.paths{where}") from None
+            except OSError as exc:
+                raise CorpusError(f"corpus path {pattern} cannot be read: {exc.strerror}") from None
+            if stat.S_ISDIR(info.st_mode):
                 candidates = sorted(p for p in path.rglob("*")
-                                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                                    if _is_regular(p) and not any(part.startswith(".")
+                                                                  for part in p.relative_to(path).parts))
                 candidates = [p for p in candidates if _looks_like_text(p)]
                 if not candidates:
                     raise CorpusError(f"corpus directory {pattern} holds no text files")
             else:
+                check_regular_file(path, "corpus path", info)
                 candidates = [path]
         files.extend(c for c in candidates if c not in files)
     return files
+
+
+def check_regular_file(path: Path, what: str, info: os.stat_result | None = None) -> None:
+    """A UsageError unless `path` is a regular file: a FIFO would block the read and a device
+    such as /dev/zero never ends. Only stat is used; nothing is opened."""
+    if info is None:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise UsageError(f"{what} {path} does not exist; check the path") from None
+        except OSError as exc:
+            raise CorpusError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{what} {path} is not a regular file ({_kind(info.st_mode)}); give a text file")
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def stream_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True, *,
@@ -186,54 +242,116 @@ class GutenbergFilter:
 
 def _stream_file(path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes,
                  final_newline: bool = True) -> Iterator[str]:
-    _refuse_binary(path, encoding)
+    check_regular_file(path, "corpus file")
     try:
-        handle = open(path, encoding=_codec(encoding), errors="strict", newline=None)
+        codec = _codec(encoding)
     except LookupError:
         raise _unknown_encoding(encoding) from None
+    _refuse_binary(path, encoding)
+    try:
+        handle = open(path, encoding=codec, errors="strict", newline=None)
     except PermissionError:
         raise CorpusError(f"corpus file {path} cannot be read (permission denied)") from None
     except OSError as exc:
         raise CorpusError(f"corpus file {path} cannot be read: {exc.strerror}") from None
+    with handle:
+        before = os.fstat(handle.fileno())
+        yield from _stream_text(handle, path, encoding, strip_gutenberg, block_chars, on_bytes, final_newline)
+        after = os.fstat(handle.fileno())
+        # Every pass over the corpus (the vocabulary, then the ids) must see the same text.
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
+                or handle.buffer.tell() != after.st_size:
+            raise CorpusError(f"corpus file {path} changed while it was being read ({before.st_size:,} bytes at "
+                              f"the start, {after.st_size:,} at the end); wait until it is written in full, or "
+                              "train on a copy")
+
+
+def stream_stdin(encoding: str = "utf-8", *, block_chars: int = 1 << 22, on_bytes=None,
+                 stdin: io.BufferedIOBase | None = None) -> Iterator[str]:
+    """Yield the text on stdin as it is (no Gutenberg stripping, no added final newline),
+    normalised like a corpus file: for `evaluate --text -`."""
+    try:
+        codec = _codec(encoding)
+    except LookupError:
+        raise _unknown_encoding(encoding) from None
+    raw = stdin if stdin is not None else sys.stdin.buffer
+    handle = io.TextIOWrapper(raw, encoding=codec, errors="strict", newline=None)
+    binary_sniff = not _canonical(encoding).startswith(("utf-16", "utf-32"))
+    try:
+        for i, block in enumerate(_stream_text(handle, Path("<stdin>"), encoding, False, block_chars, on_bytes,
+                                               final_newline=False)):
+            if i == 0 and binary_sniff and "\x00" in block[:_SNIFF_BYTES]:
+                raise CorpusError(f"the text on stdin looks binary (NUL character at offset "
+                                  f"{block.index(chr(0))}); give text only")
+            yield block
+    finally:
+        try:
+            handle.detach()  # stdin stays open for whoever owns it
+        except ValueError:  # closed already: the generator was closed at interpreter exit
+            pass
+
+
+def _stream_text(handle, path: Path, encoding: str, strip_gutenberg: bool, block_chars: int, on_bytes,
+                 final_newline: bool) -> Iterator[str]:
     gutenberg = GutenbergFilter() if strip_gutenberg else None
     last = ""
     first = True
-    with handle:
-        try:
-            while True:
-                block = handle.read(block_chars)
-                if on_bytes:
-                    on_bytes(handle.buffer.tell())
-                if first:
-                    block, first = block.lstrip("\ufeff"), False
-                out = (gutenberg.feed(block) if block else gutenberg.finish()) if gutenberg else block
-                if out:
-                    last = out[-1]
-                    yield out
-                if not block:
-                    break
-        except UnicodeDecodeError as exc:
-            offset = _first_bad_byte(path, encoding)
-            raise _not_decodable(path, encoding, offset if offset is not None else exc.start, exc.reason) from None
-        except UnicodeError as exc:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
-            raise CorpusError(f"corpus file {path} cannot be read as {encoding}: {exc}; name the byte order "
-                              f"(utf-16-le, utf-16-be: {_ENCODING_SETTING}) or convert the file") from None
+    read = 0
+    try:
+        while True:
+            block = handle.read(block_chars)
+            if on_bytes:
+                read = handle.buffer.tell() if handle.buffer.seekable() else read + len(block)
+                on_bytes(read)
+            if first:
+                block, first = block.lstrip("\ufeff"), False
+            out = (gutenberg.feed(block) if block else gutenberg.finish()) if gutenberg else block
+            if out:
+                last = out[-1]
+                yield out
+            if not block:
+                break
+    except UnicodeDecodeError as exc:
+        offset = _first_bad_byte(path, encoding) if path.is_file() else None
+        raise _not_decodable(path, encoding, offset if offset is not None else exc.start, exc.reason) from None
+    except UnicodeError as exc:  # a codec's own complaint, e.g. UTF-16 without a byte-order mark
+        raise CorpusError(f"corpus file {path} cannot be read as {encoding}: {exc}; name the byte order "
+                          f"(utf-16-le, utf-16-be: {_ENCODING_SETTING}) or convert the file") from None
     if final_newline and last and last != "\n":
         yield "\n"
 
 
+def _canonical(encoding: str) -> str:
+    """Python's own name for an encoding (utf_16_le, U16 and UTF16 are utf-16-le, utf-16, utf-16);
+    a LookupError for a name it does not know."""
+    return codecs.lookup(encoding).name
+
+
 def _codec(encoding: str) -> str:
-    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    return "utf-8-sig" if _canonical(encoding) == "utf-8" else encoding
+
+
+# Byte-order marks of the encodings that need one named, longest first (UTF-32-LE's begins with UTF-16-LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 def _refuse_binary(path: Path, encoding: str) -> None:
-    if encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
-        return  # NUL bytes are normal there
     try:
         with path.open("rb") as handle:
             head = handle.read(_SNIFF_BYTES)
     except OSError as exc:
         raise CorpusError(f"corpus file {path} cannot be read: {exc.strerror}") from None
+    canonical = _canonical(encoding)
+    for bom, family in _BOMS:
+        if head.startswith(bom):
+            if not canonical.startswith(family):
+                raise CorpusError(f"corpus file {path} starts with a {family.upper()} byte-order mark but is read "
+                                  f"as {encoding}; set corpus.encoding: {family} (--encoding {family} for "
+                                  "textgen evaluate)")
+            break
+    if canonical.startswith(("utf-16", "utf-32")):
+        return  # NUL bytes are normal there
     nul = head.find(b"\x00")
     if nul >= 0:
         raise CorpusError(f"corpus file {path} looks binary (NUL byte at offset {nul}); give text files only")

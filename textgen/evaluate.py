@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.dataset import encode_known, make_chunks
-from textgen.corpus import stream_corpus
+from textgen.corpus import check_regular_file, stream_corpus, stream_stdin
 from textgen.errors import CorpusError, UsageError
 from textgen.layers import find_token_embedding
 from textgen.model import model_kind
@@ -51,12 +51,10 @@ class Evaluation:
 def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-8", seq_length: int | None = None,
                   batch_size: int = 64, skip_unknown: bool = False, progress: Callable[[int], None] | None = None,
                   block_chars: int = BLOCK_CHARS) -> Evaluation:
-    """Score the text in `path`; `progress(bytes_read)` is called as the file is read."""
+    """Score the text in `path` ("-": stdin); `progress(bytes_read)` is called as it is read."""
+    from_stdin = str(path) == "-"
     path = Path(path)
-    if not path.exists():  # a missing input fails the work (exit 1), as a missing corpus or model does
-        raise CorpusError(f"text file {path} does not exist; check the path")
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file; give one text file")
+    check_text_path(path)
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     embedding = find_token_embedding(model)
@@ -71,8 +69,12 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
             raise UsageError(f"seq length {seq} exceeds the transformer's context of {context} tokens; "
                              f"give --seq-length {context} or less")
     counter = {"characters": 0, "unknown": 0}
-    blocks = _counted(stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
-                                    on_bytes=progress, final_newline=False), counter)  # score the file as it is
+    if from_stdin:
+        source = stream_stdin(encoding, block_chars=block_chars, on_bytes=progress)
+    else:  # score the file as it is
+        source = stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
+                               on_bytes=progress, final_newline=False)
+    blocks = _counted(source, counter)
     windows = _windows(_encoded(tokenizer, blocks, skip_unknown, counter), seq, batch_size)
     score = _scorer(model)
     total, scored = 0.0, 0
@@ -89,6 +91,17 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
                       tokens=scored, unknown_tokens=counter["unknown"], loss=loss,
                       perplexity=math.exp(min(loss, 700.0)), bits_per_token=loss / math.log(2),
                       bits_per_char=total / math.log(2) / per_char)
+
+
+def check_text_path(path: str | Path) -> None:
+    """A UsageError unless `path` is "-" (stdin) or a regular file: a missing text is a wrong
+    request (exit 2), as a missing config is; a FIFO would block and /dev/zero never ends."""
+    if str(path) == "-":
+        return
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"text file {path} does not exist; check the path")
+    check_regular_file(path, "text file")
 
 
 def _counted(blocks: Iterator[str], counter: dict) -> Iterator[str]:

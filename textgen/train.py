@@ -45,7 +45,7 @@ from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunR
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
                                 restore_checkpoint, write_tokenizer)
-from textgen.config import (ARCHITECTURE_KEYS, Config, ModelConfig, TokenizerConfig, config_from_dict,
+from textgen.config import (ARCHITECTURE_KEYS, STDIN, Config, ModelConfig, TokenizerConfig, config_from_dict,
                             ignored_settings, model_config_from_dict)
 from textgen.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
                              steps_per_pass, validation_steps)
@@ -63,7 +63,6 @@ from textgen.tokenizer import Tokenizer, tokenizer_from_config
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
 LOGS_DIR = "logs"
-STDIN = "-"  # the corpus path that means standard input
 STDIN_FILE = "stdin.txt"  # its copy in the token cache
 
 # Keys a resumed run must share with the run it continues: they fix the data, the batches,

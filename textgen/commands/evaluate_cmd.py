@@ -23,8 +23,8 @@ def _text_encoding(ctx, param, value):
 @click.command()
 @click.option("--model", "model_path", required=True, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.")
-@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="The held-out text file to score (text the model did not train on).")
+@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="The held-out text file to score (text the model did not train on); - reads stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")
 @click.option("--seq-length", type=int, default=None,
@@ -42,12 +42,13 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """
-    from textgen.evaluate import evaluate_file
+    from textgen.evaluate import check_text_path, evaluate_file
     from textgen.generate import load_keras_model
 
+    check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     model = load_keras_model(model_path)
     stderr = sys.stderr
-    size = Path(text_path).stat().st_size if Path(text_path).is_file() else 0
+    size = Path(text_path).stat().st_size if text_path != "-" and Path(text_path).is_file() else 0
     with contextlib.ExitStack() as stack:
         progress = None
         if stderr.isatty():  # a bar only where someone watches; logs and pipes stay clean

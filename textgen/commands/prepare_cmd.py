@@ -10,8 +10,8 @@ from textgen.config import load_config
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file, as for textgen train; keys left out take their defaults.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="YAML config file, as for textgen train (- reads stdin); keys left out take their defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
@@ -32,7 +32,7 @@ def prepare(config_path, overrides, output):
 
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides, check_corpus=True)
     prepared = prepare_run(config)
     click.echo(describe_cache(prepared))
     noun = "characters" if prepared.tokenizer.level == "char" else "tokens"

@@ -11,6 +11,7 @@ import click
 
 from textgen.commands.params import ModelFile
 from textgen.config import Config, load_config
+from textgen.errors import TextgenError
 
 _DEFAULTS = Config()
 _DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on "
@@ -27,11 +28,24 @@ def _stopped(exc, message: str) -> click.ClickException:
     return error
 
 
+def saved_run_config(run_dir: Path) -> dict | None:
+    """The config a run's checkpoint saved (its config.yaml aside), or None when it has none
+    (then --resume reports that the run holds no state to resume)."""
+    from textgen.checkpoint import read_state
+
+    try:
+        saved = read_state(run_dir).get("config")
+    except TextgenError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file (configs/ has presets); keys left out take their defaults "
-                   f"(docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. With "
-                   "--resume and no --config, the run's own config.yaml is used.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="YAML config file (configs/ has presets), or - to read it from stdin; keys left out take "
+                   f"their defaults (docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. "
+                   "With --resume and no --config, the run's own config.yaml is used (or, if it is gone, the "
+                   "config its checkpoint saved).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable. "
                    "Example: --set training.epochs=1 --set model.units=64")
@@ -69,10 +83,15 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
     if init_from:
         overrides = (*overrides, f"training.init_from={json.dumps(init_from)}")
+    base = None
     if resume and config_path is None:
-        own = Path(load_config(None, overrides).output.dir) / "config.yaml"
-        config_path = str(own) if own.exists() else None
-    config = load_config(config_path, overrides)
+        run_dir = Path(load_config(None, overrides).output.dir)
+        own = run_dir / "config.yaml"
+        if own.exists():
+            config_path = str(own)
+        else:
+            base = saved_run_config(run_dir)
+    config = load_config(config_path, overrides, base=base, check_corpus=True)
     click.echo("resolved config:")
     click.echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
     restart = ["textgen", "train", *(["--config", config_path] if config_path else []),
