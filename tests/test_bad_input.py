@@ -70,6 +70,25 @@ def with_unknown_class(config):
     return config
 
 
+def with_embedding(change):
+    """A `rewrite_keras_config` change applied to the config of the layer holding the tokenizer and card."""
+    def rewrite(config):
+        layers = [d for d in walk(config) if isinstance(d.get("model_card"), dict) and "tokenizer" in d]
+        assert len(layers) == 1, "the token embedding was not found in config.json"
+        change(layers[0])
+        return config
+    return rewrite
+
+
+def word_tokenizer_of_size(size: int, **options) -> dict:
+    """A word tokenizer config with `size` tokens, to put in place of a character model's."""
+    from textgen.tokenizer import SPECIAL_TOKENS
+
+    words = [f"w{i}" for i in range(size - len(SPECIAL_TOKENS))]
+    return {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *words], "lowercase": False, "pattern": None,
+            "max_vocab": None, "min_count": 1, **options}
+
+
 def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNamespace:
     f = SimpleNamespace(root=root, model=trained_model, corpus=small_corpus)
 
@@ -132,6 +151,50 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.readonly.mkdir()
     f.readonly.chmod(0o500)
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
+
+    # model files: valid zips whose tokenizer or model card is damaged (the loader checks both)
+    def damaged(name, change):
+        path = root / f"{name}.keras"
+        rewrite_keras_config(trained_model, path, with_embedding(change))
+        return path
+
+    def card(key, value, section=None):
+        def change(layer):
+            target = layer["model_card"]
+            for part in section or ():
+                target = target[part]
+            target[key] = value
+        return change
+
+    def tokenizer(change):
+        def apply(layer):
+            layer["tokenizer"] = change(layer["tokenizer"])
+        return apply
+
+    f.version_text = damaged("version_text", card("format_version", "abc"))
+    f.version_null = damaged("version_null", card("format_version", None))
+    f.version_zero = damaged("version_zero", card("format_version", 0))
+    f.tokenizer_list = damaged("tokenizer_list", tokenizer(lambda t: list(t["vocabulary"])))
+    f.tokenizer_level = damaged("tokenizer_level", tokenizer(lambda t: {**t, "level": "byte"}))
+    f.vocabulary_numbers = damaged("vocabulary_numbers",
+                                   tokenizer(lambda t: {**t, "vocabulary": list(range(len(t["vocabulary"])))}))
+    f.vocabulary_unsorted = damaged("vocabulary_unsorted",
+                                    tokenizer(lambda t: {**t, "vocabulary": t["vocabulary"][::-1]}))
+    f.vocabulary_short = damaged("vocabulary_short", tokenizer(lambda t: {**t, "vocabulary": t["vocabulary"][:-5]}))
+    f.vocabulary_long = damaged("vocabulary_long",
+                                tokenizer(lambda t: {**t, "vocabulary": [*t["vocabulary"], "\u00e9", "\u00ea"]}))
+    f.word_groups = damaged("word_groups", tokenizer(
+        lambda t: word_tokenizer_of_size(len(t["vocabulary"]), pattern=r"(\w+)('\w+)?")))
+    f.word_lowercase_text = damaged("word_lowercase_text", tokenizer(
+        lambda t: word_tokenizer_of_size(len(t["vocabulary"]), lowercase="yes")))
+    f.word_extra_key = damaged("word_extra_key", tokenizer(
+        lambda t: {**word_tokenizer_of_size(len(t["vocabulary"])), "evil": 1}))
+    f.card_loss_text = damaged("card_loss_text", card("final_loss", "low", section=("history",)))
+    f.card_history_list = damaged("card_history_list", card("history", [1, 2]))
+    f.card_coverage_text = damaged("card_coverage_text", card("coverage", "all"))
+    f.card_seq_length_text = damaged("card_seq_length_text", card("seq_length", "long", section=("config", "training")))
+    f.card_init_from_text = damaged("card_init_from_text", card("init_from", "elsewhere"))
+    f.card_training_list = damaged("card_training_list", card("training", ["x"], section=("config",)))
     return f
 
 
@@ -322,6 +385,46 @@ MODEL_FILES = [
     Case("unregistered class in the model", lambda f, o: ["info", str(f.unknown_class)], 1, "EvilLayer"),
     Case("config.json not JSON", lambda f, o: ["info", str(f.garbage_config)], 1, "cannot be loaded"),
     Case("zip without a model", lambda f, o: ["info", str(f.foreign_zip)], 1, "cannot be loaded"),
+    Case("format_version a string", lambda f, o: ["generate", "--model", str(f.version_text), "--seed", "a"], 1,
+         "format_version is 'abc', not a whole number"),
+    Case("format_version null", lambda f, o: ["info", str(f.version_null)], 1,
+         "format_version is None, not a whole number"),
+    Case("format_version 0", lambda f, o: ["evaluate", "--model", str(f.version_zero), "--text", str(f.text)], 1,
+         "format_version is 0, not a whole number of 1 or more"),
+    Case("tokenizer a list", lambda f, o: ["generate", "--model", str(f.tokenizer_list), "--seed", "a"], 1,
+         "its tokenizer cannot be used (the tokenizer config must be a mapping, got list)"),
+    Case("tokenizer of an unknown level", lambda f, o: ["info", str(f.tokenizer_level)], 1,
+         "unknown tokenizer level 'byte'"),
+    Case("vocabulary of numbers", lambda f, o: ["generate", "--model", str(f.vocabulary_numbers), "--seed", "a"], 1,
+         "vocabulary must be a non-empty list of non-empty strings"),
+    Case("character vocabulary out of order", lambda f, o: ["info", str(f.vocabulary_unsorted)], 1,
+         "must be sorted by code point"),
+    Case("vocabulary shorter than the network", lambda f, o: ["generate", "--model", str(f.vocabulary_short),
+                                                              "--seed", "a", "--length", "50"], 1,
+         "its vocabulary has 53 tokens but the network reads 58 and predicts 58"),
+    Case("vocabulary longer than the network", lambda f, o: ["evaluate", "--model", str(f.vocabulary_long),
+                                                             "--text", str(f.text)], 1,
+         "its vocabulary has 60 tokens but the network reads 58"),
+    Case("word pattern with capture groups", lambda f, o: ["generate", "--model", str(f.word_groups),
+                                                           "--seed", "w1"], 1, "pattern has capture groups"),
+    Case("word tokenizer option of the wrong type", lambda f, o: ["info", str(f.word_lowercase_text)], 1,
+         "the tokenizer's lowercase has the wrong type ('yes')"),
+    Case("word tokenizer with an unknown option", lambda f, o: ["info", str(f.word_extra_key)], 1,
+         "has unknown keys evil"),
+    Case("model card loss a string", lambda f, o: ["info", str(f.card_loss_text)], 1,
+         "history.final_loss is 'low', not a number"),
+    Case("model card history a list", lambda f, o: ["info", str(f.card_history_list)], 1,
+         "history is [1, 2], not a mapping"),
+    Case("model card coverage a string", lambda f, o: ["info", str(f.card_coverage_text)], 1,
+         "coverage is 'all', not a number"),
+    Case("model card seq_length a string", lambda f, o: ["evaluate", "--model", str(f.card_seq_length_text),
+                                                         "--text", str(f.text)], 1,
+         "config.training.seq_length is 'long', not a whole number"),
+    Case("model card init_from a string", lambda f, o: ["info", str(f.card_init_from_text)], 1,
+         "init_from is 'elsewhere', not a mapping"),
+    Case("model card config section a list", lambda f, o: ["evaluate", "--model", str(f.card_training_list),
+                                                           "--text", str(f.text)], 1,
+         "config.training is ['x'], not a mapping"),
 ]
 
 # ---- evaluate and plot
