@@ -95,6 +95,10 @@ def read_state(run_dir: str | Path) -> dict:
         raise UsageError(f"{run_dir} holds no training state to resume ({path} is missing); "
                          "start the run without --resume")
     state = _read_json(path)
+    problem = _state_problem(state)
+    if problem:
+        raise TextgenError(f"{path} is damaged ({problem}); the checkpoint cannot be resumed, "
+                           "start again with --overwrite")
     if state.get("version", 0) > STATE_VERSION:
         raise TextgenError(f"{path} was written by a newer textgen; upgrade textgen to resume this run")
     for key in ("weights", "average"):
@@ -102,6 +106,50 @@ def read_state(run_dir: str | Path) -> dict:
             raise TextgenError(f"{path} names {key} file {state.get(key)} that is missing; "
                                "the checkpoint cannot be resumed, start again with --overwrite")
     return state
+
+
+_WHOLE, _NUMBER, _TEXT, _MAPPING, _LIST = "a whole number", "a number", "a string", "a mapping", "a list"
+# What a resume reads from state.json: key -> (kind, required). Keys a resume reads with .get
+# are optional, so a state written before they existed still resumes.
+_STATE = {"version": (_WHOLE, False), "global_step": (_WHOLE, True), "weights": (_TEXT, True),
+          "average": (_TEXT, False), "config": (_MAPPING, True), "card": (_MAPPING, True),
+          "corpus": (_MAPPING, True), "steps_per_epoch": (_WHOLE, True), "recorder": (_MAPPING, True),
+          "metrics": (_LIST, True), "precision": (_TEXT, False), "averaging": (_MAPPING, False),
+          "finished": (_TEXT, False), "rng": (_LIST, False)}
+_RECORDER = {"rows": (_LIST, True), "waited": (_WHOLE, False), "best_loss": (_NUMBER, False),
+             "best_epoch": (_WHOLE, False), "best_step": (_WHOLE, False)}
+_CORPUS = {"tokens": (_WHOLE, True), "sha1": (_TEXT, True)}
+
+
+def _is(value, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, {_WHOLE: int, _NUMBER: (int, float), _TEXT: str, _MAPPING: dict, _LIST: list}[kind])
+
+
+def _state_problem(state) -> str | None:
+    """What is wrong with the shape of a loaded state.json, or None."""
+    if not isinstance(state, dict):
+        return f"it holds {type(state).__name__}, not a mapping"
+    for prefix, values, schema in (("", state, _STATE), ("recorder.", state.get("recorder"), _RECORDER),
+                                   ("corpus.", state.get("corpus"), _CORPUS)):
+        if not isinstance(values, dict):
+            continue  # reported as the key of the level above
+        for key, (kind, required) in schema.items():
+            value = values.get(key)
+            if value is None:
+                if required:
+                    return f"{prefix}{key} is missing"
+            elif not _is(value, kind):
+                return f"{prefix}{key} is {json.dumps(value)[:40]}, not {kind}"
+    if state["global_step"] < 0 or state["steps_per_epoch"] < 1:
+        return "global_step or steps_per_epoch is out of range"
+    if not all(isinstance(row, dict) for row in state["recorder"]["rows"]):
+        return "recorder.rows holds an entry that is not a mapping"
+    for name in (state["weights"], state.get("average") or ""):
+        if Path(name).name != name or "\\" in name:
+            return f"it names {name!r}, a file outside the checkpoint folder"
+    return None
 
 
 def read_averages(run_dir: str | Path, state: dict) -> list[np.ndarray] | None:
