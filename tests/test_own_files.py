@@ -67,3 +67,112 @@ def test_a_state_without_the_newer_optional_keys_still_resumes(trained_model, sm
     result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
     assert result.exit_code == 0, result.output
     assert json.loads(path.read_text())["global_step"] > state["global_step"]
+
+
+# --------------------------------------------------------------------------- the token cache
+
+
+def prepare(corpus: Path, run_dir: Path, shown=None, **extra):
+    from textgen.config import load_config
+    from textgen.prepare import cache_dir, prepare_corpus
+
+    config = load_config(None, tiny_overrides(corpus, run_dir, **extra))
+    return prepare_corpus(config, cache_dir(run_dir), progress=shown)
+
+
+def corrupt(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+@pytest.mark.parametrize("damage", ["ids out of range", "ids in range"])
+def test_a_corrupted_ids_bin_is_rebuilt_and_said_so(damage, small_corpus, tmp_path):
+    import io
+
+    import numpy as np
+
+    run_dir = tmp_path / "run"
+    first = prepare(small_corpus, run_dir)
+    good = np.array(first.ids)
+    ids_bin = run_dir / "cache" / "ids.bin"
+    size = ids_bin.stat().st_size
+    # same size, other bytes: ids past the vocabulary (TensorFlow's error) or valid ids in the
+    # wrong order (training on garbage, without a word)
+    corrupt(ids_bin, 1000, b"\xff\xff" * 50 if damage == "ids out of range" else good[:50][::-1].astype("<u2").tobytes())
+    assert ids_bin.stat().st_size == size and not np.array_equal(np.fromfile(ids_bin, "<u2"), good)
+    shown = io.StringIO()
+    again = prepare(small_corpus, run_dir, shown)
+    assert not again.reused
+    np.testing.assert_array_equal(again.ids, good)
+    said = [line for line in shown.getvalue().splitlines() if "checksum" in line]
+    assert said == [f"the token cache {ids_bin} does not match its checksum (damaged); rebuilding it"]
+    assert prepare(small_corpus, run_dir, io.StringIO()).reused  # whole again: reused
+
+
+def test_a_cache_without_a_checksum_is_rebuilt_once(small_corpus, tmp_path):
+    import io
+
+    run_dir = tmp_path / "run"
+    prepare(small_corpus, run_dir)
+    meta_path = run_dir / "cache" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["ids_sha256"]  # a cache made before caches kept one
+    meta_path.write_text(json.dumps(meta))
+    shown = io.StringIO()
+    assert not prepare(small_corpus, run_dir, shown).reused
+    assert "checksum" not in shown.getvalue()  # nothing wrong with it: rebuilt quietly
+    assert "ids_sha256" in json.loads(meta_path.read_text())
+    assert prepare(small_corpus, run_dir).reused
+
+
+def test_a_resume_after_ids_bin_was_corrupted_trains_on_the_corpus(trained_model, small_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_model.parent, run_dir)
+    corrupt(run_dir / "cache" / "ids.bin", 2000, b"\xff\xff" * 64)
+    result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
+    assert result.exit_code == 0, result.output
+    assert "does not match its checksum (damaged); rebuilding it" in result.stderr + result.output
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["recorder"]["rows"][-1]["epoch"] == 3
+
+
+def test_a_killed_build_leaves_temporaries_the_next_prepare_removes(small_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    cache = run_dir / "cache"
+    cache.mkdir(parents=True)
+    left = [cache / ".ids.bin.k2_x9abc.tmp", cache / ".meta.json.abcd1234.tmp", cache / ".tokenizer.json.zz_00011.tmp"]
+    # the user's files, and names close to textgen's that it did not make
+    kept = [cache / "notes.txt", cache / ".ids.bin.backup", cache / ".ids.bin.1234567.tmp", cache / "ids.bin.abcdefgh.tmp",
+            cache / ".ids.bin.ABCDEFGH.tmp", cache / ".other.abcdefgh.tmp"]
+    for path in [*left, *kept]:
+        path.write_text("x")
+    prepare(small_corpus, run_dir)
+    assert not any(p.exists() for p in left)
+    assert all(p.read_text() == "x" for p in kept)
+    for path in left:  # a reused cache cleans up too
+        path.write_text("x")
+    assert prepare(small_corpus, run_dir).reused and not any(p.exists() for p in left)
+
+
+def test_prepare_from_the_command_line_removes_a_killed_builds_temporary(small_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    stale = run_dir / "cache" / ".ids.bin.q1w2e3r4.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\0" * 4096)
+    result = CliRunner().invoke(cli, ["prepare", *[a for o in tiny_overrides(small_corpus, run_dir) for a in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and leftovers(run_dir) == []
+
+
+def test_a_checkpoint_removes_only_its_own_older_files(trained_model, small_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_model.parent, run_dir)
+    folder = run_dir / "checkpoint"
+    stale = [folder / "step-000000003.weights.h5", folder / ".state.json.abcdefgh.tmp",
+             folder / ".step-000000003.weights.h5.abcdefgh.tmp.weights.h5"]
+    mine = [folder / "step-notes.txt", folder / ".state.json.bak", folder / "step-000000003.weights.h5.old"]
+    for path in [*stale, *mine]:
+        path.write_text("x")
+    result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale) and all(p.read_text() == "x" for p in mine)

@@ -16,6 +16,7 @@ weights files removed. A reader follows state.json and always finds the file it 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -74,9 +75,16 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
-    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*"), *directory.glob(f".{STATE_FILE}.*")]:
-        if old.name not in (name, average_name):  # older states, and temporary files a killed process left
+    for old in directory.iterdir():  # older states, and temporary files a killed process left
+        if _OWN_FILE.fullmatch(old.name) and old.name not in (name, average_name):
             remove_file(str(old))
+
+
+# The names save_checkpoint gives weights and averages files and their temporaries (mkstemp's
+# eight characters), and the temporaries of state.json and tokenizer.json: the only files in
+# checkpoint/ it ever removes.
+_OWN_FILE = re.compile(r"(\.)?step-\d{9,}\.(weights\.h5|average\.npz)(?(1)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz))"
+                       r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
 
 
 def _committed(directory: Path) -> set[str]:

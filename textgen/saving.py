@@ -9,6 +9,7 @@ so writing text and plots (`textgen plot`) does not wait for TensorFlow.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -114,6 +115,28 @@ def probe_writable(directory: str | Path) -> None:
     fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
     os.close(fd)
     os.remove(probe)
+
+
+def temporary_name_pattern(name: str, suffix: str = ".tmp") -> re.Pattern:
+    """The names `write_file_atomic` (and `tempfile.mkstemp` with textgen's prefix) gives the
+    temporary files of `name`: `.NAME.` + mkstemp's eight random characters + `suffix`."""
+    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")
+
+
+def remove_temporaries(directory: str | Path, names: dict[str, str]) -> list[Path]:
+    """Remove the temporary files a killed process left for the files `names` maps to
+    their temporary suffix; nothing else in `directory` is touched. Returns those removed."""
+    patterns = [temporary_name_pattern(name, suffix) for name, suffix in names.items()]
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file(follow_symlinks=False):
+            remove_file(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def remove_file(path: str) -> None:
