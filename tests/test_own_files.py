@@ -3,8 +3,12 @@ temporary files a killed process left, and writes that fail on a full disk."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +180,135 @@ def test_a_checkpoint_removes_only_its_own_older_files(trained_model, small_corp
     result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
     assert result.exit_code == 0, result.output
     assert not any(p.exists() for p in stale) and all(p.read_text() == "x" for p in mine)
+
+
+# --------------------------------------------------------------------------- a full disk
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+RESUME_FIX = "free some space, then continue with `textgen train --resume`"
+
+
+def files_of(run_dir: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(trained_model, small_corpus, tmp_path,
+                                                                            monkeypatch):
+    """Every write of a run fails part-way with ENOSPC (faked): one line naming the destination, the
+    temporary file removed, the previous model and checkpoint as they were and still loadable."""
+    import textgen.saving as saving
+    from textgen.checkpoint import read_state
+    from textgen.generate import load_keras_model
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_model.parent, run_dir)
+    before = files_of(run_dir)
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def full_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return FullDisk(handle) if "w" in mode else handle
+
+    monkeypatch.setattr(saving, "open", full_open, raising=False)
+    result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
+    check_answer(result, 1, f"cannot be written (No space left on device); {RESUME_FIX}")
+    error = next(line for line in result.stderr.splitlines() if line.startswith("Error: "))
+    assert error.startswith(f"Error: {run_dir}/") and ".tmp" not in error
+    assert leftovers(run_dir) == []
+    assert files_of(run_dir) == before
+    monkeypatch.undo()
+    load_keras_model(run_dir / "model.keras")
+    step = read_state(run_dir)["global_step"]
+    result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
+    assert result.exit_code == 0, result.output  # the checkpoint it kept resumes
+    assert read_state(run_dir)["global_step"] > step
+
+
+def test_write_failures_name_the_destination_not_the_temporary_file(tmp_path, monkeypatch):
+    """A folder that refuses new files (read-only, as during a --resume there) and fsync's handle."""
+    from textgen.errors import TextgenError
+    from textgen.saving import write_text_atomic
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd))
+        import fcntl
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY  # Windows refuses fsync on those
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_text_atomic(tmp_path / "a.txt", "text")
+    assert synced and (tmp_path / "a.txt").read_text() == "text"
+
+    def refused(*args, dir=None, prefix="", suffix="", **kwargs):
+        raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), f"{dir}/{prefix}k2x9abcd{suffix}")
+
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text("{}")
+    with pytest.raises(TextgenError) as caught:
+        write_text_atomic(tmp_path / "config.yaml", "x")
+    assert str(caught.value) == (f"{tmp_path / 'config.yaml'} cannot be written ({os.strerror(errno.EROFS)}); "
+                                 f"make {tmp_path} writable, then continue with `textgen train --resume`")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only): too small for a checkpoint of a 256-unit GRU beside the previous one."""
+    if not AS_ROOT or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_real_full_disk_during_training_is_one_line_then_resumes(small_disk, small_corpus):
+    from textgen.checkpoint import read_state
+
+    run_dir = small_disk / "run"
+    sets = tiny_overrides(small_corpus, run_dir, **{"model.units": 256, "training.epochs": 3,
+                                                    "training.checkpoint_every": 5})
+    argv = [sys.executable, "-m", "textgen", "train", *[a for o in sets for a in ("--set", o)]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stderr[-3000:]  # not 139: h5py no longer writes to the disk itself
+    assert "Traceback" not in done.stderr and "h5py" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: {run_dir}/checkpoint/step-000000010.weights.h5 cannot be written "
+                      f"(No space left on device); {RESUME_FIX}"]
+    assert leftovers(run_dir) == []
+    assert read_state(run_dir)["global_step"] == 5  # the previous checkpoint, whole
+    # a folder that turned read-only names the file it could not write
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and str(run_dir) in errors[0] and ".tmp" not in errors[0], errors
+    subprocess.run(["mount", "-o", "remount,rw,size=30m", str(small_disk)], check=True)
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_state(run_dir)["global_step"] == 3 * 26 and leftovers(run_dir) == []

@@ -15,6 +15,7 @@ weights files removed. A reader follows state.json and always finds the file it 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ import keras
 import numpy as np
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import remove_file, write_file_atomic, write_text_atomic
+from textgen.saving import in_memory, remove_file, write_bytes_atomic, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -64,14 +65,15 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     # may hold other weights (a resumed run may have changed its learning rate since).
     committed = _committed(directory)
     if name not in committed:
-        # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-        write_file_atomic(directory / name, lambda tmp: model.save_weights(tmp, overwrite=True),
-                          suffix=".tmp.weights.h5")
+        weights = in_memory(model.save_weights, name)  # serialised in memory: see textgen.saving
+        write_bytes_atomic(directory / name, weights, suffix=".tmp.weights.h5")
     average_name = None
     if averages is not None:
         average_name = f"step-{step:09d}.average.npz"
         if average_name not in committed:
-            write_file_atomic(directory / average_name, lambda tmp: np.savez(tmp, *averages), suffix=".tmp.npz")
+            buffer = io.BytesIO()
+            np.savez(buffer, *averages)
+            write_bytes_atomic(directory / average_name, buffer.getvalue(), suffix=".tmp.npz")
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
