@@ -195,6 +195,18 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.card_seq_length_text = damaged("card_seq_length_text", card("seq_length", "long", section=("config", "training")))
     f.card_init_from_text = damaged("card_init_from_text", card("init_from", "elsewhere"))
     f.card_training_list = damaged("card_training_list", card("training", ["x"], section=("config",)))
+
+    # run directories whose checkpoint/state.json is damaged (to --resume)
+    def damaged_run(name, change):
+        run = root / "runs" / name
+        shutil.copytree(trained_model.parent, run)
+        state = run / "checkpoint" / "state.json"
+        state.write_text(json.dumps(change(json.loads(state.read_text()))))
+        return run
+
+    f.state_step_text = damaged_run("step_text", lambda s: {**s, "global_step": str(s["global_step"])})
+    f.state_list = damaged_run("list", lambda s: [s])
+    f.state_no_recorder = damaged_run("no_recorder", lambda s: {k: v for k, v in s.items() if k != "recorder"})
     return f
 
 

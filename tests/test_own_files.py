@@ -103,7 +103,8 @@ def test_a_corrupted_ids_bin_is_rebuilt_and_said_so(damage, small_corpus, tmp_pa
     size = ids_bin.stat().st_size
     # same size, other bytes: ids past the vocabulary (TensorFlow's error) or valid ids in the
     # wrong order (training on garbage, without a word)
-    corrupt(ids_bin, 1000, b"\xff\xff" * 50 if damage == "ids out of range" else good[:50][::-1].astype("<u2").tobytes())
+    wrong = b"\xff\xff" * 50 if damage == "ids out of range" else good[:50][::-1].astype("<u2").tobytes()
+    corrupt(ids_bin, 1000, wrong)
     assert ids_bin.stat().st_size == size and not np.array_equal(np.fromfile(ids_bin, "<u2"), good)
     shown = io.StringIO()
     again = prepare(small_corpus, run_dir, shown)
@@ -146,8 +147,8 @@ def test_a_killed_build_leaves_temporaries_the_next_prepare_removes(small_corpus
     cache.mkdir(parents=True)
     left = [cache / ".ids.bin.k2_x9abc.tmp", cache / ".meta.json.abcd1234.tmp", cache / ".tokenizer.json.zz_00011.tmp"]
     # the user's files, and names close to textgen's that it did not make
-    kept = [cache / "notes.txt", cache / ".ids.bin.backup", cache / ".ids.bin.1234567.tmp", cache / "ids.bin.abcdefgh.tmp",
-            cache / ".ids.bin.ABCDEFGH.tmp", cache / ".other.abcdefgh.tmp"]
+    kept = [cache / name for name in ("notes.txt", ".ids.bin.backup", ".ids.bin.1234567.tmp", "ids.bin.abcdefgh.tmp",
+                                      ".ids.bin.ABCDEFGH.tmp", ".other.abcdefgh.tmp")]
     for path in [*left, *kept]:
         path.write_text("x")
     prepare(small_corpus, run_dir)
@@ -163,7 +164,8 @@ def test_prepare_from_the_command_line_removes_a_killed_builds_temporary(small_c
     stale = run_dir / "cache" / ".ids.bin.q1w2e3r4.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"\0" * 4096)
-    result = CliRunner().invoke(cli, ["prepare", *[a for o in tiny_overrides(small_corpus, run_dir) for a in ("--set", o)]])
+    sets = [a for o in tiny_overrides(small_corpus, run_dir) for a in ("--set", o)]
+    result = CliRunner().invoke(cli, ["prepare", *sets])
     assert result.exit_code == 0, result.output
     assert not stale.exists() and leftovers(run_dir) == []
 

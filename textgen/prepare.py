@@ -38,8 +38,8 @@ import numpy as np
 from textgen.config import Config
 from textgen.corpus import resolve_paths, stream_corpus
 from textgen.dataset import describe_unknown, encode_known
-from textgen.errors import CorpusError, TextgenError, UsageError
-from textgen.saving import publish_file, remove_file, remove_temporaries, write_text_atomic
+from textgen.errors import CorpusError, UsageError
+from textgen.saving import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
 from textgen.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 CACHE_DIR = "cache"
@@ -232,8 +232,7 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
         publish_file(tmp, directory / IDS_FILE)
     except OSError as exc:
         remove_file(tmp)
-        raise TextgenError(f"the token cache in {directory} cannot be written ({exc.strerror or exc}); "
-                           "free some space or choose another --output") from None
+        raise write_failed(directory / IDS_FILE, exc) from None
     except BaseException:
         remove_file(tmp)
         raise
