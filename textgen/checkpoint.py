@@ -73,7 +73,7 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
         if average_name not in committed:
             buffer = io.BytesIO()
             np.savez(buffer, *averages)
-            write_bytes_atomic(directory / average_name, buffer.getvalue(), suffix=".tmp.npz")
+            write_bytes_atomic(directory / average_name, buffer.getbuffer(), suffix=".tmp.npz")
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))

@@ -63,7 +63,7 @@ def write_file_atomic(path: str | Path, write: Callable[[str], None], suffix: st
         raise
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, suffix: str = ".tmp") -> None:
+def write_bytes_atomic(path: str | Path, data: bytes | memoryview, suffix: str = ".tmp") -> None:
     """Write `data` to `path` atomically with plain file I/O."""
     def write(tmp: str) -> None:
         with open(tmp, "wb") as out:
@@ -105,11 +105,12 @@ class _NamedBuffer(io.BytesIO):
         return self._name
 
 
-def in_memory(save: Callable[[io.BytesIO], None], name: str) -> bytes:
-    """The bytes `save(file)` writes; `name`'s suffix tells Keras the format (.keras, .weights.h5)."""
+def in_memory(save: Callable[[io.BytesIO], None], name: str) -> memoryview:
+    """The bytes `save(file)` writes (a view, not a copy); `name`'s suffix tells Keras the
+    format (.keras, .weights.h5)."""
     buffer = _NamedBuffer(name)
     save(buffer)
-    return buffer.getvalue()
+    return buffer.getbuffer()
 
 
 def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | None = None) -> None:
