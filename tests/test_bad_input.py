@@ -437,6 +437,12 @@ MODEL_FILES = [
     Case("model card config section a list", lambda f, o: ["evaluate", "--model", str(f.card_training_list),
                                                            "--text", str(f.text)], 1,
          "config.training is ['x'], not a mapping"),
+    Case("--init-from a model whose vocabulary is shorter", lambda f, o: [*train_args(f, o), "--init-from",
+                                                                          str(f.vocabulary_short)], 1,
+         "its vocabulary has 53 tokens but the network reads 58"),
+    Case("--init-from a model whose card has a string loss", lambda f, o: [*train_args(f, o), "--init-from",
+                                                                           str(f.card_loss_text)], 1,
+         "history.final_loss is 'low', not a number"),
 ]
 
 # ---- evaluate and plot
