@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from conftest import tiny_overrides
 from textgen.cli import cli
 from textgen.errors import TextgenError
-from textgen.rundir import RunDirectory
+from textgen.rundir import LOCK_FILE, RunDirectory
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -69,6 +69,25 @@ def with_unknown_class(config):
         if node.get("class_name") == "GRU":
             node.update(class_name="EvilLayer", module="evil.layers", registered_name="evil>EvilLayer")
     return config
+
+
+def with_embedding(change):
+    """A `rewrite_keras_config` change applied to the config of the layer holding the tokenizer and card."""
+    def rewrite(config):
+        layers = [d for d in walk(config) if isinstance(d.get("model_card"), dict) and "tokenizer" in d]
+        assert len(layers) == 1, "the token embedding was not found in config.json"
+        change(layers[0])
+        return config
+    return rewrite
+
+
+def word_tokenizer_of_size(size: int, **options) -> dict:
+    """A word tokenizer config with `size` tokens, to put in place of a character model's."""
+    from textgen.tokenizer import SPECIAL_TOKENS
+
+    words = [f"w{i}" for i in range(size - len(SPECIAL_TOKENS))]
+    return {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *words], "lowercase": False, "pattern": None,
+            "max_vocab": None, "min_count": 1, **options}
 
 
 def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNamespace:
@@ -171,6 +190,62 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.yaml_groups = write("inputs/groups.yaml", "tokenizer:\n  level: word\n  pattern: \"(\\\\w+)|[^\\\\w\\\\s]\"\n")
     f.yaml_empty_path = write("inputs/empty_path.yaml", "corpus:\n  paths: ['']\n")
     f.yaml_relative = write("inputs/relative.yaml", "corpus:\n  paths: [corpora/nowhere.txt]\n")
+
+    # model files: valid zips whose tokenizer or model card is damaged (the loader checks both)
+    def damaged(name, change):
+        path = root / f"{name}.keras"
+        rewrite_keras_config(trained_model, path, with_embedding(change))
+        return path
+
+    def card(key, value, section=None):
+        def change(layer):
+            target = layer["model_card"]
+            for part in section or ():
+                target = target[part]
+            target[key] = value
+        return change
+
+    def tokenizer(change):
+        def apply(layer):
+            layer["tokenizer"] = change(layer["tokenizer"])
+        return apply
+
+    f.version_text = damaged("version_text", card("format_version", "abc"))
+    f.version_null = damaged("version_null", card("format_version", None))
+    f.version_zero = damaged("version_zero", card("format_version", 0))
+    f.tokenizer_list = damaged("tokenizer_list", tokenizer(lambda t: list(t["vocabulary"])))
+    f.tokenizer_level = damaged("tokenizer_level", tokenizer(lambda t: {**t, "level": "byte"}))
+    f.vocabulary_numbers = damaged("vocabulary_numbers",
+                                   tokenizer(lambda t: {**t, "vocabulary": list(range(len(t["vocabulary"])))}))
+    f.vocabulary_unsorted = damaged("vocabulary_unsorted",
+                                    tokenizer(lambda t: {**t, "vocabulary": t["vocabulary"][::-1]}))
+    f.vocabulary_short = damaged("vocabulary_short", tokenizer(lambda t: {**t, "vocabulary": t["vocabulary"][:-5]}))
+    f.vocabulary_long = damaged("vocabulary_long",
+                                tokenizer(lambda t: {**t, "vocabulary": [*t["vocabulary"], "\u00e9", "\u00ea"]}))
+    f.word_groups = damaged("word_groups", tokenizer(
+        lambda t: word_tokenizer_of_size(len(t["vocabulary"]), pattern=r"(\w+)('\w+)?")))
+    f.word_lowercase_text = damaged("word_lowercase_text", tokenizer(
+        lambda t: word_tokenizer_of_size(len(t["vocabulary"]), lowercase="yes")))
+    f.word_extra_key = damaged("word_extra_key", tokenizer(
+        lambda t: {**word_tokenizer_of_size(len(t["vocabulary"])), "evil": 1}))
+    f.card_loss_text = damaged("card_loss_text", card("final_loss", "low", section=("history",)))
+    f.card_history_list = damaged("card_history_list", card("history", [1, 2]))
+    f.card_coverage_text = damaged("card_coverage_text", card("coverage", "all"))
+    f.card_seq_length_text = damaged("card_seq_length_text", card("seq_length", "long", section=("config", "training")))
+    f.card_init_from_text = damaged("card_init_from_text", card("init_from", "elsewhere"))
+    f.card_training_list = damaged("card_training_list", card("training", ["x"], section=("config",)))
+
+    # run directories whose checkpoint/state.json is damaged (to --resume)
+    def damaged_run(name, change):
+        run = root / "runs" / name
+        shutil.copytree(trained_model.parent, run)
+        state = run / "checkpoint" / "state.json"
+        state.write_text(json.dumps(change(json.loads(state.read_text()))))
+        return run
+
+    f.state_step_text = damaged_run("step_text", lambda s: {**s, "global_step": str(s["global_step"])})
+    f.state_list = damaged_run("list", lambda s: [s])
+    f.state_no_recorder = damaged_run("no_recorder", lambda s: {k: v for k, v in s.items() if k != "recorder"})
     return f
 
 
@@ -439,6 +514,52 @@ MODEL_FILES = [
     Case("unregistered class in the model", lambda f, o: ["info", str(f.unknown_class)], 1, "EvilLayer"),
     Case("config.json not JSON", lambda f, o: ["info", str(f.garbage_config)], 1, "cannot be loaded"),
     Case("zip without a model", lambda f, o: ["info", str(f.foreign_zip)], 1, "cannot be loaded"),
+    Case("format_version a string", lambda f, o: ["generate", "--model", str(f.version_text), "--seed", "a"], 1,
+         "format_version is 'abc', not a whole number"),
+    Case("format_version null", lambda f, o: ["info", str(f.version_null)], 1,
+         "format_version is None, not a whole number"),
+    Case("format_version 0", lambda f, o: ["evaluate", "--model", str(f.version_zero), "--text", str(f.text)], 1,
+         "format_version is 0, not a whole number of 1 or more"),
+    Case("tokenizer a list", lambda f, o: ["generate", "--model", str(f.tokenizer_list), "--seed", "a"], 1,
+         "its tokenizer cannot be used (the tokenizer config must be a mapping, got list)"),
+    Case("tokenizer of an unknown level", lambda f, o: ["info", str(f.tokenizer_level)], 1,
+         "unknown tokenizer level 'byte'"),
+    Case("vocabulary of numbers", lambda f, o: ["generate", "--model", str(f.vocabulary_numbers), "--seed", "a"], 1,
+         "vocabulary must be a non-empty list of non-empty strings"),
+    Case("character vocabulary out of order", lambda f, o: ["info", str(f.vocabulary_unsorted)], 1,
+         "must be sorted by code point"),
+    Case("vocabulary shorter than the network", lambda f, o: ["generate", "--model", str(f.vocabulary_short),
+                                                              "--seed", "a", "--length", "50"], 1,
+         "its vocabulary has 53 tokens but the network reads 58 and predicts 58"),
+    Case("vocabulary longer than the network", lambda f, o: ["evaluate", "--model", str(f.vocabulary_long),
+                                                             "--text", str(f.text)], 1,
+         "its vocabulary has 60 tokens but the network reads 58"),
+    Case("word pattern with capture groups", lambda f, o: ["generate", "--model", str(f.word_groups),
+                                                           "--seed", "w1"], 1, "pattern has capture groups"),
+    Case("word tokenizer option of the wrong type", lambda f, o: ["info", str(f.word_lowercase_text)], 1,
+         "the tokenizer's lowercase has the wrong type ('yes')"),
+    Case("word tokenizer with an unknown option", lambda f, o: ["info", str(f.word_extra_key)], 1,
+         "has unknown keys evil"),
+    Case("model card loss a string", lambda f, o: ["info", str(f.card_loss_text)], 1,
+         "history.final_loss is 'low', not a number"),
+    Case("model card history a list", lambda f, o: ["info", str(f.card_history_list)], 1,
+         "history is [1, 2], not a mapping"),
+    Case("model card coverage a string", lambda f, o: ["info", str(f.card_coverage_text)], 1,
+         "coverage is 'all', not a number"),
+    Case("model card seq_length a string", lambda f, o: ["evaluate", "--model", str(f.card_seq_length_text),
+                                                         "--text", str(f.text)], 1,
+         "config.training.seq_length is 'long', not a whole number"),
+    Case("model card init_from a string", lambda f, o: ["info", str(f.card_init_from_text)], 1,
+         "init_from is 'elsewhere', not a mapping"),
+    Case("model card config section a list", lambda f, o: ["evaluate", "--model", str(f.card_training_list),
+                                                           "--text", str(f.text)], 1,
+         "config.training is ['x'], not a mapping"),
+    Case("--init-from a model whose vocabulary is shorter", lambda f, o: [*train_args(f, o), "--init-from",
+                                                                          str(f.vocabulary_short)], 1,
+         "its vocabulary has 53 tokens but the network reads 58"),
+    Case("--init-from a model whose card has a string loss", lambda f, o: [*train_args(f, o), "--init-from",
+                                                                           str(f.card_loss_text)], 1,
+         "history.final_loss is 'low', not a number"),
 ]
 
 # ---- evaluate and plot
@@ -490,9 +611,12 @@ def check_answer(result, code: int, message: str) -> None:
 
 
 def snapshot(*roots: Path) -> dict[Path, bytes | None]:
-    """Every path under `roots` with its bytes (None for a directory): what a case must leave as it was."""
+    """Every path under `roots` with its bytes (None for a directory): what a case must leave as it was.
+
+    A run directory's lock file is left out: textgen notes in it which process last took the
+    run directory, which a refused command may have done before it found the mistake."""
     return {p: (p.read_bytes() if p.is_file() else None) for root in roots for p in sorted(root.rglob("*"))
-            if not p.is_symlink() or p.exists()}
+            if (not p.is_symlink() or p.exists()) and p.name != LOCK_FILE}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in CASES])

@@ -147,7 +147,21 @@ OUTPUTS_AND_SIGNALS = [
                 "the seed is empty", stdin=lambda f: b""),
 ]
 
-PROCESS_CASES = [*COMMAND_LINE, *INPUT_FILES, *OUTPUTS_AND_SIGNALS]
+# ---- textgen's own files read back: damaged checkpoints and model files
+DISK_AND_CACHE = [
+    ProcessCase("--resume with global_step a string", lambda f, o: [*train_args(f, f.state_step_text), "--resume"],
+                1, 'checkpoint/state.json is damaged (global_step is "52", not a whole number)'),
+    ProcessCase("--resume with state.json a list", lambda f, o: [*train_args(f, f.state_list), "--resume"], 1,
+                "state.json is damaged (it holds list, not a mapping); the checkpoint cannot be resumed, "
+                "start again with --overwrite"),
+    ProcessCase("--resume with the recorder missing", lambda f, o: [*train_args(f, f.state_no_recorder), "--resume"],
+                1, "is damaged (recorder is missing)"),
+    ProcessCase("generate from a vocabulary shorter than the network",
+                lambda f, o: ["generate", "--model", str(f.vocabulary_short), "--seed", "a", "--length", "50"],
+                1, "its vocabulary has 53 tokens but the network reads 58"),
+]
+
+PROCESS_CASES = [*COMMAND_LINE, *INPUT_FILES, *OUTPUTS_AND_SIGNALS, *DISK_AND_CACHE]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=c.marks) for c in PROCESS_CASES])

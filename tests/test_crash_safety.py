@@ -114,7 +114,7 @@ def test_files_a_killed_save_left_uncommitted_are_rewritten_not_reused(small_cor
     train(load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **settings)), echo=lambda _: None,
           verbose=0, progress=None)
     directory = checkpoint_dir(tmp_path / "run")
-    for name in ("step-000000006.weights.h5", "step-000000006.average.npz", ".state.json.k1ll3d.tmp"):
+    for name in ("step-000000006.weights.h5", "step-000000006.average.npz", ".state.json.k1ll3d_x.tmp"):
         (directory / name).write_bytes(b"left by a killed process")
     more = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{**settings, "training.epochs": 2}))
     assert train(more, resume=True, echo=lambda _: None, verbose=0, progress=None).global_step == 6

@@ -15,14 +15,16 @@ weights files removed. A reader follows state.json and always finds the file it 
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import remove_file, write_file_atomic, write_text_atomic
+from textgen.saving import in_memory, remove_file, write_bytes_atomic, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -63,20 +65,28 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
     # may hold other weights (a resumed run may have changed its learning rate since).
     committed = _committed(directory)
     if name not in committed:
-        # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-        write_file_atomic(directory / name, lambda tmp: model.save_weights(tmp, overwrite=True),
-                          suffix=".tmp.weights.h5")
+        weights = in_memory(model.save_weights, name)  # serialised in memory: see textgen.saving
+        write_bytes_atomic(directory / name, weights, suffix=".tmp.weights.h5")
     average_name = None
     if averages is not None:
         average_name = f"step-{step:09d}.average.npz"
         if average_name not in committed:
-            write_file_atomic(directory / average_name, lambda tmp: np.savez(tmp, *averages), suffix=".tmp.npz")
+            buffer = io.BytesIO()
+            np.savez(buffer, *averages)
+            write_bytes_atomic(directory / average_name, buffer.getbuffer(), suffix=".tmp.npz")
     full = {"version": STATE_VERSION, **state, "global_step": step, "weights": name, "average": average_name,
             "rng": [v.numpy().tolist() for v in _seed_states(model)]}
     write_text_atomic(directory / STATE_FILE, json.dumps(full, indent=1))
-    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp.*"), *directory.glob(f".{STATE_FILE}.*")]:
-        if old.name not in (name, average_name):  # older states, and temporary files a killed process left
+    for old in directory.iterdir():  # older states, and temporary files a killed process left
+        if _OWN_FILE.fullmatch(old.name) and old.name not in (name, average_name):
             remove_file(str(old))
+
+
+# The names save_checkpoint gives weights and averages files and their temporaries (mkstemp's
+# eight characters), and the temporaries of state.json and tokenizer.json: the only files in
+# checkpoint/ it ever removes.
+_OWN_FILE = re.compile(r"(\.)?step-\d{9,}\.(weights\.h5|average\.npz)(?(1)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz))"
+                       r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
 
 
 def _committed(directory: Path) -> set[str]:
@@ -95,6 +105,10 @@ def read_state(run_dir: str | Path) -> dict:
         raise UsageError(f"{run_dir} holds no training state to resume ({path} is missing); "
                          "start the run without --resume")
     state = _read_json(path)
+    problem = _state_problem(state)
+    if problem:
+        raise TextgenError(f"{path} is damaged ({problem}); the checkpoint cannot be resumed, "
+                           "start again with --overwrite")
     if state.get("version", 0) > STATE_VERSION:
         raise TextgenError(f"{path} was written by a newer textgen; upgrade textgen to resume this run")
     for key in ("weights", "average"):
@@ -102,6 +116,50 @@ def read_state(run_dir: str | Path) -> dict:
             raise TextgenError(f"{path} names {key} file {state.get(key)} that is missing; "
                                "the checkpoint cannot be resumed, start again with --overwrite")
     return state
+
+
+_WHOLE, _NUMBER, _TEXT, _MAPPING, _LIST = "a whole number", "a number", "a string", "a mapping", "a list"
+# What a resume reads from state.json: key -> (kind, required). Keys a resume reads with .get
+# are optional, so a state written before they existed still resumes.
+_STATE = {"version": (_WHOLE, False), "global_step": (_WHOLE, True), "weights": (_TEXT, True),
+          "average": (_TEXT, False), "config": (_MAPPING, True), "card": (_MAPPING, True),
+          "corpus": (_MAPPING, True), "steps_per_epoch": (_WHOLE, True), "recorder": (_MAPPING, True),
+          "metrics": (_LIST, True), "precision": (_TEXT, False), "averaging": (_MAPPING, False),
+          "finished": (_TEXT, False), "rng": (_LIST, False)}
+_RECORDER = {"rows": (_LIST, True), "waited": (_WHOLE, False), "best_loss": (_NUMBER, False),
+             "best_epoch": (_WHOLE, False), "best_step": (_WHOLE, False)}
+_CORPUS = {"tokens": (_WHOLE, True), "sha1": (_TEXT, True)}
+
+
+def _is(value, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, {_WHOLE: int, _NUMBER: (int, float), _TEXT: str, _MAPPING: dict, _LIST: list}[kind])
+
+
+def _state_problem(state) -> str | None:
+    """What is wrong with the shape of a loaded state.json, or None."""
+    if not isinstance(state, dict):
+        return f"it holds {type(state).__name__}, not a mapping"
+    for prefix, values, schema in (("", state, _STATE), ("recorder.", state.get("recorder"), _RECORDER),
+                                   ("corpus.", state.get("corpus"), _CORPUS)):
+        if not isinstance(values, dict):
+            continue  # reported as the key of the level above
+        for key, (kind, required) in schema.items():
+            value = values.get(key)
+            if value is None:
+                if required:
+                    return f"{prefix}{key} is missing"
+            elif not _is(value, kind):
+                return f"{prefix}{key} is {json.dumps(value)[:40]}, not {kind}"
+    if state["global_step"] < 0 or state["steps_per_epoch"] < 1:
+        return "global_step or steps_per_epoch is out of range"
+    if not all(isinstance(row, dict) for row in state["recorder"]["rows"]):
+        return "recorder.rows holds an entry that is not a mapping"
+    for name in (state["weights"], state.get("average") or ""):
+        if Path(name).name != name or "\\" in name:
+            return f"it names {name!r}, a file outside the checkpoint folder"
+    return None
 
 
 def read_averages(run_dir: str | Path, state: dict) -> list[np.ndarray] | None:

@@ -4,23 +4,27 @@ RUN_DIR/cache/ holds
     ids.bin          the corpus as token ids: raw little-endian uint16 when the vocabulary
                      has at most 65,536 tokens, int32 otherwise; memory-mapped for training
     tokenizer.json   the tokenizer that made them
-    meta.json        what the cache was made from, the id dtype and count, and the corpus
-                     facts training needs (fingerprint, vocabulary coverage)
+    meta.json        what the cache was made from, the id dtype and count, the corpus
+                     facts training needs (fingerprint, vocabulary coverage) and the SHA-256
+                     of ids.bin's bytes
 
 A cache is reused when the corpus files (resolved paths, sizes, modification times) and the
 reading options are the same and so is the tokenizer: the same settings when it is fitted,
 the same vocabulary when one is given (a resumed or fine-tuned run) and the same handling
-of tokens that vocabulary lacks. Anything else rebuilds it.
+of tokens that vocabulary lacks, and ids.bin still has the checksum meta.json records
+(a cache without one is rebuilt). Anything else rebuilds it.
 
 Building never holds the corpus in memory: the vocabulary is fitted in one streaming pass
 over `stream_corpus` and the ids are encoded and appended to the file in a second one.
-meta.json is written last, so a build that dies half-way leaves no cache that looks valid.
+meta.json is written last, so a build that dies half-way leaves no cache that looks valid;
+the temporary files such a build leaves are removed by the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import sys
 import tempfile
@@ -34,8 +38,8 @@ import numpy as np
 from textgen.config import Config
 from textgen.corpus import resolve_paths, stream_corpus
 from textgen.dataset import describe_unknown, encode_known
-from textgen.errors import CorpusError, TextgenError, UsageError
-from textgen.saving import publish_file, remove_file, write_text_atomic
+from textgen.errors import CorpusError, UsageError
+from textgen.saving import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
 from textgen.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 CACHE_DIR = "cache"
@@ -43,6 +47,9 @@ IDS_FILE = "ids.bin"
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
 CACHE_VERSION = 1
+CHECKSUM = "ids_sha256"  # meta.json's key for the SHA-256 of ids.bin
+# The temporary files of a build (name: suffix), which a killed build leaves behind.
+TEMPORARIES = {IDS_FILE: ".tmp", META_FILE: ".tmp", TOKENIZER_FILE: ".tmp"}
 
 
 @dataclass
@@ -85,7 +92,8 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     files = resolve_paths(config.corpus.paths)
     source = source_key(config, files)
     settings = config.to_dict()["tokenizer"]
-    cached = _open_cache(directory, source, settings, tokenizer, unknown)
+    remove_temporaries(directory, TEMPORARIES)
+    cached = _open_cache(directory, source, settings, tokenizer, unknown, progress)
     if cached is not None:
         return cached
     directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +134,7 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokenizer | None,
-                unknown: str) -> PreparedCorpus | None:
+                unknown: str, progress: TextIO | None = None) -> PreparedCorpus | None:
     """The cache, if it holds this corpus encoded as asked.
 
     Asked to fit: the cache was fitted with the same tokenizer settings. Given a tokenizer:
@@ -146,9 +154,26 @@ def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokeniz
             return None
         if (directory / IDS_FILE).stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
             return None
+        if not isinstance(meta.get(CHECKSUM), str):
+            return None  # made before caches kept a checksum
+        if ids_checksum(directory / IDS_FILE) != meta[CHECKSUM]:
+            if progress is not None:
+                print(f"the token cache {directory / IDS_FILE} does not match its checksum (damaged); "
+                      "rebuilding it", file=progress, flush=True)
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: rebuild
     return _load(directory, meta, tokenizer, reused=True)
+
+
+def ids_checksum(path: Path) -> str:
+    """SHA-256 of the file's bytes, read through a memory map (no copy in Python)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                digest.update(mapped)
+    return digest.hexdigest()
 
 
 def _load(directory: Path, meta: dict, tokenizer: Tokenizer, reused: bool) -> PreparedCorpus:
@@ -178,6 +203,7 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
     """
     dtype = id_dtype(tokenizer.vocab_size)
     digest, tokens, unk_count, marker_count = hashlib.sha1(), 0, 0, 0
+    checksum = hashlib.sha256()  # of the bytes written, verified whenever the cache is reused
     count, missing = 0, {}  # tokens a given tokenizer lacks
     blocks = _Blocks(source)
     fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
@@ -190,7 +216,9 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
                 if tokenizer.marker_ids:
                     marker_count += int(np.count_nonzero(np.isin(ids.ids, tokenizer.marker_ids)))
                 digest.update(np.ascontiguousarray(ids.ids, dtype="<i4"))  # the fingerprint --resume compares
-                out.write(np.ascontiguousarray(ids.ids, dtype=dtype))
+                data = np.ascontiguousarray(ids.ids, dtype=dtype)
+                out.write(data)
+                checksum.update(data)
                 tokens += len(ids.ids)
             out.flush()
             os.fsync(out.fileno())
@@ -204,15 +232,15 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
         publish_file(tmp, directory / IDS_FILE)
     except OSError as exc:
         remove_file(tmp)
-        raise TextgenError(f"the token cache in {directory} cannot be written ({exc.strerror or exc}); "
-                           "free some space or choose another --output") from None
+        raise write_failed(directory / IDS_FILE, exc) from None
     except BaseException:
         remove_file(tmp)
         raise
     words = tokens - marker_count  # spacing markers are no text of the corpus: not counted either way
     coverage = 1.0 - unk_count / words if words else 1.0
     return {"dtype": dtype.str, "tokens": tokens, "sha1": digest.hexdigest(), "coverage": coverage,
-            "unknown": count if unknown is not None else unk_count, "missing": list(missing)[:MISSING_KEPT]}
+            "unknown": count if unknown is not None else unk_count, "missing": list(missing)[:MISSING_KEPT],
+            CHECKSUM: checksum.hexdigest()}
 
 
 class _Blocks:

@@ -513,11 +513,45 @@ class WordDecoder(IncrementalDecoder):
         return self._record(pieces)
 
 
+_WORD_OPTIONS = {"lowercase": (bool,), "pattern": (str, type(None)), "max_vocab": (int, type(None)),
+                 "min_count": (int,)}
+
+
 def tokenizer_from_config(config: dict) -> Tokenizer:
+    """The tokenizer a saved `get_config()` describes.
+
+    The config comes from a file (a .keras model, a cache, a checkpoint), so its shape is
+    checked before any of it is used: a ValueError names what is wrong.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"the tokenizer config must be a mapping, got {type(config).__name__}")
     level = config.get("level")
-    if level not in _TOKENIZERS:
+    if not isinstance(level, str) or level not in _TOKENIZERS:
         raise ValueError(f"unknown tokenizer level {level!r}")
-    return _TOKENIZERS[level].from_config(config)
+    vocabulary = config.get("vocabulary")
+    if not isinstance(vocabulary, list) or not vocabulary or not all(isinstance(t, str) and t for t in vocabulary):
+        raise ValueError("the tokenizer vocabulary must be a non-empty list of non-empty strings")
+    allowed = {"level", "vocabulary", *(_WORD_OPTIONS if level == "word" else ())}
+    unknown = sorted(str(k) for k in config if k not in allowed)
+    if unknown:
+        raise ValueError(f"the {level} tokenizer config has unknown keys {', '.join(unknown)}")
+    if level == "word":
+        for key, types in _WORD_OPTIONS.items():
+            value = config.get(key)
+            if key in config and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+                raise ValueError(f"the tokenizer's {key} has the wrong type ({value!r})")
+        pattern = config.get("pattern")
+        if pattern is not None:
+            try:
+                groups = re.compile(pattern).groups
+            except re.error as exc:
+                raise ValueError(f"the tokenizer pattern is not a valid regular expression ({exc})") from None
+            if groups:  # the token is read from a group of textgen's own around the pattern
+                raise ValueError("the tokenizer pattern has capture groups; use (?:...) groups")
+    try:
+        return _TOKENIZERS[level].from_config(config)
+    except UsageError as exc:  # the pattern checks that also guard a config file
+        raise ValueError(str(exc)) from None
 
 
 def fit_tokenizer(text: str, config) -> Tokenizer:
