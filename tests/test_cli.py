@@ -227,7 +227,7 @@ def _train_bad(tmp_path, small_corpus, **extra):
     ({"model.unit": 3}, 2, "unknown config key model.unit; did you mean model.units?"),
     ({"training.batch_size": 0}, 2, "training.batch_size must be at least 1"),
     ({"training.epochs": "'two'"}, 2, "training.epochs must be an integer"),
-    ({"corpus.paths": "['/nonexistent/x.txt']"}, 1, "does not exist"),
+    ({"corpus.paths": "['/nonexistent/x.txt']"}, 2, "does not exist"),  # a missing input is a usage error
     ({"training.seq_length": 100000}, 1, "fewer than seq_length + 1"),
 ])
 def test_bad_training_input(tmp_path, small_corpus, extra, code, message):

@@ -1,4 +1,3 @@
-import dataclasses
 import io
 import json
 import os

@@ -238,5 +238,6 @@ def test_prepare_command(small_corpus, tmp_path):
     assert again.exit_code == 0 and "token cache reused:" in again.output and "preparing" not in again.stderr
     missing = CliRunner().invoke(cli, ["prepare", "--set", "corpus.paths=[nowhere.txt]", "--output",
                                        str(tmp_path / "x")])
-    assert missing.exit_code == 1 and "corpus path nowhere.txt does not exist" in missing.output
-    assert not (tmp_path / "x").exists()  # a failed start leaves no folder behind
+    assert missing.exit_code == 2 and "corpus path nowhere.txt (relative to the working directory" in missing.output
+    assert "does not exist" in missing.output
+    assert not (tmp_path / "x").exists()  # refused before the run directory is made
