@@ -3,17 +3,38 @@
 Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
 usage errors exit with 2, runtime errors with 1; an operating-system error the library did
 not foresee (a full disk) is a runtime error too. `--debug` shows the traceback instead.
+
+The process ends as Unix tools do when it is stopped: after Ctrl-C, SIGTERM or SIGHUP it
+cleans up (training saves its state first) and then dies by that signal, so a shell sees
+130, 143 or 129 and a script running textgen stops with it; a reader that closes the pipe
+early (`| head`) ends it by SIGPIPE (141), without a message. A closed stdout or stderr
+(`>&-`) is written nowhere.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import sys
 import warnings
 
 import click
 
 from textgen import __version__, load_keras_objects
 from textgen.errors import TextgenError, UsageError
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Ended(BaseException):
+    """The command was stopped by `signum` (or its reader left, SIGPIPE): no message, no exit code
+    of its own. A BaseException, so click passes it through to `main`, which ends the process."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class TextgenGroup(click.Group):
@@ -30,10 +51,14 @@ class TextgenGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            raise Ended(signal.SIGPIPE) from None  # the reader left: a normal end, not an error
+        except KeyboardInterrupt:
+            raise Ended(signal.SIGINT) from None  # main() dies by the signal that really arrived
         except OSError as exc:
             # The library names the files it expects trouble with; this catches what it cannot
             # foresee (a disk that fills up, a file removed under it) so it is still one line.
-            if (ctx.obj and ctx.obj.get("debug")) or isinstance(exc, BrokenPipeError):
+            if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(_describe_os_error(exc)) from None
         except Exception as exc:
@@ -87,8 +112,88 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    cli(prog_name="textgen")
+    """Console entry point: run the command, then end as the signals it received say."""
+    _attach_closed_streams()
+    stops = StopSignals()
+    try:
+        cli.main(prog_name="textgen")  # click's standalone mode ends with SystemExit
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    except Ended as end:
+        code = end.signum
+        _die_by(stops.first() or end.signum)
+    signum = stops.first()
+    if signum:  # training stopped on it and reported what it kept; the status still says why it ended
+        _die_by(signum)
+    sys.exit(code)
+
+
+def _attach_closed_streams() -> None:
+    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null, so nothing is written nowhere by
+    accident: without it the first file textgen opens would take descriptor 1 or 2 and receive
+    what was meant for the terminal, and `sys.stdout` would be None."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", errors="replace", closefd=False))
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt, so whatever runs cleans up on its way out,
+    and the interpreter notes every signal that arrives on a pipe (`signal.set_wakeup_fd`): that
+    also covers signals that training's own handlers (`textgen.callbacks.stop_on_signals`) take.
+    A signal ignored when textgen starts (`nohup`, a background job) stays ignored."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+        self._pipe = None
+        if sys.platform == "win32":
+            return
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        try:
+            signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: leave signals as they are
+            os.close(read), os.close(write)
+            return
+        self._pipe = read
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, _interrupt)
+
+    def first(self) -> int | None:
+        """The first stop signal received so far, or None."""
+        if self._pipe is not None:
+            try:
+                self.seen.extend(os.read(self._pipe, 512))
+            except BlockingIOError:
+                pass
+        return next((s for s in self.seen if s in STOP_SIGNALS), None)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _die_by(signum: int) -> None:
+    """End the process as killed by `signum`, after writing out what is buffered."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # a reader that left, or a stream already closed: nothing more can reach it
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached unless the signal is somehow held back
 
 
 def _after_parsing(callback):
@@ -96,7 +201,7 @@ def _after_parsing(callback):
 
     The `textgen` process defers that import (see the package docstring) until a command has
     parsed its arguments, so `--help`, `--version` and usage errors never wait for it, and a
-    Ctrl-C during it reaches click, which prints `Aborted!` rather than a traceback.
+    Ctrl-C during it ends the command quietly rather than with a traceback.
     """
     @functools.wraps(callback)
     def run(*args, verbose=False, debug=False, **kwargs):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import click
 
 
 class ModelFile(click.Path):
-    """A saved model: a .keras file, or a run directory, which stands for its model.keras."""
+    """A saved model: a .keras file, or a run directory, which stands for its model.keras.
+
+    A path that does not exist, or names a FIFO or device rather than a file, is a usage
+    error (exit 2), like every other missing input file: the command must change.
+    """
 
     name = "model"
 
@@ -22,4 +27,17 @@ class ModelFile(click.Path):
                 self.fail(f"{value!r} is a directory without a model.keras; give a model file or a run directory "
                           "that holds one", param, ctx)
             value = inside
+        if isinstance(value, (str, os.PathLike)):
+            try:
+                mode = os.stat(value).st_mode
+            except FileNotFoundError:
+                self.fail(f"model file {os.fsdecode(value)!r} does not exist; check the path, or train one with "
+                          "`textgen train`", param, ctx)
+            except OSError as exc:
+                self.fail(f"model file {os.fsdecode(value)!r} cannot be read ({exc.strerror}); check the path",
+                          param, ctx)
+            else:
+                if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                    self.fail(f"{os.fsdecode(value)!r} is not a regular file (a pipe or a device); give a "
+                              ".keras model file", param, ctx)
         return super().convert(value, param, ctx)

@@ -6,7 +6,7 @@ import click
 
 
 @click.command()
-@click.argument("run_dir", metavar="RUN_DIR", type=click.Path())
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(exists=True))
 def plot(run_dir):
     """Draw RUN_DIR/history.csv as RUN_DIR/loss.png: training and validation loss per epoch.
 
