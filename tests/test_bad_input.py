@@ -132,6 +132,15 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.readonly.mkdir()
     f.readonly.chmod(0o500)
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
+
+    # the command line's edges: seed files, and a FIFO where a file belongs
+    f.seed_latin1 = write("seeds/latin1.txt", "caf\xe9 ROMEO:".encode("latin-1"))
+    f.seed_big = write("seeds/big.txt", b"a" * ((1 << 20) + 1))
+    f.seed_empty = write("seeds/empty.txt", b"")
+    f.seed_unknown = write("seeds/unknown.txt", "ROMEO \u00a7\n")
+    f.seed_dir = root / "seeds"
+    f.fifo = root / "a.fifo"
+    os.mkfifo(f.fifo)
     return f
 
 
@@ -166,6 +175,7 @@ class Case:
     code: int
     message: str
     marks: tuple = ()
+    input: object = None  # f -> bytes on stdin
 
 
 # ---- the command line
@@ -202,6 +212,32 @@ COMMAND_LINE = [
          "training.learning_rate must be positive"),
     Case("--set misspelt choice", lambda f, o: [*train_args(f, o), "--set", "model.cell=lstn"], 2,
          "did you mean lstm?"),
+    Case("--seed and --seed-file", lambda f, o: gen(f, "--seed", "a", "--seed-file", str(f.text)), 2,
+         "--seed and --seed-file both give the seed; pass only one"),
+    Case("neither --seed nor --seed-file", lambda f, o: gen(f, "--length", "3"), 2,
+         "Missing option '--seed' (or '--seed-file')"),
+    Case("--seed-file - with --interactive", lambda f, o: gen(f, "--seed-file", "-", "--interactive"), 2,
+         "--seed-file - reads stdin, where --interactive reads your choices"),
+    Case("--output - with --json", lambda f, o: gen(f, "--seed", "a", "--json", "--output", "-"), 2,
+         "--output - is stdout, where --json already writes"),
+    Case("--output /dev/stdout with --interactive", lambda f, o: gen(f, "--seed", "a", "--interactive", "--output",
+                                                                     "/dev/stdout"), 2,
+         "is stdout, where --interactive already writes"),
+    Case("--output names a closed descriptor", lambda f, o: gen(f, "--seed", "a", "--output", "/dev/fd/97"), 2,
+         "--output /dev/fd/97 names descriptor 97, which is not open"),
+    Case("--output /proc/self/fd of a closed descriptor", lambda f, o: gen(f, "--seed", "a", "--output",
+                                                                           "/proc/self/fd/98"), 2,
+         "names descriptor 98, which is not open"),
+    Case("info on a missing model", lambda f, o: ["info", str(f.root / "none.keras")], 2,
+         "does not exist; check the path, or train one"),
+    Case("evaluate with a missing model", lambda f, o: ["evaluate", "--model", str(f.root / "none.keras"),
+                                                        "--text", str(f.text)], 2, "does not exist; check the path"),
+    Case("--init-from a missing model", lambda f, o: [*train_args(f, o), "--init-from", str(f.root / "none.keras")],
+         2, "does not exist; check the path"),
+    Case("model is a FIFO", lambda f, o: ["info", str(f.fifo)], 2, "is not a regular file (a pipe or a device)"),
+    Case("model is /dev/zero", lambda f, o: ["generate", "--model", "/dev/zero", "--seed", "a"], 2,
+         "is not a regular file"),
+    Case("plot a missing directory", lambda f, o: ["plot", str(f.root / "no-run")], 2, "does not exist"),
 ]
 
 # ---- config files
@@ -302,11 +338,36 @@ SEEDS_AND_SAMPLERS = [
                                                   "/proc/textgen-samples.txt"), 1, "cannot be written"),
     Case("--output is a directory", lambda f, o: gen(f, "--seed", "a", "--output", str(f.root)), 2,
          "is a directory"),
+    Case("seed not UTF-8 (argv byte 0xff)", lambda f, o: gen(f, "--seed", "ROMEO\udcff"), 2,
+         "the seed is not UTF-8 (byte 0xff at character 5)"),
+    Case("seed with a lone surrogate", lambda f, o: gen(f, "--seed", "a\ud800b"), 2, "the seed is not UTF-8"),
+    Case("--stop not UTF-8", lambda f, o: gen(f, "--seed", "a", "--stop", "\udcfe"), 2,
+         "a stop string is not UTF-8 (byte 0xfe"),
+    Case("--json with a seed that is not UTF-8", lambda f, o: gen(f, "--seed", "\udce9t\udce9", "--json"), 2,
+         "the seed is not UTF-8"),
+    Case("--seed-file missing", lambda f, o: gen(f, "--seed-file", str(f.root / "none.txt")), 2,
+         "none.txt does not exist; check the path"),
+    Case("--seed-file is a directory", lambda f, o: gen(f, "--seed-file", str(f.seed_dir)), 2,
+         "is a directory; give a UTF-8 text file"),
+    Case("--seed-file not UTF-8", lambda f, o: gen(f, "--seed-file", str(f.seed_latin1)), 2,
+         "is not UTF-8 (byte 0xe9 at offset 3); save the seed as UTF-8"),
+    Case("--seed-file past 1 MiB", lambda f, o: gen(f, "--seed-file", str(f.seed_big)), 2,
+         "holds more than 1 MiB; a seed is the start of a text"),
+    Case("--seed-file empty", lambda f, o: gen(f, "--seed-file", str(f.seed_empty)), 2, "the seed is empty"),
+    Case("--seed-file outside the vocabulary", lambda f, o: gen(f, "--seed-file", str(f.seed_unknown)), 2,
+         "'\u00a7' is not in the model's vocabulary"),
+    Case("--seed-file is a FIFO", lambda f, o: gen(f, "--seed-file", str(f.fifo)), 2,
+         "is not a regular file (a pipe or a device); give a file, or --seed-file - to read stdin"),
+    Case("--seed-file is /dev/zero", lambda f, o: gen(f, "--seed-file", "/dev/zero"), 2, "is not a regular file"),
+    Case("--seed-file - past 1 MiB on stdin", lambda f, o: gen(f, "--seed-file", "-"), 2,
+         "stdin holds more than 1 MiB", input=lambda f: b"a" * ((1 << 20) + 5)),
+    Case("--seed-file - not UTF-8 on stdin", lambda f, o: gen(f, "--seed-file", "-"), 2,
+         "stdin is not UTF-8 (byte 0xff at offset 2)", input=lambda f: b"ab\xff"),
 ]
 
 # ---- model files
 MODEL_FILES = [
-    Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 1,
+    Case("model missing", lambda f, o: ["generate", "--model", str(f.root / "none.keras"), "--seed", "a"], 2,
          "does not exist"),
     Case("model path is a directory", lambda f, o: ["info", str(f.model_dir)], 2, "is a directory"),
     Case("model with another suffix", lambda f, o: ["info", str(f.wrong_suffix)], 1, "is not a .keras file"),
@@ -376,7 +437,8 @@ def snapshot(*roots: Path) -> dict[Path, bytes | None]:
 def test_bad_input_is_answered(case, files, tmp_path):
     out = tmp_path / "out"
     before = snapshot(files.root, files.model.parent)
-    result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)])
+    result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)],
+                                input=case.input(files) if case.input else None)
     check_answer(result, case.code, case.message)
     # nothing left behind: no run directory content, no temporary files, and every input file
     # (the broken files and the trained run) byte for byte as it was, with nothing added
