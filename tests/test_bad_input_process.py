@@ -109,27 +109,19 @@ OUTPUTS_AND_SIGNALS = [
                 shell=lambda f, o: pipefail(f"{tg(*gen(f, '--seed', 'ROMEO:', '--length', '3000'))} | head -c 10")),
     ProcessCase("info into a pipe nobody reads", lambda f, o: [], 0, "", ok_codes=(141,),
                 shell=lambda f, o: pipefail(f"{tg('info', f.model)} | true")),
-    ProcessCase("info --json into a pipe closed early", lambda f, o: [], 0, "", ok_codes=(141,),
-                shell=lambda f, o: pipefail(f"{tg('info', f.model, '--json')} | head -c 1")),
     ProcessCase("evaluate into a pipe nobody reads", lambda f, o: [], 0, "", ok_codes=(141,),
                 shell=lambda f, o: pipefail(f"{tg('evaluate', '--model', f.model, '--text', f.text)} | true")),
     ProcessCase("train's output into a pipe closed early", lambda f, o: [], 0, "", ok_codes=(141,),
                 shell=lambda f, o: pipefail(f"{tiny_train(f, o)} | head -c 100")),
-    ProcessCase("generate with stdout closed", lambda f, o: [], 0, "",
-                shell=lambda f, o: f"{tg(*gen(f, '--seed', 'ROMEO:', '--length', '20'))} >&-"),
-    ProcessCase("generate --output with stdout closed", lambda f, o: [], 0, "",
-                shell=lambda f, o: f"mkdir -p {o} && {tg(*gen(f, '--seed', 'A', '--length', '9', '--output', o / 's'))}"
-                                   f" >&- && test \"$(wc -c < {o / 's'})\" = 11"),
     ProcessCase("train with stdout closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tiny_train(f, o, '>&-')} && test -s {o / 'model.keras'}"),
     ProcessCase("train with stdout and stderr closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tiny_train(f, o, '>&-', '2>&-')} && test -s {o / 'model.keras'}"),
     ProcessCase("info with stdout and stderr closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tg('info', f.model)} >&- 2>&-"),
-    ProcessCase("evaluate with stdout closed", lambda f, o: [], 0, "",
-                shell=lambda f, o: f"{tg('evaluate', '--model', f.model, '--text', f.text)} >&-"),
     ProcessCase("evaluate with stderr closed", lambda f, o: [], 0, "",
-                shell=lambda f, o: f"{tg('evaluate', '--model', f.model, '--text', f.text)} 2>&- | grep perplexity >/dev/null"),
+                shell=lambda f, o: f"{tg('evaluate', '--model', f.model, '--text', f.text)} 2>&- "
+                                   "| grep perplexity >/dev/null"),
     ProcessCase("a usage error with stderr closed", lambda f, o: [], 2, "",
                 shell=lambda f, o: f"{tg(*gen(f, '--seed', ''))} 2>&-"),
     ProcessCase("--output /dev/stdout appended to a log", lambda f, o: [], 0, "",
@@ -211,20 +203,24 @@ def tensorflow_loaded(pid: int) -> bool:
         return "libtensorflow" in maps.read()
 
 
-STOPS = [pytest.param(signal.SIGINT, id="Ctrl-C"), pytest.param(signal.SIGTERM, id="SIGTERM"),
-         pytest.param(signal.SIGHUP, id="SIGHUP")]
-
-
-@pytest.mark.parametrize("signum", STOPS)
-def test_a_signal_while_generating_ends_quietly_by_that_signal_and_writes_no_output(files, tmp_path, signum):
+def test_ctrl_c_while_generating_ends_quietly_by_it_and_writes_no_output(files, tmp_path):
     target = tmp_path / "samples.txt"
     process = started(*gen(files, "--seed", "ROMEO:", "--length", "100000", "--output", target))
     assert process.stdout.read(8).startswith(b"ROMEO:")  # streaming: the model is working
-    process.send_signal(signum)
+    process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=LIMIT)
-    assert process.returncode == -signum, err
+    assert process.returncode == -signal.SIGINT, err  # a shell shows 130
     assert err == b""  # no "Aborted!", no traceback
     assert list(tmp_path.iterdir()) == []  # neither the --output file nor a temporary one
+
+    # a hangup textgen was told to ignore (nohup) does not stop it: generation runs to its end
+    process = subprocess.Popen(["nohup", sys.executable, "-m", "textgen",
+                                *map(str, gen(files, "--seed", "ROMEO:", "--length", "300"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert process.stdout.read(6) == b"ROMEO:"
+    process.send_signal(signal.SIGHUP)
+    out, err = process.communicate(timeout=LIMIT)
+    assert process.returncode == 0 and len(out) == 300 + 1, err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "prepare", "info"])
@@ -258,13 +254,3 @@ def test_sigterm_and_sighup_stop_training_with_a_checkpoint_and_say_how_to_conti
     assert b"Traceback" not in stderr
     assert (out / "checkpoint" / "state.json").exists() and leftovers(out) == []
 
-
-def test_an_ignored_hangup_stays_ignored(files, tmp_path):
-    """Under nohup SIGHUP is ignored when textgen starts; generation carries on to its end."""
-    process = subprocess.Popen(["nohup", sys.executable, "-m", "textgen",
-                                *map(str, gen(files, "--seed", "ROMEO:", "--length", "300"))],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    assert process.stdout.read(6) == b"ROMEO:"
-    process.send_signal(signal.SIGHUP)
-    out, err = process.communicate(timeout=LIMIT)
-    assert process.returncode == 0 and len(out) == 300 + 1, err

@@ -127,8 +127,8 @@ def _is_stdin(path: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with samples, settings and timing.")
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
-def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, beam_width, repetition_penalty, num_samples,
-             min_length, stop, end_at_sentence, strict, random_seed, output_path, as_json, interactive):
+def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, beam_width, repetition_penalty,
+             num_samples, min_length, stop, end_at_sentence, strict, random_seed, output_path, as_json, interactive):
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from
@@ -354,17 +354,26 @@ def _refuse_the_model(output_path, model_path) -> None:
 def _write_output(target: OutputTarget, texts: list[str]) -> None:
     from textgen.saving import write_text_atomic
 
+    from textgen.errors import TextgenError
+
     text = "\n\n".join(texts) + "\n"
-    if target.fd in (1, 2):
-        click.echo(text, nl=False, err=target.fd == 2)
-    elif target.fd is not None:
-        with open(target.fd, "w", encoding="utf-8", closefd=False) as stream:
-            stream.write(text)
-    elif target.append:
-        with open(target.path, "a", encoding="utf-8") as stream:
-            stream.write(text)
-    else:
+    if target.path is not None and not target.append:
         write_text_atomic(target.path, text)
+        return
+    try:
+        if target.fd in (1, 2):
+            click.echo(text, nl=False, err=target.fd == 2)
+        elif target.fd is not None:
+            with open(target.fd, "w", encoding="utf-8", closefd=False) as stream:
+                stream.write(text)
+        else:
+            with open(target.path, "a", encoding="utf-8") as stream:
+                stream.write(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise TextgenError(f"--output {target.name} cannot be written ({exc.strerror or exc}); "
+                           "choose another file") from None
 
 
 def _json_document(seed, results, settings, seconds) -> str:
