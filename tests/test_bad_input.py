@@ -237,7 +237,8 @@ COMMAND_LINE = [
     Case("model is a FIFO", lambda f, o: ["info", str(f.fifo)], 2, "is not a regular file (a pipe or a device)"),
     Case("model is /dev/zero", lambda f, o: ["generate", "--model", "/dev/zero", "--seed", "a"], 2,
          "is not a regular file"),
-    Case("plot a missing directory", lambda f, o: ["plot", str(f.root / "no-run")], 2, "does not exist"),
+    Case("plot a missing directory", lambda f, o: ["plot", str(f.root / "no-run")], 2,
+         "no-run does not exist; give the run directory of a `textgen train` run"),
 ]
 
 # ---- config files
