@@ -162,7 +162,6 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     shutil.copytree(trained_model.parent, f.live_run, ignore=shutil.ignore_patterns("cache"))
     f.live = RunDirectory(f.live_run, "textgen train --config live.yaml")
     f.live.__enter__()
-    f.odd_seed = write("odd_seed.txt", "a\u00a7\n")
     f.text = write("held_out.txt", "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3)
 
     # inputs: config files, corpora and texts that are not what they seem (the inputs area)
@@ -246,6 +245,13 @@ def build_files(root: Path, trained_model: Path, small_corpus: Path) -> SimpleNa
     f.state_step_text = damaged_run("step_text", lambda s: {**s, "global_step": str(s["global_step"])})
     f.state_list = damaged_run("list", lambda s: [s])
     f.state_no_recorder = damaged_run("no_recorder", lambda s: {k: v for k, v in s.items() if k != "recorder"})
+
+    # the command line's edges: seed files, and a FIFO where a file belongs
+    f.seed_latin1 = write("seeds/latin1.txt", "caf\xe9 ROMEO:".encode("latin-1"))
+    f.seed_big = write("seeds/big.txt", b"a" * ((1 << 20) + 1))
+    f.seed_empty = write("seeds/empty.txt", b"")
+    f.seed_unknown = write("seeds/unknown.txt", "ROMEO \u00a7\n")
+    f.seed_dir = root / "seeds"
     return f
 
 
@@ -282,13 +288,15 @@ class Case:
     code: int
     message: str
     marks: tuple = ()
+    input: object = None  # f -> bytes on stdin
 
 
 # ---- the command line
 COMMAND_LINE = [
     Case("unknown flag", lambda f, o: gen(f, "--seed", "a", "--bogus"), 2, "No such option '--bogus'"),
     Case("unknown command", lambda f, o: ["frobnicate"], 2, "No such command 'frobnicate'"),
-    Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2, "--seed TEXT or --seed-file PATH"),
+    Case("missing --seed", lambda f, o: ["generate", "--model", str(f.model)], 2,
+         "Missing option '--seed' (or '--seed-file')"),
     Case("non-integer --length", lambda f, o: gen(f, "--seed", "a", "--length", "ten"), 2,
          "'ten' is not a valid integer"),
     Case("--resume with --init-from", lambda f, o: [*train_args(f, o), "--resume", "--init-from", str(f.model)], 2,
@@ -320,9 +328,29 @@ COMMAND_LINE = [
          "did you mean lstm?"),
     Case("--seed and --seed-file", lambda f, o: gen(f, "--seed", "a", "--seed-file", str(f.text)), 2,
          "--seed and --seed-file both give the seed; pass only one"),
-    Case("info of a missing model", lambda f, o: ["info", str(f.root / "none.keras")], 2, "does not exist"),
-    Case("--init-from a missing model", lambda f, o: [*train_args(f, o), "--init-from", str(f.root / "none.keras")], 2,
-         "does not exist"),
+    Case("--seed-file - with --interactive", lambda f, o: gen(f, "--seed-file", "-", "--interactive"), 2,
+         "--seed-file - reads stdin, where --interactive reads your choices"),
+    Case("--output - with --json", lambda f, o: gen(f, "--seed", "a", "--json", "--output", "-"), 2,
+         "--output - is stdout, where --json already writes"),
+    Case("--output /dev/stdout with --interactive", lambda f, o: gen(f, "--seed", "a", "--interactive", "--output",
+                                                                     "/dev/stdout"), 2,
+         "is stdout, where --interactive already writes"),
+    Case("--output names a closed descriptor", lambda f, o: gen(f, "--seed", "a", "--output", "/dev/fd/97"), 2,
+         "--output /dev/fd/97 names descriptor 97, which is not open"),
+    Case("--output /proc/self/fd of a closed descriptor", lambda f, o: gen(f, "--seed", "a", "--output",
+                                                                           "/proc/self/fd/98"), 2,
+         "names descriptor 98, which is not open"),
+    Case("info on a missing model", lambda f, o: ["info", str(f.root / "none.keras")], 2,
+         "does not exist; check the path, or train one"),
+    Case("evaluate with a missing model", lambda f, o: ["evaluate", "--model", str(f.root / "none.keras"),
+                                                        "--text", str(f.text)], 2, "does not exist; check the path"),
+    Case("--init-from a missing model", lambda f, o: [*train_args(f, o), "--init-from", str(f.root / "none.keras")],
+         2, "does not exist; check the path"),
+    Case("model is a FIFO", lambda f, o: ["info", str(f.fifo)], 2, "is not a regular file (a pipe or a device)"),
+    Case("model is /dev/zero", lambda f, o: ["generate", "--model", "/dev/zero", "--seed", "a"], 2,
+         "is not a regular file"),
+    Case("plot a missing directory", lambda f, o: ["plot", str(f.root / "no-run")], 2,
+         "no-run does not exist; give the run directory of a `textgen train` run"),
 ]
 
 # ---- config files
@@ -477,19 +505,31 @@ SEEDS_AND_SAMPLERS = [
                                                   "/proc/textgen-samples.txt"), 1, "cannot be written"),
     Case("--output is a directory", lambda f, o: gen(f, "--seed", "a", "--output", str(f.root)), 2,
          "is a directory"),
-    Case("seed with a byte that is not UTF-8", lambda f, o: gen(f, "--seed", "ROMEO\udcff"), 2,
-         "the seed holds bytes that are not UTF-8 (at character 6)"),
+    Case("seed not UTF-8 (argv byte 0xff)", lambda f, o: gen(f, "--seed", "ROMEO\udcff"), 2,
+         "the seed is not UTF-8 (byte 0xff at character 5)"),
+    Case("seed with a lone surrogate", lambda f, o: gen(f, "--seed", "a\ud800b"), 2, "the seed is not UTF-8"),
+    Case("--stop not UTF-8", lambda f, o: gen(f, "--seed", "a", "--stop", "\udcfe"), 2,
+         "a stop string is not UTF-8 (byte 0xfe"),
+    Case("--json with a seed that is not UTF-8", lambda f, o: gen(f, "--seed", "\udce9t\udce9", "--json"), 2,
+         "the seed is not UTF-8"),
     Case("--seed-file missing", lambda f, o: gen(f, "--seed-file", str(f.root / "none.txt")), 2,
-         "No such file or directory"),
-    Case("--seed-file is a directory", lambda f, o: gen(f, "--seed-file", str(f.empty_dir)), 2,
-         "is not a regular file"),
-    Case("--seed-file is /dev/zero", lambda f, o: gen(f, "--seed-file", "/dev/zero"), 2, "is not a regular file"),
-    Case("--seed-file is a FIFO", lambda f, o: gen(f, "--seed-file", str(f.fifo)), 2, "is not a regular file"),
-    Case("--seed-file not UTF-8", lambda f, o: gen(f, "--seed-file", str(f.bad_utf8)), 2,
-         "the seed is not UTF-8 (byte offset 900)"),
-    Case("--seed-file empty", lambda f, o: gen(f, "--seed-file", str(f.empty_corpus)), 2, "the seed is empty"),
-    Case("--seed-file outside the vocabulary", lambda f, o: gen(f, "--seed-file", str(f.odd_seed)), 2,
+         "none.txt does not exist; check the path"),
+    Case("--seed-file is a directory", lambda f, o: gen(f, "--seed-file", str(f.seed_dir)), 2,
+         "is a directory; give a UTF-8 text file"),
+    Case("--seed-file not UTF-8", lambda f, o: gen(f, "--seed-file", str(f.seed_latin1)), 2,
+         "is not UTF-8 (byte 0xe9 at offset 3); save the seed as UTF-8"),
+    Case("--seed-file past 1 MiB", lambda f, o: gen(f, "--seed-file", str(f.seed_big)), 2,
+         "holds more than 1 MiB; a seed is the start of a text"),
+    Case("--seed-file empty", lambda f, o: gen(f, "--seed-file", str(f.seed_empty)), 2, "the seed is empty"),
+    Case("--seed-file outside the vocabulary", lambda f, o: gen(f, "--seed-file", str(f.seed_unknown)), 2,
          "'\u00a7' is not in the model's vocabulary"),
+    Case("--seed-file is a FIFO", lambda f, o: gen(f, "--seed-file", str(f.fifo)), 2,
+         "is not a regular file (a pipe or a device); give a file, or --seed-file - to read stdin"),
+    Case("--seed-file is /dev/zero", lambda f, o: gen(f, "--seed-file", "/dev/zero"), 2, "is not a regular file"),
+    Case("--seed-file - past 1 MiB on stdin", lambda f, o: gen(f, "--seed-file", "-"), 2,
+         "stdin holds more than 1 MiB", input=lambda f: b"a" * ((1 << 20) + 5)),
+    Case("--seed-file - not UTF-8 on stdin", lambda f, o: gen(f, "--seed-file", "-"), 2,
+         "stdin is not UTF-8 (byte 0xff at offset 2)", input=lambda f: b"ab\xff"),
     Case("--output is the model", lambda f, o: gen(f, "--seed", "a", "--output", str(f.model)), 2,
          "is the model being read"),
     Case("--output is a FIFO nobody reads", lambda f, o: gen(f, "--seed", "a", "--length", "5", "--output",
@@ -623,7 +663,8 @@ def snapshot(*roots: Path) -> dict[Path, bytes | None]:
 def test_bad_input_is_answered(case, files, tmp_path):
     out = tmp_path / "out"
     before = snapshot(files.root, files.model.parent)
-    result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)])
+    result = CliRunner().invoke(cli, [str(a) for a in case.args(files, out)],
+                                input=case.input(files) if case.input else None)
     check_answer(result, case.code, case.message)
     # nothing left behind: no run directory content, no temporary files, and every input file
     # (the broken files and the trained run) byte for byte as it was, with nothing added

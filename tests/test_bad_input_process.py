@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_overrides
 from test_bad_input import build_files, gen, leftovers, snapshot, train_args
 
-TEXTGEN = f"{sys.executable} -m textgen"
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
 
 
@@ -73,12 +74,11 @@ def check_process_answer(done: subprocess.CompletedProcess, case: ProcessCase) -
 
 COMMAND_LINE = [
     ProcessCase("unknown command, in a real process", lambda f, o: ["frobnicate"], 2, "No such command"),
-    ProcessCase("seed with a non-UTF-8 byte in argv", lambda f, o: gen(f, "--seed", b"ROMEO:\xff"), 2,
-                "the seed holds bytes that are not UTF-8"),
 ]
 
 INPUT_FILES = [
-    ProcessCase("missing --seed, in a real process", lambda f, o: gen(f), 2, "--seed TEXT or --seed-file PATH"),
+    ProcessCase("missing --seed, in a real process", lambda f, o: gen(f), 2,
+                "Missing option '--seed' (or '--seed-file')"),
     ProcessCase("--config is a FIFO", lambda f, o: ["train", "--config", f.fifo, "--output", o], 2,
                 "is not a regular file (a FIFO)"),
     ProcessCase("--config /dev/zero", lambda f, o: ["train", "--config", "/dev/zero", "--output", o], 2,
@@ -119,32 +119,87 @@ INPUT_FILES = [
                 "characters the model's vocabulary lacks", stdin=lambda f: "\u00a7\u00b6 text\n".encode()),
 ]
 
+def tg(*args) -> str:
+    """`python -m textgen ARGS` as a shell word list."""
+    return shlex.join([sys.executable, "-m", "textgen", *map(str, args)])
+
+
+def pipefail(line: str) -> str:
+    """A pipeline whose status is textgen's when textgen fails (bash's own is the last command's)."""
+    return f"set -o pipefail; {line}"
+
+
+def kept_log(f, o, *args, redirect=">> {log}", check="") -> str:
+    """`generate ... --output X` with stdout (or another descriptor) appended to a log that already holds a
+    line: the status is 0 only when that line is still there and the sample is in the log exactly once."""
+    log = shlex.quote(str(o / "log.txt"))
+    return (f"mkdir -p {shlex.quote(str(o))} && echo earlier > {log} && "
+            f"{tg(*gen(f, '--seed', 'ROMEO:', '--length', '5', '--random-seed', '1', *args))} "
+            f"{redirect.format(log=log)} && head -n 1 {log} | grep -qx earlier && "
+            f"test \"$(grep -c '^ROMEO:' {log})\" = 1 {check}")
+
+
+def tiny_train(f, o, *redirect) -> str:
+    return " ".join([tg("train", *[a for s in tiny_overrides(f.corpus, o, **{"training.epochs": 1})
+                                   for a in ("--set", s)]), *redirect])
+
+
 OUTPUTS_AND_SIGNALS = [
-    ProcessCase("reader closes the pipe early", None, 141, "", ok_codes=(0,),
-                shell=lambda f, o: f"{TEXTGEN} generate --model {f.model} --seed A --length 20000 | head -c 10"
-                                   " >/dev/null; exit ${PIPESTATUS[0]}"),
-    ProcessCase("info into a pipe closed at once", None, 141, "", ok_codes=(0,),
-                shell=lambda f, o: f"{TEXTGEN} info {f.model} | true; exit ${{PIPESTATUS[0]}}"),
-    ProcessCase("--output /dev/stdout appended to a log", None, 0, "",
-                shell=lambda f, o: f"mkdir -p {o} && printf 'old line\\n' > {o}/log.txt && "
-                                   f"{TEXTGEN} generate --model {f.model} --seed A --length 50 --random-seed 1 "
-                                   f"--output /dev/stdout >> {o}/log.txt && head -1 {o}/log.txt | grep -qx 'old line' "
-                                   f"&& test $(wc -l < {o}/log.txt) -ge 2"),
-    ProcessCase("--output - is standard output", None, 0, "",
-                shell=lambda f, o: f"test \"$({TEXTGEN} generate --model {f.model} --seed A --length 9 --random-seed 1 "
-                                   f"--output -)\" = \"$({TEXTGEN} generate --model {f.model} --seed A --length 9 "
-                                   f"--random-seed 1)\""),
-    ProcessCase("info with standard output closed", None, 0, "", shell=lambda f, o: f"{TEXTGEN} info {f.model} >&-"),
-    ProcessCase("generate with standard output and error closed", None, 0, "",
-                shell=lambda f, o: f"{TEXTGEN} generate --model {f.model} --seed A --length 20 >&- 2>&-"),
-    ProcessCase("train with standard output closed", None, 1, "looks binary",
-                shell=lambda f, o: f"{TEXTGEN} train --set \"corpus.paths=['{f.nul_corpus}']\" --output {o} >&-"),
-    ProcessCase("--seed-file - reads standard input", lambda f, o: gen(f, "--seed-file", "-", "--length", "5"), 0, "",
+    ProcessCase("generate into a pipe closed early", lambda f, o: [], 0, "", ok_codes=(141,),
+                shell=lambda f, o: pipefail(f"{tg(*gen(f, '--seed', 'ROMEO:', '--length', '3000'))} | head -c 10")),
+    ProcessCase("info into a pipe nobody reads", lambda f, o: [], 0, "", ok_codes=(141,),
+                shell=lambda f, o: pipefail(f"{tg('info', f.model)} | true")),
+    ProcessCase("evaluate into a pipe nobody reads", lambda f, o: [], 0, "", ok_codes=(141,),
+                shell=lambda f, o: pipefail(f"{tg('evaluate', '--model', f.model, '--text', f.text)} | true")),
+    ProcessCase("train's output into a pipe closed early", lambda f, o: [], 0, "", ok_codes=(141,),
+                shell=lambda f, o: pipefail(f"{tiny_train(f, o)} | head -c 100")),
+    ProcessCase("train with stdout closed", lambda f, o: [], 0, "",
+                shell=lambda f, o: f"{tiny_train(f, o, '>&-')} && test -s {o / 'model.keras'}"),
+    ProcessCase("train with stdout and stderr closed", lambda f, o: [], 0, "",
+                shell=lambda f, o: f"{tiny_train(f, o, '>&-', '2>&-')} && test -s {o / 'model.keras'}"),
+    ProcessCase("info with stdout and stderr closed", lambda f, o: [], 0, "",
+                shell=lambda f, o: f"{tg('info', f.model)} >&- 2>&-"),
+    ProcessCase("evaluate with stderr closed", lambda f, o: [], 0, "",
+                shell=lambda f, o: f"{tg('evaluate', '--model', f.model, '--text', f.text)} 2>&- "
+                                   "| grep perplexity >/dev/null"),
+    ProcessCase("a usage error with stderr closed", lambda f, o: [], 2, "",
+                shell=lambda f, o: f"{tg(*gen(f, '--seed', ''))} 2>&-"),
+    ProcessCase("--output /dev/stdout appended to a log", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", "/dev/stdout")),
+    ProcessCase("--output - appended to a log", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", "-")),
+    ProcessCase("--output /proc/self/fd/1 appended to a log", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", "/proc/self/fd/1")),
+    ProcessCase("--output /dev/fd/3 appended to a log", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", "/dev/fd/3", redirect="3>> {log} >/dev/null")),
+    ProcessCase("--output /dev/stderr appended to a log", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", "/dev/stderr", redirect="2>> {log} >/dev/null")),
+    ProcessCase("--output the log that stdout appends to", lambda f, o: [], 0, "",
+                shell=lambda f, o: kept_log(f, o, "--output", o / "log.txt")),
+    ProcessCase("--output a link to /dev/stdout", lambda f, o: [], 0, "",
+                shell=lambda f, o: f"mkdir -p {o} && ln -s /dev/stdout {o / 'link'} && "
+                                   + kept_log(f, o, "--output", o / "link")),
+    ProcessCase("seed with byte 0xff in argv", lambda f, o: gen(f, "--seed", b"ROMEO\xff"), 2,
+                "the seed is not UTF-8 (byte 0xff at character 5)"),
+    ProcessCase("--stop with byte 0xfe in argv", lambda f, o: gen(f, "--seed", "a", "--stop", b"\xfe"), 2,
+                "a stop string is not UTF-8 (byte 0xfe"),
+    ProcessCase("--seed-file - from a pipe", lambda f, o: gen(f, "--seed-file", "-", "--length", "5"), 0, "",
                 stdin=lambda f: b"ROMEO:"),
-    ProcessCase("--seed-file - with bytes that are not UTF-8", lambda f, o: gen(f, "--seed-file", "-"), 2,
-                "the seed is not UTF-8 (byte offset 5)", stdin=lambda f: b"ROMEO\xff"),
-    ProcessCase("--seed-file - on empty standard input", lambda f, o: gen(f, "--seed-file", "-"), 2,
-                "the seed is empty", stdin=lambda f: b""),
+    ProcessCase("--seed-file /dev/stdin from a pipe", lambda f, o: gen(f, "--seed-file", "/dev/stdin", "--length", "5"),
+                0, "", stdin=lambda f: b"ROMEO:"),
+    ProcessCase("--seed-file - from /dev/zero", lambda f, o: [], 2, "stdin holds more than 1 MiB",
+                shell=lambda f, o: f"{tg(*gen(f, '--seed-file', '-'))} < /dev/zero"),
+    ProcessCase("--seed-file /dev/stdin from /dev/zero", lambda f, o: [], 2, "holds more than 1 MiB",
+                shell=lambda f, o: f"{tg(*gen(f, '--seed-file', '/dev/stdin'))} < /dev/zero"),
+    ProcessCase("--seed-file - not UTF-8", lambda f, o: gen(f, "--seed-file", "-"), 2,
+                "stdin is not UTF-8 (byte 0xff at offset 5)", stdin=lambda f: b"ROMEO\xff"),
+    ProcessCase("--seed-file a FIFO nobody writes", lambda f, o: gen(f, "--seed-file", f.fifo), 2,
+                "is not a regular file (a pipe or a device)"),
+    ProcessCase("info on a FIFO", lambda f, o: ["info", f.fifo], 2, "is not a regular file (a pipe or a device)"),
+    ProcessCase("interactive line not UTF-8", lambda f, o: [], 0, "",
+                shell=lambda f, o: pipefail(f"printf '+\\377\\nq\\n' | "
+                                            f"{tg(*gen(f, '--seed', 'ROMEO:', '--interactive'))} "
+                                            "| grep 'that line is not UTF-8; type it again' >/dev/null")),
 ]
 
 # ---- textgen's own files read back: damaged checkpoints and model files
@@ -176,44 +231,80 @@ def test_bad_input_is_answered_in_a_real_process(case, files, tmp_path):
 
 
 # --------------------------------------------------------------------------- signals
+# A signal must arrive while the command works, which a table row cannot time: each case waits
+# for a sign of work (TensorFlow loaded, text streamed, an epoch written) and then sends it.
+# A process that ends by a signal shows as -N to Python and as 128+N to a shell: 130 for Ctrl-C
+# (SIGINT), 143 for SIGTERM, 129 for SIGHUP.
+
+def started(*args, cwd=None) -> subprocess.Popen:
+    """`python -m textgen ARGS` with Ctrl-C's default action, as a terminal starts it (a suite run from a
+    background shell ignores SIGINT, and textgen leaves an ignored signal ignored)."""
+    return subprocess.Popen([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def spawn(args, **popen):
-    """`python -m textgen ARGS` with Ctrl-C's default action (pytest-xdist workers ignore SIGINT)."""
-    return subprocess.Popen([sys.executable, "-m", "textgen", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                            **popen)
+def wait_until(condition, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the command did not start working in time"
+        time.sleep(0.02)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
-                         ids=["Ctrl-C", "SIGTERM", "SIGHUP"])
-def test_a_signal_ends_generate_with_128_plus_its_number_and_no_output_file(sig, code, files, tmp_path):
-    out = tmp_path / "samples.txt"
-    process = spawn(gen(files, "--seed", "A", "--length", "50000000", "--output", out))
-    assert process.stdout.read(1) == b"A"  # generating (the seed is printed, then each piece)
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=LIMIT)
-    assert process.returncode == code, err.decode()
-    assert "Traceback" not in err.decode() and "Error" not in err.decode()
-    assert not out.exists() and leftovers(tmp_path) == []
+def tensorflow_loaded(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtensorflow" in maps.read()
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(sig, code, small_corpus, tmp_path):
-    from conftest import tiny_overrides
-    from textgen.generate import load_keras_model
+def test_ctrl_c_while_generating_ends_quietly_by_it_and_writes_no_output(files, tmp_path):
+    target = tmp_path / "samples.txt"
+    process = started(*gen(files, "--seed", "ROMEO:", "--length", "100000", "--output", target))
+    assert process.stdout.read(8).startswith(b"ROMEO:")  # streaming: the model is working
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=LIMIT)
+    assert process.returncode == -signal.SIGINT, err  # a shell shows 130
+    assert err == b""  # no "Aborted!", no traceback
+    assert list(tmp_path.iterdir()) == []  # neither the --output file nor a temporary one
 
+    # a hangup textgen was told to ignore (nohup) does not stop it: generation runs to its end
+    process = subprocess.Popen(["nohup", sys.executable, "-m", "textgen",
+                                *map(str, gen(files, "--seed", "ROMEO:", "--length", "300"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert process.stdout.read(6) == b"ROMEO:"
+    process.send_signal(signal.SIGHUP)
+    out, err = process.communicate(timeout=LIMIT)
+    assert process.returncode == 0 and len(out) == 300 + 1, err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "prepare", "info"])
+def test_ctrl_c_ends_every_command_with_130_and_no_message(files, tmp_path, command):
+    args = {"evaluate": ["evaluate", "--model", files.model, "--text", files.corpus],
+            "prepare": ["prepare", *[a for s in tiny_overrides(files.corpus, tmp_path / "run") for a in ("--set", s)]],
+            "info": ["info", files.model]}[command]
+    process = started(*args)
+    wait_until(lambda: tensorflow_loaded(process.pid), process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=LIMIT)
+    assert process.returncode == -signal.SIGINT, err
+    assert b"Traceback" not in err and b"Aborted" not in err and b"Error" not in err
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGTERM, id="SIGTERM"),
+                                    pytest.param(signal.SIGHUP, id="SIGHUP")])
+def test_sigterm_and_sighup_stop_training_with_a_checkpoint_and_say_how_to_continue(files, tmp_path, signum):
     out = tmp_path / "run"
-    sets = [a for o in tiny_overrides(small_corpus, out, **{"training.epochs": 500}) for a in ("--set", o)]
-    process = spawn(["train", *sets], cwd=tmp_path)
-    deadline = time.monotonic() + LIMIT * 2
-    while not (out / "history.csv").exists():  # an epoch is done: there is a model and a checkpoint
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(sig)
-    stdout, stderr = (stream.decode() for stream in process.communicate(timeout=LIMIT * 2))
-    assert process.returncode == code, stderr
-    assert "stopping after this step" in stdout and "Traceback" not in stderr
-    assert "training interrupted at" in stderr and stderr.rstrip().endswith("--resume")
-    load_keras_model(out / "model.keras")
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["global_step"] > 0
+    sets = [a for s in tiny_overrides(files.corpus, out, **{"training.epochs": 500}) for a in ("--set", s)]
+    process = started("train", *sets, cwd=tmp_path)
+    wait_until(lambda: (out / "history.csv").exists(), process)  # an epoch is done: training is under way
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=LIMIT)
+    assert process.returncode == -signum, stderr
+    assert b"stopping after this step and saving the training state" in stdout
+    errors = [line for line in stderr.decode().splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0].startswith("Error: training interrupted at ")
+    assert "the training state is saved" in errors[0] and errors[0].endswith("--resume")
+    assert b"Traceback" not in stderr
+    assert (out / "checkpoint" / "state.json").exists() and leftovers(out) == []
+

@@ -80,14 +80,14 @@ def loaded_tensorflow(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
-def test_ctrl_c_while_tensorflow_imports_aborts_without_a_traceback(trained_model):
+def test_ctrl_c_while_tensorflow_imports_ends_quietly_by_the_signal(trained_model):
     process = textgen_process("info", trained_model)
     deadline = time.monotonic() + 120
     while not loaded_tensorflow(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # TensorFlow's library loads early in its import, which the command starts after parsing
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert (process.returncode, out, err.strip()) == (130, "", "Aborted!")
+    assert (process.returncode, out, err) == (-signal.SIGINT, "", "")  # a shell shows 130
 
 
 @pytest.mark.parametrize("where", ["before the command", "after it"])
@@ -188,10 +188,7 @@ def test_bad_model_paths(tmp_path, kind, message):
     path = _bad_model_files(tmp_path)[kind]
     result = run("generate", "--model", path, "--seed", "a")
     assert result.exit_code == (2 if kind == "missing" else 1) and message in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert "Traceback" not in result.output and len(errors) == 1 and message in errors[0]
-    if kind != "missing":  # a usage error (a missing file) also shows click's usage lines
-        assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and result.output.strip().splitlines()[-1].startswith("Error: ")
 
 
 def test_truncated_model_file(trained_model, tmp_path):
@@ -246,7 +243,7 @@ def test_unwritable_output_directory_is_checked_before_training(tmp_path, small_
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    (tmp_path / "x.keras").write_text("not a zip archive\n")
+    (tmp_path / "x.keras").write_text("not a zip")
     result = CliRunner().invoke(cli, ["--debug", "info", str(tmp_path / "x.keras")])
     assert result.exit_code != 0 and result.exception is not None
     assert type(result.exception).__name__ == "ModelFileError"

@@ -223,3 +223,28 @@ def test_a_seed_is_read_like_a_corpus_line_ends_and_byte_order_mark(trained_mode
     pasted = generate(trained_model, "--seed", "\ufeffROMEO:\r\nI will", *args)
     assert plain.exit_code == pasted.exit_code == 0, pasted.output
     assert pasted.output == plain.output and plain.output.startswith("ROMEO:\nI will")
+
+
+def test_seed_file_gives_the_same_text_as_seed_and_keeps_its_final_newline(trained_model, tmp_path):
+    args = ("--length", "30", "--random-seed", "5")
+    seed = tmp_path / "seed.txt"
+    seed.write_bytes(b"\xef\xbb\xbfROMEO:\r\nI will")  # a byte-order mark and CRLF, as a Windows editor saves
+    by_flag, by_file = generate(trained_model, "--seed", "ROMEO:\nI will", *args), generate(
+        trained_model, "--seed-file", seed, *args)
+    assert by_flag.exit_code == by_file.exit_code == 0, by_file.output
+    assert by_file.output == by_flag.output and by_file.output.startswith("ROMEO:\nI will")
+    seed.write_text("ROMEO:\n")
+    from_stdin = generate(trained_model, "--seed-file", "-", *args, input=b"ROMEO:\n")
+    assert from_stdin.output == generate(trained_model, "--seed-file", seed, *args).output
+    assert from_stdin.output.startswith("ROMEO:\n") and from_stdin.exit_code == 0
+
+
+def test_output_dash_writes_the_samples_once_to_stdout(trained_model, tmp_path):
+    args = ("--seed", "A", "--length", "20", "--random-seed", "2", "--num-samples", "2")
+    samples = tmp_path / "samples.txt"
+    assert generate(trained_model, *args, "--output", samples).exit_code == 0
+    result = generate(trained_model, *args, "--output", "-")
+    assert result.exit_code == 0, result.output
+    assert result.output == samples.read_text()  # as --output writes them, without the display before them
+    assert not (tmp_path / "-").exists() and not os.path.exists("-")
+

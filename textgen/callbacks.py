@@ -251,10 +251,13 @@ class TrainingStopped(Exception):
 
 
 class StopRequest:
-    """Set by a signal handler; read by StopGuard between steps."""
+    """Set by a signal handler; read by StopGuard between steps. `reason` names the signal (SIGINT)."""
 
     def __init__(self):
         self.reason: str | None = None
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class StopGuard(keras.callbacks.Callback):
@@ -291,7 +294,10 @@ class StopGuard(keras.callbacks.Callback):
 def stop_on_signals(echo: Callable[[str], None]) -> Iterator[StopRequest]:
     """Turn the first Ctrl-C, SIGTERM or SIGHUP into a stop request; a second one stops at once.
 
-    Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default.
+    SIGHUP (the terminal or ssh session went away) is a request to stop like SIGTERM, so a
+    run started without nohup still saves its state. A signal the process ignores (under
+    nohup, or Ctrl-C in a background job) stays ignored. Signal handlers can only be set from
+    the main thread; elsewhere the signals keep what they had.
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -305,10 +311,8 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[StopRequest]:
         echo("\nstopping after this step and saving the training state "
              "(press Ctrl-C again to quit at once without saving)")
 
-    # SIGHUP (the terminal closed, or a session manager's stop) ends a run as SIGTERM does;
-    # Windows has no SIGHUP.
-    signals = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    watched = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in watched}
     try:
         yield request
     finally:

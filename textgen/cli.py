@@ -3,15 +3,16 @@
 Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
 usage errors exit with 2, runtime errors with 1; an operating-system error the library did
 not foresee (a full disk) is a runtime error too. `--debug` shows the traceback instead.
-A command stopped by a signal exits with 128 + its number (130 for Ctrl-C, 143 for SIGTERM,
-129 for SIGHUP), and one whose reader closed the pipe early ends quietly with 141, as
-programs that SIGPIPE ends do.
+
+The process ends as Unix tools do when it is stopped: after Ctrl-C, SIGTERM or SIGHUP it
+cleans up (training saves its state first) and then dies by that signal, so a shell sees
+130, 143 or 129 and a script running textgen stops with it; a reader that closes the pipe
+early (`| head`) ends it by SIGPIPE (141), without a message. A closed stdout or stderr
+(`>&-`) is written nowhere.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import os
 import signal
@@ -24,56 +25,24 @@ from textgen import __version__, load_keras_objects
 from textgen.errors import TextgenError, UsageError
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (temporary files are removed on the way)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Ended(BaseException):
+    """The command was stopped by `signum` (or its reader left, SIGPIPE): no message, no exit code
+    of its own. A BaseException, so click passes it through to `main`, which ends the process."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
 
 
-class _PipeClosed(Exception):
-    """Standard output's reader went away; not an OSError, so click leaves it to `main`."""
-
-
 class TextgenGroup(click.Group):
     """A group that turns library errors into one-line messages with documented exit codes."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        _open_closed_streams()
-        try:
-            with _signals_unwind():
-                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            code = code if isinstance(code, int) else 0
-            sys.stdout.flush()
-        except click.exceptions.Abort as exc:  # Ctrl-C, or end of input at a prompt
-            _show(lambda: click.echo("Aborted!", err=True))
-            code = 128 + signal.SIGINT if _by_ctrl_c(exc) else 1
-        except Terminated as exc:
-            _show(lambda: click.echo("Aborted!", err=True))
-            code = 128 + exc.signum
-        except click.ClickException as exc:
-            _show(exc.show)
-            code = exc.exit_code
-        except (_PipeClosed, BrokenPipeError):
-            code = 128 + 13  # SIGPIPE's number on every Unix
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-            code = 128 + 13
-        if code == 128 + 13:
-            _silence(sys.stdout)
-        sys.exit(code)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except BrokenPipeError:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _PipeClosed() from None
         except UsageError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -82,6 +51,10 @@ class TextgenGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            raise Ended(signal.SIGPIPE) from None  # the reader left: a normal end, not an error
+        except KeyboardInterrupt:
+            raise Ended(signal.SIGINT) from None  # main() dies by the signal that really arrived
         except OSError as exc:
             # The library names the files it expects trouble with; this catches what it cannot
             # foresee (a disk that fills up, a file removed under it) so it is still one line.
@@ -94,64 +67,6 @@ class TextgenGroup(click.Group):
             raise click.ClickException(
                 "out of memory; use a smaller network (model.units, model.layers), fewer windows per step "
                 "(training.batch_size) or, when generating, fewer --num-samples") from None
-
-
-def _by_ctrl_c(exc: BaseException) -> bool:
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, KeyboardInterrupt)
-
-
-@contextlib.contextmanager
-def _signals_unwind():
-    """SIGTERM and SIGHUP unwind the command as Ctrl-C does, instead of killing it where it
-    stands; training installs its own handlers, which save the state first."""
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        number = getattr(signal, name, None)
-        if number is None:  # Windows has no SIGHUP
-            continue
-
-        def handler(signum, frame):
-            raise Terminated(signum)
-
-        try:
-            previous[number] = signal.signal(number, handler)
-        except ValueError:  # not the main thread: leave signals alone
-            break
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
-def _open_closed_streams() -> None:
-    """Give closed standard streams (`textgen train >&-`) /dev/null, so nothing else takes
-    their descriptor numbers and printing goes nowhere instead of failing."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
-    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
-
-
-def _show(report) -> None:
-    try:
-        report()
-    except OSError:  # stderr closed or its reader gone: the exit code still tells
-        pass
-
-
-def _silence(stream) -> None:
-    """Point a stream whose reader went away at /dev/null, so the interpreter's last flush
-    does not print 'Exception ignored ... BrokenPipeError'."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -197,8 +112,88 @@ def _quiet_libraries(verbose: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    cli(prog_name="textgen")
+    """Console entry point: run the command, then end as the signals it received say."""
+    _attach_closed_streams()
+    stops = StopSignals()
+    try:
+        cli.main(prog_name="textgen")  # click's standalone mode ends with SystemExit
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    except Ended as end:
+        code = end.signum
+        _die_by(stops.first() or end.signum)
+    signum = stops.first()
+    if signum:  # training stopped on it and reported what it kept; the status still says why it ended
+        _die_by(signum)
+    sys.exit(code)
+
+
+def _attach_closed_streams() -> None:
+    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null, so nothing is written nowhere by
+    accident: without it the first file textgen opens would take descriptor 1 or 2 and receive
+    what was meant for the terminal, and `sys.stdout` would be None."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", errors="replace", closefd=False))
+
+
+class StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt, so whatever runs cleans up on its way out,
+    and the interpreter notes every signal that arrives on a pipe (`signal.set_wakeup_fd`): that
+    also covers signals that training's own handlers (`textgen.callbacks.stop_on_signals`) take.
+    A signal ignored when textgen starts (`nohup`, a background job) stays ignored."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+        self._pipe = None
+        if sys.platform == "win32":
+            return
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        try:
+            signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: leave signals as they are
+            os.close(read), os.close(write)
+            return
+        self._pipe = read
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, _interrupt)
+
+    def first(self) -> int | None:
+        """The first stop signal received so far, or None."""
+        if self._pipe is not None:
+            try:
+                self.seen.extend(os.read(self._pipe, 512))
+            except BlockingIOError:
+                pass
+        return next((s for s in self.seen if s in STOP_SIGNALS), None)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _die_by(signum: int) -> None:
+    """End the process as killed by `signum`, after writing out what is buffered."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # a reader that left, or a stream already closed: nothing more can reach it
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # not reached unless the signal is somehow held back
 
 
 def _after_parsing(callback):
@@ -206,7 +201,7 @@ def _after_parsing(callback):
 
     The `textgen` process defers that import (see the package docstring) until a command has
     parsed its arguments, so `--help`, `--version` and usage errors never wait for it, and a
-    Ctrl-C during it reaches click, which prints `Aborted!` rather than a traceback.
+    Ctrl-C during it ends the command quietly rather than with a traceback.
     """
     @functools.wraps(callback)
     def run(*args, verbose=False, debug=False, **kwargs):

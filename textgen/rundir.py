@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import write_text_atomic
+from textgen.saving import remove_temporaries, write_text_atomic
 
 MANIFEST_FILE = ".textgen-run.json"
 LOCK_FILE = ".textgen-run.lock"
@@ -40,6 +40,10 @@ OWN_FILES = {
     "cache": ("ids.bin", "meta.json", "tokenizer.json", "stdin.txt", ".ids.bin.*", ".meta.json.*", ".tokenizer.json.*",
               ".stdin.txt.*"),
 }
+# The temporary files textgen's writers leave at the top of a run directory when killed (name:
+# the suffix after mkstemp's random part); checkpoint/ and cache/ clear their own.
+TEMPORARIES = {"model.keras": ".tmp.keras", "config.yaml": ".tmp", "history.csv": ".tmp", "loss.png": ".tmp.png",
+               MANIFEST_FILE: ".tmp"}
 # The files of a finished or unfinished run that must not mix with a new one; model.keras is
 # left to be replaced by the new run's first good model.
 RUN_FILES = ("config.yaml", "history.csv", "loss.png")
@@ -69,6 +73,8 @@ class RunDirectory:
         try:
             self._acquire()
             self._claim()
+            remove_temporaries(self.path, TEMPORARIES)  # safe under the lock: no other writer is at work
+            remove_temporaries(self.path / "cache", {"stdin.txt": ".tmp"})
         except BaseException:
             self._release(remove_if_empty=True)
             raise

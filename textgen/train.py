@@ -94,13 +94,12 @@ class TrainingInterrupted(TextgenError):
     """Ctrl-C, SIGTERM or SIGHUP stopped training; `what` says what was kept, the message how to go on.
 
     `resumable` is False when no checkpoint was written yet: then only a new start can follow.
-    `signal` names the signal that stopped it (SIGINT for Ctrl-C).
     """
 
-    def __init__(self, what: str, resumable: bool = True, signal: str | None = None):
+    def __init__(self, what: str, resumable: bool = True):
         super().__init__(f"{what}; " + ("add --resume to the same command to continue" if resumable
                                         else "run the same command again to start over"))
-        self.what, self.resumable, self.signal = what, resumable, signal or "SIGINT"
+        self.what, self.resumable = what, resumable
 
 
 @dataclass
@@ -523,11 +522,10 @@ def _fit(run: _Run, started: float, echo, verbose: int, extra_callbacks: tuple =
                 averager.on_test_end()
             if not has_checkpoint(run.run_dir):
                 raise TrainingInterrupted("training stopped at once, before its first checkpoint: there is "
-                                          "nothing to resume from", resumable=False, signal=request.reason) from None
+                                          "nothing to resume from", resumable=False) from None
             raise TrainingInterrupted(f"training stopped at once without saving its last steps; "
-                                      f"{_kept(run, recorder)} and the last checkpoint is kept",
-                                      signal=request.reason) from None
-    return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo, request.reason)
+                                      f"{_kept(run, recorder)} and the last checkpoint is kept") from None
+    return _finish(run, recorder, checkpointer, stopped, initial_val_loss, echo)
 
 
 def _sample_every(run: _Run, seed_text: str, echo) -> int:
@@ -623,7 +621,7 @@ def _validate_partial_epoch(run: _Run, recorder: RunRecorder, val_ds, val_steps:
 
 
 def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stopped: str,
-            initial_val_loss: float | None, echo, signal: str | None = None) -> TrainResult:
+            initial_val_loss: float | None, echo) -> TrainResult:
     model, model_path, config = run.model, run.run_dir / MODEL_FILE, run.config
     step = global_step(model)
     epoch, within = divmod(step, run.steps_per_epoch)
@@ -649,7 +647,7 @@ def _finish(run: _Run, recorder: RunRecorder, checkpointer: Checkpointer, stoppe
         update_model_card(model_path, recorder.card_with_history(stopped=reason, steps=step))
     if stopped == "interrupt":
         raise TrainingInterrupted(f"training interrupted at {where}; the training state is saved and "
-                                  f"{_kept(run, recorder)}", signal=signal)
+                                  f"{_kept(run, recorder)}")
     if reason == "time_limit":
         echo(f"stopped at {where} after the {config.training.max_minutes:g}-minute budget "
              f"(training.max_minutes); {_kept(run, recorder)}; add --resume to continue "

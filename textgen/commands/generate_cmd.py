@@ -6,79 +6,96 @@ import errno
 import json
 import os
 import re
+import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from textgen.commands.params import ModelFile
 
-
-SEED_FILE_LIMIT = 64 << 20  # bytes: far past any seed worth reading, far below a mistaken /dev/zero
-_DESCRIPTOR = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)|dev)/fd/(\d+)$")
-_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
 
 
 def _normalised_seed(ctx, param, seed: str | None) -> str | None:
     if seed is None:
         return None
-    return _checked_seed(seed, "--seed")
+    return _normalise(_utf8(seed, "the seed", "type it in UTF-8, or save it as a UTF-8 file and pass --seed-file"))
 
 
-def _checked_seed(seed: str, where: str) -> str:
+def _utf8(text: str, what: str, fix: str = "type it in UTF-8") -> str:
+    """`text` from argv, refused when it holds bytes that are not UTF-8 (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(text[exc.start])
+        shown = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"{text[exc.start]!a}"
+        raise click.BadParameter(f"{what} is not UTF-8 ({shown} at character {exc.start}); {fix}") from None
+    return text
+
+
+def _normalise(seed: str) -> str:
     from textgen.corpus import normalise_text  # models never see CR or a BOM: corpora are read without them
 
-    try:
-        seed.encode("utf-8")
-    except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as lone surrogates
-        raise click.BadParameter(f"the seed holds bytes that are not UTF-8 (at character {exc.start + 1}); give "
-                                 "it as UTF-8 text", param_hint=where) from None
     return normalise_text(seed)
 
 
-def read_seed_file(path: str) -> str:
-    """The seed in a UTF-8 file, or on standard input for `-`; a FIFO or device other than
-    standard input is refused rather than waited on."""
-    import stat
+def _read_seed_file(path: str) -> str:
+    """The seed in a UTF-8 file, or on stdin for `-`. A FIFO or device is refused (it may never end),
+    and so is a file past SEED_FILE_LIMIT: a seed is the start of a text, not a corpus."""
+    from textgen.errors import UsageError
 
+    name = "stdin" if path == "-" else f"seed file {path}"
     if path == "-":
-        stream = sys.stdin
-        if stream is None or stream.isatty():
-            raise click.BadParameter("- reads the seed from standard input, which is a terminal or closed; pipe "
-                                     "it in: echo 'ROMEO:' | textgen generate --seed-file -", param_hint="--seed-file")
-        data = getattr(stream, "buffer", stream).read(SEED_FILE_LIMIT + 1)
-        data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+        stream = sys.stdin.buffer
+        data = stream.read(SEED_FILE_LIMIT + 1)
     else:
         try:
             mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise UsageError(f"seed file {path} does not exist; check the path") from None
         except OSError as exc:
-            raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--seed-file") from None
-        if not stat.S_ISREG(mode):
-            raise click.BadParameter(f"{path} is not a regular file; give a text file, or - and pipe the seed in",
-                                     param_hint="--seed-file")
-        with open(path, "rb") as handle:
-            data = handle.read(SEED_FILE_LIMIT + 1)
+            raise UsageError(f"seed file {path} cannot be read ({exc.strerror}); check the path") from None
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"seed file {path} is a directory; give a UTF-8 text file")
+        if not stat.S_ISREG(mode) and not _is_stdin(path):
+            raise UsageError(f"seed file {path} is not a regular file (a pipe or a device); give a file, "
+                             "or --seed-file - to read stdin")
+        try:
+            with open(path, "rb") as stream:
+                data = stream.read(SEED_FILE_LIMIT + 1)
+        except OSError as exc:
+            raise UsageError(f"seed file {path} cannot be read ({exc.strerror}); check its permissions") from None
     if len(data) > SEED_FILE_LIMIT:
-        raise click.BadParameter(f"the seed is longer than {SEED_FILE_LIMIT >> 20} MB; give a shorter one",
-                                 param_hint="--seed-file")
+        raise UsageError(f"{name} holds more than {SEED_FILE_LIMIT // (1 << 20)} MiB; a seed is the start of a text, "
+                         "give a shorter one")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise click.BadParameter(f"the seed is not UTF-8 (byte offset {exc.start}); convert it to UTF-8",
-                                 param_hint="--seed-file") from None
-    return _checked_seed(text, "--seed-file")
+        raise UsageError(f"{name} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the "
+                         "seed as UTF-8") from None
+    return _normalise(text)
+
+
+def _is_stdin(path: str) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(0))
+    except OSError:
+        return False
 
 
 @click.command()
 @click.option("--model", "model_path", default=None, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
                    "Shakespeare character model shipped with textgen]")
-@click.option("--seed", default=None, callback=_normalised_seed,
+@click.option("--seed", callback=_normalised_seed,
               help="Text to start from; printed before the generated text. Line ends and a byte-order mark "
-                   "are normalised as in a corpus. Required unless --seed-file is given.")
-@click.option("--seed-file", default=None, metavar="PATH",
-              help="Read the seed from this UTF-8 file, or from standard input for -, instead of --seed.")
+                   "are normalised as in a corpus. Give this or --seed-file.")
+@click.option("--seed-file", metavar="PATH", default=None,
+              help="Read the seed from this UTF-8 file (at most 1 MiB), or from stdin for -; kept as it is, "
+                   "final newline included.")
 @click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
 @click.option("--temperature", type=float, multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
@@ -95,7 +112,8 @@ def read_seed_file(path: str) -> str:
               help="Independent samples per temperature, generated as one batch.")
 @click.option("--min-length", type=int, default=0, show_default=True,
               help="Tokens to generate before a stop string or sentence end may end a sample.")
-@click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(_unescape(v) for v in values),
+@click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(_unescape(_utf8(v, "a stop string"))
+                                                                             for v in values),
               help="End a sample before this string; repeatable. \\n, \\t and \\\\ in it mean a newline, a tab "
                    "and a backslash, so --stop '\\n\\n' ends at a blank line.")
 @click.option("--end-at-sentence", is_flag=True, help="End each sample at the first sentence end after --min-length.")
@@ -103,10 +121,10 @@ def read_seed_file(path: str) -> str:
               help="Refuse seed words the model does not know instead of reading them as <unk>.")
 @click.option("--random-seed", type=int, default=None,
               help="Seed for sampling; the same seed, model and flags give the same text. [default: random]")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="Also write the samples to this file (one per block, separated by blank lines); - is "
-                   "standard output. A regular file is replaced whole once generation is done; /dev/stdout, "
-                   "pipes and devices are written to as they are.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the samples to this file (one per block, separated by blank lines); a regular "
+                   "file is replaced whole at the end, a device, pipe or /dev/stdout is written to (appended "
+                   "to when the shell opened it with >>). - writes them to stdout instead of the display.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with samples, settings and timing.")
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
@@ -118,19 +136,26 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     --num-samples or repeated --temperature) are printed when done. --beam-width returns
     the most likely continuation instead of a random one.
     """
+    from textgen.errors import UsageError
     from textgen.generate import Request, Sample, fresh_random_seed, load
     from textgen.samplers import make_sampler
 
-    if (seed is None) == (seed_file is None):
-        raise click.UsageError("give the text to start from with --seed TEXT or --seed-file PATH (one of them)"
-                               if seed is None else "--seed and --seed-file both give the seed; pass only one")
-    if seed_file is not None:
-        seed = read_seed_file(seed_file)
+    if seed is not None and seed_file is not None:
+        raise UsageError("--seed and --seed-file both give the seed; pass only one")
+    if seed is None and seed_file is None:
+        raise UsageError("Missing option '--seed' (or '--seed-file'): give the text to continue")
+    if seed_file == "-" and interactive:
+        raise UsageError("--seed-file - reads stdin, where --interactive reads your choices; give the seed in a file")
     if model_path is None:
         from textgen.pretrained import default_model_path
 
         model_path = default_model_path()
     output_path = _output_target(output_path, model_path)
+    if output_path and output_path.fd == 1 and (as_json or interactive):
+        raise UsageError(f"--output {output_path.name} is stdout, where {'--json' if as_json else '--interactive'} "
+                         "already writes; give --output a file")
+    if seed_file is not None:
+        seed = _read_seed_file(seed_file)
     if interactive:
         clashing = [name for name, given in (
             ("--beam-width", beam_width is not None), ("--top-p", top_p is not None),
@@ -150,6 +175,8 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     _warn_unknown(unknown)
 
     echo = _printer(keep_going=output_path is not None)
+    if output_path and output_path.fd == 1:  # the samples go to stdout once, as --output writes them
+        echo = _silent
     started = time.perf_counter()
     if len(requests) == 1 and num_samples == 1 and not as_json:
         echo(seed, nl=False)
@@ -175,7 +202,7 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
                     "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p, "beam_width": beam_width,
                     "temperatures": [None if req.sampler.beam else req.sampler.temperature for req in requests]}
         echo(_json_document(seed, results, settings, seconds))
-    if output_path is not None and (output_path != 1 or as_json):  # printed samples on stdout are the output
+    if output_path:
         _write_output(output_path, [seed + sample.text for sample, _ in results])
 
 
@@ -198,8 +225,12 @@ def _interactive(model_path, seed, length, temperature, top_k, strict, output_pa
     _warn_unknown(generator.encode_seed(seed, strict)[1])
     text = run_interactive(generator, seed, candidates=top_k or 10, temperature=shown_temperature,
                            max_tokens=length, strict=strict)
-    if output_path is not None and output_path != 1:
+    if output_path:
         _write_output(output_path, [seed + text])
+
+
+def _silent(text: str = "", nl: bool = True) -> None:
+    pass
 
 
 def _printer(keep_going: bool):
@@ -229,30 +260,77 @@ def _warn_unknown(unknown: list[str]) -> None:
         click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
 
 
-def _output_target(output_path, model_path) -> Path | int | None:
+@dataclass
+class OutputTarget:
+    """Where --output writes: a regular file replaced atomically (`path`), a descriptor this process
+    holds (`fd`: /dev/stdout, /dev/fd/N, or a file that is already our stdout), or a path opened
+    for appending (`path` with `append`: a device, a pipe, a tty, another process's descriptor)."""
+
+    name: str
+    path: Path | None = None
+    fd: int | None = None
+    append: bool = False
+
+
+# /dev/stdout, /dev/fd/3, /proc/self/fd/3 and the like: names of a descriptor, not of a file
+_DESCRIPTOR = re.compile(r"/dev/(?:std(?P<std>in|out|err)|fd/(?P<fd>\d+))|/proc/(?P<pid>self|thread-self|\d+)/fd/"
+                         r"(?P<pfd>\d+)")
+
+
+def _descriptor_alias(path: str) -> tuple[int, bool] | None:
+    """(descriptor, ours) when `path`, or a link on the way from it, names a descriptor; else None."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        match = _DESCRIPTOR.fullmatch(current)
+        if match:
+            if match["std"]:
+                return {"in": 0, "out": 1, "err": 2}[match["std"]], True
+            ours = match["pid"] in (None, "self", "thread-self") or int(match["pid"]) == os.getpid()
+            return int(match["fd"] or match["pfd"]), ours
+        if not os.path.islink(current):
+            return None
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return None
+
+
+def _output_target(output_path, model_path) -> OutputTarget | None:
     """Where --output goes, checked before any time is spent generating.
 
-    A descriptor the process already holds (`-`, /dev/stdout, /dev/fd/N, /proc/self/fd/N) is
-    returned as its number and written through, so a file the shell opened for appending
-    (`--output /dev/stdout >> log.txt`) keeps what it held. Another path that is not a regular
-    file (a pipe, a terminal, /dev/null) is written to as it is. A regular file (or a link to
-    one) is replaced atomically, so its directory must take a new file. The model being read
-    is refused.
+    Only a regular file named by its own path is replaced atomically (written beside itself and
+    renamed), so its directory must take a new file. A name of an open descriptor is written
+    through that descriptor, so a file the shell opened with >> keeps what it held; a device,
+    pipe or tty is opened for appending. Renaming over any of these would replace the file
+    behind the descriptor, or turn a device into a file. The model being read is refused.
     """
     from textgen.errors import TextgenError, UsageError
     from textgen.saving import probe_writable
 
     if output_path is None:
         return None
-    descriptor = _descriptor(output_path)
-    if descriptor is not None:
-        return descriptor
+    if output_path == "-":
+        return OutputTarget("-", fd=1)
+    alias = _descriptor_alias(output_path)
+    _refuse_the_model(output_path, model_path)
+    if alias is not None:
+        fd, ours = alias
+        if not ours:
+            return OutputTarget(output_path, path=Path(output_path), append=True)
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise UsageError(f"--output {output_path} names descriptor {fd}, which is not open; give a file "
+                             "or an open descriptor") from None
+        return OutputTarget(output_path, fd=fd)
     given = Path(output_path)
     if given.exists() and not given.is_file():
-        return given  # not a directory (click refuses those): a device or a pipe
+        return OutputTarget(output_path, path=given, append=True)  # not a directory (click refuses those)
+    for fd in (1, 2):  # `--output log.txt >> log.txt`: that file is already ours to write through
+        try:
+            if given.exists() and os.path.samestat(os.stat(given), os.fstat(fd)):
+                return OutputTarget(output_path, fd=fd)
+        except OSError:
+            pass
     target = given.resolve()
-    if target == Path(model_path).resolve():
-        raise UsageError(f"--output {output_path} is the model being read; write the samples to another file")
     if not target.parent.is_dir():
         raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
     try:  # the file is written beside its destination and renamed, so prove a file can be made there
@@ -260,51 +338,51 @@ def _output_target(output_path, model_path) -> Path | int | None:
     except OSError as exc:
         raise TextgenError(f"the directory of --output {output_path} cannot be written ({exc.strerror}); "
                            "choose another") from None
-    return target
+    return OutputTarget(output_path, path=target)
 
 
-def _descriptor(path: str) -> int | None:
-    """The open descriptor `path` names: `-` is standard output; otherwise follow the chain of
-    links (/dev/stdout -> /proc/self/fd/1) and stop at a /dev/fd/N or /proc/PID/fd/N hop."""
-    if path == "-":
-        return 1
-    current = os.path.abspath(path)
-    for _ in range(40):  # the kernel's own limit on links followed
-        if current in _STANDARD:
-            return _STANDARD[current]
-        match = _DESCRIPTOR.match(current)
-        if match and ("/proc/" not in current or current.split("/")[2] in ("self", "thread-self", str(os.getpid()))):
-            return int(match.group(1))
-        if not os.path.islink(current):
-            return None
-        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
-    return None
+def _refuse_the_model(output_path, model_path) -> None:
+    from textgen.errors import UsageError
+
+    try:
+        same = os.path.samefile(output_path, model_path)
+    except OSError:
+        same = False
+    if same or Path(output_path).resolve() == Path(model_path).resolve():
+        raise UsageError(f"--output {output_path} is the model being read; write the samples to another file")
 
 
-def _write_output(target: Path | int, texts: list[str]) -> None:
-    from textgen.saving import write_text_atomic
+def _write_output(target: OutputTarget, texts: list[str]) -> None:
+    from textgen.errors import TextgenError
+    from textgen.saving import remove_temporaries, write_text_atomic
 
     text = "\n\n".join(texts) + "\n"
-    if isinstance(target, int):
-        if target in (1, 2):
-            (sys.stdout if target == 1 else sys.stderr).flush()  # what was printed before comes first
-        with open(target, "w", encoding="utf-8", closefd=False) as stream:  # no reopening: nothing truncated
-            stream.write(text)
-    elif target.is_file() or not target.exists():
-        write_text_atomic(target, text)
-    else:  # a device or pipe, opened without waiting for a reader and without truncating anything
-        from textgen.errors import TextgenError
-
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                raise TextgenError(f"--output {target} is a pipe that no process reads; start its reader first "
-                                   "or write to a file") from None
-            raise
-        os.set_blocking(fd, True)
-        with open(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
+    if target.path is not None and not target.append:
+        write_text_atomic(target.path, text)
+        remove_temporaries(target.path.parent, {target.path.name: ".tmp"})  # ones a killed generate left
+        return
+    try:
+        if target.fd in (1, 2):
+            click.echo(text, nl=False, err=target.fd == 2)
+        elif target.fd is not None:
+            with open(target.fd, "w", encoding="utf-8", closefd=False) as stream:
+                stream.write(text)
+        else:  # opened without waiting: a pipe nobody reads would block the open forever
+            try:
+                fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                raise TextgenError(f"--output {target.name} is a pipe that no process reads; start its reader "
+                                   "first or write to a file") from None
+            os.set_blocking(fd, True)
+            with open(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise TextgenError(f"--output {target.name} cannot be written ({exc.strerror or exc}); "
+                           "choose another file") from None
 
 
 def _json_document(seed, results, settings, seconds) -> str:

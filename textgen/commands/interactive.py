@@ -6,6 +6,8 @@ drives a `textgen.generate.StepSession`, which does the model work and never rea
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from textgen.errors import UsageError
@@ -19,6 +21,7 @@ def run_interactive(generator, seed: str, *, candidates: int = 10, temperature: 
                     max_tokens: int = 500, strict: bool = False) -> str:
     """Let the user build a continuation of `seed` token by token; returns the text after the seed."""
     session = generator.session(seed, strict)
+    _keep_undecodable_input()
     click.echo(HELP)
     while True:
         if len(session.ids) >= max_tokens:
@@ -31,13 +34,37 @@ def run_interactive(generator, seed: str, *, candidates: int = 10, temperature: 
             click.echo(f"  {number:>2}  {token!r:12} {probability:7.2%}")
         try:
             answer = click.prompt("choice", default="1", show_default=False)
-        except click.Abort:  # end of input (Ctrl-D) stops, like q
+        except click.Abort as exc:  # end of input (Ctrl-D) stops, like q; Ctrl-C stops the command
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
             click.echo()
             break
+        if not _is_utf8(answer):
+            click.echo("that line is not UTF-8; type it again in UTF-8")
+            continue
         if not _apply(session, answer, options):
             break
     click.echo("\n" + seed + session.text)
     return session.text
+
+
+def _keep_undecodable_input() -> None:
+    """Read stdin so that a line that is not UTF-8 arrives with its bad bytes as lone surrogates
+    (and gets an answer) instead of raising UnicodeDecodeError out of the prompt."""
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="surrogateescape")
+        except (ValueError, OSError):
+            pass  # a stream that cannot change: a bad line still ends the session with one line
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _apply(session, answer: str, options) -> bool:
@@ -47,10 +74,7 @@ def _apply(session, answer: str, options) -> bool:
         return False
     if answer.startswith("+"):
         try:
-            answer[1:].encode("utf-8")  # a byte that is not UTF-8 reaches here as a lone surrogate
             session.append_text(answer[1:])
-        except UnicodeEncodeError:
-            click.echo("cannot type that: it holds bytes that are not UTF-8")
         except UsageError as exc:
             click.echo(f"cannot type that: {exc}")
     elif command == "b" or (command.startswith("b ") and command[2:].strip().isdigit()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import click
 
@@ -10,13 +11,14 @@ import click
 class ModelFile(click.Path):
     """A saved model: a .keras file, or a run directory, which stands for its model.keras.
 
-    A path that does not exist is a usage error (exit 2), as every missing input file is.
+    A path that does not exist, or names a FIFO or device rather than a file, is a usage
+    error (exit 2), like every other missing input file: the command must change.
     """
 
     name = "model"
 
     def __init__(self):
-        super().__init__(dir_okay=False, exists=True)
+        super().__init__(dir_okay=False)
 
     def convert(self, value, param, ctx):
         if isinstance(value, (str, os.PathLike)) and os.path.isdir(value):
@@ -25,4 +27,17 @@ class ModelFile(click.Path):
                 self.fail(f"{value!r} is a directory without a model.keras; give a model file or a run directory "
                           "that holds one", param, ctx)
             value = inside
+        if isinstance(value, (str, os.PathLike)):
+            try:
+                mode = os.stat(value).st_mode
+            except FileNotFoundError:
+                self.fail(f"model file {os.fsdecode(value)!r} does not exist; check the path, or train one with "
+                          "`textgen train`", param, ctx)
+            except OSError as exc:
+                self.fail(f"model file {os.fsdecode(value)!r} cannot be read ({exc.strerror}); check the path",
+                          param, ctx)
+            else:
+                if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                    self.fail(f"{os.fsdecode(value)!r} is not a regular file (a pipe or a device); give a "
+                              ".keras model file", param, ctx)
         return super().convert(value, param, ctx)

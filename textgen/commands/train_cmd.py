@@ -18,16 +18,6 @@ _DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} 
                 f"{', '.join(_DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
 
 
-def _stopped(exc, message: str) -> click.ClickException:
-    """The one-line report of a stopped run, exiting with 128 + the signal's number as a shell
-    reports a process that signal ended (130 for Ctrl-C, 143 for SIGTERM)."""
-    import signal
-
-    error = click.ClickException(message)
-    error.exit_code = 128 + getattr(signal, exc.signal, signal.SIGINT)
-    return error
-
-
 def saved_run_config(run_dir: Path) -> dict | None:
     """The config a run's checkpoint saved (its config.yaml aside), or None when it has none
     (then --resume reports that the run holds no state to resume)."""
@@ -103,8 +93,8 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     except TrainingInterrupted as exc:
         if not exc.resumable:
             restart += ["--init-from", init_from] if init_from else []
-            raise _stopped(exc, f"{exc.what}; start again with: {shlex.join(restart)}") from None
-        raise _stopped(exc, f"{exc.what}; continue with: {shlex.join(again)}") from None
+            raise click.ClickException(f"{exc.what}; start again with: {shlex.join(restart)}") from None
+        raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
     if not result.chief:
         click.echo(f"this worker finished its part; the chief writes {result.model_path.name} and the run's files")
         return
