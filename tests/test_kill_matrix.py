@@ -61,20 +61,6 @@ TEMPORARY = "temporary file left"
 OLD_MODEL_LOST = "old model lost"
 
 
-class KnownBug(AssertionError):
-    """Only failures of a kind a case's xfail names (KNOWN_BUGS) raise this; any other
-    failure is a plain AssertionError, which the xfail mark does not absorb."""
-
-
-# Kinds of failure today's textgen shows, per case; the matching xfail marks go with them.
-KNOWN_BUGS = {
-    "prepare": {TEMPORARY},
-    "train": {TEMPORARY},
-    "train --overwrite": {TEMPORARY, OLD_MODEL_LOST},
-    "generate --output": {TEMPORARY},
-}
-
-
 # --------------------------------------------------------------------------- moments
 
 
@@ -415,7 +401,9 @@ def train_command(w: dict, overwrite: bool) -> Command:
         if state is not None and not state.get("finished"):
             argv = [*kill.extra["argv"][:5], "--resume"]
         elif state is not None and state_path.read_bytes() != kill.extra.get("old_state"):
-            argv = None  # this run finished before the kill
+            # this run finished before the kill (in its last model save): the next command that
+            # writes the run directory, here a prepare that reuses the cache, sweeps what it left
+            argv = ["prepare", *kill.extra["argv"][1:5]]
         else:
             argv = kill.extra["argv"]
         if argv:
@@ -497,21 +485,7 @@ def generate_command(w: dict) -> Command:
     return Command(setup, check, w["seconds"]["generate"], events)
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, raises=KnownBug, reason=reason)
-
-
-CASES = [
-    pytest.param("prepare", marks=_xfail("issue 23: a prepare killed while it writes cache/.ids.bin.*.tmp leaves "
-                                         "that file behind, and no later prepare removes it")),
-    pytest.param("train", marks=_xfail("issue 23: a train killed while it saves the model leaves "
-                                       ".model.keras.*.tmp.keras behind, and neither --resume nor a new run "
-                                       "removes it")),
-    pytest.param("train --overwrite", marks=_xfail("issue 23: --overwrite keeps the old model until the new "
-                                                   "run's first model")),
-    pytest.param("generate --output", marks=_xfail("issue 23: a generate killed while it writes --output leaves "
-                                                   ".NAME.*.tmp beside it, and no later generate removes it")),
-]
+CASES = ["prepare", "train", "train --overwrite", "generate --output"]
 
 
 @pytest.mark.slow
@@ -531,7 +505,4 @@ def test_sigkill_at_20_moments_keeps_user_files_and_leaves_whole_artifacts(case,
     print(f"\n{case}: {len(lines)} kills\n  " + "\n  ".join(lines))
     print("  problems:\n  " + "\n  ".join(f"[{kind}] {text}" for kind, text in problems) if problems
           else "  no problems")
-    unexpected = [text for kind, text in problems if kind not in KNOWN_BUGS.get(case, ())]
-    assert not unexpected, "\n".join(unexpected)
-    if problems:
-        raise KnownBug("\n".join(text for _, text in problems))
+    assert not problems, "\n".join(f"[{kind}] {text}" for kind, text in problems)
