@@ -15,7 +15,7 @@ from textgen import distribute
 from textgen.cli import cli
 from textgen.config import ModelConfig, load_config
 from textgen.distribute import check_resumable_precision, kernel_report, plan_devices
-from textgen.errors import CorpusError, UsageError
+from textgen.errors import UsageError
 from textgen.fused_rnn import FusedGRU, FusedLSTM
 from textgen.generate import load_keras_model
 from textgen.layers import find_token_embedding
@@ -140,7 +140,7 @@ def test_mixed_bfloat16_training_saves_a_float32_model_and_restores_the_policy(t
 
 def test_training_fails_cleanly_and_still_restores_the_policy(tiny_config):
     before = keras.mixed_precision.global_policy().name
-    with pytest.raises(CorpusError):
+    with pytest.raises(UsageError, match="nowhere.txt does not exist"):
         train(tiny_config(**{"training.precision": "mixed_bfloat16", "corpus.paths": "[nowhere.txt]"}),
               echo=lambda _: None, verbose=0, progress=None)
     assert keras.mixed_precision.global_policy().name == before

@@ -241,3 +241,26 @@ def test_prepare_command(small_corpus, tmp_path):
     assert missing.exit_code == 2 and "corpus path nowhere.txt (relative to the working directory" in missing.output
     assert "does not exist" in missing.output
     assert not (tmp_path / "x").exists()  # refused before the run directory is made
+
+
+def test_a_corpus_that_grows_between_the_two_passes_is_named_as_changed(small_corpus, tmp_path, monkeypatch):
+    """The vocabulary pass and the encoding pass must read the same text; new text between them
+    used to end as 'not in the model's vocabulary'."""
+    import textgen.prepare as prepare_module
+    from textgen.errors import CorpusError
+
+    corpus = tmp_path / "growing.txt"
+    corpus.write_text(small_corpus.read_text(encoding="utf-8"), encoding="utf-8")
+    fit = prepare_module.fit_tokenizer_stream
+
+    def fit_then_grow(*args, **kwargs):
+        tokenizer = fit(*args, **kwargs)
+        with corpus.open("a", encoding="utf-8") as more:
+            more.write("\u00a7 text written while textgen was reading\n")
+        return tokenizer
+
+    monkeypatch.setattr(prepare_module, "fit_tokenizer_stream", fit_then_grow)
+    config = load_config(None, tiny_overrides(corpus, tmp_path / "run"))
+    with pytest.raises(CorpusError, match="the corpus changed while it was being read"):
+        prepare_module.prepare_corpus(config, tmp_path / "run" / "cache", progress=None)
+    assert not (tmp_path / "run" / "cache" / "meta.json").exists()

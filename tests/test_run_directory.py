@@ -251,3 +251,21 @@ def test_standard_input_on_a_terminal_is_refused_at_once(small_corpus, tmp_path,
     with pytest.raises(UsageError, match="reads standard input, which is a terminal; pipe the text in"):
         train(config, echo=lambda _: None, verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_with_relative_corpus_paths_still_resumes(small_corpus, tmp_path, monkeypatch):
+    """Runs from before configs held absolute paths saved them relative to the working directory."""
+    monkeypatch.chdir(small_corpus.parent)
+    out = tmp_path / "run"
+    argv = train_argv(small_corpus, out, **{"corpus.paths": f"['{small_corpus.name}']", "training.epochs": 1})
+    assert CliRunner().invoke(cli, argv).exit_code == 0
+    state_path = out / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["config"]["corpus"]["paths"] == [str(small_corpus)]
+    state["config"]["corpus"]["paths"] = [small_corpus.name]  # as an older textgen saved it
+    state_path.write_text(json.dumps(state))
+    resumed = train_argv(small_corpus, out, "--resume", **{"corpus.paths": f"['{small_corpus.name}']",
+                                                            "training.epochs": 2})
+    result = CliRunner().invoke(cli, resumed)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(state_path.read_text())["recorder"]["rows"]) == 2

@@ -315,14 +315,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     cwd = os.getcwd()
     paths = []
     for p in config.corpus.paths:
-        absolute = _absolute(p, cwd)
+        absolute = absolute_path(p, cwd)
         origins.setdefault(absolute, f"{p} (relative to the working directory {cwd})" if absolute != p else p)
         paths.append(absolute)
     init_from = config.training.init_from
     config = dataclasses.replace(
         config,
         corpus=dataclasses.replace(config.corpus, paths=tuple(paths)),
-        training=dataclasses.replace(config.training, init_from=init_from and _absolute(init_from, cwd)),
+        training=dataclasses.replace(config.training, init_from=init_from and absolute_path(init_from, cwd)),
         output=dataclasses.replace(config.output, dir=os.path.expanduser(config.output.dir)))
     if check_corpus:
         for p in config.corpus.paths:
@@ -338,15 +338,15 @@ def _resolve_file_paths(raw: dict, folder: Path, origins: dict, where: str) -> N
         given = corpus["paths"]
         items = given if isinstance(given, list) else [given]
         if all(isinstance(p, str) and p.strip() for p in items):
-            resolved = [_absolute(p, str(folder)) for p in items]
+            resolved = [absolute_path(p, str(folder)) for p in items]
             for p, r in zip(items, resolved):
                 origins[r] = f"{p} (relative to {where})" if r != p else p
             corpus["paths"] = resolved
     if isinstance(training, dict) and isinstance(training.get("init_from"), str) and training["init_from"]:
-        training["init_from"] = _absolute(training["init_from"], str(folder))
+        training["init_from"] = absolute_path(training["init_from"], str(folder))
 
 
-def _absolute(path: str, folder: str) -> str:
+def absolute_path(path: str, folder: str) -> str:
     """`path` with ~ expanded, made absolute from `folder` (escaped when `path` is a glob);
     `-` (standard input) stays as it is."""
     if path == STDIN:

@@ -103,14 +103,31 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     if fitted:
         with _Progress("fitting vocabulary", total, progress) as report:
             tokenizer = fit_tokenizer_stream(_blocks(config, report, block_chars), config.tokenizer)
-    with _Progress("encoding", total, progress) as report:
-        facts = _encode_to_file(config, tokenizer, directory, _blocks(config, report, block_chars),
-                                None if fitted else unknown, hint)
+    try:
+        with _Progress("encoding", total, progress) as report:
+            facts = _encode_to_file(config, tokenizer, directory, _blocks(config, report, block_chars),
+                                    None if fitted else unknown, hint)
+    except UsageError:  # tokens the vocabulary lacks: maybe text added after the vocabulary pass
+        _check_unchanged(config, files, source)
+        raise
+    _check_unchanged(config, files, source)
     write_text_atomic(directory / TOKENIZER_FILE, json.dumps(tokenizer.get_config()))
     meta = {"version": CACHE_VERSION, "source": source, "fitted": settings if fitted else None,
             "policy": "unk" if fitted else unknown, "files": [str(f) for f in files], "bytes": total, **facts}
     write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1))
     return _load(directory, meta, tokenizer, reused=False)
+
+
+def _check_unchanged(config: Config, files: list[Path], source: str) -> None:
+    """The corpus is read twice (the vocabulary, then the ids): both passes must see the same files."""
+    try:
+        same = source_key(config, files) == source
+    except OSError:
+        same = False
+    if not same:
+        names = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        raise CorpusError(f"the corpus changed while it was being read ({names}); run again once its files "
+                          "no longer change")
 
 
 def source_key(config: Config, files: list[Path]) -> str:

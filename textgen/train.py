@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import shutil
 import sys
 import time
@@ -45,8 +46,8 @@ from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunR
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
 from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
                                 restore_checkpoint, write_tokenizer)
-from textgen.config import (ARCHITECTURE_KEYS, STDIN, Config, ModelConfig, TokenizerConfig, config_from_dict,
-                            ignored_settings, model_config_from_dict)
+from textgen.config import (ARCHITECTURE_KEYS, STDIN, Config, ModelConfig, TokenizerConfig, absolute_path,
+                            config_from_dict, ignored_settings, model_config_from_dict)
 from textgen.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
                              steps_per_pass, validation_steps)
 from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
@@ -386,7 +387,7 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     private directory) takes the files written from here on."""
     saved_dir = Path(config.output.dir)
     state = read_state(saved_dir)
-    config = merge_for_resume(config, config_from_dict(state["config"]), saved_dir)
+    config = merge_for_resume(config, with_absolute_paths(config_from_dict(state["config"])), saved_dir)
     _check_can_continue(config, state, saved_dir)
     check_resumable_precision(state.get("precision"), plan.precision)
     run_dir = own_dir or saved_dir
@@ -412,6 +413,19 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
          f"(global step {step:,})")
     return _Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, fingerprint, plan, state=state,
                 averages=read_averages(saved_dir, state), previous_model=bool(state.get("previous_model")))
+
+
+def with_absolute_paths(saved: Config) -> Config:
+    """A saved run config with its corpus paths and init_from absolute, as configs are loaded now.
+
+    Runs started before configs held absolute paths saved them relative to the working
+    directory they were started from; read from it again, they compare equal on resume.
+    """
+    cwd = os.getcwd()
+    paths = tuple(absolute_path(p, cwd) for p in saved.corpus.paths)
+    init_from = saved.training.init_from and absolute_path(saved.training.init_from, cwd)
+    return dataclasses.replace(saved, corpus=dataclasses.replace(saved.corpus, paths=paths),
+                               training=dataclasses.replace(saved.training, init_from=init_from))
 
 
 def merge_for_resume(given: Config, saved: Config, run_dir: Path) -> Config:
