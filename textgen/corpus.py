@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from textgen.config import file_kind
 from textgen.errors import CorpusError, UsageError
 
 _GLOB_CHARS = set("*?[")
@@ -94,15 +95,7 @@ def check_regular_file(path: Path, what: str, info: os.stat_result | None = None
         except OSError as exc:
             raise CorpusError(f"{what} {path} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise UsageError(f"{what} {path} is not a regular file ({_kind(info.st_mode)}); give a text file")
-
-
-def _kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return kind
-    return "a special file"
+        raise UsageError(f"{what} {path} is not a regular file ({file_kind(info.st_mode)}); give a text file")
 
 
 def _is_regular(path: Path) -> bool:
