@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-slow install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,13 @@ demo: $(STAMP)
 # Tests run in parallel processes, one per core (at most 4: each holds its own TensorFlow).
 PARALLEL = -n auto --maxprocesses=4
 
+# `make test` is the suite without the tests marked slow (SIGKILL matrices, multi-process
+# training, long generation), which `make test-slow` runs; CI (.ci/run) runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PARALLEL)
-
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m slow
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
