@@ -75,3 +75,16 @@ def trained_model(small_corpus, tmp_path_factory) -> Path:
     config = load_config(None, tiny_overrides(small_corpus, out))
     result = train(config, echo=lambda _: None, verbose=0)
     return result.model_path
+
+
+def terminal_signals() -> None:
+    """Give a child process the signal dispositions a command started from a terminal has.
+
+    A test run started in the background or under nohup ignores Ctrl-C or SIGHUP, and
+    textgen leaves an ignored signal ignored; the signal tests need the defaults."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+

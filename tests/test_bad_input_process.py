@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import terminal_signals, tiny_overrides
 from test_bad_input import build_files, gen, leftovers, snapshot, train_args
 
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
@@ -241,7 +241,7 @@ def started(*args, cwd=None) -> subprocess.Popen:
     background shell ignores SIGINT, and textgen leaves an ignored signal ignored)."""
     return subprocess.Popen([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=terminal_signals)
 
 
 def wait_until(condition, process, timeout=120):

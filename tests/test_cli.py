@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import textgen
-from conftest import tiny_overrides
+from conftest import terminal_signals, tiny_overrides
 from textgen.cli import cli
 
 
@@ -44,7 +44,7 @@ def textgen_process(*args, python_options=()):
     runs with SIGINT ignored, which a child would inherit, so Ctrl-C gets its default action back."""
     return subprocess.Popen([sys.executable, *python_options, "-m", "textgen", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=terminal_signals)
 
 
 def test_help_and_usage_errors_do_not_wait_for_tensorflow():

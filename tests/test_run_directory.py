@@ -195,8 +195,12 @@ def test_overwrite_keeps_the_old_model_until_the_new_run_has_one(stop, small_cor
     config = load_config(None, tiny_overrides(small_corpus, finished_run, **{"training.checkpoint_every": 1}))
     action = (lambda model: os.kill(os.getpid(), signal.SIGINT)) if stop == "interrupt" else _poison
     messages = []
-    with pytest.raises(Exception) as raised:
-        train(config, overwrite=True, echo=messages.append, verbose=0, callbacks=(_AtStep(2, action),))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, whatever ran pytest
+    try:
+        with pytest.raises(Exception) as raised:
+            train(config, overwrite=True, echo=messages.append, verbose=0, callbacks=(_AtStep(2, action),))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert isinstance(raised.value, TrainingInterrupted if stop == "interrupt" else Exception)
     assert "still holds the model of the run this one replaces" in str(raised.value)
     assert (finished_run / "model.keras").read_bytes() == old_model

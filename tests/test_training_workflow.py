@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import CORPORA, tiny_overrides, validation_loss_of
+from conftest import CORPORA, terminal_signals, tiny_overrides, validation_loss_of
 from textgen.callbacks import RunRecorder, StopGuard, TrainingStopped, global_step
 from textgen.checkpoint import checkpoint_dir, read_state
 from textgen.cli import cli
@@ -210,7 +210,7 @@ def spawn_training(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "textgen", "train", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal would
+                            preexec_fn=terminal_signals)  # as a terminal would
 
 
 def wait_for(condition, process, timeout=120):
