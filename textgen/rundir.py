@@ -131,11 +131,8 @@ class RunDirectory:
         self._write_manifest({"version": MANIFEST_VERSION, "entries": list(ENTRIES)})
 
     def _write_manifest(self, manifest: dict) -> None:
-        try:
-            write_text_atomic(self.path / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
-        except OSError as exc:
-            raise TextgenError(f"output directory {self.path} cannot be written ({exc.strerror}); choose another "
-                               "with --output") from None
+        # write_text_atomic answers a failed write with one TextgenError naming the file
+        write_text_atomic(self.path / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
 
     # ------------------------------------------------------------------ the lock
 

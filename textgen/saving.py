@@ -157,20 +157,6 @@ def inference_config(config):
     return config
 
 
-def check_writable(directory: str | Path) -> Path:
-    """Create `directory` if needed and prove a file can be written there."""
-    from textgen.errors import TextgenError
-
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe_writable(directory)
-    except OSError as exc:
-        raise TextgenError(f"output directory {directory} cannot be written ({exc.strerror}); "
-                           "choose another with --output") from None
-    return directory
-
-
 def probe_writable(directory: str | Path) -> None:
     """Make and remove a file in `directory`; an OSError says why files cannot be made there."""
     fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
