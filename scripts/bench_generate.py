@@ -30,9 +30,9 @@ import numpy as np
 import textgen  # noqa: F401  (quiet TensorFlow import)
 import tensorflow as tf
 from textgen.config import ModelConfig
-from textgen.generate import Generator
-from textgen.model import build_model, recurrent_layers
-from textgen.tokenizer import CharTokenizer
+from textgen.generation.generate import Generator
+from textgen.models.builder import build_model, recurrent_layers
+from textgen.data.tokenizer import CharTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_TEXT = "ROMEO:\nWhat light through yonder window breaks? It is the east."

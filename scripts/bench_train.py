@@ -5,8 +5,8 @@ Network for both: Embedding(65, 256) -> LSTM(512) -> Dense(65) on Tiny Shakespea
 
   baseline   keras.Sequential + model.fit on the lecture's pipeline: ids -> unbatched
              tf.data -> batch(41) -> split -> shuffle -> batch(64), float32, Adam defaults
-  textgen    textgen.train.train with this machine's defaults (precision, XLA and kernels
-             chosen by textgen/distribute.py), nothing else changed but the network shape;
+  textgen    textgen.training.train.train with this machine's defaults (precision, XLA and kernels
+             chosen by textgen/training/distribute.py), nothing else changed but the network shape;
              then again with the baseline's optimizer settings (Adam at 0.001, no clipping),
              so that the held-out losses compare precision and kernels alone
   variants   (--variants) textgen with one choice changed, to show what each one buys:
@@ -45,12 +45,12 @@ import textgen  # noqa: F401  (quiet TensorFlow import)
 import keras
 import tensorflow as tf
 from textgen.config import load_config
-from textgen.corpus import load_corpus
-from textgen.dataset import make_dataset, split_ids
-from textgen.distribute import cpu_has_amx_bf16
-from textgen.generate import load_keras_model
-from textgen.tokenizer import CharTokenizer
-from textgen.train import train
+from textgen.data.corpus import load_corpus
+from textgen.data.dataset import make_dataset, split_ids
+from textgen.training.distribute import cpu_has_amx_bf16
+from textgen.generation.generate import load_keras_model
+from textgen.data.tokenizer import CharTokenizer
+from textgen.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
@@ -168,7 +168,7 @@ def build_corpus(path: Path, megabytes: int) -> int:
 
 
 def encoding_throughput(path: Path, size: int) -> dict:
-    from textgen.corpus import stream_corpus
+    from textgen.data.corpus import stream_corpus
 
     blocks = list(stream_corpus([str(path)], strip_gutenberg=False))
     start = time.perf_counter()
@@ -191,8 +191,8 @@ import json, resource, sys, time
 from pathlib import Path
 import textgen
 from textgen.config import load_config
-from textgen.prepare import cache_dir
-from textgen.train import prepare, train
+from textgen.data.prepare import cache_dir
+from textgen.training.train import prepare, train
 what, corpus, run = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 config = load_config(None, [f"corpus.paths=['{corpus}']", f"output.dir={run}", "corpus.strip_gutenberg=false",
                             "corpus.validation_fraction=0.001", "model.embedding_dim=256", "model.units=512",

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 import textgen  # noqa: E402,F401  (quiet TensorFlow, custom objects registered)
 from textgen.config import load_config  # noqa: E402
-from textgen.distribute import cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model  # noqa: E402
-from textgen.generate import Generator, load_keras_model  # noqa: E402
-from textgen.layers import find_token_embedding  # noqa: E402
-from textgen.train import train  # noqa: E402
+from textgen.training.distribute import cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model  # noqa: E402
+from textgen.generation.generate import Generator, load_keras_model  # noqa: E402
+from textgen.models.layers import find_token_embedding  # noqa: E402
+from textgen.training.train import train  # noqa: E402
 
 BASE = ROOT / "configs" / "shakespeare-fast.yaml"
 DOC = ROOT / "docs" / "architectures.md"

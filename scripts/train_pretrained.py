@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import textgen  # noqa: E402  (quiet TensorFlow import)
-from textgen.checkpoint import has_checkpoint, read_state  # noqa: E402
+from textgen.training.checkpoint import has_checkpoint, read_state  # noqa: E402
 from textgen.config import load_config  # noqa: E402
 from textgen.errors import TextgenError  # noqa: E402
-from textgen.generate import load_keras_model  # noqa: E402
-from textgen.layers import find_token_embedding  # noqa: E402
+from textgen.generation.generate import load_keras_model  # noqa: E402
+from textgen.models.layers import find_token_embedding  # noqa: E402
 from textgen.pretrained import DEFAULT_MODEL  # noqa: E402
-from textgen.train import MODEL_FILE, train  # noqa: E402
+from textgen.training.train import MODEL_FILE, train  # noqa: E402
 
 TARGET = ROOT / "textgen" / "pretrained" / DEFAULT_MODEL
 MAX_MEGABYTES = 20  # package data must stay small

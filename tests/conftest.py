@@ -46,11 +46,11 @@ def validation_loss_of(path, corpus, seq_length=32, batch_size=32) -> float:
     """The loss of the saved model at `path` on the validation split train() makes of `corpus`."""
     import keras
 
-    from textgen.corpus import load_corpus
-    from textgen.dataset import make_dataset, split_ids
-    from textgen.generate import load_keras_model
-    from textgen.layers import find_token_embedding
-    from textgen.tokenizer import tokenizer_from_config
+    from textgen.data.corpus import load_corpus
+    from textgen.data.dataset import make_dataset, split_ids
+    from textgen.generation.generate import load_keras_model
+    from textgen.models.layers import find_token_embedding
+    from textgen.data.tokenizer import tokenizer_from_config
 
     model = load_keras_model(path)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -69,7 +69,7 @@ def tiny_config(small_corpus, tmp_path):
 @pytest.fixture(scope="session")
 def trained_model(small_corpus, tmp_path_factory) -> Path:
     """A tiny character GRU trained for two epochs; returns its model.keras path."""
-    from textgen.train import train
+    from textgen.training.train import train
 
     out = tmp_path_factory.mktemp("trained") / "run"
     config = load_config(None, tiny_overrides(small_corpus, out))

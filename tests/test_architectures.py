@@ -14,11 +14,11 @@ import tensorflow as tf
 
 from textgen.config import ARCHITECTURE_KEYS, ModelConfig, load_config
 from textgen.errors import ConfigError
-from textgen.generate import Generator, load_keras_model
-from textgen.layers import find_token_embedding
-from textgen.model import build_model, describe_model, recurrent_layers
-from textgen.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
-from textgen.window import AttentionPooling, WindowFrames, WindowUnframe
+from textgen.generation.generate import Generator, load_keras_model
+from textgen.models.layers import find_token_embedding
+from textgen.models.builder import build_model, describe_model, recurrent_layers
+from textgen.generation.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
+from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
 
 from conftest import tiny_overrides
 
@@ -39,7 +39,7 @@ ARCHITECTURES = {
 @pytest.fixture(scope="module")
 def trained(small_corpus, tmp_path_factory):
     """Each architecture trained for three short epochs: {name: (model path, history rows, lines echoed)}."""
-    from textgen.train import train
+    from textgen.training.train import train
 
     results = {}
     for name, overrides in ARCHITECTURES.items():
@@ -76,7 +76,7 @@ def test_every_architecture_loads_in_a_fresh_process_and_generates(trained):
     paths = {name: str(path) for name, (path, _, _) in trained.items()}
     script = f"""
 import json, numpy as np, tensorflow as tf, textgen
-from textgen.generate import load_keras_model, Generator
+from textgen.generation.generate import load_keras_model, Generator
 out = {{}}
 for name, path in json.loads({json.dumps(json.dumps(paths))}).items():
     model = load_keras_model(path)
@@ -111,7 +111,7 @@ print(json.dumps(out))
 def test_every_architecture_fine_tunes_from_its_saved_config(trained, small_corpus, tmp_path):
     """--init-from rebuilds whatever architecture the parent has, from the config in its card,
     and starts from its weights, whatever the new config's model section says (a GRU 32)."""
-    from textgen.train import train
+    from textgen.training.train import train
 
     for name, (path, _, _) in trained.items():
         parent = find_token_embedding(load_keras_model(path)).model_card
@@ -233,7 +233,7 @@ def test_invalid_combinations_are_explained(overrides, message):
 
 
 def test_info_says_window_models_refeed_their_window():
-    from textgen.info import model_facts
+    from textgen.models.info import model_facts
 
     window = build_model(ModelConfig(cell="gru", mode="window", window=7, units=8, embedding_dim=4), TOKENIZER)
     facts = model_facts(window)

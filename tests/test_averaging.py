@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides, validation_loss_of
-from textgen.averaging import WeightAverager, momentum_at
-from textgen.callbacks import StopGuard, TrainingStopped, global_step
-from textgen.checkpoint import checkpoint_dir, read_averages, read_state
+from textgen.training.averaging import WeightAverager, momentum_at
+from textgen.training.callbacks import StopGuard, TrainingStopped, global_step
+from textgen.training.checkpoint import checkpoint_dir, read_averages, read_state
 from textgen.config import load_config
 from textgen.errors import ConfigError
-from textgen.generate import load_keras_model
-from textgen.info import model_facts
-from textgen.layers import find_token_embedding
-from textgen.train import TrainingInterrupted, train
+from textgen.generation.generate import load_keras_model
+from textgen.models.info import model_facts
+from textgen.models.layers import find_token_embedding
+from textgen.training.train import TrainingInterrupted, train
 
 MOMENTUM = 0.9
 

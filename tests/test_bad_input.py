@@ -23,9 +23,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_overrides
-from textgen.cli import cli
+from textgen.cli.main import cli
 from textgen.errors import TextgenError
-from textgen.rundir import LOCK_FILE, RunDirectory
+from textgen.training.rundir import LOCK_FILE, RunDirectory
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -83,7 +83,7 @@ def with_embedding(change):
 
 def word_tokenizer_of_size(size: int, **options) -> dict:
     """A word tokenizer config with `size` tokens, to put in place of a character model's."""
-    from textgen.tokenizer import SPECIAL_TOKENS
+    from textgen.data.tokenizer import SPECIAL_TOKENS
 
     words = [f"w{i}" for i in range(size - len(SPECIAL_TOKENS))]
     return {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *words], "lowercase": False, "pattern": None,
@@ -735,7 +735,7 @@ def test_a_network_too_big_for_memory_is_one_line_and_keeps_the_old_model(files,
     """TensorFlow's out-of-memory error while the new model is built: the old run is still whole."""
     import tensorflow as tf
 
-    from textgen import train as train_module
+    from textgen.training import train as train_module
 
     def too_big(*args, **kwargs):  # what model.units=100000 gets from TensorFlow, without the wait
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[300000,100000]")

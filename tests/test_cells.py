@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from textgen.cells import PeepholeLSTMCell
+from textgen.models.cells import PeepholeLSTMCell
 
 
 def sigmoid(z):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import textgen
 from conftest import terminal_signals, tiny_overrides
-from textgen.cli import cli
+from textgen.cli.main import cli
 
 
 def run(*args):
@@ -54,9 +54,9 @@ def test_help_and_usage_errors_do_not_wait_for_tensorflow():
         out, err = process.communicate(timeout=120)
         imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
         assert process.returncode == code, err
-        assert "click" in imported and "textgen.cli" in imported
-        # textgen.layers and textgen.generate are what import Keras and TensorFlow
-        assert not imported & {"tensorflow", "keras", "textgen.layers", "textgen.generate"}, imported
+        assert "click" in imported and "textgen.cli.main" in imported
+        # textgen.models.layers and textgen.generation.generate are what import Keras and TensorFlow
+        assert not imported & {"tensorflow", "keras", "textgen.models.layers", "textgen.generation.generate"}, imported
 
 
 def test_plot_draws_history_without_importing_tensorflow(trained_model, tmp_path):
@@ -65,8 +65,8 @@ def test_plot_draws_history_without_importing_tensorflow(trained_model, tmp_path
     process = textgen_process("plot", tmp_path, python_options=("-X", "importtime"))
     out, err = process.communicate(timeout=120)
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
-    # TensorFlow's own import runs with stderr silenced; textgen.layers is imported right after it
-    assert "textgen.plot" in imported and not imported & {"tensorflow", "keras", "textgen.layers"}, imported
+    # TensorFlow's own import runs with stderr silenced; textgen.models.layers is imported right after it
+    assert "textgen.training.plot" in imported and not imported & {"tensorflow", "keras", "textgen.models.layers"}, imported
     if importlib.util.find_spec("matplotlib"):
         assert process.returncode == 0 and (tmp_path / "loss.png").stat().st_size > 0, err
     else:
@@ -253,7 +253,7 @@ def test_generate_without_model_uses_the_pretrained_default():
     result = run("generate", "--seed", "ROMEO:", "--length", "40", "--temperature", "0")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ROMEO:") and len(result.output) == len("ROMEO:") + 40 + 1
-    from textgen.generate import load
+    from textgen.generation.generate import load
     from textgen.pretrained import default_model_path
 
     expected = load(default_model_path()).generate("ROMEO:", length=40, temperature=0)[0]

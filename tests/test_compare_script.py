@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from textgen import distribute
+from textgen.training import distribute
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 
 from textgen.config import Config, ignored_settings, load_config
 from textgen.errors import ConfigError
-from textgen.model import build_model
-from textgen.tokenizer import CharTokenizer
+from textgen.models.builder import build_model
+from textgen.data.tokenizer import CharTokenizer
 
 
 def test_defaults_match_documented_values():

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from textgen.cli import cli
+from textgen.cli.main import cli
 
 TINY = {"model": {"cell": "gru", "embedding_dim": 16, "units": 32},
         "training": {"seq_length": 32, "batch_size": 32, "epochs": 1, "learning_rate": 0.01, "sample_every": 0}}

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from conftest import CORPORA
-from textgen.corpus import load_corpus, read_document, resolve_paths, stream_corpus, strip_gutenberg_boilerplate
+from textgen.data.corpus import load_corpus, read_document, resolve_paths, stream_corpus, strip_gutenberg_boilerplate
 from textgen.errors import CorpusError, UsageError
 
 

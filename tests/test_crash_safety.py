@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from textgen.checkpoint import checkpoint_dir, has_checkpoint
+from textgen.training.checkpoint import checkpoint_dir, has_checkpoint
 from textgen.config import load_config
-from textgen.generate import load_keras_model
-from textgen.train import train
+from textgen.generation.generate import load_keras_model
+from textgen.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from textgen.dataset import make_chunks, make_dataset, make_training_stream, split_ids
+from textgen.data.dataset import make_chunks, make_dataset, make_training_stream, split_ids
 from textgen.errors import CorpusError
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from textgen import distribute
+from textgen.training import distribute
 from textgen.config import load_config
-from textgen.dataset import replica_batch_size
+from textgen.data.dataset import replica_batch_size
 from textgen.errors import UsageError
-from textgen.generate import load_keras_model
-from textgen.train import train
+from textgen.generation.generate import load_keras_model
+from textgen.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from textgen.config import load_config
-    from textgen.train import train
+    from textgen.training.train import train
     out = {}
     for strategy in ("none", "mirrored"):
         lines = []

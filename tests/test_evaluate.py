@@ -10,14 +10,14 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from conftest import CORPORA
-from textgen.cli import cli
-from textgen.dataset import make_chunks
+from textgen.cli.main import cli
+from textgen.data.dataset import make_chunks
 from textgen.errors import UsageError
-from textgen.evaluate import evaluate_file
-from textgen.generate import load_keras_model
-from textgen.layers import find_token_embedding
-from textgen.plot import matplotlib_available
-from textgen.tokenizer import tokenizer_from_config
+from textgen.evaluation.evaluate import evaluate_file
+from textgen.generation.generate import load_keras_model
+from textgen.models.layers import find_token_embedding
+from textgen.training.plot import matplotlib_available
+from textgen.data.tokenizer import tokenizer_from_config
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_evaluate_reports_the_context_it_used(trained_model, tmp_path):
 
 def test_evaluate_refuses_windows_longer_than_a_transformers_context(held_out, tmp_path):
     from textgen.config import ModelConfig
-    from textgen.model import build_model
+    from textgen.models.builder import build_model
 
     text = held_out.read_text()
     model = build_model(ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=1, context_length=16),
@@ -128,7 +128,7 @@ def test_evaluate_refuses_windows_longer_than_a_transformers_context(held_out, t
 def test_word_model_bits_per_char_counts_characters(small_corpus, held_out, tmp_path):
     from conftest import tiny_overrides
     from textgen.config import load_config
-    from textgen.train import train
+    from textgen.training.train import train
 
     config = load_config(None, tiny_overrides(small_corpus, tmp_path / "run", **{"tokenizer.level": "word",
                                                                                  "training.epochs": 1}))
@@ -165,7 +165,7 @@ def test_plot_refuses_a_history_textgen_did_not_write(tmp_path):
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(trained_model, monkeypatch):
-    monkeypatch.setattr("textgen.plot.matplotlib_available", lambda: False)
+    monkeypatch.setattr("textgen.training.plot.matplotlib_available", lambda: False)
     result = run("plot", trained_model.parent)
     assert result.exit_code == 1 and "pip install 'textgen[plot]'" in result.output
 

@@ -11,12 +11,12 @@ import tensorflow as tf
 import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
-from textgen.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan
-from textgen.layers import TokenEmbedding
-from textgen.model import build_model
-from textgen.samplers import BeamSampler, GreedySampler, RandomSampler
-from textgen.steppers import PackedColumnStepper, RecurrentStepper
-from textgen.tokenizer import CharTokenizer
+from textgen.generation.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan
+from textgen.models.layers import TokenEmbedding
+from textgen.models.builder import build_model
+from textgen.generation.samplers import BeamSampler, GreedySampler, RandomSampler
+from textgen.generation.steppers import PackedColumnStepper, RecurrentStepper
+from textgen.data.tokenizer import CharTokenizer
 
 TINY_VOCAB = CharTokenizer(sorted("abcdefghijklmnopqrstuvwxyz .,\n"))
 
@@ -112,7 +112,7 @@ def test_packed_columns_only_for_cells_they_know():
 def test_large_vocabularies_multiply_instead_of_using_a_table(monkeypatch):
     model = tiny_model("lstm", 2)
     with_table = Generator(model).generate("abc", length=30, temperature=0)
-    monkeypatch.setattr("textgen.steppers.TABLE_MAX_BYTES", 0)
+    monkeypatch.setattr("textgen.generation.steppers.TABLE_MAX_BYTES", 0)
     generator = Generator(model)
     assert generator.stepper.table is None
     assert generator.generate("abc", length=30, temperature=0) == with_table
@@ -188,7 +188,7 @@ def test_samples_in_one_batch_differ(trained_model):
 def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model, monkeypatch, native):
     # The plan only chooses a dtype, so the CPU's answer is stood in for; the bfloat16 steps
     # themselves are checked against float32 below.
-    monkeypatch.setattr("textgen.generate.native_bfloat16", lambda: native)
+    monkeypatch.setattr("textgen.generation.generate.native_bfloat16", lambda: native)
     generator = textgen.load(trained_model)
     big = generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH)
     assert (big.dtype, big.jit) == ((tf.bfloat16, False) if native else (tf.float32, True))

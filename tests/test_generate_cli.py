@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import textgen
-from textgen.cli import cli
+from textgen.cli.main import cli
 
 
 def run(*args, input=None):

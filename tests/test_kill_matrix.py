@@ -43,9 +43,9 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import CORPORA, tiny_overrides
-from textgen.cli import cli
-from textgen.layers import find_token_embedding
-from textgen.tokenizer import tokenizer_from_config
+from textgen.cli.main import cli
+from textgen.models.layers import find_token_embedding
+from textgen.data.tokenizer import tokenizer_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -39,8 +39,8 @@ seed = "".join(alphabet[(i * 7) % len(alphabet)] for i in range(seed_chars))
 generator.generate(seed[:50], length=300, temperature=1.0, random_seed=1)  # warm-up: compile the loops
 before = peak = rss_kb()
 pieces = 0
-request = textgen.generate.Request(seed=seed, length=length, random_seed=2,
-                                   sampler=textgen.samplers.make_sampler(1.0, None, None, None))
+request = textgen.generation.generate.Request(seed=seed, length=length, random_seed=2,
+                                   sampler=textgen.generation.samplers.make_sampler(1.0, None, None, None))
 for piece in generator.stream(request):  # streamed and dropped, as the CLI prints it
     pieces += len(piece)
     peak = max(peak, rss_kb())

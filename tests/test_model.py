@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from textgen.config import ModelConfig
-from textgen.layers import TokenEmbedding, find_token_embedding
-from textgen.model import build_model
+from textgen.models.layers import TokenEmbedding, find_token_embedding
+from textgen.models.builder import build_model
 
 TOKENIZER = {"level": "char", "vocabulary": list("abcdefghijklmnopqrstuvwxyz")}
 

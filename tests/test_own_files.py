@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from conftest import tiny_overrides
 from test_bad_input import check_answer, leftovers
-from textgen.rundir import LOCK_FILE, RunDirectory
-from textgen.cli import cli
+from textgen.training.rundir import LOCK_FILE, RunDirectory
+from textgen.cli.main import cli
 
 
 def resume_args(corpus: Path, run_dir: Path, **extra) -> list[str]:
@@ -80,7 +80,7 @@ def test_a_state_without_the_newer_optional_keys_still_resumes(trained_model, sm
 
 def prepare(corpus: Path, run_dir: Path, shown=None, **extra):
     from textgen.config import load_config
-    from textgen.prepare import cache_dir, prepare_corpus
+    from textgen.data.prepare import cache_dir, prepare_corpus
 
     config = load_config(None, tiny_overrides(corpus, run_dir, **extra))
     return prepare_corpus(config, cache_dir(run_dir), progress=shown)
@@ -204,8 +204,8 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(train
     """Every write of a run fails part-way with ENOSPC (faked): one line naming the destination, the
     temporary file removed, the previous model and checkpoint as they were and still loadable."""
     import textgen.saving as saving
-    from textgen.checkpoint import read_state
-    from textgen.generate import load_keras_model
+    from textgen.training.checkpoint import read_state
+    from textgen.generation.generate import load_keras_model
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_model.parent, run_dir)
@@ -294,7 +294,7 @@ def small_disk(tmp_path):
 
 
 def test_a_real_full_disk_during_training_is_one_line_then_resumes(small_disk, small_corpus):
-    from textgen.checkpoint import read_state
+    from textgen.training.checkpoint import read_state
 
     run_dir = small_disk / "run"
     sets = tiny_overrides(small_corpus, run_dir, **{"model.units": 256, "training.epochs": 3,

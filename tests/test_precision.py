@@ -11,17 +11,17 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from conftest import tiny_overrides
-from textgen import distribute
-from textgen.cli import cli
+from textgen.training import distribute
+from textgen.cli.main import cli
 from textgen.config import ModelConfig, load_config
-from textgen.distribute import check_resumable_precision, kernel_report, plan_devices
+from textgen.training.distribute import check_resumable_precision, kernel_report, plan_devices
 from textgen.errors import UsageError
-from textgen.fused_rnn import FusedGRU, FusedLSTM
-from textgen.generate import load_keras_model
-from textgen.layers import find_token_embedding
-from textgen.model import build_model
+from textgen.models.fused_rnn import FusedGRU, FusedLSTM
+from textgen.generation.generate import load_keras_model
+from textgen.models.layers import find_token_embedding
+from textgen.models.builder import build_model
 from textgen.saving import inference_config
-from textgen.train import train
+from textgen.training.train import train
 
 
 def gradients(layer, x, initial_state=None):
@@ -63,8 +63,8 @@ def test_fused_kernels_fall_back_to_keras_where_they_would_differ(monkeypatch):
     def refuse(*args):
         raise AssertionError("the fused kernel ran")
 
-    monkeypatch.setattr("textgen.fused_rnn.lstm_sequence", refuse)
-    monkeypatch.setattr("textgen.fused_rnn.gru_sequence", refuse)
+    monkeypatch.setattr("textgen.models.fused_rnn.lstm_sequence", refuse)
+    monkeypatch.setattr("textgen.models.fused_rnn.gru_sequence", refuse)
     for layer_class in (FusedLSTM, FusedGRU):
         with pytest.raises(AssertionError, match="the fused kernel ran"):  # the stand-in is the one called
             layer_class(8)(x, training=True)

@@ -10,14 +10,14 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from conftest import CORPORA, tiny_overrides
-from textgen.cli import cli
+from textgen.cli.main import cli
 from textgen.config import load_config
-from textgen.corpus import load_corpus
-from textgen.dataset import id_table, make_chunks, make_dataset, make_training_stream, steps_per_pass
+from textgen.data.corpus import load_corpus
+from textgen.data.dataset import id_table, make_chunks, make_dataset, make_training_stream, steps_per_pass
 from textgen.errors import CorpusError, UsageError
-from textgen.prepare import prepare_corpus
-from textgen.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer
-from textgen.train import corpus_fingerprint, train
+from textgen.data.prepare import prepare_corpus
+from textgen.data.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer
+from textgen.training.train import corpus_fingerprint, train
 
 
 def config_for(corpus, out, **extra):
@@ -50,7 +50,7 @@ def test_the_corpus_is_read_in_blocks_never_whole(small_corpus, tmp_path, monkey
         return original(self, text)
 
     monkeypatch.setattr(CharTokenizer, "encode", encode)
-    monkeypatch.setattr("textgen.corpus.load_corpus", lambda *a, **k: pytest.fail("the whole corpus was loaded"))
+    monkeypatch.setattr("textgen.data.corpus.load_corpus", lambda *a, **k: pytest.fail("the whole corpus was loaded"))
     # (Gutenberg stripping holds back the first 64 KB while it looks for a header.)
     config = config_for(small_corpus, tmp_path / "run", **{"corpus.strip_gutenberg": "false"})
     prepared = prepare_corpus(config, tmp_path / "cache", progress=None, block_chars=2000)
@@ -183,15 +183,15 @@ def test_shifted_windows_cut_each_pass_differently_and_resume_exactly():
 
 @pytest.mark.parametrize("setting, expected", [(None, True), ("false", False)])
 def test_training_takes_shifted_windows_from_the_config(setting, expected, small_corpus, tmp_path, monkeypatch):
-    import textgen.train
+    import textgen.training.train
 
-    asked, real = [], textgen.train.make_training_stream
+    asked, real = [], textgen.training.train.make_training_stream
 
     def recording(*args, **kwargs):
         asked.append(kwargs["shift_windows"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(textgen.train, "make_training_stream", recording)
+    monkeypatch.setattr(textgen.training.train, "make_training_stream", recording)
     extra = {"training.epochs": 1} | ({"training.shift_windows": setting} if setting else {})
     result = train(config_for(small_corpus, tmp_path / "run", **extra), echo=lambda _: None, verbose=0)
     assert asked == [expected] and result.global_step > 0
@@ -246,7 +246,7 @@ def test_prepare_command(small_corpus, tmp_path):
 def test_a_corpus_that_grows_between_the_two_passes_is_named_as_changed(small_corpus, tmp_path, monkeypatch):
     """The vocabulary pass and the encoding pass must read the same text; new text between them
     used to end as 'not in the model's vocabulary'."""
-    import textgen.prepare as prepare_module
+    import textgen.data.prepare as prepare_module
     from textgen.errors import CorpusError
 
     corpus = tmp_path / "growing.txt"

@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textgen.corpus import decode
-from textgen.dataset import make_chunks, make_dataset
-from textgen.tokenizer import CharTokenizer, tokenizer_from_config
+from textgen.data.corpus import decode
+from textgen.data.dataset import make_chunks, make_dataset
+from textgen.data.tokenizer import CharTokenizer, tokenizer_from_config
 
 # Any Unicode text except lone surrogates (which cannot be stored in a UTF-8 file).
 unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300)
@@ -53,8 +53,8 @@ def test_every_target_is_the_next_input(length, seq_length, batch_size):
 # ---------------------------------------------------------------- word level
 
 from textgen.config import TokenizerConfig  # noqa: E402
-from textgen.dataset import make_training_stream  # noqa: E402
-from textgen.tokenizer import NOSPACE, SPACE, UNK, fit_tokenizer, normalize_whitespace  # noqa: E402
+from textgen.data.dataset import make_training_stream  # noqa: E402
+from textgen.data.tokenizer import NOSPACE, SPACE, UNK, fit_tokenizer, normalize_whitespace  # noqa: E402
 
 # Words of any script (letters, marks, digits), punctuation of many kinds, every sort of space.
 words = st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lo", "Nd", "Mn")), min_size=1, max_size=8)

@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_overrides
-from textgen.cli import cli
+from textgen.cli.main import cli
 from textgen.config import load_config
 from textgen.errors import UsageError
-from textgen.rundir import LOCK_FILE, MANIFEST_FILE, RunDirectory, RunDirectoryBusy
-from textgen.train import TrainingInterrupted, train
+from textgen.training.rundir import LOCK_FILE, MANIFEST_FILE, RunDirectory, RunDirectoryBusy
+from textgen.training.train import TrainingInterrupted, train
 
 
 def train_argv(corpus, out, *flags, **extra):
@@ -155,7 +155,7 @@ def test_a_second_writer_fails_at_once_naming_the_first(small_corpus, finished_r
 
 def test_the_lock_goes_with_a_killed_process(tmp_path):
     run = tmp_path / "run"
-    code = ("import sys, time; from textgen.rundir import RunDirectory\n"
+    code = ("import sys, time; from textgen.training.rundir import RunDirectory\n"
             f"d = RunDirectory({str(run)!r}, 'holder').__enter__(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

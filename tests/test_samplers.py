@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from textgen.errors import UsageError
-from textgen.samplers import (BeamSampler, GreedySampler, RandomSampler, TopKSampler, TopPSampler, draw,
+from textgen.generation.samplers import (BeamSampler, GreedySampler, RandomSampler, TopKSampler, TopPSampler, draw,
                               get_sampler, make_sampler, sampler_names)
 
 LOGITS = tf.constant([[2.0, 1.0, 0.0, -1.0, 3.0], [0.0, 0.0, 5.0, 0.0, 0.0]])

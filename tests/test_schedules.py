@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from textgen.config import load_config
-from textgen.schedules import CosineSchedule, ExponentialSchedule, Schedule, make_optimizer
+from textgen.training.schedules import CosineSchedule, ExponentialSchedule, Schedule, make_optimizer
 
 
 def training(*overrides):

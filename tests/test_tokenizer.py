@@ -3,9 +3,9 @@ import pytest
 
 from conftest import corpus_files
 from textgen.config import TokenizerConfig
-from textgen.corpus import load_corpus
+from textgen.data.corpus import load_corpus
 from textgen.errors import UsageError
-from textgen.tokenizer import CharTokenizer, fit_tokenizer, fit_tokenizer_stream, tokenizer_from_config
+from textgen.data.tokenizer import CharTokenizer, fit_tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)

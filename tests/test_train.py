@@ -9,10 +9,10 @@ import numpy as np
 import keras
 
 from textgen.config import TokenizerConfig
-from textgen.generate import load_keras_model
-from textgen.info import model_facts
-from textgen.tokenizer import fit_tokenizer
-from textgen.train import default_sample_seed, train
+from textgen.generation.generate import load_keras_model
+from textgen.models.info import model_facts
+from textgen.data.tokenizer import fit_tokenizer
+from textgen.training.train import default_sample_seed, train
 
 
 def test_short_training_run_lowers_the_loss(tiny_config):
@@ -48,7 +48,7 @@ def test_saved_model_is_the_best_epoch_and_has_no_optimizer(tiny_config):
 
 def test_embedding_dropout_and_l2_keep_the_cudnn_options():
     from textgen.config import ModelConfig
-    from textgen.model import build_model
+    from textgen.models.builder import build_model
 
     tokenizer = {"level": "char", "vocabulary": list("abcdefghij")}
     model = build_model(ModelConfig(cell="lstm", embedding_dim=4, units=8, layers=2, dropout=0.3,

@@ -17,18 +17,18 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CORPORA, terminal_signals, tiny_overrides, validation_loss_of
-from textgen.callbacks import RunRecorder, StopGuard, TrainingStopped, global_step
-from textgen.checkpoint import checkpoint_dir, read_state
-from textgen.cli import cli
+from textgen.training.callbacks import RunRecorder, StopGuard, TrainingStopped, global_step
+from textgen.training.checkpoint import checkpoint_dir, read_state
+from textgen.cli.main import cli
 from textgen.config import load_config
-from textgen.corpus import load_corpus
-from textgen.dataset import make_dataset, split_ids
+from textgen.data.corpus import load_corpus
+from textgen.data.dataset import make_dataset, split_ids
 from textgen.errors import TextgenError, UsageError
-from textgen.generate import load_keras_model
-from textgen.info import model_facts
-from textgen.layers import find_token_embedding
-from textgen.tokenizer import tokenizer_from_config
-from textgen.train import TrainingInterrupted, merge_for_resume, train
+from textgen.generation.generate import load_keras_model
+from textgen.models.info import model_facts
+from textgen.models.layers import find_token_embedding
+from textgen.data.tokenizer import tokenizer_from_config
+from textgen.training.train import TrainingInterrupted, merge_for_resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from textgen.transformer import PositionEmbedding, TransformerBlock
+from textgen.models.transformer import PositionEmbedding, TransformerBlock
 
 
 def test_cached_steps_equal_the_full_causal_pass():
@@ -45,7 +45,7 @@ def test_transformer_layers_round_trip(tmp_path):
 
 def test_blocks_train_under_mixed_bfloat16():
     from textgen.config import ModelConfig
-    from textgen.model import build_model
+    from textgen.models.builder import build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

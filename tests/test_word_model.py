@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 import textgen
 from conftest import CORPORA, tiny_overrides
-from textgen.cli import cli
+from textgen.cli.main import cli
 from textgen.config import ModelConfig, TokenizerConfig, load_config
-from textgen.generate import Generator
-from textgen.model import build_model
-from textgen.tokenizer import UNK, fit_tokenizer
+from textgen.generation.generate import Generator
+from textgen.models.builder import build_model
+from textgen.data.tokenizer import UNK, fit_tokenizer
 
 SEED = "There now is your city of the sea, I"
 
@@ -23,7 +23,7 @@ SEED = "There now is your city of the sea, I"
 @pytest.fixture(scope="module")
 def word_run(tmp_path_factory):
     """A tiny word-level GRU on the first 15,000 characters of Moby Dick; (model path, log lines)."""
-    from textgen.train import train
+    from textgen.training.train import train
 
     root = tmp_path_factory.mktemp("word")
     corpus = root / "moby_head.txt"

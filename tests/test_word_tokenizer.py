@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import textgen.tokenizer as tokenizer_module
+import textgen.data.tokenizer as tokenizer_module
 from conftest import CORPORA, corpus_files
 from textgen.config import TokenizerConfig, load_config
-from textgen.corpus import load_corpus
+from textgen.data.corpus import load_corpus
 from textgen.errors import UsageError
-from textgen.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer, fit_tokenizer,
+from textgen.data.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer, fit_tokenizer,
                                fit_tokenizer_stream, normalize_whitespace, tokenizer_from_config)
 
 

@@ -2,7 +2,7 @@
 
 Importing the package registers textgen's Keras objects, so a plain
 ``keras.models.load_model(path)`` works after ``import textgen``. The one exception is the
-`textgen` command itself (`textgen.cli`), which defers that until a command runs, so that
+`textgen` command itself (`textgen.cli.main`), which defers that until a command runs, so that
 `--help` and usage errors answer at once instead of after TensorFlow's seconds of import.
 """
 
@@ -49,8 +49,8 @@ def load_keras_objects(*, verbose: bool = False) -> None:
         _os.environ.pop("TEXTGEN_QUIETED_TF", None)
         _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own default: show its start-up lines
     _import_tensorflow_quietly()
-    import textgen.generate  # noqa: F401  (imports every module that defines a Keras object)
-    import textgen.layers  # noqa: F401
+    import textgen.generation.generate  # noqa: F401  (imports every module that defines a Keras object)
+    import textgen.models.layers  # noqa: F401
 
 
 def _run_as_command() -> bool:
@@ -61,7 +61,7 @@ def _run_as_command() -> bool:
     return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "textgen"
 
 
-_DEFERRED = {"Generator": "textgen.generate", "load": "textgen.generate", "TokenEmbedding": "textgen.layers"}
+_DEFERRED = {"Generator": "textgen.generation.generate", "load": "textgen.generation.generate", "TokenEmbedding": "textgen.models.layers"}
 
 
 def __getattr__(name):
@@ -76,7 +76,7 @@ def __getattr__(name):
 
 if not _run_as_command():
     load_keras_objects()
-    from textgen.generate import Generator, load  # noqa: E402
-    from textgen.layers import TokenEmbedding  # noqa: E402
+    from textgen.generation.generate import Generator, load  # noqa: E402
+    from textgen.models.layers import TokenEmbedding  # noqa: E402
 
 __all__ = ["Generator", "TokenEmbedding", "load", "load_keras_objects", "__version__"]

@@ -1,6 +1,6 @@
 """`python -m textgen` runs the command line."""
 
-from textgen.cli import main
+from textgen.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -121,7 +121,7 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
     The copy is float32 with Keras's own layer classes, however the model was trained
     (see `inference_config`).
     """
-    from textgen.layers import find_token_embedding
+    from textgen.models.layers import find_token_embedding
 
     path = Path(path)
     if model_card is not None:
@@ -137,11 +137,11 @@ def inference_config(config):
     """A model config that loads and runs in float32 with only Keras's and textgen's saved classes.
 
     Training may use a mixed-precision policy and fused kernel twins of LSTM and GRU
-    (textgen.fused_rnn); the saved model is the same network in float32 with the plain
+    (textgen.models.fused_rnn); the saved model is the same network in float32 with the plain
     layers, so generation never depends on how it was trained. The weights are float32
     under every policy, so they carry over unchanged.
     """
-    from textgen.fused_rnn import KERAS_CLASSES
+    from textgen.models.fused_rnn import KERAS_CLASSES
 
     if isinstance(config, (list, tuple)):
         return type(config)(inference_config(item) for item in config)

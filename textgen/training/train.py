@@ -4,11 +4,11 @@ The run directory holds:
     model.keras   the best model by validation loss (the single artifact generation needs)
     config.yaml   the resolved config the run used
     history.csv   per-epoch loss, validation loss, per-token metrics; `best` marks model.keras's epoch
-    checkpoint/   the training state `--resume` continues from (see textgen/checkpoint.py)
+    checkpoint/   the training state `--resume` continues from (see textgen/training/checkpoint.py)
     logs/         TensorBoard logs
     loss.png      training and validation curves, when matplotlib is installed
 
-    cache/        the corpus encoded as memory-mapped token ids (see textgen/prepare.py)
+    cache/        the corpus encoded as memory-mapped token ids (see textgen/data/prepare.py)
 
 A run starts fresh (fitting a tokenizer), from a saved model (`training.init_from`: its
 tokenizer and architecture are reused) or from its own checkpoint (`resume=True`: the
@@ -18,7 +18,7 @@ come from a stream that can be restarted at any step, so a resumed run trains on
 batches and ends at the same epoch as one that was never interrupted.
 
 Where it runs (one device, several, several machines), the precision and XLA are chosen by
-textgen/distribute.py; only the chief worker writes the run directory.
+textgen/training/distribute.py; only the chief worker writes the run directory.
 """
 
 from __future__ import annotations
@@ -38,28 +38,28 @@ import keras
 import numpy as np
 
 from textgen import __version__
-from textgen.averaging import WeightAverager
-from textgen.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunRecorder, SamplePrinter, StopGuard,
+from textgen.training.averaging import WeightAverager
+from textgen.training.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunRecorder, SamplePrinter, StopGuard,
                                TrainingStopped, global_step, metric_values, per_token_metrics, set_metric_values,
                                stop_on_signals)
 
 __all__ = ["train", "TrainResult", "TrainingInterrupted", "per_token_metrics"]
-from textgen.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
+from textgen.training.checkpoint import (checkpoint_dir, has_checkpoint, read_averages, read_state, read_tokenizer,
                                 restore_checkpoint, write_tokenizer)
 from textgen.config import (ARCHITECTURE_KEYS, STDIN, Config, ModelConfig, TokenizerConfig, absolute_path,
                             config_from_dict, ignored_settings, model_config_from_dict)
-from textgen.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
+from textgen.data.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
                              steps_per_pass, validation_steps)
-from textgen.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
+from textgen.training.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
 from textgen.errors import ConfigError, ModelFileError, TextgenError, UsageError
-from textgen.layers import FORMAT_VERSION, find_token_embedding
-from textgen.model import architecture_summary, build_model
-from textgen.plot import HISTORY_FILE
-from textgen.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
-from textgen.rundir import RunDirectory, check_outside_corpus
+from textgen.models.layers import FORMAT_VERSION, find_token_embedding
+from textgen.models.builder import architecture_summary, build_model
+from textgen.training.plot import HISTORY_FILE
+from textgen.data.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
+from textgen.training.rundir import RunDirectory, check_outside_corpus
 from textgen.saving import update_model_card, write_file_atomic, write_text_atomic
-from textgen.schedules import make_optimizer
-from textgen.tokenizer import Tokenizer, tokenizer_from_config
+from textgen.training.schedules import make_optimizer
+from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
@@ -195,7 +195,7 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     run_dir = own_dir or Path(config.output.dir)
     parent, tokenizer = None, None
     if config.training.init_from:
-        from textgen.generate import load_keras_model
+        from textgen.generation.generate import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
         given, config = config, adopt_architecture(config, parent)
@@ -254,7 +254,7 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
 def _prepare(config: Config, run_dir: Path, progress) -> PreparedCorpus:
     tokenizer = None
     if config.training.init_from:
-        from textgen.generate import load_keras_model
+        from textgen.generation.generate import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
         config = adopt_architecture(config, parent)
@@ -324,7 +324,7 @@ def _report_unknown(prepared: PreparedCorpus, config: Config, echo) -> None:
 
 
 def corpus_fingerprint(ids: np.ndarray) -> dict:
-    """What --resume compares; textgen.prepare computes the same while writing the cache."""
+    """What --resume compares; textgen.data.prepare computes the same while writing the cache."""
     return {"tokens": int(len(ids)), "sha1": hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest()}
 
 
@@ -701,7 +701,7 @@ def _close(tensorboard) -> None:
 
 
 def _plot_if_possible(run_dir: Path, echo) -> None:
-    from textgen.plot import matplotlib_available, plot_history
+    from textgen.training.plot import matplotlib_available, plot_history
 
     if not matplotlib_available():
         return

@@ -7,7 +7,7 @@ that produces a chunk of tokens per call, for a whole batch of samples at once; 
 decodes finished chunks (to stream them) and checks stop strings between chunks.
 
 A step is written with raw TensorFlow ops on a snapshot of the model's weights rather than
-by calling the Keras layers (`RecurrentStepper`, in textgen/steppers.py): the first layer's input projection is a
+by calling the Keras layers (`RecurrentStepper`, in textgen/generation/steppers.py): the first layer's input projection is a
 lookup table, so a step multiplies the hidden state by the recurrent kernel and little
 else. How each loop is compiled was chosen by measurement on a 2-core AVX-512 CPU
 (docs/generation.md): with XLA (`jit_compile=True`) for float32, which makes a single
@@ -32,12 +32,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.distribute import cpu_has_native_bf16
+from textgen.training.distribute import cpu_has_native_bf16
 from textgen.errors import ModelFileError, UsageError
-from textgen.layers import FORMAT_VERSION, find_token_embedding
-from textgen.samplers import GreedySampler, Sampler, make_sampler, require_whole
-from textgen.steppers import PackedColumnStepper, RecurrentStepper, make_stepper
-from textgen.tokenizer import Tokenizer, tokenizer_from_config
+from textgen.models.layers import FORMAT_VERSION, find_token_embedding
+from textgen.generation.samplers import GreedySampler, Sampler, make_sampler, require_whole
+from textgen.generation.steppers import PackedColumnStepper, RecurrentStepper, make_stepper
+from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
 CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)

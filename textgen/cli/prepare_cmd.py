@@ -27,8 +27,8 @@ def prepare(config_path, overrides, output):
     with the same config and output reuses it instead of encoding again (train also
     prepares by itself when there is no current cache).
     """
-    from textgen.prepare import describe_cache
-    from textgen.train import prepare as prepare_run
+    from textgen.data.prepare import describe_cache
+    from textgen.training.train import prepare as prepare_run
 
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")

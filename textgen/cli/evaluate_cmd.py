@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from textgen.commands.params import ModelFile
+from textgen.cli.params import ModelFile
 
 
 def _text_encoding(ctx, param, value):
@@ -42,8 +42,8 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """
-    from textgen.evaluate import check_text_path, evaluate_file
-    from textgen.generate import load_keras_model
+    from textgen.evaluation.evaluate import check_text_path, evaluate_file
+    from textgen.generation.generate import load_keras_model
 
     check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     model = load_keras_model(model_path)

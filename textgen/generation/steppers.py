@@ -1,6 +1,6 @@
 """Generation steps: one token through a textgen model, with its states carried forward.
 
-A stepper has the interface the compiled loops in textgen.generate use:
+A stepper has the interface the compiled loops in textgen.generation.generate use:
 `initial_states(batch)` and `step(token_ids, states) -> (float32 logits (batch, vocab),
 states)`, where states is a fixed structure of tensors with the batch first (so beam search
 can reorder rows) and `states[0][0]` is a (batch, ...) tensor. `make_stepper` picks one by
@@ -9,7 +9,7 @@ the model's kind:
 - sequence-mode recurrent models: `RecurrentStepper` (raw-op LSTM, GRU, SimpleRNN and
   peephole LSTM steps on a snapshot of the weights; `PackedColumnStepper` is its
   batch-in-columns variant for large bfloat16 batches of the Keras cells, chosen by
-  textgen.generate), or `CellStepper` for a cell it does not know, which calls each Keras
+  textgen.generation.generate), or `CellStepper` for a cell it does not know, which calls each Keras
   cell once per token with its states carried forward (slower: every call goes through
   the layer);
 - window models: `WindowStepper` keeps the last `window` tokens and re-feeds them through the
@@ -25,11 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.cells import PeepholeLSTMCell
+from textgen.models.cells import PeepholeLSTMCell
 from textgen.errors import ModelFileError
-from textgen.layers import TokenEmbedding, find_token_embedding
-from textgen.model import model_kind, recurrent_layers
-from textgen.transformer import TransformerBlock
+from textgen.models.layers import TokenEmbedding, find_token_embedding
+from textgen.models.builder import model_kind, recurrent_layers
+from textgen.models.transformer import TransformerBlock
 
 TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
 

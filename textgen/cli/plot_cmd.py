@@ -21,6 +21,6 @@ def plot(run_dir):
     Needs matplotlib (pip install 'textgen[plot]'); `textgen train` draws the same plot at
     the end of every run when it is installed. TensorBoard logs are in RUN_DIR/logs.
     """
-    from textgen.plot import plot_history
+    from textgen.training.plot import plot_history
 
     click.echo(f"wrote {plot_history(run_dir)}")

@@ -148,7 +148,7 @@ def _attach_closed_streams() -> None:
 class StopSignals:
     """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt, so whatever runs cleans up on its way out,
     and the interpreter notes every signal that arrives on a pipe (`signal.set_wakeup_fd`): that
-    also covers signals that training's own handlers (`textgen.callbacks.stop_on_signals`) take.
+    also covers signals that training's own handlers (`textgen.training.callbacks.stop_on_signals`) take.
     A signal ignored when textgen starts (`nohup`, a background job) stays ignored."""
 
     def __init__(self):
@@ -222,7 +222,7 @@ def _global_flags() -> list[click.Option]:
                          help="Same as `textgen --debug`: show full tracebacks instead of one-line errors.")]
 
 
-from textgen.commands import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
+from textgen.cli import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
                  info_cmd.info):

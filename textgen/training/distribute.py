@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from textgen.config import TrainingConfig
 from textgen.errors import TextgenError, UsageError
-from textgen.fused_rnn import FusedGRU, FusedLSTM, fused_kernel_applies
+from textgen.models.fused_rnn import FusedGRU, FusedLSTM, fused_kernel_applies
 
 
 @dataclass
@@ -42,7 +42,7 @@ class DevicePlan:
     device: str  # cpu | gpu | tpu: what the replicas run on
     precision: str  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool | str  # as handed to model.compile
-    fused_kernels: bool  # LSTM/GRU layers train through textgen.fused_rnn (CPU only)
+    fused_kernels: bool  # LSTM/GRU layers train through textgen.models.fused_rnn (CPU only)
     chief: bool = True  # this process writes the run directory
     worker: int = 0
     workers: int = 1

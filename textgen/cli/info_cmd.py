@@ -7,7 +7,7 @@ import json
 import click
 import yaml
 
-from textgen.commands.params import ModelFile
+from textgen.cli.params import ModelFile
 
 
 @click.command()
@@ -18,8 +18,8 @@ def info(model_path, as_json):
 
     MODEL is a model.keras file written by `textgen train`, or its run directory.
     """
-    from textgen.generate import load_keras_model
-    from textgen.info import model_facts
+    from textgen.generation.generate import load_keras_model
+    from textgen.models.info import model_facts
 
     facts = model_facts(load_keras_model(model_path))
     if as_json:

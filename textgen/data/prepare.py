@@ -36,11 +36,11 @@ from typing import Callable, TextIO
 import numpy as np
 
 from textgen.config import Config
-from textgen.corpus import resolve_paths, stream_corpus
-from textgen.dataset import describe_unknown, encode_known
+from textgen.data.corpus import resolve_paths, stream_corpus
+from textgen.data.dataset import describe_unknown, encode_known
 from textgen.errors import CorpusError, UsageError
 from textgen.saving import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
-from textgen.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
+from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 CACHE_DIR = "cache"
 IDS_FILE = "ids.bin"

@@ -1,7 +1,7 @@
 """Keras callbacks that run a textgen training session.
 
 Listed in the order `train` hands them to `fit`, which is the order they act at an epoch end
-(textgen/averaging.py's WeightAverager, when weights are averaged, goes before them all):
+(textgen/training/averaging.py's WeightAverager, when weights are averaged, goes before them all):
     RunRecorder    history.csv, the best model in model.keras, early stopping
     Checkpointer   the resumable training state, every N steps and at every epoch end
     SamplePrinter  a few samples every N epochs so users see the model learn
@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
-from textgen.checkpoint import save_checkpoint
+from textgen.training.checkpoint import save_checkpoint
 from textgen.errors import TextgenError
 from textgen.saving import save_model_atomic, write_text_atomic
 
@@ -227,7 +227,7 @@ class SamplePrinter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.every or (epoch + 1) % self.every:
             return
-        from textgen.generate import Generator
+        from textgen.generation.generate import Generator
 
         try:
             with self.weights():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from textgen.commands.params import ModelFile
+from textgen.cli.params import ModelFile
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
 
@@ -21,7 +21,7 @@ _DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} 
 def saved_run_config(run_dir: Path) -> dict | None:
     """The config a run's checkpoint saved (its config.yaml aside), or None when it has none
     (then --resume reports that the run holds no state to resume)."""
-    from textgen.checkpoint import read_state
+    from textgen.training.checkpoint import read_state
 
     try:
         saved = read_state(run_dir).get("config")
@@ -60,8 +60,8 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     training.checkpoint_every steps. Ctrl-C stops after the current step and saves, so the
     run can continue with --resume.
     """
-    from textgen.train import TrainingInterrupted
-    from textgen.train import train as run_training
+    from textgen.training.train import TrainingInterrupted
+    from textgen.training.train import train as run_training
 
     if resume and init_from:
         raise click.UsageError("--init-from starts a new run from a saved model and --resume continues an "

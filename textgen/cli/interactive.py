@@ -1,7 +1,7 @@
 """`textgen generate --interactive`: pick every next token yourself.
 
 Only the terminal side lives here: it prints with click.echo, asks with click.prompt and
-drives a `textgen.generate.StepSession`, which does the model work and never reads input.
+drives a `textgen.generation.generate.StepSession`, which does the model work and never reads input.
 """
 
 from __future__ import annotations

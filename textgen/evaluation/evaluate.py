@@ -20,12 +20,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.dataset import encode_known, make_chunks
-from textgen.corpus import check_regular_file, stream_corpus, stream_stdin
+from textgen.data.dataset import encode_known, make_chunks
+from textgen.data.corpus import check_regular_file, stream_corpus, stream_stdin
 from textgen.errors import CorpusError, UsageError
-from textgen.layers import find_token_embedding
-from textgen.model import model_kind
-from textgen.tokenizer import tokenizer_from_config
+from textgen.models.layers import find_token_embedding
+from textgen.models.builder import model_kind
+from textgen.data.tokenizer import tokenizer_from_config
 
 BLOCK_CHARS = 1 << 20
 MAX_SEQ_LENGTH = 1 << 20  # tokens per window; a text shorter than the window is scored as one

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from textgen.commands.params import ModelFile
+from textgen.cli.params import ModelFile
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
 
@@ -37,7 +37,7 @@ def _utf8(text: str, what: str, fix: str = "type it in UTF-8") -> str:
 
 
 def _normalise(seed: str) -> str:
-    from textgen.corpus import normalise_text  # models never see CR or a BOM: corpora are read without them
+    from textgen.data.corpus import normalise_text  # models never see CR or a BOM: corpora are read without them
 
     return normalise_text(seed)
 
@@ -137,8 +137,8 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     the most likely continuation instead of a random one.
     """
     from textgen.errors import UsageError
-    from textgen.generate import Request, Sample, fresh_random_seed, load
-    from textgen.samplers import make_sampler
+    from textgen.generation.generate import Request, Sample, fresh_random_seed, load
+    from textgen.generation.samplers import make_sampler
 
     if seed is not None and seed_file is not None:
         raise UsageError("--seed and --seed-file both give the seed; pass only one")
@@ -208,9 +208,9 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
 
 def _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing):
     """--interactive: refuse flags that only mean something for batch generation, then run the terminal UI."""
-    from textgen.commands.interactive import run_interactive
+    from textgen.cli.interactive import run_interactive
     from textgen.errors import UsageError
-    from textgen.generate import load
+    from textgen.generation.generate import load
 
     if clashing:
         raise UsageError(f"--interactive lets you pick every token and does not combine with {', '.join(clashing)}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from textgen.layers import find_token_embedding
-from textgen.model import describe_model
+from textgen.models.layers import find_token_embedding
+from textgen.models.builder import describe_model
 
 
 def model_facts(model) -> dict:

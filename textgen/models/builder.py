@@ -11,18 +11,18 @@ from __future__ import annotations
 import keras
 
 from textgen.config import ModelConfig
-from textgen.fused_rnn import FusedGRU, FusedLSTM
-from textgen.cells import PeepholeLSTMCell
-from textgen.layers import TokenEmbedding
-from textgen.transformer import PositionEmbedding, TransformerBlock
-from textgen.window import AttentionPooling, WindowFrames, WindowUnframe
+from textgen.models.fused_rnn import FusedGRU, FusedLSTM
+from textgen.models.cells import PeepholeLSTMCell
+from textgen.models.layers import TokenEmbedding
+from textgen.models.transformer import PositionEmbedding, TransformerBlock
+from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
 
 _CELL_LAYERS = {
     "lstm": keras.layers.LSTM,
     "gru": keras.layers.GRU,
     "simple_rnn": keras.layers.SimpleRNN,
 }
-# Training twins with fused CPU kernels (textgen.fused_rnn); saved models hold the Keras classes.
+# Training twins with fused CPU kernels (textgen.models.fused_rnn); saved models hold the Keras classes.
 _FUSED_LAYERS = {"lstm": FusedLSTM, "gru": FusedGRU}
 
 
@@ -36,7 +36,7 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     `l2` adds an L2 penalty on the recurrent (or transformer) and output kernels to the
     training loss; the embedding is left out so a large word vocabulary keeps sparse gradients.
     `fused_kernels` builds LSTM and GRU layers that train through textgen's fused CPU kernels,
-    which compute the same function faster under mixed precision (textgen.fused_rnn).
+    which compute the same function faster under mixed precision (textgen.models.fused_rnn).
     Layers follow the global mixed-precision policy; the logits are float32 regardless.
     """
     vocab_size = len(tokenizer["vocabulary"])

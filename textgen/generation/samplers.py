@@ -2,7 +2,7 @@
 
 A base `Sampler` draws from the temperature-scaled distribution; each strategy overrides
 one method: `filter_logits` (top-k, top-p), `next_token` (greedy) or `next_beams` (beam
-search). The engine in `textgen.generate` owns the compiled loops and calls these methods
+search). The engine in `textgen.generation.generate` owns the compiled loops and calls these methods
 while tracing them, so every method here works on whole batches of TensorFlow tensors.
 
 Hyper-parameters reach the compiled loop as tensors (`values()`), so changing a temperature

@@ -1,1 +1,0 @@
-"""One module per `textgen` sub-command; each stays a thin layer over the library."""

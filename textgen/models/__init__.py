@@ -1,0 +1,1 @@
+"""textgen's models stage."""
