@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile
 
 
@@ -20,7 +21,7 @@ def _text_encoding(ctx, param, value):
     return value
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.option("--model", "model_path", required=True, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.")
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
@@ -86,7 +87,7 @@ def _is_stdin(path: str) -> bool:
         return False
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.option("--model", "model_path", default=None, type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
                    "Shakespeare character model shipped with textgen]")

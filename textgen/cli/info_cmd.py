@@ -7,10 +7,11 @@ import json
 import click
 import yaml
 
+from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.argument("model_path", metavar="MODEL", type=ModelFile())
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON document.")
 def info(model_path, as_json):

@@ -13,15 +13,14 @@ early (`| head`) ends it by SIGPIPE (141), without a message. A closed stdout or
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
-import warnings
 
 import click
 
-from textgen import __version__, load_keras_objects
+from textgen import __version__
+from textgen.cli import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd
 from textgen.errors import TextgenError, UsageError
 
 
@@ -97,18 +96,6 @@ def cli(ctx, verbose, debug):
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
-
-
-def _quiet_libraries(verbose: bool) -> None:
-    """Keep TensorFlow's and Keras's Python-side chatter out of the user's way."""
-    import logging
-
-    level = logging.INFO if verbose else logging.ERROR
-    for name in ("tensorflow", "absl", "keras"):
-        logging.getLogger(name).setLevel(level)
-    if not verbose:
-        warnings.filterwarnings("ignore", module=r"(keras|tensorflow|absl)(\.|$)")
-        warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def main() -> None:
@@ -196,37 +183,7 @@ def _die_by(signum: int) -> None:
     os._exit(128 + signum)  # not reached unless the signal is somehow held back
 
 
-def _after_parsing(callback):
-    """`callback` with TensorFlow and textgen's Keras objects loaded first.
-
-    The `textgen` process defers that import (see the package docstring) until a command has
-    parsed its arguments, so `--help`, `--version` and usage errors never wait for it, and a
-    Ctrl-C during it ends the command quietly rather than with a traceback.
-    """
-    @functools.wraps(callback)
-    def run(*args, verbose=False, debug=False, **kwargs):
-        obj = click.get_current_context().ensure_object(dict)  # the group's, or a new one for a lone command
-        obj["verbose"], obj["debug"] = obj.get("verbose") or verbose, obj.get("debug") or debug
-        _quiet_libraries(obj["verbose"])
-        load_keras_objects(verbose=obj["verbose"])
-        return callback(*args, **kwargs)
-
-    return run
-
-
-def _global_flags() -> list[click.Option]:
-    """The group's flags, also taken after the command (`textgen generate ... --verbose`)."""
-    return [click.Option(["--verbose"], is_flag=True,
-                         help="Same as `textgen --verbose`: show TensorFlow's own log lines and warnings."),
-            click.Option(["--debug"], is_flag=True,
-                         help="Same as `textgen --debug`: show full tracebacks instead of one-line errors.")]
-
-
-from textgen.cli import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd  # noqa: E402
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
-                 info_cmd.info):
-    _command.callback = _after_parsing(_command.callback)
-    _command.params.extend(_global_flags())
+                 info_cmd.info, plot_cmd.plot):
     cli.add_command(_command)
-cli.add_command(plot_cmd.plot)  # reads history.csv and draws it: no TensorFlow needed

@@ -6,10 +6,11 @@ import json
 
 import click
 
+from textgen.cli.command import LibraryCommand
 from textgen.config import load_config
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="YAML config file, as for textgen train (- reads stdin); keys left out take their defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

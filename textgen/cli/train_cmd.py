@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
@@ -30,7 +31,7 @@ def saved_run_config(run_dir: Path) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-@click.command()
+@click.command(cls=LibraryCommand)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="YAML config file (configs/ has presets), or - to read it from stdin; keys left out take "
                    f"their defaults (docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. "

@@ -1,0 +1,66 @@
+"""Quieting TensorFlow for the command line.
+
+TensorFlow writes oneDNN and CUDA notices to file descriptor 2 while it is imported, through
+absl logging that ignores TF_CPP_MIN_LOG_LEVEL, and its and Keras's Python loggers and
+warnings add more. They are noise to a user of the command, so `textgen` hides them unless
+`--verbose` is given. This is the command's business only: the library leaves the importing
+process as it found it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+import textgen
+
+QUIETED = "TEXTGEN_QUIETED_TF"  # set with our level, so a child process knows it was not the user's choice
+
+
+def load_library(verbose: bool) -> None:
+    """Import TensorFlow and textgen's Keras objects, quietly unless `verbose`."""
+    if "tensorflow" not in sys.modules:
+        if verbose:
+            os.environ.pop(QUIETED, None)
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own default: show its start-up lines
+            textgen.load_keras_objects()
+        elif "TF_CPP_MIN_LOG_LEVEL" in os.environ and QUIETED not in os.environ:
+            textgen.load_keras_objects()  # the user chose a level
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+            os.environ[QUIETED] = "1"
+            _with_stderr_closed(_import_and_probe)
+    textgen.load_keras_objects()
+    _quiet_loggers(verbose)
+
+
+def _import_and_probe() -> None:
+    import tensorflow
+
+    tensorflow.config.list_physical_devices()  # device probing logs (cuInit) happen here too
+    textgen.load_keras_objects()
+
+
+def _with_stderr_closed(function) -> None:
+    """Run `function` with descriptor 2 pointed at /dev/null; Python errors still surface as
+    exceptions once it is restored."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        function()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _quiet_loggers(verbose: bool) -> None:
+    """Keep TensorFlow's and Keras's Python-side chatter out of the user's way."""
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("tensorflow", "absl", "keras"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"(keras|tensorflow|absl)(\.|$)")
+        warnings.filterwarnings("ignore", category=UserWarning)
