@@ -10,7 +10,7 @@ weight averaging) with its own model and batch settings, trains for `--budget-se
 - generation speed: characters per second for one sample of 500 at temperature 0.8, after
   a warm-up call (compilation not counted).
 
-The table is written between the markers in docs/architectures.md for this kind of CPU (one
+The table is written between the markers in docs/benchmarks.md for this kind of CPU (one
 table for CPUs with bfloat16 units, one for those without), with the machine's load average
 at the start and end of each run, because the CPU may be shared.
 
@@ -41,7 +41,7 @@ from textgen.models.layers import find_token_embedding  # noqa: E402
 from textgen.training.train import train  # noqa: E402
 
 BASE = ROOT / "configs" / "shakespeare-fast.yaml"
-DOC = ROOT / "docs" / "architectures.md"
+DOC = ROOT / "docs" / "benchmarks.md"
 EVAL_WINDOW = 256
 
 # name -> (what it is, overrides on top of BASE). Small enough to learn something in minutes on 2 cores.

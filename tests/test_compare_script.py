@@ -1,4 +1,4 @@
-"""scripts/compare_architectures.py keeps one table per kind of CPU in docs/architectures.md."""
+"""scripts/compare_architectures.py keeps one table per kind of CPU in docs/benchmarks.md."""
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +28,7 @@ def test_each_kind_of_cpu_has_its_table_in_the_doc(compare, monkeypatch, flags, 
     monkeypatch.setattr(distribute, "cpu_flags", lambda: flags)
     begin, end = compare.table_markers()
     assert kind in begin and kind in end
-    doc = (ROOT / "docs" / "architectures.md").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     assert doc.count(begin) == 1 and doc.count(end) == 1 and doc.index(begin) < doc.index(end)
 
 
