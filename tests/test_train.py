@@ -9,7 +9,7 @@ import numpy as np
 import keras
 
 from textgen.config import TokenizerConfig
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.data.tokenizer import fit_tokenizer
 from textgen.training.train import default_sample_seed, train

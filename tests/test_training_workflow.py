@@ -24,7 +24,7 @@ from textgen.config import load_config
 from textgen.data.corpus import load_corpus
 from textgen.data.dataset import make_dataset, split_ids
 from textgen.errors import TextgenError, UsageError
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.models.layers import find_token_embedding
 from textgen.data.tokenizer import tokenizer_from_config

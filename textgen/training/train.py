@@ -195,7 +195,7 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     run_dir = own_dir or Path(config.output.dir)
     parent, tokenizer = None, None
     if config.training.init_from:
-        from textgen.generation.generate import load_keras_model
+        from textgen.saving import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
         given, config = config, adopt_architecture(config, parent)
@@ -254,7 +254,7 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
 def _prepare(config: Config, run_dir: Path, progress) -> PreparedCorpus:
     tokenizer = None
     if config.training.init_from:
-        from textgen.generation.generate import load_keras_model
+        from textgen.saving import load_keras_model
 
         parent = load_keras_model(config.training.init_from)
         config = adopt_architecture(config, parent)
