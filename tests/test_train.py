@@ -12,7 +12,8 @@ from textgen.config import TokenizerConfig
 from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.data.tokenizer import fit_tokenizer
-from textgen.training.train import default_sample_seed, train
+from textgen.training.fit import default_sample_seed
+from textgen.training.train import train
 
 
 def test_short_training_run_lowers_the_loss(tiny_config):

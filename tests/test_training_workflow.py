@@ -28,7 +28,8 @@ from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.models.layers import find_token_embedding
 from textgen.data.tokenizer import tokenizer_from_config
-from textgen.training.train import TrainingInterrupted, merge_for_resume, train
+from textgen.training.reconcile import merge_for_resume
+from textgen.training.train import TrainingInterrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
