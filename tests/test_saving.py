@@ -53,7 +53,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
     with pytest.raises(TextgenError) as caught:
         write_file_atomic(path, half_then_full)
-    assert str(caught.value) == f"{path} cannot be written ({os.strerror(errno.ENOSPC)}); free some space, then run again"
+    assert str(caught.value) == (f"{path} cannot be written ({os.strerror(errno.ENOSPC)}); free some space, "
+                                 "then run again")
     assert path.read_text() == "old" and entries(tmp_path) == {"config.yaml"}
 
 
