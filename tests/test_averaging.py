@@ -14,7 +14,7 @@ from textgen.training.callbacks import StopGuard, TrainingStopped, global_step
 from textgen.training.checkpoint import checkpoint_dir, read_averages, read_state
 from textgen.config import load_config
 from textgen.errors import ConfigError
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.models.layers import find_token_embedding
 from textgen.training.train import TrainingInterrupted, train

@@ -25,7 +25,7 @@ import pytest
 from conftest import tiny_overrides
 from textgen.training.checkpoint import checkpoint_dir, has_checkpoint
 from textgen.config import load_config
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

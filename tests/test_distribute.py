@@ -17,7 +17,7 @@ from textgen.training import distribute
 from textgen.config import load_config
 from textgen.data.dataset import replica_batch_size
 from textgen.errors import UsageError
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -205,7 +205,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(train
     temporary file removed, the previous model and checkpoint as they were and still loadable."""
     import textgen.saving as saving
     from textgen.training.checkpoint import read_state
-    from textgen.generation.generate import load_keras_model
+    from textgen.saving import load_keras_model
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_model.parent, run_dir)
@@ -246,36 +246,6 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(train
     result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
     assert result.exit_code == 0, result.output  # the checkpoint it kept resumes
     assert read_state(run_dir)["global_step"] > step
-
-
-def test_write_failures_name_the_destination_not_the_temporary_file(tmp_path, monkeypatch):
-    """A folder that refuses new files (read-only, as during a --resume there) and fsync's handle."""
-    from textgen.errors import TextgenError
-    from textgen.saving import write_text_atomic
-
-    synced = []
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        synced.append(os.fstat(fd))
-        import fcntl
-        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY  # Windows refuses fsync on those
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    write_text_atomic(tmp_path / "a.txt", "text")
-    assert synced and (tmp_path / "a.txt").read_text() == "text"
-
-    def refused(*args, dir=None, prefix="", suffix="", **kwargs):
-        raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), f"{dir}/{prefix}k2x9abcd{suffix}")
-
-    monkeypatch.setattr("tempfile.mkstemp", refused)
-    (tmp_path / "checkpoint").mkdir()
-    (tmp_path / "checkpoint" / "state.json").write_text("{}")
-    with pytest.raises(TextgenError) as caught:
-        write_text_atomic(tmp_path / "config.yaml", "x")
-    assert str(caught.value) == (f"{tmp_path / 'config.yaml'} cannot be written ({os.strerror(errno.EROFS)}); "
-                                 f"make {tmp_path} writable, then continue with `textgen train --resume`")
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The token-id cache: built in blocks, reused while current, read by tf.data without copies."""
 
+import hashlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from textgen.data.dataset import id_table, make_chunks, make_dataset, make_train
 from textgen.errors import CorpusError, UsageError
 from textgen.data.prepare import prepare_corpus
 from textgen.data.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer
-from textgen.training.train import corpus_fingerprint, train
+from textgen.training.train import train
 
 
 def config_for(corpus, out, **extra):
@@ -32,7 +33,8 @@ def test_cache_holds_the_encoded_corpus_as_uint16(small_corpus, tmp_path):
     expected = fit_tokenizer(text, config.tokenizer).encode(text)
     assert isinstance(prepared.ids, np.memmap) and prepared.ids.dtype == np.uint16
     np.testing.assert_array_equal(prepared.ids, expected)
-    assert prepared.fingerprint == corpus_fingerprint(expected)  # what --resume compares
+    assert prepared.fingerprint == {"tokens": len(expected),  # what --resume compares
+                                    "sha1": hashlib.sha1(np.ascontiguousarray(expected).tobytes()).hexdigest()}
     assert (tmp_path / "cache" / "ids.bin").stat().st_size == 2 * len(expected)
     assert not prepared.reused and prepared.coverage == 1.0
     lines = shown.getvalue().splitlines()
@@ -183,15 +185,15 @@ def test_shifted_windows_cut_each_pass_differently_and_resume_exactly():
 
 @pytest.mark.parametrize("setting, expected", [(None, True), ("false", False)])
 def test_training_takes_shifted_windows_from_the_config(setting, expected, small_corpus, tmp_path, monkeypatch):
-    import textgen.training.train
+    import textgen.training.fit
 
-    asked, real = [], textgen.training.train.make_training_stream
+    asked, real = [], textgen.training.fit.make_training_stream
 
     def recording(*args, **kwargs):
         asked.append(kwargs["shift_windows"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(textgen.training.train, "make_training_stream", recording)
+    monkeypatch.setattr(textgen.training.fit, "make_training_stream", recording)
     extra = {"training.epochs": 1} | ({"training.shift_windows": setting} if setting else {})
     result = train(config_for(small_corpus, tmp_path / "run", **extra), echo=lambda _: None, verbose=0)
     assert asked == [expected] and result.global_step > 0

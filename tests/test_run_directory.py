@@ -22,7 +22,7 @@ from conftest import tiny_overrides
 from textgen.cli.main import cli
 from textgen.config import load_config
 from textgen.errors import UsageError
-from textgen.training.rundir import LOCK_FILE, MANIFEST_FILE, RunDirectory, RunDirectoryBusy
+from textgen.training.rundir import LOCK_FILE, MANIFEST_FILE, RunDirectory, RunDirectoryBusy, check_new_run, unfinished
 from textgen.training.train import TrainingInterrupted, train
 
 
@@ -41,6 +41,29 @@ def finished_run(trained_model, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(trained_model.parent, run)
     return run
+
+
+# --------------------------------------------------------------------------- may a new run start here
+
+
+def test_a_new_run_never_replaces_a_model_or_an_unfinished_run_without_overwrite(small_corpus, finished_run):
+    config = load_config(None, tiny_overrides(small_corpus, finished_run))
+    assert not unfinished(finished_run)
+    with pytest.raises(UsageError) as caught:
+        check_new_run(config)
+    assert str(caught.value) == (f"{finished_run} already holds a trained model; pass --overwrite to replace it or "
+                                 "--output to train into another directory")
+    assert check_new_run(config, overwrite=True) == finished_run
+    state = finished_run / "checkpoint" / "state.json"
+    state.write_text(state.read_text().replace('"finished": "completed"', '"finished": null'))
+    assert unfinished(finished_run)
+    with pytest.raises(UsageError, match="holds an unfinished run; pass --resume to continue it, --overwrite to start "
+                                         "again, or --output to train into another directory"):
+        check_new_run(config)
+    state.write_text("{")  # a state that cannot be read is no finished run either
+    assert unfinished(finished_run)
+    assert check_new_run(config, overwrite=True) == finished_run
+    assert not unfinished(finished_run / "elsewhere")
 
 
 # --------------------------------------------------------------------------- whose folder

@@ -13,7 +13,8 @@ import pytest
 from test_bad_input import rewrite_keras_config, walk, with_format_version, with_unknown_class
 from textgen.config import load_config
 from textgen.errors import ConfigError, ModelFileError
-from textgen.generation.generate import load, load_keras_model
+from textgen.generation.generate import load
+from textgen.saving import load_keras_model
 from textgen.models.layers import FORMAT_VERSION, TokenEmbedding
 from textgen.models.builder import build_model
 from textgen.config import ModelConfig

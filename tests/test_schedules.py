@@ -70,3 +70,43 @@ def test_schedule_serialization_round_trip(schedule):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert isinstance(restored, Schedule) and restored.get_config() == config
     assert [float(restored(s)) for s in (0, 13, 40)] == pytest.approx([float(schedule(s)) for s in (0, 13, 40)])
+
+
+def textgen_cosine(step, learning_rate, total_steps, min_learning_rate, warmup_steps):
+    """The cosine curve with warm-up that textgen's runs have always followed, step by step."""
+    progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
+    rate = min_learning_rate + (learning_rate - min_learning_rate) * 0.5 * (1 + math.cos(math.pi * progress))
+    return rate * min(1.0, (step + 1) / warmup_steps) if warmup_steps else rate
+
+
+@pytest.mark.parametrize("settings", [
+    {"learning_rate": 0.01, "total_steps": 110, "min_learning_rate": 0.001, "warmup_steps": 10},
+    {"learning_rate": 0.002, "total_steps": 50, "min_learning_rate": 0.0, "warmup_steps": 0},
+    {"learning_rate": 0.003, "total_steps": 4, "min_learning_rate": 0.0001, "warmup_steps": 6},  # warm-up past the end
+])
+def test_cosine_follows_the_same_curve_as_before_keras_computed_it(settings):
+    schedule = CosineSchedule(**settings)
+    steps = [0, 1, 3, 5, 9, 10, 11, 30, 49, 50, 60, 85, 109, 110, 111, 10_000]
+    assert [float(schedule(s)) for s in steps] == pytest.approx([textgen_cosine(s, **settings) for s in steps],
+                                                                rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("serialized, rates", [
+    # exactly as the schedules of earlier textgen versions serialised themselves, with their rates then
+    ({"module": "textgen.training.schedules", "class_name": "CosineSchedule", "config": {
+        "learning_rate": 0.01, "warmup_steps": 10, "total_steps": 110, "min_learning_rate": 0.001},
+      "registered_name": "textgen>CosineSchedule"},
+     {0: 0.001, 4: 0.005, 9: 0.01, 10: 0.01, 11: 0.009997778572142124, 60: 0.00549999950453639,
+      85: 0.002318019513040781, 109: 0.0010022206697613, 110: 0.001, 500: 0.001}),
+    ({"module": "textgen.training.schedules", "class_name": "ExponentialSchedule", "config": {
+        "learning_rate": 0.01, "warmup_steps": 3, "steps_per_epoch": 7, "decay": 0.5, "decay_after": 2},
+      "registered_name": "textgen>ExponentialSchedule"},
+     {0: 0.0033333334140479565, 4: 0.01, 13: 0.01, 14: 0.005, 60: 7.812499825377017e-05, 109: 6.103515488575795e-07}),
+    ({"module": "textgen.training.schedules", "class_name": "ConstantSchedule", "config": {
+        "learning_rate": 0.003, "warmup_steps": 4}, "registered_name": "textgen>ConstantSchedule"},
+     {0: 0.00075, 3: 0.003, 500: 0.003}),
+])
+def test_schedules_serialised_by_earlier_versions_load_with_the_same_rates(serialized, rates):
+    schedule = keras.saving.deserialize_keras_object(serialized)
+    assert isinstance(schedule, Schedule) and schedule.get_config() == serialized["config"]
+    assert [float(schedule(s)) for s in rates] == pytest.approx(list(rates.values()), rel=1e-5)

@@ -8,11 +8,9 @@ import numpy as np
 
 import keras
 
-from textgen.config import TokenizerConfig
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
-from textgen.data.tokenizer import fit_tokenizer
-from textgen.training.train import default_sample_seed, train
+from textgen.training.train import train
 
 
 def test_short_training_run_lowers_the_loss(tiny_config):
@@ -92,17 +90,6 @@ def test_a_sample_seed_the_model_cannot_read_is_reported_before_training(tiny_co
     assert "'日', '本'" in lines[warning] and lines[warning].endswith("samples switched off")
     assert warning < next(i for i, line in enumerate(lines) if line.startswith("epoch 1"))  # before, not after
     assert not any(line.startswith("--- sample") for line in lines)
-
-
-def test_the_default_sample_seed_is_the_first_whole_line_with_text():
-    """Samples continue a real line of the held-out text, never a word cut in half."""
-    text = "lf of a line\n\nVIRGILIA:\nI will wish her speedy strength"
-    tokenizer = fit_tokenizer(text + "no line ends here at all, just one long run of words", TokenizerConfig())
-    ids = tokenizer.encode(text)
-    assert default_sample_seed(tokenizer, ids, ids[:0]) == "VIRGILIA:\n"
-    assert default_sample_seed(tokenizer, ids[:0], ids) == "VIRGILIA:\n"  # no validation split
-    unbroken = tokenizer.encode("no line ends here at all, just one long run of words")
-    assert default_sample_seed(tokenizer, unbroken, ids[:0]) == "no line ends here at all, just one long "
 
 
 def test_a_validation_tail_too_short_for_a_window_is_reported(tiny_config):

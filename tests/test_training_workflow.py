@@ -24,11 +24,11 @@ from textgen.config import load_config
 from textgen.data.corpus import load_corpus
 from textgen.data.dataset import make_dataset, split_ids
 from textgen.errors import TextgenError, UsageError
-from textgen.generation.generate import load_keras_model
+from textgen.saving import load_keras_model
 from textgen.models.info import model_facts
 from textgen.models.layers import find_token_embedding
 from textgen.data.tokenizer import tokenizer_from_config
-from textgen.training.train import TrainingInterrupted, merge_for_resume, train
+from textgen.training.train import TrainingInterrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,34 +116,6 @@ def test_resume_refuses_what_cannot_continue(small_corpus, tmp_path):
     assert train(finished, resume=True, echo=quiet, verbose=0).stopped == "completed"
     with pytest.raises(UsageError, match="already finished its 1 epoch; raise training.epochs"):
         train(finished, resume=True, echo=quiet, verbose=0)
-
-
-@pytest.mark.parametrize("key, saved, given", [
-    ("model.window", 40, 20), ("model.mode", "window", "sequence"), ("model.type", "transformer", "rnn"),
-    ("model.heads", 4, 2), ("model.context_length", 256, 128), ("model.attention", True, False),
-])
-def test_resume_refuses_a_changed_architecture_key(key, saved, given, tmp_path):
-    """Every key that shapes the network is frozen on resume; dropout may change."""
-    base = ["model.mode=window"] if key in ("model.window", "model.attention") else \
-        ["model.type=transformer", "model.embedding_dim=32"] if key in ("model.heads", "model.context_length") else []
-    old = load_config(None, [*base, f"{key}={saved}".lower(), "model.dropout=0.1"])
-    new = load_config(None, [*base, f"{key}={given}".lower(), "model.dropout=0.3"])
-    with pytest.raises(UsageError, match=rf"--resume: {key} is .* in the run being resumed"):
-        merge_for_resume(new, old, tmp_path)
-    same = load_config(None, [*base, f"{key}={saved}".lower(), "model.dropout=0.3"])
-    assert merge_for_resume(same, old, tmp_path).model.dropout == 0.3
-
-
-@pytest.mark.parametrize("key, saved, given", [
-    ("training.shift_windows", "false", "true"), ("training.seed", 1, 2), ("training.seq_length", 40, 50),
-])
-def test_resume_refuses_a_changed_batching_key(key, saved, given, tmp_path):
-    """The keys that decide which windows each step trains on are frozen; the learning rate is not."""
-    old = load_config(None, [f"{key}={saved}", "training.learning_rate=0.01"])
-    with pytest.raises(UsageError, match=rf"--resume: {key} is .* in the run being resumed"):
-        merge_for_resume(load_config(None, [f"{key}={given}"]), old, tmp_path)
-    same = merge_for_resume(load_config(None, [f"{key}={saved}", "training.learning_rate=0.02"]), old, tmp_path)
-    assert same.training.learning_rate == 0.02
 
 
 def test_steps_per_epoch_time_budget_and_resume(small_corpus, tmp_path):

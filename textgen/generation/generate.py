@@ -23,7 +23,6 @@ import functools
 import math
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -34,9 +33,10 @@ import tensorflow as tf
 
 from textgen.training.distribute import cpu_has_native_bf16
 from textgen.errors import ModelFileError, UsageError
-from textgen.models.layers import FORMAT_VERSION, find_token_embedding
+from textgen.models.layers import find_token_embedding
 from textgen.generation.samplers import GreedySampler, Sampler, make_sampler, require_whole
 from textgen.generation.steppers import PackedColumnStepper, RecurrentStepper, make_stepper
+from textgen.saving import load_keras_model, check_textgen_model  # noqa: F401  (re-exported)
 from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
@@ -46,96 +46,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_NUM_SAMPLES = 100_000
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
 _STOP_LOOKBACK = 64  # characters before a new chunk searched again for a sentence end
-
-
-def load_keras_model(path: str | Path) -> keras.Model:
-    """Load a textgen .keras file safely, with a one-line error for every way it can be wrong."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist; train one with `textgen train`")
-    if path.is_dir():
-        raise ModelFileError(f"model path {path} is a directory; give the model.keras file inside it")
-    if path.suffix != ".keras":
-        raise ModelFileError(f"model file {path} is not a .keras file; give the model.keras of a run")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"model file {path} is not a valid .keras archive (truncated or not a model); "
-                             "retrain or copy it again")
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for broken or foreign files
-        raise ModelFileError(f"model file {path} cannot be loaded: {_load_failure(exc)}") from None
-    check_textgen_model(model, path)
-    return model
-
-
-def check_textgen_model(model: keras.Model, path: str | Path) -> None:
-    """Check everything textgen reads from a loaded model's tokenizer and model card.
-
-    A .keras file is a zip anyone can edit: the tokenizer and card are JSON inside it, and
-    the code that uses them (generation, `info`, `evaluate`, fine-tuning) trusts their shape.
-    Checking them here, once, turns a damaged file into one line at load time instead of a
-    traceback half-way through the output.
-    """
-    embedding = find_token_embedding(model)
-    if embedding is None or not embedding.tokenizer:
-        raise ModelFileError(f"model file {path} is a Keras model but not a textgen model "
-                             "(it carries no tokenizer); train it with `textgen train`")
-    card = embedding.model_card
-    damaged = f"model file {path} is damaged:"
-    fix = "retrain or copy the file again"
-    version = card.get("format_version", 1)
-    if not _whole(version) or version < 1:
-        raise ModelFileError(f"{damaged} its model card's format_version is {version!r}, not a whole number "
-                             f"of 1 or more; {fix}")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(f"model file {path} uses textgen format {version}, newer than this textgen "
-                             f"understands ({FORMAT_VERSION}); upgrade with `pip install -U textgen`")
-    problem = _card_problem(card)
-    if problem:
-        raise ModelFileError(f"{damaged} its model card's {problem}; {fix}")
-    try:
-        tokenizer = tokenizer_from_config(embedding.tokenizer)
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"{damaged} its tokenizer cannot be used ({_first_line(exc)}); {fix}") from None
-    outputs = model.outputs[0].shape[-1] if model.outputs else None
-    if tokenizer.vocab_size != embedding.input_dim or outputs not in (None, tokenizer.vocab_size):
-        raise ModelFileError(f"{damaged} its vocabulary has {tokenizer.vocab_size} tokens but the network reads "
-                             f"{embedding.input_dim} and predicts {outputs}; {fix}")
-
-
-_NUMBER = (int, float)
-# What the model card may hold, key by key: the types textgen's readers accept (None: absent).
-_CARD = {"textgen_version": (str,), "coverage": _NUMBER, "precision": (str,), "history": (dict,),
-         "config": (dict,), "init_from": (dict,)}
-_HISTORY = {"final_loss": _NUMBER, "final_val_loss": _NUMBER, "best_loss": _NUMBER, "seconds": _NUMBER,
-            "epochs": (int,), "best_epoch": (int,), "best_step": (int,), "steps": (int,), "stopped": (str,)}
-
-
-def _card_problem(card: dict) -> str | None:
-    """What is wrong with the model card's values that textgen reads, or None."""
-    checks = [("", card, _CARD), ("history.", card.get("history") or {}, _HISTORY)]
-    config = card.get("config") or {}
-    for section, value in config.items():
-        if not isinstance(value, dict):
-            return f"config.{section} is {value!r}, not a mapping"
-    training = config.get("training") or {}
-    checks.append(("config.training.", training, {"seq_length": (int,), "ema_momentum": _NUMBER}))
-    checks.append(("init_from.", card.get("init_from") or {}, {"path": (str,)}))
-    for prefix, values, types in checks:
-        for key, allowed in types.items():
-            value = values.get(key)
-            if value is not None and (not isinstance(value, allowed) or isinstance(value, bool)):
-                kind = "a number" if allowed is _NUMBER else {int: "a whole number", str: "a string",
-                                                              dict: "a mapping"}[allowed[0]]
-                return f"{prefix}{key} is {value!r}, not {kind}"
-    seq_length = training.get("seq_length")
-    if seq_length is not None and seq_length < 1:
-        return f"config.training.seq_length is {seq_length}, not 1 or more"
-    return None
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def load(path: str | Path, **options) -> "Generator":
@@ -703,28 +613,3 @@ def _apply_penalty(logits, seen, penalty):
     """Divide positive logits (multiply negative ones) of tokens already present by `penalty`."""
     penalised = tf.where(logits > 0, logits / penalty, logits * penalty)
     return tf.where(seen, penalised, logits)
-
-
-def _load_failure(exc: BaseException) -> str:
-    """Why Keras refused a file, in one line: the innermost error names the layer or class.
-
-    safe_mode refuses Lambda layers (their Python code would run on load); classes that are
-    neither Keras's nor textgen's registered ones are refused too, and textgen imports no
-    other code to find them.
-    """
-    while (exc.__cause__ or exc.__context__) is not None:
-        exc = exc.__cause__ or exc.__context__
-    text = str(exc)
-    if "Lambda" in text and "safe_mode" in text:
-        return ("it holds a Lambda layer, whose Python code textgen never runs (Keras safe mode); "
-                "use a model trained by textgen")
-    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
-    if unknown:
-        return (f"it needs {unknown.group(1)}, which is neither a Keras nor a textgen object; "
-                "textgen loads no other code, so use a model trained by textgen")
-    return _first_line(exc)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

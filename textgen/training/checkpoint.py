@@ -25,6 +25,7 @@ import numpy as np
 
 from textgen.errors import TextgenError, UsageError
 from textgen.saving import in_memory, remove_file, write_bytes_atomic, write_text_atomic
+from textgen.training.advice import START_AGAIN
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -107,14 +108,13 @@ def read_state(run_dir: str | Path) -> dict:
     state = _read_json(path)
     problem = _state_problem(state)
     if problem:
-        raise TextgenError(f"{path} is damaged ({problem}); the checkpoint cannot be resumed, "
-                           "start again with --overwrite")
+        raise TextgenError(f"{path} is damaged ({problem}); the checkpoint cannot be resumed, {START_AGAIN}")
     if state.get("version", 0) > STATE_VERSION:
         raise TextgenError(f"{path} was written by a newer textgen; upgrade textgen to resume this run")
     for key in ("weights", "average"):
         if (key == "weights" or state.get(key)) and not (checkpoint_dir(run_dir) / state.get(key, "")).is_file():
             raise TextgenError(f"{path} names {key} file {state.get(key)} that is missing; "
-                               "the checkpoint cannot be resumed, start again with --overwrite")
+                               f"the checkpoint cannot be resumed, {START_AGAIN}")
     return state
 
 
@@ -171,8 +171,7 @@ def read_averages(run_dir: str | Path, state: dict) -> list[np.ndarray] | None:
         with np.load(path) as saved:
             return [saved[f"arr_{i}"] for i in range(len(saved.files))]
     except Exception as exc:  # numpy and zipfile raise many types for a damaged file
-        raise TextgenError(f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:200]}); "
-                           "start again with --overwrite") from None
+        raise _unloadable(path, exc) from None
 
 
 def restore_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> None:
@@ -183,8 +182,7 @@ def restore_checkpoint(run_dir: str | Path, model: keras.Model, state: dict) -> 
     try:
         model.load_weights(path)
     except Exception as exc:  # h5py and Keras raise many types for a damaged or mismatched file
-        raise TextgenError(f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:200]}); "
-                           "start again with --overwrite") from None
+        raise _unloadable(path, exc) from None
     states = _seed_states(model)
     if len(states) == len(state.get("rng", [])):
         for variable, value in zip(states, state["rng"]):
@@ -196,10 +194,14 @@ def _seed_states(model: keras.Model) -> list:
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
+def _unloadable(path: Path, exc: Exception) -> TextgenError:
+    return TextgenError(f"checkpoint {path} cannot be loaded ({str(exc).splitlines()[0][:200]}); {START_AGAIN}")
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"{path} is missing; the run cannot be resumed, start again with --overwrite") from None
+        raise UsageError(f"{path} is missing; the run cannot be resumed, {START_AGAIN}") from None
     except (OSError, ValueError) as exc:
-        raise TextgenError(f"{path} cannot be read ({exc}); start the run again with --overwrite") from None
+        raise TextgenError(f"{path} cannot be read ({exc}); {START_AGAIN}") from None

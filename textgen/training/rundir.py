@@ -13,40 +13,55 @@ One process writes a run directory at a time: `train`, `train --resume` and `pre
 an operating-system lock on `.textgen-run.lock` for as long as they work, and a second one
 fails at once naming the process that holds it. The lock goes with the process, so a
 crashed or killed run never leaves the directory locked.
+
+A new run goes only where no trained model and no unfinished run would be lost (or with
+--overwrite), and never inside a folder the corpus is read from. A corpus read from
+standard input is copied into the run's cache first, so it can be read twice and resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
+from textgen.config import STDIN, Config
+from textgen.data.prepare import cache_dir
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import remove_temporaries, write_text_atomic
+from textgen.saving import remove_temporaries, write_file_atomic, write_text_atomic
+from textgen.training import advice
+from textgen.training.checkpoint import has_checkpoint, read_state
 
 MANIFEST_FILE = ".textgen-run.json"
 LOCK_FILE = ".textgen-run.lock"
 MANIFEST_VERSION = 1
-MODEL_FILE = "model.keras"
+MODEL_FILE = "model.keras"  # the best model: the one file generation needs
+CONFIG_FILE = "config.yaml"  # the resolved config the run used
+LOGS_DIR = "logs"  # TensorBoard's
+STDIN_FILE = "stdin.txt"  # a corpus read from standard input, copied into the token cache
 
 # The entries textgen creates at the top of a run directory.
-ENTRIES = ("model.keras", "config.yaml", "history.csv", "loss.png", "checkpoint", "logs", "cache")
+ENTRIES = (MODEL_FILE, CONFIG_FILE, "history.csv", "loss.png", "checkpoint", LOGS_DIR, "cache")
 # What textgen writes inside its folders (paths relative to the folder), temporary names included.
 OWN_FILES = {
     "checkpoint": ("state.json", "tokenizer.json", "step-*.weights.h5", "step-*.average.npz", ".step-*.tmp*",
                    ".state.json.*", ".tokenizer.json.*"),
     "logs": ("train/events.out.tfevents.*", "validation/events.out.tfevents.*"),
-    "cache": ("ids.bin", "meta.json", "tokenizer.json", "stdin.txt", ".ids.bin.*", ".meta.json.*", ".tokenizer.json.*",
-              ".stdin.txt.*"),
+    "cache": ("ids.bin", "meta.json", "tokenizer.json", STDIN_FILE, ".ids.bin.*", ".meta.json.*", ".tokenizer.json.*",
+              f".{STDIN_FILE}.*"),
 }
 # The temporary files textgen's writers leave at the top of a run directory when killed (name:
 # the suffix after mkstemp's random part); checkpoint/ and cache/ clear their own.
-TEMPORARIES = {"model.keras": ".tmp.keras", "config.yaml": ".tmp", "history.csv": ".tmp", "loss.png": ".tmp.png",
+TEMPORARIES = {MODEL_FILE: ".tmp.keras", CONFIG_FILE: ".tmp", "history.csv": ".tmp", "loss.png": ".tmp.png",
                MANIFEST_FILE: ".tmp"}
 # The files of a finished or unfinished run that must not mix with a new one; model.keras is
 # left to be replaced by the new run's first good model.
-RUN_FILES = ("config.yaml", "history.csv", "loss.png")
+RUN_FILES = (CONFIG_FILE, "history.csv", "loss.png")
 
 
 class RunDirectoryBusy(UsageError):
@@ -74,7 +89,7 @@ class RunDirectory:
             self._acquire()
             self._claim()
             remove_temporaries(self.path, TEMPORARIES)  # safe under the lock: no other writer is at work
-            remove_temporaries(self.path / "cache", {"stdin.txt": ".tmp"})
+            remove_temporaries(cache_dir(self.path), {STDIN_FILE: ".tmp"})
         except BaseException:
             self._release(remove_if_empty=True)
             raise
@@ -90,8 +105,7 @@ class RunDirectory:
         if not path.exists():
             return
         if not path.is_dir():
-            raise TextgenError(f"output directory {path} cannot be written (it is a file); choose another with "
-                               "--output")
+            raise _cannot_write(path, "it is a file")
         if (path / MANIFEST_FILE).is_file():
             return
         entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
@@ -102,8 +116,8 @@ class RunDirectory:
             return  # a run directory written before textgen kept a manifest: only textgen's entries in it
         shown = ", ".join(foreign[:3] or entries[:3]) + (" ..." if len(foreign or entries) > 3 else "")
         raise UsageError(f"{path} is not empty and is not a textgen run directory (it holds {shown}); textgen "
-                         f"writes only into a new or empty folder or a run directory of its own: choose another "
-                         f"with --output, for example {path / 'run'}")
+                         f"writes only into a new or empty folder or a run directory of its own: "
+                         f"{advice.OTHER_OUTPUT}, for example {path / 'run'}")
 
     def _make(self) -> None:
         missing = []
@@ -114,8 +128,7 @@ class RunDirectory:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TextgenError(f"output directory {self.path} cannot be written ({exc.strerror}); choose another "
-                               "with --output") from None
+            raise _cannot_write(self.path, exc.strerror) from None
         self._created = list(reversed(missing))
 
     def _claim(self) -> None:
@@ -141,8 +154,7 @@ class RunDirectory:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise TextgenError(f"output directory {self.path} cannot be written ({exc.strerror}); choose another "
-                               "with --output") from None
+            raise _cannot_write(self.path, exc.strerror) from None
         if not _try_lock(fd):
             holder = _read_holder(fd)
             os.close(fd)
@@ -193,6 +205,67 @@ class RunDirectory:
         return (self.path / MODEL_FILE).is_file()
 
 
+def check_new_run(config: Config, *, overwrite: bool = False) -> Path:
+    """Check, before anything is written, that the run directory may take a new run.
+
+    Only reads: the directory is taken (and an old run in it cleared) once the new run's
+    corpus has been read and its model built.
+    """
+    run_dir = Path(config.output.dir)
+    check_outside_corpus(run_dir, config.corpus.paths)
+    if not overwrite:
+        if unfinished(run_dir):
+            raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --overwrite "
+                             f"to start again, or {advice.TRAIN_ELSEWHERE}")
+        if (run_dir / MODEL_FILE).exists():
+            raise UsageError(f"{run_dir} already holds a trained model; pass --overwrite to replace it "
+                             f"or {advice.TRAIN_ELSEWHERE}")
+    return run_dir
+
+
+def unfinished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a checkpoint of a run that did not finish (or cannot be read)."""
+    if not has_checkpoint(run_dir):
+        return False
+    try:
+        return not read_state(run_dir).get("finished")
+    except TextgenError:
+        return True
+
+
+def open_for_writing(config: Config, chief: bool, command: str):
+    """The run directory, owned and locked for this process; on a non-chief worker nothing
+    (the chief writes the run directory, the others their private ones)."""
+    return RunDirectory(config.output.dir, command) if chief else contextlib.nullcontext()
+
+
+def corpus_from_stdin(config: Config, run_dir: Path) -> Config:
+    """`config` with its corpus path `-` (standard input) read from a copy in the run's cache.
+
+    The corpus is read twice (the vocabulary, then the ids) and the cache is keyed on files,
+    so standard input is copied once into cache/stdin.txt, a file of textgen's own, and the
+    copy is read in its place. The config keeps `-`, which a resumed run gives again.
+    """
+    if STDIN not in config.corpus.paths:
+        return config
+    stream = sys.stdin
+    example = "cat book.txt | textgen train --set \"corpus.paths=['-']\""
+    if stream is None or stream.closed:
+        raise UsageError(f"corpus path - reads standard input, which is closed; pipe the text in: {example}")
+    if stream.isatty():
+        raise UsageError(f"corpus path - reads standard input, which is a terminal; pipe the text in: {example}")
+    target = cache_dir(run_dir) / STDIN_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def copy(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(getattr(stream, "buffer", stream), out, 1 << 20)
+
+    write_file_atomic(target, copy)
+    paths = tuple(str(target) if path == STDIN else path for path in config.corpus.paths)
+    return dataclasses.replace(config, corpus=dataclasses.replace(config.corpus, paths=paths))
+
+
 def check_outside_corpus(run_dir: str | Path, corpus_paths) -> None:
     """Refuse a run directory inside a folder the corpus is read from: its own files
     (config.yaml, history.csv) would become corpus text, and the corpus would change under
@@ -241,6 +314,10 @@ def is_legacy_run(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(state, dict) and {"version", "global_step", "weights", "config"} <= state.keys()
+
+
+def _cannot_write(path: Path, why: str) -> TextgenError:
+    return TextgenError(f"output directory {path} cannot be written ({why}); {advice.OTHER_OUTPUT}")
 
 
 def _try_lock(fd: int) -> bool:

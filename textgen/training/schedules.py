@@ -7,28 +7,23 @@ warm-up; each kind overrides `rate(step)`:
     constant      learning_rate
     exponential   learning_rate * lr_decay ** (epochs finished beyond lr_decay_after),
                   char-rnn's "0.97 per epoch after epoch 10", changing at epoch boundaries
-    cosine        from learning_rate down to min_learning_rate over the run's steps
+    cosine        from learning_rate down to min_learning_rate over the run's steps, by
+                  Keras's CosineDecay
+
+The warm-up is textgen's own rather than CosineDecay's: Keras's warm-up climbs from its
+initial rate at step 0, so warming up from nothing would spend the first update at rate 0,
+while here the first update (step 0) already takes 1/warmup_steps of the rate, and every
+kind of schedule warms up the same way.
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
-
-_SCHEDULES: dict[str, type["Schedule"]] = {}
-
-
-def register_schedule(cls):
-    _SCHEDULES[cls.kind] = cls
-    return keras.saving.register_keras_serializable(package="textgen")(cls)
 
 
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up over `warmup_steps`, then `rate(step)`. Step 0 is the first update."""
-
-    kind = ""
 
     def __init__(self, learning_rate: float, warmup_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -50,16 +45,14 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
-@register_schedule
+@keras.saving.register_keras_serializable(package="textgen")
 class ConstantSchedule(Schedule):
-    kind = "constant"
+    pass
 
 
-@register_schedule
+@keras.saving.register_keras_serializable(package="textgen")
 class ExponentialSchedule(Schedule):
     """char-rnn's decay: after `decay_after` full epochs, multiply by `decay` at every epoch end."""
-
-    kind = "exponential"
 
     def __init__(self, learning_rate: float, steps_per_epoch: int, decay: float = 0.97, decay_after: int = 10,
                  warmup_steps: int = 0, **kwargs):
@@ -78,23 +71,23 @@ class ExponentialSchedule(Schedule):
                 "decay_after": self.decay_after}
 
 
-@register_schedule
+@keras.saving.register_keras_serializable(package="textgen")
 class CosineSchedule(Schedule):
-    """Half a cosine from `learning_rate` (after warm-up) to `min_learning_rate` at `total_steps`."""
-
-    kind = "cosine"
+    """Keras's CosineDecay from `learning_rate` to `min_learning_rate`, starting once the
+    warm-up is over and reaching the minimum at `total_steps`; flat after that."""
 
     def __init__(self, learning_rate: float, total_steps: int, min_learning_rate: float = 0.0,
                  warmup_steps: int = 0, **kwargs):
         super().__init__(learning_rate, warmup_steps, **kwargs)
         self.total_steps = int(total_steps)
         self.min_learning_rate = float(min_learning_rate)
+        # CosineDecay's alpha is the minimum as a fraction of the rate it decays from.
+        self._decay = keras.optimizers.schedules.CosineDecay(
+            self.learning_rate, decay_steps=max(self.total_steps - self.warmup_steps, 1),
+            alpha=self.min_learning_rate / self.learning_rate if self.learning_rate else 0.0)
 
     def rate(self, step):
-        span = max(self.total_steps - self.warmup_steps, 1)
-        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return self.min_learning_rate + (self.learning_rate - self.min_learning_rate) * cosine
+        return self._decay(ops.maximum(step - self.warmup_steps, 0.0))
 
     def get_config(self):
         return {**super().get_config(), "total_steps": self.total_steps,
@@ -110,7 +103,7 @@ def make_schedule(training, steps_per_epoch: int) -> Schedule:
     if training.lr_schedule == "cosine":
         return CosineSchedule(total_steps=steps_per_epoch * training.epochs,
                               min_learning_rate=training.min_learning_rate, **common)
-    return _SCHEDULES[training.lr_schedule](**common)
+    return ConstantSchedule(**common)
 
 
 def make_optimizer(training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
