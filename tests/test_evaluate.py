@@ -209,3 +209,30 @@ def test_evaluate_canonicalises_the_encoding_name(trained_model, held_out, tmp_p
         result = run("evaluate", "--model", trained_model, "--text", utf16, "--json", "--encoding", name)
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["loss"] == pytest.approx(plain["loss"], abs=1e-6)
+
+
+def test_progress_follows_the_scoring_not_the_reading(trained_model, held_out, tmp_path, monkeypatch):
+    import textgen.evaluation.evaluate as evaluate_module
+
+    path = tmp_path / "long.txt"
+    path.write_text(held_out.read_text() * 16)  # about 100 KB, every character known to the model
+    scored = []  # tokens scored, batch by batch
+    real = evaluate_module._scorer
+
+    def counting(model):
+        score = real(model)
+
+        def run_batch(windows):
+            scored.append(windows.shape[0] * (windows.shape[1] - 1))
+            return score(windows)
+        return run_batch
+
+    monkeypatch.setattr(evaluate_module, "_scorer", counting)
+    seen = []
+    evaluate_file(load_keras_model(trained_model), path, batch_size=8, block_chars=10_000,
+                  progress=lambda n: seen.append((n, sum(scored))))
+    sizes = [n for n, _ in seen]
+    assert sizes == sorted(sizes) and sizes[-1] == path.stat().st_size and len(set(sizes)) >= 5
+    # Bytes reported are scored but for the windows still filling a batch and what the reader
+    # buffers ahead (8 KB): a report made as blocks are read would run a whole block ahead.
+    assert all(tokens >= n - 8192 - 8 * 33 for n, tokens in seen), seen

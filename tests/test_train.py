@@ -11,7 +11,7 @@ import keras
 from textgen.config import TokenizerConfig
 from textgen.generation.generate import load_keras_model
 from textgen.models.info import model_facts
-from textgen.data.tokenizer import fit_tokenizer
+from textgen.data.tokenizer import fit_tokenizer_stream
 from textgen.training.train import default_sample_seed, train
 
 
@@ -97,7 +97,7 @@ def test_a_sample_seed_the_model_cannot_read_is_reported_before_training(tiny_co
 def test_the_default_sample_seed_is_the_first_whole_line_with_text():
     """Samples continue a real line of the held-out text, never a word cut in half."""
     text = "lf of a line\n\nVIRGILIA:\nI will wish her speedy strength"
-    tokenizer = fit_tokenizer(text + "no line ends here at all, just one long run of words", TokenizerConfig())
+    tokenizer = fit_tokenizer_stream([text + "no line ends here at all, just one long run of words"], TokenizerConfig())
     ids = tokenizer.encode(text)
     assert default_sample_seed(tokenizer, ids, ids[:0]) == "VIRGILIA:\n"
     assert default_sample_seed(tokenizer, ids[:0], ids) == "VIRGILIA:\n"  # no validation split

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -42,18 +41,15 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """
+    from textgen.data.progress import ReadProgress
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
     check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     model = load_keras_model(model_path)
-    stderr = sys.stderr
-    size = Path(text_path).stat().st_size if text_path != "-" and Path(text_path).is_file() else 0
-    with contextlib.ExitStack() as stack:
-        progress = None
-        if stderr.isatty():  # a bar only where someone watches; logs and pipes stay clean
-            bar = stack.enter_context(click.progressbar(length=max(size, 1), label="scoring", file=stderr))
-            progress = lambda n: bar.update(n - bar.pos)  # noqa: E731
+    size = Path(text_path).stat().st_size if text_path != "-" else None
+    shown = sys.stderr if sys.stderr.isatty() else None  # progress only where someone watches; logs stay clean
+    with ReadProgress(f"scoring {text_path}:", size, shown) as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)
     if as_json:

@@ -255,9 +255,10 @@ def _printer(keep_going: bool):
 
 
 def _warn_unknown(unknown: list[str]) -> None:
+    from textgen.data.unknown import name_tokens
+
     if unknown:
-        shown = ", ".join(repr(t) for t in unknown[:10])
-        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
+        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {name_tokens(unknown)}", err=True)
 
 
 @dataclass

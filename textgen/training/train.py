@@ -48,8 +48,9 @@ from textgen.training.checkpoint import (checkpoint_dir, has_checkpoint, read_av
                                 restore_checkpoint, write_tokenizer)
 from textgen.config import (ARCHITECTURE_KEYS, STDIN, Config, ModelConfig, TokenizerConfig, absolute_path,
                             config_from_dict, ignored_settings, model_config_from_dict)
-from textgen.data.dataset import (encode_known, make_dataset, make_training_stream, replica_batch_size, split_ids,
+from textgen.data.dataset import (make_dataset, make_training_stream, replica_batch_size, split_ids,
                              steps_per_pass, validation_steps)
+from textgen.data.unknown import encode_known
 from textgen.training.distribute import DevicePlan, check_resumable_precision, kernel_report, plan_devices, private_dir
 from textgen.errors import ConfigError, ModelFileError, TextgenError, UsageError
 from textgen.models.layers import FORMAT_VERSION, find_token_embedding
