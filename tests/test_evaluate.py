@@ -94,10 +94,11 @@ def test_cli_evaluate_json_and_unknown_characters(trained_model, held_out, tmp_p
     missing = run("evaluate", "--model", trained_model, "--text", tmp_path / "nope.txt")
     assert missing.exit_code == 2 and "does not exist" in missing.output  # a wrong request, like a missing config
     zero = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", "0")
-    assert zero.exit_code == 2 and "seq length must be between 1 and 1,048,576, got 0" in zero.output
+    assert zero.exit_code == 2 and "'--seq-length': 0 is not in the range 1<=x<=1048576" in zero.output
     huge = run("evaluate", "--model", trained_model, "--text", held_out, "--seq-length", str(2**63 - 1))
-    assert huge.exit_code == 2 and "got 9,223,372,036,854,775,807" in huge.output
-    assert len(huge.output.strip().splitlines()) == 1  # was a traceback from numpy
+    assert huge.exit_code == 2 and "9223372036854775807 is not in the range 1<=x<=1048576" in huge.output
+    assert "Traceback" not in huge.output and len([line for line in huge.output.splitlines() if line]) <= 4
+    # (click's usage hint and one error line; a number too large for numpy once ended in a traceback)
 
 
 def test_evaluate_reports_the_context_it_used(trained_model, tmp_path):

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import click
 
-from textgen.cli.params import ModelFile
-
-
-def _text_encoding(ctx, param, value):
-    from textgen.config import is_text_encoding
-
-    if not is_text_encoding(value):
-        raise click.BadParameter(f"must name a text encoding Python knows, such as utf-8 or latin-1, got {value!r}")
-    return value
+from textgen.cli.params import ModelFile, TextEncoding
+from textgen.config import INT_LIMITS
 
 
 @click.command()
@@ -25,10 +18,11 @@ def _text_encoding(ctx, param, value):
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")
-@click.option("--seq-length", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Windows scored per step.")
+@click.option("--seq-length", type=click.IntRange(1, INT_LIMITS["training.seq_length"]), default=None,
               help="Tokens of context per window.  [default: the model's training.seq_length]")
-@click.option("--encoding", default="utf-8", show_default=True, callback=_text_encoding,
+@click.option("--encoding", type=TextEncoding(), default="utf-8", show_default=True,
               help="The text file's encoding.")
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out characters (or words) the model's vocabulary lacks instead of failing on them "
@@ -37,7 +31,7 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     The text is read in blocks and scored in batches, so a file of any size fits in
-    memory; on a terminal a progress bar on stderr shows how far it has got. Scoring is validation's:
+    memory; on a terminal a line on stderr shows how much is scored. Scoring is validation's:
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """

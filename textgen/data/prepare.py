@@ -59,7 +59,7 @@ class PreparedCorpus:
     ids: np.ndarray  # read-only in effect: a copy-on-write map of ids.bin
     tokenizer: Tokenizer
     fingerprint: dict  # {"tokens", "sha1"} of the ids as int32, compared on --resume
-    coverage: float  # share of the corpus tokens (spacing markers aside) that are not the unknown token
+    coverage: float  # share of the corpus tokens (spacing markers aside) that are not <unk>
     unknown: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
     missing: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
     directory: Path
@@ -80,9 +80,10 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     """The corpus of `config` encoded in `directory`, built or reused.
 
     tokenizer: encode with this one (fine-tuning, resume) instead of fitting one from
-        `config.tokenizer`. Its unknown tokens are handled as `unknown` says: "error" raises a
-        UsageError naming them (followed by `hint`), "unk" maps them to <unk> (word level),
-        "drop" leaves them out.
+        `config.tokenizer`.
+    unknown: the policy for the tokens that tokenizer lacks (`textgen.data.unknown`):
+        "error" raises a UsageError naming them (followed by `hint`), "unk" maps them to
+        <unk> (word level), "drop" leaves them out.
     progress: where to show bytes read and MB/s while building (True: stderr; None: nowhere).
     block_chars: characters read, tokenized and written at a time (memory use is a small
         multiple of this, whatever the corpus size).
@@ -151,7 +152,7 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokenizer | None,
-                unknown: str, progress: TextIO | None = None) -> PreparedCorpus | None:
+                on_unknown: str, progress: TextIO | None = None) -> PreparedCorpus | None:
     """The cache, if it holds this corpus encoded as asked.
 
     Asked to fit: the cache was fitted with the same tokenizer settings. Given a tokenizer:
@@ -167,7 +168,7 @@ def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokeniz
             if meta["fitted"] != settings:
                 return None
             tokenizer = tokenizer_from_config(saved)
-        elif saved != json.loads(json.dumps(tokenizer.get_config())) or (meta["unknown"] and meta["policy"] != unknown):
+        elif saved != json.loads(json.dumps(tokenizer.get_config())) or (meta["unknown"] and meta["policy"] != on_unknown):
             return None
         if (directory / IDS_FILE).stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
             return None
@@ -211,11 +212,11 @@ def _blocks(config: Config, report: Callable[[int], None], block_chars: int):
                          on_bytes=report)
 
 
-def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, blocks, unknown: str | None,
+def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, blocks, on_unknown: str | None,
                     hint: str) -> dict:
     """Write the ids to ids.bin block by block; return their facts for meta.json.
 
-    unknown: the policy for tokens a given tokenizer lacks (`textgen.data.unknown`); None when
+    on_unknown: the policy for tokens a given tokenizer lacks (`textgen.data.unknown`); None when
     the tokenizer was fitted on this corpus (word tokens below min_count or past max_vocab
     become <unk>, as `encode` does).
     """
@@ -223,7 +224,7 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, block
     digest, tokens, unk_count, marker_count = hashlib.sha1(), 0, 0, 0
     checksum = hashlib.sha256()  # of the bytes written, verified whenever the cache is reused
     text = _Text(blocks)
-    policy = UnknownTokens(tokenizer, unknown, hint=hint) if unknown is not None else None
+    policy = UnknownTokens(tokenizer, on_unknown, hint=hint) if on_unknown is not None else None
     fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:

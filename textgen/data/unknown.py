@@ -2,8 +2,8 @@
 
 At character level they are characters, at word level words (which encoding has already
 turned into `<unk>`, the word vocabulary's stand-in). What happens to them is the *policy*,
-one of `POLICIES`, from `training.unknown_tokens` when a model is fine-tuned on new text and
-from `--skip-unknown` when one is evaluated:
+one of `UNKNOWN_POLICIES`, from `training.unknown_tokens` when a model is fine-tuned on new
+text and from `--skip-unknown` when one is evaluated:
 
     error   stop with a message naming them
     unk     keep them as <unk> (word level; a character vocabulary has no stand-in)
@@ -19,9 +19,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from textgen.config import UNKNOWN_POLICIES
 from textgen.errors import UsageError
 
-POLICIES = ("error", "unk", "drop")
 SHOWN = 10  # unknown tokens a message names; the rest are counted
 
 
@@ -60,8 +60,8 @@ class UnknownTokens:
     """
 
     def __init__(self, tokenizer, on_unknown: str, *, hint: str = "", fail_fast: bool = False):
-        if on_unknown not in POLICIES:
-            raise ValueError(f"unknown-token policy must be one of {', '.join(POLICIES)}, got {on_unknown!r}")
+        if on_unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"unknown-token policy must be one of {', '.join(UNKNOWN_POLICIES)}, got {on_unknown!r}")
         self.tokenizer, self.on_unknown, self.hint, self.fail_fast = tokenizer, on_unknown, hint, fail_fast
         self.count = 0
         self._tokens: dict[str, None] = {}  # an ordered set

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen.config import INT_LIMITS
 from textgen.data.corpus import check_regular_file, stream_corpus, stream_stdin
 from textgen.data.dataset import make_chunks
 from textgen.data.tokenizer import tokenizer_from_config
@@ -29,7 +30,7 @@ from textgen.models.builder import model_kind
 from textgen.models.layers import find_token_embedding
 
 BLOCK_CHARS = 1 << 16  # characters read at a time: memory stays flat and progress moves smoothly
-MAX_SEQ_LENGTH = 1 << 20  # tokens per window; a text shorter than the window is scored as one
+MAX_SEQ_LENGTH = INT_LIMITS["training.seq_length"]  # tokens per window, as in training
 
 
 @dataclass

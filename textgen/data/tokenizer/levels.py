@@ -34,9 +34,9 @@ def tokenizer_from_config(config: dict) -> Tokenizer:
     vocabulary = config.get("vocabulary")
     if not isinstance(vocabulary, list) or not vocabulary or not all(isinstance(t, str) and t for t in vocabulary):
         raise ValueError("the tokenizer vocabulary must be a non-empty list of non-empty strings")
-    unknown = sorted(str(k) for k in config if k not in {"level", "vocabulary", *cls.options})
-    if unknown:
-        raise ValueError(f"the {level} tokenizer config has unknown keys {', '.join(unknown)}")
+    extra = sorted(str(k) for k in config if k not in {"level", "vocabulary", *cls.options})
+    if extra:
+        raise ValueError(f"the {level} tokenizer config has unknown keys {', '.join(extra)}")
     for key, types in cls.options.items():
         value = config.get(key)
         if key in config and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
