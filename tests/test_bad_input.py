@@ -577,7 +577,7 @@ MODEL_FILES = [
                                                              "--text", str(f.text)], 1,
          "its vocabulary has 60 tokens but the network reads 58"),
     Case("word pattern with capture groups", lambda f, o: ["generate", "--model", str(f.word_groups),
-                                                           "--seed", "w1"], 1, "pattern has capture groups"),
+                                                           "--seed", "w1"], 1, "pattern has 2 capture groups"),
     Case("word tokenizer option of the wrong type", lambda f, o: ["info", str(f.word_lowercase_text)], 1,
          "the tokenizer's lowercase has the wrong type ('yes')"),
     Case("word tokenizer with an unknown option", lambda f, o: ["info", str(f.word_extra_key)], 1,

@@ -118,7 +118,7 @@ def test_word_vocabulary_limit_only_turns_words_into_unk(text, max_vocab):
     ids = tokenizer.encode(text)
     assert ids.dtype == np.int32 and (len(ids) == 0 or (0 <= ids.min() and ids.max() < tokenizer.vocab_size))
     full = word_tokenizer_for(text)  # a full vocabulary knows every word
-    words_in_text = [full.vocabulary[i] for i in full.encode(text) if full.vocabulary[i] not in (SPACE, NOSPACE)]
+    words_in_text = [t for t in full.tokenize(text) if t not in (SPACE, NOSPACE)]
     expected = [t if t in tokenizer.vocabulary else UNK for t in words_in_text]
     decoded = [tokenizer.vocabulary[i] for i in ids if tokenizer.vocabulary[i] not in (SPACE, NOSPACE)]
     assert decoded == expected  # known words kept in order, each unknown one exactly one <unk>

@@ -29,6 +29,9 @@ def test_unknown_characters_are_named():
     with pytest.raises(UsageError, match=r"characters 'x', 'Z' are not in the model's vocabulary"):
         tokenizer.encode("a xZ")
     assert tokenizer.unknown_tokens("axbxZ") == ["x", "Z"]
+    assert tokenizer.lookup("a\U0001f642xb").tolist() == [1, -1, -1, 2]  # -1: not in the vocabulary
+    with pytest.raises(UsageError, match=r"characters 'd', 'e', .* 'm' and 3 more are not"):
+        tokenizer.encode("defghijklmnop")  # the first ten named, the rest counted
 
 
 def test_config_round_trip():

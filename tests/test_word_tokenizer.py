@@ -14,6 +14,7 @@ from textgen.data.corpus import stream_corpus
 from textgen.errors import UsageError
 from textgen.data.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer,
                                     fit_tokenizer_stream, normalize_whitespace, tokenizer_from_config)
+from textgen.data.tokenizer.spacing import pattern_problem
 
 
 def read(path):
@@ -22,11 +23,6 @@ def read(path):
 
 def word_fit(text, **options):
     return fit_tokenizer_stream([text], TokenizerConfig(level="word", **options))
-
-
-def tokens_of(tokenizer, text):
-    """The tokens the model sees, as strings (unknown ones as <unk>)."""
-    return [tokenizer.vocabulary[i] for i in tokenizer.encode(text).tolist()]
 
 
 def markers(tokenizer, ids):
@@ -52,7 +48,7 @@ def test_lowercase_round_trip_folds_case_only():
     tokenizer = word_fit(text, lowercase=True)
     assert "Ishmael" not in tokenizer.vocabulary and "ishmael" in tokenizer.vocabulary
     assert tokenizer.decode(tokenizer.encode(text)) == normalize_whitespace(text).lower()
-    assert tokens_of(tokenizer, "Call ME") == ["call", "me"]
+    assert tokenizer.tokenize("Call ME") == ["call", "me"]
 
 
 def test_normalisation_rule():
@@ -130,14 +126,14 @@ def test_rules_alone_give_natural_text(text):
     (["(", "a", "[", "b", "]", ")", "c"], "(a [b]) c"),
     (["the", "whale's", "jaw", "\n", "next"], "the whale's jaw\nnext"),
 ])
-def test_decode_hand_made_tokens(tokens, text):
+def test_detokenize_hand_made_tokens(tokens, text):
     tokenizer = WordTokenizer([*SPECIAL_TOKENS, *dict.fromkeys(tokens)])
-    assert tokenizer.decode([tokenizer.vocabulary.index(t) for t in tokens]) == text
+    assert tokenizer.detokenize(tokens) == text
 
 
 def test_tokens_keep_contractions_numbers_and_dashes_whole():
     text = "Don't stop--3.14, 1,000... whale\u2019s"
-    assert tokens_of(word_fit(text), text) == ["Don't", "stop", "--", "3.14", ",", "1,000", "...", "whale\u2019s"]
+    assert word_fit(text).tokenize(text) == ["Don't", "stop", "--", "3.14", ",", "1,000", "...", "whale\u2019s"]
 
 
 def test_quote_parity_resets_at_a_blank_line():
@@ -201,7 +197,7 @@ def test_broken_vocabulary_is_refused():
 def test_pattern_defines_tokens_and_never_loses_text():
     text = "caf\u00e9 au lait, 3.14"
     tokenizer = word_fit(text, pattern=r"[A-Za-z]+")
-    tokens = tokens_of(tokenizer, text)
+    tokens = tokenizer.tokenize(text)
     assert [t for t in tokens if t not in SPECIAL_TOKENS] == ["caf", "\u00e9", "au", "lait", ",", "3", ".", "1", "4"]
     assert tokens.count(NOSPACE) == 3  # caf|\u00e9, .|1 and 1|4 are glued by markers, not by the rules
     assert tokenizer.decode(tokenizer.encode(text)) == text
@@ -218,9 +214,9 @@ def test_pattern_for_a_script_without_spaces():
 def test_elision_tokens_from_a_pattern_join_the_next_word():
     text = "l'homme qu'il aime, sailors' hats"
     tokenizer = word_fit(text, pattern=r"\w+'|\w+")
-    assert tokens_of(tokenizer, text)[:4] == ["l'", "homme", "qu'", "il"]
+    assert tokenizer.tokenize(text)[:4] == ["l'", "homme", "qu'", "il"]
     assert tokenizer.decode(tokenizer.encode(text)) == text
-    assert tokens_of(tokenizer, text).count(SPACE) == 1  # only the possessive needs a marker
+    assert tokenizer.tokenize(text).count(SPACE) == 1  # only the possessive needs a marker
 
 
 @pytest.mark.parametrize("pattern, message", [("[a-", "not a valid regular expression"),
@@ -228,6 +224,20 @@ def test_elision_tokens_from_a_pattern_join_the_next_word():
 def test_bad_patterns_are_usage_errors(pattern, message):
     with pytest.raises(UsageError, match=message):
         word_fit("some text", pattern=pattern)
+
+
+def test_one_pattern_rule_for_configs_tokenizers_and_saved_files():
+    assert pattern_problem(r"\w+|[^\w\s]") is None
+    grouped = r"(\w+)('\w+)?"
+    what, fix = pattern_problem(grouped)
+    assert what == f"has 2 capture groups ({grouped!r})" and "(?:...)" in fix
+    assert pattern_problem(r"\w*")[0] == "matches the empty string"
+    assert pattern_problem("[a-")[0].startswith("is not a valid regular expression")
+    vocabulary = [*SPECIAL_TOKENS, "a"]
+    with pytest.raises(UsageError, match=r"tokenizer.pattern has 1 capture group \('\(a\)'\); a token is"):
+        WordTokenizer(vocabulary, pattern="(a)")
+    with pytest.raises(ValueError, match=r"the tokenizer pattern has 1 capture group \('\(a\)'\)$"):
+        tokenizer_from_config({"level": "word", "vocabulary": vocabulary, "pattern": "(a)"})
 
 
 # ---------------------------------------------------------------- incremental decoding

@@ -87,11 +87,12 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
     if scored == 0:
         raise CorpusError(f"{path} has fewer than two tokens the model can read; give a longer text")
     loss = total / scored
-    characters = text.characters if tokenizer.unk_id is not None else scored  # each predicted token is one
+    # The characters the scored tokens cover: at character level each scored token is one.
+    predicted = text.characters if tokenizer.level == "word" else scored
     return Evaluation(text=str(path), level=tokenizer.level, seq_length=min(seq, scored),  # the context used
                       characters=text.characters, tokens=scored, unknown_tokens=unknown.count, loss=loss,
                       perplexity=perplexity(loss), bits_per_token=bits(loss),
-                      bits_per_char=bits_per_char(total, characters))
+                      bits_per_char=bits_per_char(total, predicted))
 
 
 def check_text_path(path: str | Path) -> None:

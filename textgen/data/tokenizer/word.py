@@ -106,6 +106,10 @@ class WordTokenizer(Tokenizer):
         markers = np.where(spaced[wrong], index[SPACE], index[NOSPACE]).astype(np.int32)
         return np.insert(ids, wrong, markers), state
 
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens the model sees, as strings (unknown tokens as `<unk>`)."""
+        return [self.vocabulary[i] for i in self.encode(text).tolist()]
+
     @property
     def marker_ids(self) -> tuple[int, ...]:
         return (self._index[SPACE], self._index[NOSPACE])
@@ -118,6 +122,11 @@ class WordTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return "".join(self._pieces(ids, Spacing())[0])
+
+    def detokenize(self, tokens) -> str:
+        """Text from token strings; strings not in the vocabulary read as `<unk>`."""
+        unk = self._index[UNK]
+        return self.decode([self._index.get(t, unk) for t in tokens])
 
     def decoder(self, context_ids=(), context_text: str = "") -> "WordDecoder":
         # Encoding drops the seed's trailing whitespace, so the ids alone would space the
