@@ -45,7 +45,7 @@ import textgen  # noqa: F401  (quiet TensorFlow import)
 import keras
 import tensorflow as tf
 from textgen.config import load_config
-from textgen.data.corpus import load_corpus
+from textgen.data.corpus import stream_corpus
 from textgen.data.dataset import make_dataset, split_ids
 from textgen.training.distribute import cpu_has_amx_bf16
 from textgen.generation.generate import load_keras_model
@@ -266,7 +266,7 @@ def main() -> None:
 
 def training_benchmark(args) -> dict:
     results: dict = {}
-    text = load_corpus([str(CORPUS)])
+    text = "".join(stream_corpus([str(CORPUS)]))
     vocab = len(set(text))
     _, val_ids = split_ids(CharTokenizer.fit(text).encode(text), 0.1, SEQ)
 

@@ -46,7 +46,7 @@ def validation_loss_of(path, corpus, seq_length=32, batch_size=32) -> float:
     """The loss of the saved model at `path` on the validation split train() makes of `corpus`."""
     import keras
 
-    from textgen.data.corpus import load_corpus
+    from textgen.data.corpus import stream_corpus
     from textgen.data.dataset import make_dataset, split_ids
     from textgen.generation.generate import load_keras_model
     from textgen.models.layers import find_token_embedding
@@ -55,7 +55,7 @@ def validation_loss_of(path, corpus, seq_length=32, batch_size=32) -> float:
     model = load_keras_model(path)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
-    _, val_ids = split_ids(tokenizer.encode(load_corpus([str(corpus)])), 0.1, seq_length)
+    _, val_ids = split_ids(tokenizer.encode("".join(stream_corpus([str(corpus)]))), 0.1, seq_length)
     return model.evaluate(make_dataset(val_ids, seq_length, batch_size, shuffle=False), verbose=0)
 
 

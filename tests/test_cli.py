@@ -201,13 +201,13 @@ def test_truncated_model_file(trained_model, tmp_path):
 @pytest.mark.parametrize("args, code, message", [
     (["--seed", "a§"], 2, "'§' is not in the model's vocabulary"),
     (["--seed", ""], 2, "the seed is empty"),
-    (["--seed", "a", "--temperature", "-1"], 2, "temperature must be 0 (greedy) or more"),
+    (["--seed", "a", "--temperature", "-1"], 2, "'--temperature': -1.0 is not in the range x>=0"),
     (["--seed", "a", "--temperature", "nan"], 2, "temperature must be a finite number, got nan"),
     (["--seed", "a", "--temperature", "inf"], 2, "temperature must be a finite number, got inf"),
     (["--seed", "a", "--repetition-penalty", "nan"], 2, "repetition penalty must be a finite number, got nan"),
-    (["--seed", "a", "--top-p", "1.5", "--temperature", "1"], 2, "top-p must be in (0, 1]"),
-    (["--seed", "a", "--top-k", "0"], 2, "top-k must be at least 1"),
-    (["--seed", "a", "--length", "-2"], 2, "length must be 0 or more"),
+    (["--seed", "a", "--top-p", "1.5", "--temperature", "1"], 2, "'--top-p': 1.5 is not in the range 0<x<=1"),
+    (["--seed", "a", "--top-k", "0"], 2, "'--top-k': 0 is not in the range x>=1"),
+    (["--seed", "a", "--length", "-2"], 2, "'--length': -2 is not in the range x>=0"),
 ])
 def test_bad_generation_values(trained_model, args, code, message):
     result = run("generate", "--model", trained_model, *args)

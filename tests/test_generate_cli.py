@@ -145,19 +145,19 @@ def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(trained_model):
     (["--temperature", "1e-38"], "temperature must be between 1e-06 and 1e+06 for random sampling, got 1e-38; "
                                  "use 0 for greedy decoding"),
     (["--temperature", "1e39", "--top-k", "5"], "temperature must be between 1e-06 and 1e+06 for top_k sampling"),
-    (["--temperature", "-1"], "temperature must be 0 (greedy) or more, got -1.0"),
+    (["--temperature", "-1"], "'--temperature': -1.0 is not in the range x>=0"),
     (["--num-samples", str(10**18)], "num-samples must be at most 100,000 (they run as one batch), "
                                      "got 1,000,000,000,000,000,000; run again for more"),
-    (["--top-p", "1.5"], "top-p must be in (0, 1], got 1.5"),
-    (["--top-p", "0"], "top-p must be in (0, 1], got 0.0"),
-    (["--top-k", "0"], "top-k must be at least 1, got 0"),
-    (["--beam-width", "0"], "beam width must be at least 1, got 0"),
-    (["--length", "-2"], "length must be 0 or more, got -2"),
+    (["--top-p", "1.5"], "'--top-p': 1.5 is not in the range 0<x<=1"),
+    (["--top-p", "0"], "'--top-p': 0.0 is not in the range 0<x<=1"),
+    (["--top-k", "0"], "'--top-k': 0 is not in the range x>=1"),
+    (["--beam-width", "0"], "'--beam-width': 0 is not in the range x>=1"),
+    (["--length", "-2"], "'--length': -2 is not in the range x>=0"),
     (["--min-length", "30", "--length", "10"], "min-length (30) cannot exceed length (10)"),
-    (["--num-samples", "0"], "num-samples must be at least 1, got 0"),
-    (["--repetition-penalty", "0.9"], "repetition penalty must be 1 (off) or more, got 0.9"),
+    (["--num-samples", "0"], "'--num-samples': 0 is not in the range x>=1"),
+    (["--repetition-penalty", "0.9"], "'--repetition-penalty': 0.9 is not in the range x>=1"),
     (["--stop", ""], "a stop string cannot be empty"),
-    (["--random-seed", "-1"], "random seed must be 0 or more, got -1"),
+    (["--random-seed", "-1"], "'--random-seed': -1 is not in the range x>=0"),
     (["--top-k", "3", "--top-p", "0.5"], "give either --top-k or --top-p, not both"),
     (["--temperature", "0", "--top-k", "3"], "temperature 0 is greedy decoding"),
     (["--beam-width", "3", "--temperature", "0.7"], "beam search returns the most likely text and does not sample"),
@@ -168,7 +168,7 @@ def test_a_top_k_past_the_vocabulary_samples_from_all_of_it(trained_model):
     (["--interactive", "--num-samples", "2", "--json"], "--interactive lets you pick every token and does not "
                                                         "combine with --num-samples, --json"),
     (["--interactive", "--temperature", "0"], "--interactive shows probabilities at a temperature above 0"),
-    (["--interactive", "--top-k", "0"], "top-k must be at least 1, got 0"),
+    (["--interactive", "--top-k", "0"], "'--top-k': 0 is not in the range x>=1"),
 ])
 def test_every_bad_value_is_a_one_line_usage_error(trained_model, args, message):
     result = generate(trained_model, "--seed", "A", *args)

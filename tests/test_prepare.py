@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from conftest import CORPORA, tiny_overrides
 from textgen.cli.main import cli
 from textgen.config import load_config
-from textgen.data.corpus import load_corpus
+from textgen.data.corpus import stream_corpus
 from textgen.data.dataset import id_table, make_chunks, make_dataset, make_training_stream, steps_per_pass
 from textgen.errors import CorpusError, UsageError
 from textgen.data.prepare import prepare_corpus
-from textgen.data.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer
+from textgen.data.tokenizer import CharTokenizer, WordTokenizer, fit_tokenizer_stream
 from textgen.training.train import train
 
 
@@ -29,8 +29,8 @@ def test_cache_holds_the_encoded_corpus_as_uint16(small_corpus, tmp_path):
     config = config_for(small_corpus, tmp_path / "run")
     shown = io.StringIO()
     prepared = prepare_corpus(config, tmp_path / "cache", progress=shown)
-    text = load_corpus([str(small_corpus)])
-    expected = fit_tokenizer(text, config.tokenizer).encode(text)
+    text = "".join(stream_corpus([str(small_corpus)]))
+    expected = fit_tokenizer_stream([text], config.tokenizer).encode(text)
     assert isinstance(prepared.ids, np.memmap) and prepared.ids.dtype == np.uint16
     np.testing.assert_array_equal(prepared.ids, expected)
     assert prepared.fingerprint == {"tokens": len(expected),  # what --resume compares
@@ -52,7 +52,6 @@ def test_the_corpus_is_read_in_blocks_never_whole(small_corpus, tmp_path, monkey
         return original(self, text)
 
     monkeypatch.setattr(CharTokenizer, "encode", encode)
-    monkeypatch.setattr("textgen.data.corpus.load_corpus", lambda *a, **k: pytest.fail("the whole corpus was loaded"))
     # (Gutenberg stripping holds back the first 64 KB while it looks for a header.)
     config = config_for(small_corpus, tmp_path / "run", **{"corpus.strip_gutenberg": "false"})
     prepared = prepare_corpus(config, tmp_path / "cache", progress=None, block_chars=2000)
@@ -73,7 +72,7 @@ def test_cache_is_reused_until_the_corpus_or_tokenizer_changes(tmp_path):
     assert not word.reused and isinstance(word.tokenizer, WordTokenizer) and len(word.ids) < len(first.ids)
     corpus.write_text(corpus.read_text() + "More text, and a new letter: Z!\n")
     changed = prepare_corpus(config, tmp_path / "cache", progress=None)
-    assert not changed.reused and len(changed.ids) == len(load_corpus([str(corpus)]))
+    assert not changed.reused and len(changed.ids) == len("".join(stream_corpus([str(corpus)])))
     # A given tokenizer equal to the cached one (as on --resume) reuses the cache.
     resumed = prepare_corpus(config, tmp_path / "cache", tokenizer=changed.tokenizer, progress=None)
     assert resumed.reused
@@ -122,9 +121,10 @@ def test_coverage_counts_words_not_spacing_markers(tmp_path):
     assert prepared.coverage == pytest.approx(1 - 1 / words)
 
 
-def test_empty_corpus_is_an_error(tmp_path):
+@pytest.mark.parametrize("text", ["\n\n   \n", ""])
+def test_empty_corpus_is_an_error(tmp_path, text):
     corpus = tmp_path / "blank.txt"
-    corpus.write_text("\n\n   \n")
+    corpus.write_text(text)
     with pytest.raises(CorpusError, match="the corpus is empty"):
         prepare_corpus(config_for(corpus, tmp_path / "run"), tmp_path / "cache", progress=None)
     assert not (tmp_path / "cache" / "meta.json").exists()

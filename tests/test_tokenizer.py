@@ -3,15 +3,15 @@ import pytest
 
 from conftest import corpus_files
 from textgen.config import TokenizerConfig
-from textgen.data.corpus import load_corpus
+from textgen.data.corpus import stream_corpus
 from textgen.errors import UsageError
-from textgen.data.tokenizer import CharTokenizer, fit_tokenizer, fit_tokenizer_stream, tokenizer_from_config
+from textgen.data.tokenizer import CharTokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_char_round_trip_on_every_bundled_corpus(path):
-    text = load_corpus([str(path)])
-    tokenizer = fit_tokenizer(text, TokenizerConfig(level="char"))
+    text = "".join(stream_corpus([str(path)]))
+    tokenizer = fit_tokenizer_stream([text], TokenizerConfig(level="char"))
     ids = tokenizer.encode(text)
     assert ids.dtype == np.int32 and len(ids) == len(text)
     assert tokenizer.decode(ids) == text
@@ -29,6 +29,9 @@ def test_unknown_characters_are_named():
     with pytest.raises(UsageError, match=r"characters 'x', 'Z' are not in the model's vocabulary"):
         tokenizer.encode("a xZ")
     assert tokenizer.unknown_tokens("axbxZ") == ["x", "Z"]
+    assert tokenizer.lookup("a\U0001f642xb").tolist() == [1, -1, -1, 2]  # -1: not in the vocabulary
+    with pytest.raises(UsageError, match=r"characters 'd', 'e', .* 'm' and 3 more are not"):
+        tokenizer.encode("defghijklmnop")  # the first ten named, the rest counted
 
 
 def test_config_round_trip():
@@ -50,6 +53,6 @@ def test_char_vocabulary_and_ids_from_a_stream_match_the_whole_text():
     text = "Stra\u00dfe, caf\u00e9 \u00ab\u00a0oui\u00a0\u00bb \U0001f642 and ASCII"
     blocks = [text[:3], text[3:4], "", text[4:20], text[20:]]
     streamed = fit_tokenizer_stream(iter(blocks), TokenizerConfig(level="char"))
-    whole = fit_tokenizer(text, TokenizerConfig(level="char"))
+    whole = CharTokenizer.fit(text)
     assert streamed.vocabulary == whole.vocabulary
     assert np.array_equal(np.concatenate(list(whole.encode_stream(blocks))), whole.encode(text))

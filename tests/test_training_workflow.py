@@ -21,7 +21,7 @@ from textgen.training.callbacks import RunRecorder, StopGuard, TrainingStopped, 
 from textgen.training.checkpoint import checkpoint_dir, read_state
 from textgen.cli.main import cli
 from textgen.config import load_config
-from textgen.data.corpus import load_corpus
+from textgen.data.corpus import stream_corpus
 from textgen.data.dataset import make_dataset, split_ids
 from textgen.errors import TextgenError, UsageError
 from textgen.saving import load_keras_model
@@ -278,7 +278,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     # model.keras holds the best epoch's weights: its validation loss is that epoch's.
     model = load_keras_model(result.model_path)
     tokenizer = tokenizer_from_config(find_token_embedding(model).tokenizer)
-    ids = tokenizer.encode(load_corpus([str(corpus)]))
+    ids = tokenizer.encode("".join(stream_corpus([str(corpus)])))
     _, val_ids = split_ids(ids, 0.3, 32)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     loss = model.evaluate(make_dataset(val_ids, 32, 8, shuffle=False), verbose=0)

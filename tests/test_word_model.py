@@ -15,7 +15,7 @@ from textgen.cli.main import cli
 from textgen.config import ModelConfig, TokenizerConfig, load_config
 from textgen.generation.generate import Generator
 from textgen.models.builder import build_model
-from textgen.data.tokenizer import UNK, fit_tokenizer
+from textgen.data.tokenizer import UNK, WordTokenizer
 
 SEED = "There now is your city of the sea, I"
 
@@ -106,7 +106,7 @@ def test_unknown_seed_words_warn_and_strict_refuses(word_run):
 
 
 def test_unk_is_never_generated_even_when_the_model_prefers_it():
-    tokenizer = fit_tokenizer("the cat sat on the mat . a dog ran", TokenizerConfig(level="word"))
+    tokenizer = WordTokenizer.fit("the cat sat on the mat . a dog ran", TokenizerConfig(level="word"))
     model = build_model(ModelConfig(cell="gru", embedding_dim=8, units=8), tokenizer.get_config())
     head = model.get_layer("logits")
     kernel, bias = head.get_weights()

@@ -7,17 +7,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import textgen.data.tokenizer as tokenizer_module
+import textgen.data.tokenizer.spacing as spacing_module
 from conftest import CORPORA, corpus_files
 from textgen.config import TokenizerConfig, load_config
-from textgen.data.corpus import load_corpus
+from textgen.data.corpus import stream_corpus
 from textgen.errors import UsageError
-from textgen.data.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer, fit_tokenizer,
-                               fit_tokenizer_stream, normalize_whitespace, tokenizer_from_config)
+from textgen.data.tokenizer import (NOSPACE, SPACE, SPECIAL_TOKENS, UNK, CharTokenizer, WordTokenizer,
+                                    fit_tokenizer_stream, normalize_whitespace, tokenizer_from_config)
+from textgen.data.tokenizer.spacing import pattern_problem
+
+
+def read(path):
+    return "".join(stream_corpus([str(path)]))
 
 
 def word_fit(text, **options):
-    return fit_tokenizer(text, TokenizerConfig(level="word", **options))
+    return fit_tokenizer_stream([text], TokenizerConfig(level="word", **options))
 
 
 def markers(tokenizer, ids):
@@ -29,7 +34,7 @@ def markers(tokenizer, ids):
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_word_round_trip_on_every_bundled_corpus(path):
-    text = load_corpus([str(path)])
+    text = read(path)
     tokenizer = word_fit(text)
     ids = tokenizer.encode(text)
     assert ids.dtype == np.int32
@@ -39,7 +44,7 @@ def test_word_round_trip_on_every_bundled_corpus(path):
 
 
 def test_lowercase_round_trip_folds_case_only():
-    text = load_corpus([str(CORPORA / "moby_dick_four_chapters.txt")])
+    text = read(CORPORA / "moby_dick_four_chapters.txt")
     tokenizer = word_fit(text, lowercase=True)
     assert "Ishmael" not in tokenizer.vocabulary and "ishmael" in tokenizer.vocabulary
     assert tokenizer.decode(tokenizer.encode(text)) == normalize_whitespace(text).lower()
@@ -79,10 +84,10 @@ def test_any_text_round_trips_and_decodes_the_same_in_pieces(pieces, cut):
 
 
 def test_encoding_in_blocks_matches_encoding_whole(monkeypatch):
-    text = load_corpus([str(CORPORA / "moby_dick_four_chapters.txt")])[:20_000] + "x" * 1000 + "\ny, z"
+    text = read(CORPORA / "moby_dick_four_chapters.txt")[:20_000] + "x" * 1000 + "\ny, z"
     tokenizer = word_fit(text)
     whole = tokenizer.encode(text)
-    monkeypatch.setattr(tokenizer_module, "_BLOCK_CHARS", 300)
+    monkeypatch.setattr(spacing_module, "BLOCK_CHARS", 300)
     assert np.array_equal(tokenizer.encode(text), whole)  # includes a line longer than a block
     cuts = [0, 5, 6, 777, 778, 2500, 9000, 20_500, len(text)]  # mid-word, mid-line, anywhere
     blocks = [text[a:b] for a, b in zip(cuts, cuts[1:])]
@@ -221,11 +226,25 @@ def test_bad_patterns_are_usage_errors(pattern, message):
         word_fit("some text", pattern=pattern)
 
 
+def test_one_pattern_rule_for_configs_tokenizers_and_saved_files():
+    assert pattern_problem(r"\w+|[^\w\s]") is None
+    grouped = r"(\w+)('\w+)?"
+    what, fix = pattern_problem(grouped)
+    assert what == f"has 2 capture groups ({grouped!r})" and "(?:...)" in fix
+    assert pattern_problem(r"\w*")[0] == "matches the empty string"
+    assert pattern_problem("[a-")[0].startswith("is not a valid regular expression")
+    vocabulary = [*SPECIAL_TOKENS, "a"]
+    with pytest.raises(UsageError, match=r"tokenizer.pattern has 1 capture group \('\(a\)'\); a token is"):
+        WordTokenizer(vocabulary, pattern="(a)")
+    with pytest.raises(ValueError, match=r"the tokenizer pattern has 1 capture group \('\(a\)'\)$"):
+        tokenizer_from_config({"level": "word", "vocabulary": vocabulary, "pattern": "(a)"})
+
+
 # ---------------------------------------------------------------- incremental decoding
 
 
 def test_decoder_in_chunks_matches_decoding_whole():
-    text = load_corpus([str(CORPORA / "die_verwandlung_de.txt")])[:8000] + 'x ,y "q" \u00bbz\u00ab'
+    text = read(CORPORA / "die_verwandlung_de.txt")[:8000] + 'x ,y "q" \u00bbz\u00ab'
     tokenizer = word_fit(text)
     ids = tokenizer.encode(text)
     context, rest = ids[:57], ids[57:]
@@ -264,12 +283,12 @@ def test_a_seed_ending_in_whitespace_gets_no_second_space():
 
 
 def test_german_round_trips_at_both_levels():
-    text = load_corpus([str(CORPORA / "die_verwandlung_de.txt")])
+    text = read(CORPORA / "die_verwandlung_de.txt")
     assert all(c in text for c in "\u00e4\u00f6\u00fc\u00df\u00bb\u00ab\u00a0")
     words = word_fit(text)
     assert words.decode(words.encode(text)) == normalize_whitespace(text)
     assert {"Gregor", "Ungeziefer", "über", "\u00a0", "\u00bb", "\u00ab"} <= set(words.vocabulary)
-    chars = fit_tokenizer(text, TokenizerConfig(level="char"))
+    chars = CharTokenizer.fit(text)
     ids = chars.encode(text)
     assert len(ids) == len(text) and chars.decode(ids) == text  # one token per code point, none dropped
     assert "\u00a0" in chars.vocabulary and "\u00df" in chars.vocabulary

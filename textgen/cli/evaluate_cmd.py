@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -10,15 +9,8 @@ from pathlib import Path
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile
-
-
-def _text_encoding(ctx, param, value):
-    from textgen.config import is_text_encoding
-
-    if not is_text_encoding(value):
-        raise click.BadParameter(f"must name a text encoding Python knows, such as utf-8 or latin-1, got {value!r}")
-    return value
+from textgen.cli.params import ModelFile, TextEncoding
+from textgen.config import INT_LIMITS
 
 
 @click.command(cls=LibraryCommand)
@@ -27,10 +19,11 @@ def _text_encoding(ctx, param, value):
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Windows scored per step.")
-@click.option("--seq-length", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Windows scored per step.")
+@click.option("--seq-length", type=click.IntRange(1, INT_LIMITS["training.seq_length"]), default=None,
               help="Tokens of context per window.  [default: the model's training.seq_length]")
-@click.option("--encoding", default="utf-8", show_default=True, callback=_text_encoding,
+@click.option("--encoding", type=TextEncoding(), default="utf-8", show_default=True,
               help="The text file's encoding.")
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out characters (or words) the model's vocabulary lacks instead of failing on them "
@@ -39,22 +32,19 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     The text is read in blocks and scored in batches, so a file of any size fits in
-    memory; on a terminal a progress bar on stderr shows how far it has got. Scoring is validation's:
+    memory; on a terminal a line on stderr shows how much is scored. Scoring is validation's:
     windows of seq_length tokens, each predicted from a fresh state, but every token is
     scored (validation during training leaves out its last partial batch).
     """
+    from textgen.data.progress import ReadProgress
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
     check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     model = load_keras_model(model_path)
-    stderr = sys.stderr
-    size = Path(text_path).stat().st_size if text_path != "-" and Path(text_path).is_file() else 0
-    with contextlib.ExitStack() as stack:
-        progress = None
-        if stderr.isatty():  # a bar only where someone watches; logs and pipes stay clean
-            bar = stack.enter_context(click.progressbar(length=max(size, 1), label="scoring", file=stderr))
-            progress = lambda n: bar.update(n - bar.pos)  # noqa: E731
+    size = Path(text_path).stat().st_size if text_path != "-" else None
+    shown = sys.stderr if sys.stderr.isatty() else None  # progress only where someone watches; logs stay clean
+    with ReadProgress(f"scoring {text_path}:", size, shown) as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)
     if as_json:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import stat
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import click
 
 from textgen.cli.command import LibraryCommand
+from textgen.cli.output_target import output_target, write_output
 from textgen.cli.params import ModelFile
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
@@ -97,21 +95,21 @@ def _is_stdin(path: str) -> bool:
 @click.option("--seed-file", metavar="PATH", default=None,
               help="Read the seed from this UTF-8 file (at most 1 MiB), or from stdin for -; kept as it is, "
                    "final newline included.")
-@click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate (at most).")
-@click.option("--temperature", type=float, multiple=True,
+@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate (at most).")
+@click.option("--temperature", type=click.FloatRange(min=0), multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
                    "Repeat the flag for one sample per temperature.  [default: 1.0]")
-@click.option("--top-k", type=int, default=None,
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Sample among the K most likely tokens only (--interactive: candidates shown, default 10).")
-@click.option("--top-p", type=float, default=None,
-              help="Nucleus sampling: the smallest set of tokens with probability mass P, in (0, 1].")
-@click.option("--beam-width", type=int, default=None,
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Nucleus sampling: the smallest set of tokens with probability mass P.")
+@click.option("--beam-width", type=click.IntRange(min=1), default=None,
               help="Beam search with B beams: the most likely continuation instead of a sample.")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+@click.option("--repetition-penalty", type=click.FloatRange(min=1), default=1.0, show_default=True,
               help="Above 1 discourages tokens already in the seed or the sample.")
-@click.option("--num-samples", type=int, default=1, show_default=True,
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Independent samples per temperature, generated as one batch.")
-@click.option("--min-length", type=int, default=0, show_default=True,
+@click.option("--min-length", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tokens to generate before a stop string or sentence end may end a sample.")
 @click.option("--stop", multiple=True, callback=lambda ctx, param, values: tuple(_unescape(_utf8(v, "a stop string"))
                                                                              for v in values),
@@ -120,7 +118,7 @@ def _is_stdin(path: str) -> bool:
 @click.option("--end-at-sentence", is_flag=True, help="End each sample at the first sentence end after --min-length.")
 @click.option("--strict", is_flag=True,
               help="Refuse seed words the model does not know instead of reading them as <unk>.")
-@click.option("--random-seed", type=int, default=None,
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
               help="Seed for sampling; the same seed, model and flags give the same text. [default: random]")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the samples to this file (one per block, separated by blank lines); a regular "
@@ -138,20 +136,15 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     the most likely continuation instead of a random one.
     """
     from textgen.errors import UsageError
-    from textgen.generation.generate import Request, Sample, fresh_random_seed, load
+    from textgen.generation.generate import Request, fresh_random_seed, load
     from textgen.generation.samplers import make_sampler
 
-    if seed is not None and seed_file is not None:
-        raise UsageError("--seed and --seed-file both give the seed; pass only one")
-    if seed is None and seed_file is None:
-        raise UsageError("Missing option '--seed' (or '--seed-file'): give the text to continue")
-    if seed_file == "-" and interactive:
-        raise UsageError("--seed-file - reads stdin, where --interactive reads your choices; give the seed in a file")
+    _check_seed_flags(seed, seed_file, interactive)
     if model_path is None:
         from textgen.pretrained import default_model_path
 
         model_path = default_model_path()
-    output_path = _output_target(output_path, model_path)
+    output_path = output_target(output_path, model_path)
     if output_path and output_path.fd == 1 and (as_json or interactive):
         raise UsageError(f"--output {output_path.name} is stdout, where {'--json' if as_json else '--interactive'} "
                          "already writes; give --output a file")
@@ -179,22 +172,9 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     if output_path and output_path.fd == 1:  # the samples go to stdout once, as --output writes them
         echo = _silent
     started = time.perf_counter()
-    if len(requests) == 1 and num_samples == 1 and not as_json:
-        echo(seed, nl=False)
-        pieces = []
-        for piece in generator.stream(requests[0]):
-            pieces.append(piece)
-            echo(piece, nl=False)
-        echo()
-        results = [(Sample("".join(pieces), length), requests[0])]  # only its text is used
-    else:
-        results = [(sample, req) for req in requests for sample in generator.run(req)]
-        if not as_json:
-            for i, (sample, req) in enumerate(results):
-                echo(f"--- sample {i + 1} ({_describe(req)})")
-                echo(seed + sample.text)
+    results = _samples(generator, requests, echo, streamed=len(requests) == 1 and num_samples == 1 and not as_json,
+                       shown=not as_json)
     seconds = time.perf_counter() - started
-
     if as_json:
         # A seed that drew nothing (greedy, beam) and a temperature beam search never used are null.
         drew = any(req.sampler.stochastic for req in requests)
@@ -204,7 +184,40 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
                     "temperatures": [None if req.sampler.beam else req.sampler.temperature for req in requests]}
         echo(_json_document(seed, results, settings, seconds))
     if output_path:
-        _write_output(output_path, [seed + sample.text for sample, _ in results])
+        write_output(output_path, [seed + sample.text for sample, _ in results])
+
+
+def _check_seed_flags(seed, seed_file, interactive) -> None:
+    from textgen.errors import UsageError
+
+    if seed is not None and seed_file is not None:
+        raise UsageError("--seed and --seed-file both give the seed; pass only one")
+    if seed is None and seed_file is None:
+        raise UsageError("Missing option '--seed' (or '--seed-file'): give the text to continue")
+    if seed_file == "-" and interactive:
+        raise UsageError("--seed-file - reads stdin, where --interactive reads your choices; give the seed in a file")
+
+
+def _samples(generator, requests, echo, *, streamed: bool, shown: bool) -> list:
+    """(sample, request) for every sample the requests ask for. `streamed`: the one sample is
+    printed piece by piece as it is made; else, when `shown`, each is printed when all are done."""
+    from textgen.generation.generate import Sample
+
+    seed = requests[0].seed
+    if streamed:
+        echo(seed, nl=False)
+        pieces = []
+        for piece in generator.stream(requests[0]):
+            pieces.append(piece)
+            echo(piece, nl=False)
+        echo()
+        return [(Sample("".join(pieces), requests[0].length), requests[0])]  # only its text is used
+    results = [(sample, req) for req in requests for sample in generator.run(req)]
+    if shown:
+        for i, (sample, req) in enumerate(results):
+            echo(f"--- sample {i + 1} ({_describe(req)})")
+            echo(seed + sample.text)
+    return results
 
 
 def _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing):
@@ -215,10 +228,6 @@ def _interactive(model_path, seed, length, temperature, top_k, strict, output_pa
 
     if clashing:
         raise UsageError(f"--interactive lets you pick every token and does not combine with {', '.join(clashing)}")
-    if length < 0:
-        raise UsageError(f"length must be 0 or more, got {length}")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"top-k must be at least 1, got {top_k}")
     shown_temperature = temperature[0] if temperature else 1.0
     if shown_temperature <= 0:
         raise UsageError(f"--interactive shows probabilities at a temperature above 0, got {shown_temperature}")
@@ -227,7 +236,7 @@ def _interactive(model_path, seed, length, temperature, top_k, strict, output_pa
     text = run_interactive(generator, seed, candidates=top_k or 10, temperature=shown_temperature,
                            max_tokens=length, strict=strict)
     if output_path:
-        _write_output(output_path, [seed + text])
+        write_output(output_path, [seed + text])
 
 
 def _silent(text: str = "", nl: bool = True) -> None:
@@ -256,134 +265,10 @@ def _printer(keep_going: bool):
 
 
 def _warn_unknown(unknown: list[str]) -> None:
+    from textgen.data.unknown import name_tokens
+
     if unknown:
-        shown = ", ".join(repr(t) for t in unknown[:10])
-        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {shown}", err=True)
-
-
-@dataclass
-class OutputTarget:
-    """Where --output writes: a regular file replaced atomically (`path`), a descriptor this process
-    holds (`fd`: /dev/stdout, /dev/fd/N, or a file that is already our stdout), or a path opened
-    for appending (`path` with `append`: a device, a pipe, a tty, another process's descriptor)."""
-
-    name: str
-    path: Path | None = None
-    fd: int | None = None
-    append: bool = False
-
-
-# /dev/stdout, /dev/fd/3, /proc/self/fd/3 and the like: names of a descriptor, not of a file
-_DESCRIPTOR = re.compile(r"/dev/(?:std(?P<std>in|out|err)|fd/(?P<fd>\d+))|/proc/(?P<pid>self|thread-self|\d+)/fd/"
-                         r"(?P<pfd>\d+)")
-
-
-def _descriptor_alias(path: str) -> tuple[int, bool] | None:
-    """(descriptor, ours) when `path`, or a link on the way from it, names a descriptor; else None."""
-    current = os.path.abspath(path)
-    for _ in range(40):  # the kernel's own limit on links followed
-        match = _DESCRIPTOR.fullmatch(current)
-        if match:
-            if match["std"]:
-                return {"in": 0, "out": 1, "err": 2}[match["std"]], True
-            ours = match["pid"] in (None, "self", "thread-self") or int(match["pid"]) == os.getpid()
-            return int(match["fd"] or match["pfd"]), ours
-        if not os.path.islink(current):
-            return None
-        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
-    return None
-
-
-def _output_target(output_path, model_path) -> OutputTarget | None:
-    """Where --output goes, checked before any time is spent generating.
-
-    Only a regular file named by its own path is replaced atomically (written beside itself and
-    renamed), so its directory must take a new file. A name of an open descriptor is written
-    through that descriptor, so a file the shell opened with >> keeps what it held; a device,
-    pipe or tty is opened for appending. Renaming over any of these would replace the file
-    behind the descriptor, or turn a device into a file. The model being read is refused.
-    """
-    from textgen.errors import TextgenError, UsageError
-    from textgen.saving import probe_writable
-
-    if output_path is None:
-        return None
-    if output_path == "-":
-        return OutputTarget("-", fd=1)
-    alias = _descriptor_alias(output_path)
-    _refuse_the_model(output_path, model_path)
-    if alias is not None:
-        fd, ours = alias
-        if not ours:
-            return OutputTarget(output_path, path=Path(output_path), append=True)
-        try:
-            os.fstat(fd)
-        except OSError:
-            raise UsageError(f"--output {output_path} names descriptor {fd}, which is not open; give a file "
-                             "or an open descriptor") from None
-        return OutputTarget(output_path, fd=fd)
-    given = Path(output_path)
-    if given.exists() and not given.is_file():
-        return OutputTarget(output_path, path=given, append=True)  # not a directory (click refuses those)
-    for fd in (1, 2):  # `--output log.txt >> log.txt`: that file is already ours to write through
-        try:
-            if given.exists() and os.path.samestat(os.stat(given), os.fstat(fd)):
-                return OutputTarget(output_path, fd=fd)
-        except OSError:
-            pass
-    target = given.resolve()
-    if not target.parent.is_dir():
-        raise TextgenError(f"the directory of --output {output_path} does not exist; create it or choose another")
-    try:  # the file is written beside its destination and renamed, so prove a file can be made there
-        probe_writable(target.parent)
-    except OSError as exc:
-        raise TextgenError(f"the directory of --output {output_path} cannot be written ({exc.strerror}); "
-                           "choose another") from None
-    return OutputTarget(output_path, path=target)
-
-
-def _refuse_the_model(output_path, model_path) -> None:
-    from textgen.errors import UsageError
-
-    try:
-        same = os.path.samefile(output_path, model_path)
-    except OSError:
-        same = False
-    if same or Path(output_path).resolve() == Path(model_path).resolve():
-        raise UsageError(f"--output {output_path} is the model being read; write the samples to another file")
-
-
-def _write_output(target: OutputTarget, texts: list[str]) -> None:
-    from textgen.errors import TextgenError
-    from textgen.saving import remove_temporaries, write_text_atomic
-
-    text = "\n\n".join(texts) + "\n"
-    if target.path is not None and not target.append:
-        write_text_atomic(target.path, text)
-        remove_temporaries(target.path.parent, {target.path.name: ".tmp"})  # ones a killed generate left
-        return
-    try:
-        if target.fd in (1, 2):
-            click.echo(text, nl=False, err=target.fd == 2)
-        elif target.fd is not None:
-            with open(target.fd, "w", encoding="utf-8", closefd=False) as stream:
-                stream.write(text)
-        else:  # opened without waiting: a pipe nobody reads would block the open forever
-            try:
-                fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-                raise TextgenError(f"--output {target.name} is a pipe that no process reads; start its reader "
-                                   "first or write to a file") from None
-            os.set_blocking(fd, True)
-            with open(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise TextgenError(f"--output {target.name} cannot be written ({exc.strerror or exc}); "
-                           "choose another file") from None
+        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {name_tokens(unknown)}", err=True)
 
 
 def _json_document(seed, results, settings, seconds) -> str:

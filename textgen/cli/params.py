@@ -41,3 +41,16 @@ class ModelFile(click.Path):
                     self.fail(f"{os.fsdecode(value)!r} is not a regular file (a pipe or a device); give a "
                               ".keras model file", param, ctx)
         return super().convert(value, param, ctx)
+
+
+class TextEncoding(click.ParamType):
+    """A text encoding Python knows (utf-8, latin-1, utf_16_le), as `corpus.encoding` takes."""
+
+    name = "encoding"
+
+    def convert(self, value, param, ctx):
+        from textgen.config import is_text_encoding
+
+        if not is_text_encoding(value):
+            self.fail(f"must name a text encoding Python knows, such as utf-8 or latin-1, got {value!r}", param, ctx)
+        return value

@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -30,12 +29,6 @@ _PG_START = re.compile(r"^[ \t]*\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG E-
 _PG_END = re.compile(r"^[ \t]*(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG E-?BOOK.*$"
                      r"|End of (the )?Project Gutenberg'?s?\b.*$)",
                      re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Document:
-    path: Path
-    text: str
 
 
 def resolve_paths(patterns: tuple[str, ...] | list[str]) -> list[Path]:
@@ -130,43 +123,12 @@ def stream_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = Tru
             on_bytes(done)
 
 
-def load_corpus(patterns, encoding: str = "utf-8", strip_gutenberg: bool = True) -> str:
-    """Read every file the patterns name and join them, each ending in a newline."""
-    text = "".join(stream_corpus(patterns, encoding, strip_gutenberg))
-    if not text.strip():
-        names = ", ".join(str(f) for f in resolve_paths(patterns)[:3])
-        raise CorpusError(f"the corpus is empty ({names}); point corpus.paths at files with text")
-    return text
-
-
-def read_document(path: Path, encoding: str = "utf-8", strip_gutenberg: bool = True) -> Document:
-    """Read and normalise one file."""
-    return Document(path, "".join(_stream_file(Path(path), encoding, strip_gutenberg, 1 << 22, None)))
-
-
-def decode(data: bytes, encoding: str, path: Path | str = "<bytes>") -> str:
-    """Strictly decode bytes held in memory, as the file reader does: no BOM, LF line ends."""
-    try:
-        text = data.decode(_codec(encoding))
-    except LookupError:
-        raise _unknown_encoding(encoding) from None
-    except UnicodeDecodeError as exc:
-        raise _not_decodable(path, encoding, exc.start, exc.reason) from None
-    return normalise_text(text)
-
-
 def normalise_text(text: str) -> str:
     """Text as every corpus is read: no byte-order mark, LF line ends."""
     text = text.lstrip("\ufeff")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
-
-
-def strip_gutenberg_boilerplate(text: str) -> str:
-    """Keep only the book between Project Gutenberg's START and END markers, if present."""
-    gutenberg = GutenbergFilter()
-    return gutenberg.feed(text) + gutenberg.finish()
 
 
 class GutenbergFilter:

@@ -8,47 +8,6 @@ import tensorflow as tf
 from textgen.errors import CorpusError, UsageError
 
 
-def encode_known(tokenizer, text: str, unknown: str = "error", hint: str = "") -> tuple[np.ndarray, int, list[str]]:
-    """Encode text with an existing tokenizer, deciding what happens to tokens it lacks.
-
-    unknown: "error" raises a UsageError naming them (followed by `hint`); "unk" maps them to
-    the tokenizer's unknown token (word level only); "drop" leaves them out.
-    Returns the ids, how many tokens were unknown, and the distinct unknown tokens.
-    """
-    if tokenizer.unk_id is None:  # character level: no unknown token to map to
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-        vocab = [ord(c) for c in tokenizer.vocabulary]
-        table = np.zeros(max(vocab, default=0) + 2, dtype=bool)  # by code point; the last one stands for any beyond
-        table[vocab] = True
-        known = table.take(codes, mode="clip")
-        count = int(len(codes) - np.count_nonzero(known))
-        if count == 0:
-            return tokenizer.encode(text), 0, []
-        first = np.unique(codes[~known], return_index=True)
-        missing = [chr(c) for c in first[0][np.argsort(first[1])]]
-        if unknown != "drop":
-            why = "; character models have no unknown token" if unknown == "unk" else ""
-            raise UsageError(f"{describe_unknown(missing, count, 'character')}{why}{hint}")
-        kept = codes[known].astype("<u4").tobytes().decode("utf-32-le")
-        return tokenizer.encode(kept), count, missing
-    ids = tokenizer.encode(text)
-    is_unknown = ids == tokenizer.unk_id
-    count = int(np.count_nonzero(is_unknown))
-    if count == 0:
-        return ids, 0, []
-    missing = tokenizer.unknown_tokens(text)
-    if unknown == "error":
-        raise UsageError(f"{describe_unknown(missing, count, 'word')}{hint}")
-    return (ids[~is_unknown] if unknown == "drop" else ids), count, missing
-
-
-def describe_unknown(missing: list[str], count: int, noun: str, limit: int = 10) -> str:
-    shown = ", ".join(repr(t) for t in missing[:limit]) + (f" and {len(missing) - limit} more"
-                                                            if len(missing) > limit else "")
-    return (f"the text has {count:,} {noun}{'s' if count != 1 else ''} the model's vocabulary lacks "
-            f"({len(missing)} distinct: {shown})")
-
-
 def split_ids(ids: np.ndarray, validation_fraction: float, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out the contiguous tail as validation data.
 

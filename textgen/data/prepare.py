@@ -28,7 +28,6 @@ import mmap
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -37,10 +36,11 @@ import numpy as np
 
 from textgen.config import Config
 from textgen.data.corpus import resolve_paths, stream_corpus
-from textgen.data.dataset import describe_unknown, encode_known
+from textgen.data.progress import ReadProgress, size_text
+from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
+from textgen.data.unknown import UnknownTokens
 from textgen.errors import CorpusError, UsageError
 from textgen.saving import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
-from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 
 CACHE_DIR = "cache"
 IDS_FILE = "ids.bin"
@@ -59,7 +59,7 @@ class PreparedCorpus:
     ids: np.ndarray  # read-only in effect: a copy-on-write map of ids.bin
     tokenizer: Tokenizer
     fingerprint: dict  # {"tokens", "sha1"} of the ids as int32, compared on --resume
-    coverage: float  # share of the corpus tokens (spacing markers aside) that are not the unknown token
+    coverage: float  # share of the corpus tokens (spacing markers aside) that are not <unk>
     unknown: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
     missing: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
     directory: Path
@@ -80,9 +80,10 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     """The corpus of `config` encoded in `directory`, built or reused.
 
     tokenizer: encode with this one (fine-tuning, resume) instead of fitting one from
-        `config.tokenizer`. Its unknown tokens are handled as `unknown` says: "error" raises a
-        UsageError naming them (followed by `hint`), "unk" maps them to <unk> (word level),
-        "drop" leaves them out.
+        `config.tokenizer`.
+    unknown: the policy for the tokens that tokenizer lacks (`textgen.data.unknown`):
+        "error" raises a UsageError naming them (followed by `hint`), "unk" maps them to
+        <unk> (word level), "drop" leaves them out.
     progress: where to show bytes read and MB/s while building (True: stderr; None: nowhere).
     block_chars: characters read, tokenized and written at a time (memory use is a small
         multiple of this, whatever the corpus size).
@@ -101,10 +102,10 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     total = sum(f.stat().st_size for f in files)
     fitted = tokenizer is None
     if fitted:
-        with _Progress("fitting vocabulary", total, progress) as report:
+        with ReadProgress("preparing corpus: fitting vocabulary", total, progress) as report:
             tokenizer = fit_tokenizer_stream(_blocks(config, report, block_chars), config.tokenizer)
     try:
-        with _Progress("encoding", total, progress) as report:
+        with ReadProgress("preparing corpus: encoding", total, progress) as report:
             facts = _encode_to_file(config, tokenizer, directory, _blocks(config, report, block_chars),
                                     None if fitted else unknown, hint)
     except UsageError:  # tokens the vocabulary lacks: maybe text added after the vocabulary pass
@@ -151,7 +152,7 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokenizer | None,
-                unknown: str, progress: TextIO | None = None) -> PreparedCorpus | None:
+                on_unknown: str, progress: TextIO | None = None) -> PreparedCorpus | None:
     """The cache, if it holds this corpus encoded as asked.
 
     Asked to fit: the cache was fitted with the same tokenizer settings. Given a tokenizer:
@@ -167,7 +168,7 @@ def _open_cache(directory: Path, source: str, settings: dict, tokenizer: Tokeniz
             if meta["fitted"] != settings:
                 return None
             tokenizer = tokenizer_from_config(saved)
-        elif saved != json.loads(json.dumps(tokenizer.get_config())) or (meta["unknown"] and meta["policy"] != unknown):
+        elif saved != json.loads(json.dumps(tokenizer.get_config())) or (meta["unknown"] and meta["policy"] != on_unknown):
             return None
         if (directory / IDS_FILE).stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
             return None
@@ -211,41 +212,37 @@ def _blocks(config: Config, report: Callable[[int], None], block_chars: int):
                          on_bytes=report)
 
 
-def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, source, unknown: str | None,
+def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, blocks, on_unknown: str | None,
                     hint: str) -> dict:
     """Write the ids to ids.bin block by block; return their facts for meta.json.
 
-    unknown None: the tokenizer was fitted on this corpus (word tokens below min_count or
-    past max_vocab become <unk>, as `encode` does).
+    on_unknown: the policy for tokens a given tokenizer lacks (`textgen.data.unknown`); None when
+    the tokenizer was fitted on this corpus (word tokens below min_count or past max_vocab
+    become <unk>, as `encode` does).
     """
     dtype = id_dtype(tokenizer.vocab_size)
     digest, tokens, unk_count, marker_count = hashlib.sha1(), 0, 0, 0
     checksum = hashlib.sha256()  # of the bytes written, verified whenever the cache is reused
-    count, missing = 0, {}  # tokens a given tokenizer lacks
-    blocks = _Blocks(source)
+    text = _Text(blocks)
+    policy = UnknownTokens(tokenizer, on_unknown, hint=hint) if on_unknown is not None else None
     fd, tmp = tempfile.mkstemp(prefix=f".{IDS_FILE}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            for ids in _encoded(tokenizer, blocks, unknown, missing):
-                count += ids.lacking
+            for ids in policy.encode(text) if policy else tokenizer.encode_stream(text):
                 if tokenizer.unk_id is not None:
-                    unk_count += int(np.count_nonzero(ids.ids == tokenizer.unk_id))
+                    unk_count += int(np.count_nonzero(ids == tokenizer.unk_id))
                 if tokenizer.marker_ids:
-                    marker_count += int(np.count_nonzero(np.isin(ids.ids, tokenizer.marker_ids)))
-                digest.update(np.ascontiguousarray(ids.ids, dtype="<i4"))  # the fingerprint --resume compares
-                data = np.ascontiguousarray(ids.ids, dtype=dtype)
+                    marker_count += int(np.count_nonzero(np.isin(ids, tokenizer.marker_ids)))
+                digest.update(np.ascontiguousarray(ids, dtype="<i4"))  # the fingerprint --resume compares
+                data = np.ascontiguousarray(ids, dtype=dtype)
                 out.write(data)
                 checksum.update(data)
-                tokens += len(ids.ids)
+                tokens += len(ids)
             out.flush()
             os.fsync(out.fileno())
-        if not blocks.has_text:
+        if not text.has_text:
             raise CorpusError(f"the corpus is empty ({', '.join(str(p) for p in config.corpus.paths[:3])}); "
                               "point corpus.paths at files with text")
-        if count and (unknown == "error" or tokenizer.unk_id is None and unknown == "unk"):
-            why = "; character models have no unknown token" if unknown == "unk" else ""
-            noun = "character" if tokenizer.unk_id is None else "word"
-            raise UsageError(f"{describe_unknown(list(missing), count, noun)}{why}{hint}")
         publish_file(tmp, directory / IDS_FILE)
     except OSError as exc:
         remove_file(tmp)
@@ -256,92 +253,24 @@ def _encode_to_file(config: Config, tokenizer: Tokenizer, directory: Path, sourc
     words = tokens - marker_count  # spacing markers are no text of the corpus: not counted either way
     coverage = 1.0 - unk_count / words if words else 1.0
     return {"dtype": dtype.str, "tokens": tokens, "sha1": digest.hexdigest(), "coverage": coverage,
-            "unknown": count if unknown is not None else unk_count, "missing": list(missing)[:MISSING_KEPT],
+            "unknown": policy.count if policy else unk_count, "missing": policy.tokens[:MISSING_KEPT] if policy else [],
             CHECKSUM: checksum.hexdigest()}
 
 
-class _Blocks:
-    """The corpus blocks, remembering the latest one and whether any held more than whitespace."""
+class _Text:
+    """The corpus blocks, noting whether any held more than whitespace."""
 
     def __init__(self, blocks):
-        self.blocks, self.last, self.has_text = blocks, "", False
+        self.blocks, self.has_text = blocks, False
 
     def __iter__(self):
         for block in self.blocks:
-            self.last = block
             self.has_text = self.has_text or not block.isspace()
             yield block
-
-
-@dataclass
-class _Chunk:
-    ids: np.ndarray
-    lacking: int = 0  # tokens a given tokenizer lacks in this chunk (already left out when dropped)
-
-
-def _encoded(tokenizer: Tokenizer, blocks: _Blocks, unknown: str | None, missing: dict):
-    """The ids chunk by chunk; with a given tokenizer (`unknown` set) its unknown tokens are
-    counted, noted in `missing` and left out when `unknown` is "drop"."""
-    if unknown is not None and tokenizer.unk_id is None:  # characters: each block on its own
-        for block in blocks:
-            ids, count, lacking = encode_known(tokenizer, block, "drop")
-            missing.update(dict.fromkeys(lacking))
-            yield _Chunk(ids, count)
-        return
-    listed = None  # the block whose unknown words are already noted
-    for ids in tokenizer.encode_stream(blocks):  # word spacing state carries across blocks
-        if unknown is None:
-            yield _Chunk(ids)
-            continue
-        is_unknown = ids == tokenizer.unk_id
-        count = int(np.count_nonzero(is_unknown))
-        if count and listed is not blocks.last:
-            listed = blocks.last
-            missing.update(dict.fromkeys(tokenizer.unknown_tokens(blocks.last)))
-        yield _Chunk(ids[~is_unknown] if unknown == "drop" else ids, count)
-
-
-class _Progress:
-    """Bytes read and MB/s on one updating line of a terminal, or a line every few seconds elsewhere."""
-
-    def __init__(self, what: str, total: int, stream: TextIO | None):
-        self.what, self.total, self.stream = what, total, stream
-        self.tty = bool(stream) and stream.isatty()
-        self.every = 0.2 if self.tty else 10.0
-        self.started = self.shown = time.monotonic()
-        self.done = 0
-
-    def __enter__(self):
-        return self
-
-    def __call__(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if self.stream and now - self.shown >= self.every:
-            self.shown = now
-            self._show(end="\r" if self.tty else "\n")
-
-    def __exit__(self, kind, value, traceback):
-        if self.stream and kind is None:
-            self._show(end="\n")
-        elif self.stream and self.tty:
-            self.stream.write("\n")
-
-    def _show(self, end: str) -> None:
-        seconds = max(time.monotonic() - self.started, 1e-9)
-        mb = self.done / 1e6
-        self.stream.write(f"preparing corpus: {self.what} {_size(self.done)} of {_size(self.total)} "
-                          f"({mb / seconds:,.1f} MB/s){end}")
-        self.stream.flush()
 
 
 def describe_cache(prepared: PreparedCorpus) -> str:
     """One line for the user: where the cache is and whether it was reused."""
     how = "reused" if prepared.reused else "written"
     return (f"token cache {how}: {prepared.directory / IDS_FILE} ({len(prepared.ids):,} tokens, "
-            f"{prepared.ids.dtype.name}, {_size(prepared.ids.nbytes)})")
-
-
-def _size(count: int) -> str:
-    """Bytes for people: 20.0 KB, 1.1 MB (a small corpus is not '0.0 MB')."""
-    return f"{count / 1e3:,.1f} KB" if count < 1e6 else f"{count / 1e6:,.1f} MB"
+            f"{prepared.ids.dtype.name}, {size_text(prepared.ids.nbytes)})")

@@ -11,7 +11,6 @@ in training (Gutenberg headers are not stripped: give the text you want measured
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,15 +19,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.data.dataset import encode_known, make_chunks
+from textgen.config import INT_LIMITS
 from textgen.data.corpus import check_regular_file, stream_corpus, stream_stdin
-from textgen.errors import CorpusError, UsageError
-from textgen.models.layers import find_token_embedding
-from textgen.models.builder import model_kind
+from textgen.data.dataset import make_chunks
 from textgen.data.tokenizer import tokenizer_from_config
+from textgen.data.unknown import UnknownTokens
+from textgen.errors import CorpusError, UsageError
+from textgen.evaluation.metrics import bits, bits_per_char, perplexity
+from textgen.models.builder import model_kind
+from textgen.models.layers import find_token_embedding
 
-BLOCK_CHARS = 1 << 20
-MAX_SEQ_LENGTH = 1 << 20  # tokens per window; a text shorter than the window is scored as one
+BLOCK_CHARS = 1 << 16  # characters read at a time: memory stays flat and progress moves smoothly
+MAX_SEQ_LENGTH = INT_LIMITS["training.seq_length"]  # tokens per window, as in training
 
 
 @dataclass
@@ -51,8 +53,12 @@ class Evaluation:
 def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-8", seq_length: int | None = None,
                   batch_size: int = 64, skip_unknown: bool = False, progress: Callable[[int], None] | None = None,
                   block_chars: int = BLOCK_CHARS) -> Evaluation:
-    """Score the text in `path` ("-": stdin); `progress(bytes_read)` is called as it is read."""
-    from_stdin = str(path) == "-"
+    """Score the text in `path` ("-": stdin).
+
+    progress(bytes): called with the bytes of the text whose windows are scored so far.
+    skip_unknown: leave out tokens the vocabulary lacks; otherwise an unknown character is
+        an error (named at once, before more is scored) and an unknown word is scored as <unk>.
+    """
     path = Path(path)
     check_text_path(path)
     if batch_size < 1:
@@ -68,29 +74,25 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
         if seq > context:
             raise UsageError(f"seq length {seq} exceeds the transformer's context of {context} tokens; "
                              f"give --seq-length {context} or less")
-    counter = {"characters": 0, "unknown": 0}
-    if from_stdin:
-        source = stream_stdin(encoding, block_chars=block_chars, on_bytes=progress)
-    else:  # score the file as it is
-        source = stream_corpus([str(path)], encoding, strip_gutenberg=False, block_chars=block_chars,
-                               on_bytes=progress, final_newline=False)
-    blocks = _counted(source, counter)
-    windows = _windows(_encoded(tokenizer, blocks, skip_unknown, counter), seq, batch_size)
+    text = _Reading(path, encoding, block_chars, progress)
+    kept = "unk" if tokenizer.unk_id is not None else "error"  # a character vocabulary has no <unk>
+    unknown = UnknownTokens(tokenizer, "drop" if skip_unknown else kept, fail_fast=True,
+                            hint="; pass --skip-unknown to leave them out")
     score = _scorer(model)
     total, scored = 0.0, 0
-    for batch in windows:
+    for batch in _windows(unknown.encode(text), seq, batch_size):
         total += score(batch)
         scored += batch.shape[0] * (batch.shape[1] - 1)
+    text.report()
     if scored == 0:
         raise CorpusError(f"{path} has fewer than two tokens the model can read; give a longer text")
     loss = total / scored
-    word_level = tokenizer.unk_id is not None
-    per_char = max(counter["characters"], 1) if word_level else scored
+    # The characters the scored tokens cover: at character level each scored token is one.
+    predicted = text.characters if tokenizer.level == "word" else scored
     return Evaluation(text=str(path), level=tokenizer.level, seq_length=min(seq, scored),  # the context used
-                      characters=counter["characters"],
-                      tokens=scored, unknown_tokens=counter["unknown"], loss=loss,
-                      perplexity=math.exp(min(loss, 700.0)), bits_per_token=loss / math.log(2),
-                      bits_per_char=total / math.log(2) / per_char)
+                      characters=text.characters, tokens=scored, unknown_tokens=unknown.count, loss=loss,
+                      perplexity=perplexity(loss), bits_per_token=bits(loss),
+                      bits_per_char=bits_per_char(total, predicted))
 
 
 def check_text_path(path: str | Path) -> None:
@@ -104,26 +106,34 @@ def check_text_path(path: str | Path) -> None:
     check_regular_file(path, "text file")
 
 
-def _counted(blocks: Iterator[str], counter: dict) -> Iterator[str]:
-    for block in blocks:
-        counter["characters"] += len(block)
-        yield block
+class _Reading:
+    """The text's blocks as they are read, counting their characters.
 
+    `progress` hears of a block's bytes when the next block is asked for: by then the
+    windows cut from it are scored, so the count follows the scoring, not the reading.
+    """
 
-def _encoded(tokenizer, blocks: Iterator[str], skip_unknown: bool, counter: dict) -> Iterator[np.ndarray]:
-    """Ids block by block. Unknown characters are an error unless skipped; unknown words are
-    scored as <unk> (or skipped). Word tokenizers carry their spacing state across blocks."""
-    if tokenizer.unk_id is None:
+    def __init__(self, path: Path, encoding: str, block_chars: int, progress: Callable[[int], None] | None):
+        self.path, self.encoding, self.block_chars, self.progress = path, encoding, block_chars, progress
+        self.characters = self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        if str(self.path) == "-":
+            blocks = stream_stdin(self.encoding, block_chars=self.block_chars, on_bytes=self._read)
+        else:  # the file as it is: no Gutenberg stripping, no added final newline
+            blocks = stream_corpus([str(self.path)], self.encoding, strip_gutenberg=False,
+                                   block_chars=self.block_chars, on_bytes=self._read, final_newline=False)
         for block in blocks:
-            ids, count, _ = encode_known(tokenizer, block, "drop" if skip_unknown else "error",
-                                         hint="; pass --skip-unknown to leave them out")
-            counter["unknown"] += count
-            yield ids
-        return
-    for ids in tokenizer.encode_stream(blocks):
-        unknown = ids == tokenizer.unk_id
-        counter["unknown"] += int(np.count_nonzero(unknown))
-        yield ids[~unknown] if skip_unknown else ids
+            self.characters += len(block)
+            yield block
+            self.report()
+
+    def _read(self, count: int) -> None:
+        self.bytes_read = count
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.bytes_read)
 
 
 def _windows(id_blocks: Iterator[np.ndarray], seq: int, batch_size: int) -> Iterator[np.ndarray]:

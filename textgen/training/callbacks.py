@@ -25,19 +25,13 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
+from textgen.evaluation.metrics import per_token_metrics
 from textgen.training.checkpoint import save_checkpoint
 from textgen.errors import TextgenError
 from textgen.saving import save_model_atomic, write_text_atomic
 
 
 CROSS_ENTROPY = "cross_entropy"  # a metric compiled in when `loss` also holds an L2 penalty
-
-
-def per_token_metrics(loss: float, level: str) -> dict:
-    """Bits per character for character models, perplexity for word models."""
-    if level == "char":
-        return {"bpc": loss / math.log(2)}
-    return {"perplexity": math.exp(min(loss, 50.0))}
 
 
 def global_step(model: keras.Model) -> int:

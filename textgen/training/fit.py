@@ -20,7 +20,8 @@ import keras
 import numpy as np
 
 from textgen.config import Config, ignored_settings
-from textgen.data.dataset import encode_known, make_dataset, make_training_stream, validation_steps
+from textgen.data.dataset import make_dataset, make_training_stream, validation_steps
+from textgen.data.unknown import encode_known
 from textgen.data.tokenizer import Tokenizer
 from textgen.errors import TextgenError, UsageError
 from textgen.models.builder import architecture_summary

@@ -38,6 +38,7 @@ from textgen.config import Config, config_from_dict
 from textgen.data.dataset import replica_batch_size, split_ids, steps_per_pass
 from textgen.data.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
 from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
+from textgen.data.unknown import handled
 from textgen.errors import ModelFileError, UsageError
 from textgen.models.builder import architecture_summary, build_model
 from textgen.models.layers import FORMAT_VERSION, find_token_embedding
@@ -117,8 +118,8 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
                               unknown=config.training.unknown_tokens, hint=f"; set training.unknown_tokens={options}",
                               progress=progress)
-    if parent is not None:
-        _report_unknown(prepared, config, echo)
+    if parent is not None and prepared.unknown:
+        echo(handled(prepared.unknown, prepared.missing, config.training.unknown_tokens))
     echo(describe_cache(prepared))
     tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
@@ -158,15 +159,6 @@ def _model_card(config: Config, prepared: PreparedCorpus, plan: DevicePlan, pare
         card["init_from"] = {"path": str(config.training.init_from),
                              "history": find_token_embedding(parent).model_card.get("history")}
     return card
-
-
-def _report_unknown(prepared: PreparedCorpus, config: Config, echo) -> None:
-    if prepared.unknown:
-        action = "left out" if config.training.unknown_tokens == "drop" else "mapped to <unk>"
-        missing = prepared.missing
-        shown = ", ".join(repr(t) for t in missing[:10])
-        echo(f"{prepared.unknown:,} tokens of the corpus are not in the model's vocabulary and were {action}: "
-             f"{shown}{' ...' if len(missing) > 10 else ''}")
 
 
 def _steps_per_epoch(config: Config, train_ids: np.ndarray) -> int:

@@ -1,9 +1,10 @@
-"""Run configuration: a tree of frozen dataclasses loaded from YAML.
+"""The run configuration's shape: a tree of frozen dataclasses with a default, a comment
+and a check for every key.
 
 Every key has a default and a comment giving its meaning or range, so a preset in
-configs/ only lists what differs. Unknown keys and wrong types are rejected with the key
-path and the nearest valid name; `--set a.b=value` overrides are parsed as YAML and checked
-the same way as the file.
+configs/ only lists what differs. Each section checks its own values when it is made, and
+`Config` the rules that join two sections; a bad value is a ConfigError naming the key.
+`textgen.config.loading` reads files and --set overrides into this tree.
 """
 
 from __future__ import annotations
@@ -11,16 +12,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
-import glob
-import math
-import os
-import re
-import stat
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,19 +28,6 @@ SCHEDULES = ("constant", "exponential", "cosine")
 UNKNOWN_POLICIES = ("error", "unk", "drop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
-_KINDS = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
-_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a larger input is the wrong file
-# The largest value each integer key takes: far past any model or run that fits a machine, and
-# inside what NumPy and TensorFlow hold (int32 sizes, int64 step counters) so a typo with extra
-# digits is one line here, not an overflow deep in training. Keys not listed: 2**31 - 1.
-INT_LIMITS = {
-    "model.embedding_dim": 1 << 20, "model.units": 1 << 20, "model.mlp_dim": 1 << 22, "model.layers": 1024,
-    "model.heads": 1024, "model.window": 1 << 20, "model.context_length": 1 << 20,
-    "training.seq_length": 1 << 20, "training.batch_size": 1 << 20, "training.seed": 2**63 - 1,  # its own check says 2**32 - 1
-    "tokenizer.max_vocab": 1 << 30,
-}
-_INT_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -86,13 +65,10 @@ class TokenizerConfig:
                  f"got {self.max_vocab}")
         _require(self.min_count >= 1, "tokenizer.min_count", f"must be at least 1, got {self.min_count}")
         if self.pattern is not None:
-            try:
-                groups = re.compile(self.pattern).groups
-            except re.error as exc:
-                raise ConfigError(f"tokenizer.pattern is not a valid regular expression ({exc}); fix it") from None
-            _require(groups == 0, "tokenizer.pattern",
-                     f"has {groups} capture group{'s' if groups != 1 else ''} ({self.pattern!r}); a token is the "
-                     "whole match, so write each group as a non-capturing group (?:...)")
+            from textgen.data.tokenizer.spacing import pattern_problem  # the word tokenizer's own rule
+
+            problem = pattern_problem(self.pattern)
+            _require(problem is None, "tokenizer.pattern", problem and f"{problem[0]}; {problem[1]}")
 
 
 @dataclass(frozen=True)
@@ -279,309 +255,6 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-STDIN = "-"  # the path that means standard input
-
-
-def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (), *,
-                base: dict | None = None, check_corpus: bool = False) -> Config:
-    """Read a YAML config (or start from `base`, else the defaults) and apply ``KEY=VALUE`` overrides.
-
-    `path` "-" reads the config from stdin. Paths in a config file (corpus.paths,
-    training.init_from) are relative to the file's folder; those from overrides, defaults,
-    stdin or `base` to the working directory. The config returned holds them as absolute
-    paths, so it means the same wherever it is written and read again (a run's config.yaml
-    on --resume). `~` is expanded in those paths and in output.dir, which stays relative to
-    the working directory. `check_corpus`: a corpus path that does not exist is a
-    ConfigError naming what it was relative to, before any work starts.
-    """
-    raw: dict = {}
-    origins: dict[str, str] = {}  # absolute corpus path -> how the user wrote it and where from
-    if base is not None:
-        raw = _copy_tree(base)
-    if path is not None:
-        raw = read_yaml_mapping(path)
-        if str(path) != "-":
-            folder = Path(os.path.abspath(Path(path).parent))
-            _resolve_file_paths(raw, folder, origins, f"the config file's folder {folder}")
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(raw, key, value)
-    config = config_from_dict(raw)
-    cwd = os.getcwd()
-    paths = []
-    for p in config.corpus.paths:
-        absolute = absolute_path(p, cwd)
-        origins.setdefault(absolute, f"{p} (relative to the working directory {cwd})" if absolute != p else p)
-        paths.append(absolute)
-    init_from = config.training.init_from
-    config = dataclasses.replace(
-        config,
-        corpus=dataclasses.replace(config.corpus, paths=tuple(paths)),
-        training=dataclasses.replace(config.training, init_from=init_from and absolute_path(init_from, cwd)),
-        output=dataclasses.replace(config.output, dir=os.path.expanduser(config.output.dir)))
-    if check_corpus:
-        for p in config.corpus.paths:
-            if p != STDIN and not _has_glob(p) and not os.path.lexists(p):
-                raise ConfigError(f"corpus path {origins.get(p, p)} does not exist; fix corpus.paths")
-    return config
-
-
-def _resolve_file_paths(raw: dict, folder: Path, origins: dict, where: str) -> None:
-    """Make the paths a config file gives absolute, from the file's folder (types are checked later)."""
-    corpus, training = raw.get("corpus"), raw.get("training")
-    if isinstance(corpus, dict) and "paths" in corpus:
-        given = corpus["paths"]
-        items = given if isinstance(given, list) else [given]
-        if all(isinstance(p, str) and p.strip() for p in items):
-            resolved = [absolute_path(p, str(folder)) for p in items]
-            for p, r in zip(items, resolved):
-                origins[r] = f"{p} (relative to {where})" if r != p else p
-            corpus["paths"] = resolved
-    if isinstance(training, dict) and isinstance(training.get("init_from"), str) and training["init_from"]:
-        training["init_from"] = absolute_path(training["init_from"], str(folder))
-
-
-def absolute_path(path: str, folder: str) -> str:
-    """`path` with ~ expanded, made absolute from `folder` (escaped when `path` is a glob);
-    `-` (standard input) stays as it is."""
-    if path == STDIN:
-        return path
-    path = os.path.expanduser(path)
-    if os.path.isabs(path):
-        return os.path.normpath(path)
-    return os.path.normpath(os.path.join(glob.escape(folder) if _has_glob(path) else folder, path))
-
-
-def _has_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
-def _copy_tree(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _copy_tree(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_copy_tree(v) for v in tree]
-    return tree
-
-
-def read_yaml_mapping(path: str | Path) -> dict:
-    """The YAML mapping in `path` ("-": stdin), read only if it is a regular file of at most
-    MAX_CONFIG_BYTES: a FIFO is refused without being opened (opening one blocks), a device
-    such as /dev/zero is never read."""
-    name = "config file" if str(path) != "-" else "the config on stdin"
-    if str(path) == "-":
-        data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"the config on stdin is larger than {MAX_CONFIG_BYTES:,} bytes; "
-                              "a config is a short YAML file, pipe in the right one")
-    else:
-        path = Path(path)
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"config path {path} is a directory, not a YAML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"config path {path} is not a regular file ({file_kind(info.st_mode)}); "
-                              "give a YAML file, or - to read the config from stdin")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {info.st_size:,} bytes, more than a config's "
-                              f"{MAX_CONFIG_BYTES:,}; give the YAML config file")
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_CONFIG_BYTES + 1)
-        except IsADirectoryError:
-            raise ConfigError(f"config path {path} is a directory, not a YAML file") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-        if len(data) > MAX_CONFIG_BYTES:  # it grew after the size check
-            raise ConfigError(f"config file {path} is more than {MAX_CONFIG_BYTES:,} bytes; give the YAML config file")
-        name = f"config file {path}"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name} is not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{name} is not valid YAML{line}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name} must be a mapping of sections "
-                          f"(corpus:, model:, ...), not a {type(data).__name__}")
-    return data
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, for messages: "a FIFO", "a character device"."""
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML
-    keeps the last value silently, so an edit further down a config could undo one above."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` may be overridden by the keys beside it
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (lines {first} and {line}); keep one", key_node.start_mark)
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """Split ``a.b=value`` and parse the value as YAML (so lists and numbers work)."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. training.epochs=1")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML; quote it") from None
-    return key, value
-
-
-def config_from_dict(raw: dict) -> Config:
-    return _build(Config, raw, "")
-
-
-def model_config_from_dict(raw: dict) -> ModelConfig:
-    """The model section alone, checked as in a config file (keys named model.KEY)."""
-    return _build(ModelConfig, raw, "model")
-
-
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {key}: {part} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _build(cls, raw: Any, prefix: str):
-    where = prefix or "the config"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {_type_name(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in raw.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            raise ConfigError(f"unknown config key {path}{_suggest(str(key), fields, prefix)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, {} if value is None else value, path)
-        else:
-            values[key] = _coerce(value, hint, path)
-    return cls(**values)
-
-
-class _NotFinite(ConfigError):
-    """A number that is infinite or NaN, which `_coerce` reports as such inside lists too."""
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Check ``value`` against a field's type hint; return it in the field's own type."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        options = [h for h in options if h is not type(None)]
-        if len(options) > 1:  # `bool | str`: the first type the value has
-            for option in options:
-                try:
-                    return _coerce(value, option, path)
-                except ConfigError:
-                    pass
-            kinds = [_KINDS[h] for h in options]
-            raise ConfigError(f"{path} must be {', '.join(kinds[:-1])} or {kinds[-1]}, got {_type_name(value)}")
-        hint = options[0]
-        origin = typing.get_origin(hint)
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        noun = {str: "strings", float: "numbers", int: "integers"}[item]
-        items = value if isinstance(value, list) else [value]  # a single value stands for a one-item list
-        try:
-            if isinstance(value, dict) or value is None:
-                raise ConfigError(path)
-            return tuple(_coerce(v, item, path) for v in items)
-        except _NotFinite:
-            raise
-        except ConfigError:
-            raise ConfigError(f"{path} must be a list of {noun}, got {_type_name(value)}") from None
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path} must be true or false, got {_type_name(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {_type_name(value)}")
-        limit = INT_LIMITS.get(path, _INT_LIMIT)
-        if value > limit:
-            raise ConfigError(f"{path} must be at most {limit:,}, got {value}")
-        if value < -_INT_LIMIT:
-            raise ConfigError(f"{path} must be at least 0, got {value}")
-        return value
-    if hint is float:
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean the number
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {_type_name(value)}")
-        if not math.isfinite(value):  # no key means anything by infinity; null is "no limit"
-            raise _NotFinite(f"{path} must be a finite number, got {value}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path} must be a string, got {_type_name(value)}")
-        return value
-    raise TypeError(f"unsupported config type {hint!r} for {path}")  # a bug in this module
-
-
-def _suggest(key: str, fields: dict, prefix: str) -> str:
-    match = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
-    if match:
-        return f"; did you mean {prefix + '.' if prefix else ''}{match[0]}?"
-    return f"; valid keys: {', '.join(fields)}"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
 
 
 def is_text_encoding(name: str) -> bool:
