@@ -16,7 +16,8 @@ from textgen.config import ARCHITECTURE_KEYS, ModelConfig, load_config
 from textgen.errors import ConfigError
 from textgen.generation.generate import Generator, load_keras_model
 from textgen.models.layers import find_token_embedding
-from textgen.models.builder import build_model, describe_model, recurrent_layers
+from textgen.models.builder import build_model, recurrent_layers
+from textgen.models.info import describe_model
 from textgen.generation.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
 from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
 
