@@ -28,6 +28,7 @@ register("lstm", "textgen.models.cells.lstm")
 register("gru", "textgen.models.cells.gru")
 register("simple_rnn", "textgen.models.cells.simple_rnn")
 register("peephole_lstm", "textgen.models.cells.peephole_lstm")
+register("mgu", "textgen.models.cells.mgu")
 
 
 def names() -> tuple[str, ...]:
