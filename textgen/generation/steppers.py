@@ -11,10 +11,9 @@ them. `make_stepper` picks the step by the kind the model card names:
 - sequence-mode recurrent models: `RecurrentStepper`, which runs each cell kind's gate
   arithmetic (textgen.models.cells) on a snapshot of the weights with the batch in rows, or
   `PackedColumnStepper`, the same gates with the batch in columns and one packed bfloat16
-  product per layer (for large sampled batches); a cell no kind covers (a Keras cell with
-  other activations, a GRU with reset_after=False, a cell textgen does not know) runs
-  through `CellStepper`, which calls the Keras cell once per token (slower: every call goes
-  through the layer).
+  product per layer (for large sampled batches); a cell no kind's gates compute (options
+  other than the kind's, a cell textgen does not know) runs through `CellStepper`, which
+  calls the Keras cell once per token (slower: every call goes through the layer).
 
 The two raw-op steppers offer `tile_states(states, batch)`: one row's states from the row
 stepper, copied to `batch` rows in their own layout, so a seed shared by every row runs once.
@@ -153,8 +152,8 @@ class RecurrentStepper:
 class _ColumnLayer:
     """One recurrent layer's weights for column steps: [x weights | h weights | bias], transposed.
 
-    Rows are the kind's pre-activation blocks; a block that only one of x and h makes (a
-    GRU's candidate parts) has zeros in the other's columns.
+    Rows are the kind's pre-activation blocks; a block that only one of x and h makes
+    (textgen.models.cells.kind) has zeros in the other's columns.
     """
 
     def __init__(self, kind, units: int, packed, x_kernel: np.ndarray, dtype):
