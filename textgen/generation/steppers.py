@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from textgen.errors import ModelFileError
 from textgen.models import cells
+from textgen.models.cells.kind import split_blocks
 from textgen.models.architecture import model_kind
 from textgen.models.builder import recurrent_layers
 from textgen.models.layers import TokenEmbedding, find_token_embedding, output_layer
@@ -93,7 +94,7 @@ class _RowLayer:
     def product(self, v, k):
         """v @ extras[k], split into blocks (the `product` a kind's gates call)."""
         extra = self.extras[k]
-        return tf.split(_product(v, extra), extra.shape[1] // self.units, axis=-1)
+        return split_blocks(_product(v, extra), extra.shape[1] // self.units, axis=-1)
 
     def __call__(self, x_part, states):
         h_part = _product(states[0], self.h_kernel)
@@ -178,12 +179,12 @@ class _ColumnLayer:
         """extras[k]^T @ v, split into blocks (the `product` a kind's gates call)."""
         extra = self.extras[k]
         z = tf.cast(tf.matmul(extra, tf.cast(v, self.dtype)), tf.float32)
-        return tf.split(z, extra.shape[0] // self.units, axis=0)
+        return split_blocks(z, extra.shape[0] // self.units, axis=0)
 
     def __call__(self, x, ones, states):
         stacked = tf.concat([x, tf.cast(states[0], self.dtype), ones], axis=0)
         z = tf.cast(tf.matmul(self.matrix, stacked), tf.float32)
-        h, states, _ = self.kind.gates(tf.split(z, self.kind.blocks, axis=0), states, self.product)
+        h, states, _ = self.kind.gates(split_blocks(z, self.kind.blocks, axis=0), states, self.product)
         return h, states
 
 

@@ -40,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from textgen.models import cells
+from textgen.models.cells.kind import split_blocks
 
 
 def _flat(x):
@@ -100,7 +101,7 @@ def _backward_step(kind, saved, count, d_output, dh_recurrent, d_direct, d_biase
     dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32)
     if kind.gates_read_h:
         dh, d_direct = dh + d_direct[0], d_direct[1:]
-    dz, d_previous = kind.gates_backward(tf.split(saved, count, axis=1), [dh, *d_direct])
+    dz, d_previous = kind.gates_backward(split_blocks(saved, count, axis=1), [dh, *d_direct])
     d_x = tf.concat(kind.x_blocks(dz), axis=1)
     d_h = tf.concat(kind.h_blocks(dz), axis=1) if kind.blocks != kind.shared else d_x
     d_biases = [d_biases[0] + tf.reduce_sum(d_x, axis=0)] + [b + tf.reduce_sum(d_h, axis=0) for b in d_biases[1:]]

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 @dataclass(frozen=True)
 class Packed:
-    """A cell's weights in its kind's pre-activation layout (float32 tensors)."""
+    """A cell's weights in its kind's pre-activation layout, as tensors."""
 
     x_kernel: tf.Tensor  # (input, (shared + input_only) * units)
     h_kernel: tf.Tensor  # (units, (shared + recurrent_only) * units)
@@ -58,10 +58,10 @@ class CellKind:
     def pre_activations(self, x_part, h_part, axis: int) -> list:
         """The blocks `gates` takes, from x's and h's products (biases added), stacked along `axis`."""
         if self.blocks == self.shared:  # one sum, then the split
-            return tf.split(x_part + h_part, self.blocks, axis=axis)
+            return split_blocks(x_part + h_part, self.blocks, axis)
         s = self.shared
-        xs = tf.split(x_part, s + self.input_only, axis=axis)
-        hs = tf.split(h_part, s + self.recurrent_only, axis=axis)
+        xs = split_blocks(x_part, s + self.input_only, axis)
+        hs = split_blocks(h_part, s + self.recurrent_only, axis)
         return [a + b for a, b in zip(xs[:s], hs[:s])] + hs[s:] + xs[s:]
 
     def x_blocks(self, blocks: list) -> list:
@@ -130,6 +130,11 @@ class CellKind:
         the new states, the gradients of the blocks and of the previous states through the gates
         alone. The previous h's entry is None unless `gates_read_h`."""
         raise NotImplementedError
+
+
+def split_blocks(tensor, count: int, axis: int) -> list:
+    """`tensor` cut into `count` equal blocks along `axis` (no op at all for one block)."""
+    return [tensor] if count == 1 else tf.split(tensor, count, axis=axis)
 
 
 def read(weight):
