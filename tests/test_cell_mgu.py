@@ -14,6 +14,7 @@ from textgen.generation.steppers import CellStepper, PackedColumnStepper, Recurr
 from textgen.models.builder import build_model, recurrent_layers
 from textgen.models.cells.mgu import MGUCell
 from textgen.models.info import model_facts
+from textgen.models.layers import find_token_embedding
 from textgen.training.train import train
 
 TOKENIZER = {"level": "char", "vocabulary": sorted("abcdefghijklmnopqrstuvwxyz ")}
@@ -94,6 +95,7 @@ def test_mgu_trains_on_the_bundled_corpus_and_round_trips_through_its_file(small
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0]
     loaded = load_keras_model(result.model_path)
+    assert find_token_embedding(loaded).model_card["architecture"]["cell"] == "mgu"  # written by training
     assert model_facts(loaded)["cell"] == "MGUCell"
     generator = Generator(loaded)
     assert isinstance(generator.stepper, RecurrentStepper)

@@ -5,9 +5,10 @@
     {"type": "rnn", "mode": "sequence", "cell": "gru", "layers": 2, "units": 512, "embedding_dim": 256}
 
 (window mode adds window, bidirectional and attention; a transformer has layers, heads,
-mlp_dim and context_length instead of the recurrent keys). Generation, evaluation and
-`textgen info` read it from there through `architecture(model)`. Files saved before the card
-held it are described by `_legacy_architecture`, from the classes of their layers.
+mlp_dim and context_length instead of the recurrent keys), and training's card carries the
+same entry into every model file it saves. Generation, evaluation and `textgen info` read it
+through `architecture(model)`. Files saved before the card held it are described by
+`_legacy_architecture`, from the classes of their layers.
 """
 
 from __future__ import annotations

@@ -26,9 +26,8 @@ class TokenEmbedding(keras.layers.Embedding):
     Args:
         tokenizer: the tokenizer's `get_config()` (level, vocabulary, options).
         model_card: JSON-able facts about the model: format version, the network's
-            architecture (written by `build_model`), the training config, the training
-            history summary. Updated before each save; a card assigned without an
-            `architecture` keeps the one already here, since the network has not changed.
+            architecture (textgen.models.architecture), the training config, the training
+            history summary. Updated before each save.
     """
 
     def __init__(self, input_dim, output_dim, tokenizer=None, model_card=None, **kwargs):
@@ -52,9 +51,6 @@ class TokenEmbedding(keras.layers.Embedding):
 
     @model_card.setter
     def model_card(self, value: dict) -> None:
-        if "architecture" not in value and getattr(self, "_model_card_json", None):
-            kept = json.loads(self._model_card_json).get("architecture")
-            value = value if kept is None else {**value, "architecture": kept}
         self._model_card_json = json.dumps(value)
 
     def get_config(self):
