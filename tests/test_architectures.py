@@ -13,14 +13,17 @@ import pytest
 import tensorflow as tf
 
 from textgen.config import ARCHITECTURE_KEYS, ModelConfig, load_config
-from textgen.errors import ConfigError
+from textgen.errors import ConfigError, ModelFileError
 from textgen.generation.generate import Generator, load_keras_model
+from textgen.models.architecture import _legacy_architecture, architecture, architecture_card
 from textgen.models.layers import find_token_embedding
-from textgen.models.builder import build_model, describe_model, recurrent_layers
+from textgen.models.builder import build_model, recurrent_layers
+from textgen.models.info import describe_model
 from textgen.generation.steppers import CellStepper, RecurrentStepper, TransformerStepper, WindowStepper, make_stepper
 from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
 
 from conftest import tiny_overrides
+from test_bad_input import rewrite_keras_config, walk
 
 TOKENIZER = {"level": "char", "vocabulary": list("abcdefghijklmnopqrstuvwxyz")}
 
@@ -245,3 +248,59 @@ def test_info_says_window_models_refeed_their_window():
     transformer = model_facts(_transformer(context=8))
     assert "cell" not in transformer and "units" not in transformer  # blocks, not recurrent cells
     assert transformer["heads"] == 2 and transformer["layers"] == 2 and "re-fed" in transformer["generation"]
+
+
+CARD_CASES = {
+    "lstm": dict(cell="lstm", layers=2),
+    "mgu": dict(cell="mgu"),
+    "window": dict(cell="gru", mode="window", window=5, bidirectional=True, attention=True, layers=2),
+    "transformer": dict(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=8),
+}
+
+
+def _without_architecture(config):
+    for node in walk(config):
+        if isinstance(node.get("model_card"), dict):
+            node["model_card"].pop("architecture", None)
+    return config
+
+
+@pytest.mark.parametrize("name", CARD_CASES)
+def test_the_model_card_names_the_architecture_and_older_files_read_the_same(name, tmp_path):
+    keras.utils.set_random_seed(4)
+    config = ModelConfig(**{"embedding_dim": 8, "units": 8, **CARD_CASES[name]})
+    model = build_model(config, TOKENIZER, model_card={"note": "kept"})
+    embedding = find_token_embedding(model)
+    written = embedding.model_card["architecture"]
+    assert written == architecture_card(config) and embedding.model_card["note"] == "kept"
+    assert written["type"] == config.type and written.get("mode", "sequence") == config.mode
+    assert _legacy_architecture(model) == written  # what a file without the entry is read as
+    path, old_path = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(path)
+    rewrite_keras_config(path, old_path, _without_architecture)
+    new, old = load_keras_model(path), load_keras_model(old_path)
+    assert "architecture" not in find_token_embedding(old).model_card
+    assert architecture(old) == architecture(new) == written
+    assert describe_model(old) == describe_model(new)
+    generate = dict(length=25, temperature=0.8, random_seed=3, num_samples=2)
+    assert Generator(old).generate("abc", **generate) == Generator(new).generate("abc", **generate)
+
+
+def test_a_damaged_architecture_entry_is_refused_in_one_line(tmp_path):
+    model = build_model(ModelConfig(cell="gru", embedding_dim=4, units=4), TOKENIZER)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    for damage, words in (({"type": "cnn"}, "architecture.type is 'cnn'"),
+                          ({"type": "rnn", "mode": "sequence", "cell": "lstn"}, "architecture.cell is 'lstn'"),
+                          ({"type": "rnn", "mode": "sequence", "cell": "gru", "units": "8"}, "architecture.units"),
+                          ("rnn", "architecture is 'rnn', not a mapping")):
+        def change(config, damage=damage):
+            for node in walk(config):
+                if isinstance(node.get("model_card"), dict):
+                    node["model_card"]["architecture"] = damage
+            return config
+
+        rewrite_keras_config(path, tmp_path / "damaged.keras", change)
+        with pytest.raises(ModelFileError) as caught:
+            load_keras_model(tmp_path / "damaged.keras")
+        assert words in str(caught.value) and "damaged" in str(caught.value) and "\n" not in str(caught.value)

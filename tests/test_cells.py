@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from textgen.models.cells import PeepholeLSTMCell
+from textgen.models.cells.peephole_lstm import PeepholeLSTMCell
 
 
 def sigmoid(z):

@@ -47,7 +47,7 @@ def test_file_then_override(tmp_path):
     ("training.epochs=1.5", "training.epochs must be an integer"),
     ("training.epochs=0", "training.epochs must be at least 1, got 0"),
     ("model.units=-3", "model.units must be at least 1, got -3"),
-    ("model.cell=lstn", "model.cell must be one of lstm, gru, simple_rnn, peephole_lstm, got 'lstn'; did you mean lstm?"),
+    ("model.cell=lstn", "model.cell must be one of lstm, gru, simple_rnn, peephole_lstm, mgu, got 'lstn'; did you mean lstm?"),
     ("corpus.strip_gutenberg=maybe", "corpus.strip_gutenberg must be true or false"),
     ("corpus.validation_fraction=0.9", "corpus.validation_fraction must be between 0 and 0.5"),
     ("training.seq_length=true", "training.seq_length must be an integer, got bool True"),

@@ -11,7 +11,8 @@ import tensorflow as tf
 import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
-from textgen.generation.generate import BFLOAT16_MIN_BATCH, Generator, Request, _Plan
+from textgen.generation.generate import BFLOAT16_MIN_BATCH, Generator, Request
+from textgen.generation.loops import Plan
 from textgen.models.layers import TokenEmbedding
 from textgen.models.builder import build_model
 from textgen.generation.samplers import BeamSampler, GreedySampler, RandomSampler
@@ -192,7 +193,7 @@ def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model, monkeypa
     generator = textgen.load(trained_model)
     big = generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH)
     assert (big.dtype, big.jit) == ((tf.bfloat16, False) if native else (tf.float32, True))
-    assert generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH - 1) == _Plan(tf.float32, True)
+    assert generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH - 1) == Plan(tf.float32, True)
     assert generator._plan(GreedySampler(), 64).dtype == tf.float32
     assert generator._plan(BeamSampler(), 64).dtype == tf.float32
     exact = Generator(generator.model, precision="float32")
@@ -214,7 +215,7 @@ def test_bfloat16_steps_stay_close_to_float32(trained_model):
     assert 0 < worst < 0.02  # rounded, but the distribution is nearly the same
 
 
-@pytest.mark.parametrize("plan, tolerance", [(_Plan(), 1e-5), (_Plan(tf.bfloat16), 2e-2)])
+@pytest.mark.parametrize("plan, tolerance", [(Plan(), 1e-5), (Plan(tf.bfloat16), 2e-2)])
 def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model, plan, tolerance):
     generator = textgen.load(trained_model)
     ids = generator.tokenizer.encode("ROMEO: What light")

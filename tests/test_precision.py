@@ -16,7 +16,8 @@ from textgen.cli.main import cli
 from textgen.config import ModelConfig, load_config
 from textgen.training.distribute import check_resumable_precision, kernel_report, plan_devices
 from textgen.errors import UsageError
-from textgen.models.fused_rnn import FusedGRU, FusedLSTM
+from textgen.models.cells.gru import FusedGRU
+from textgen.models.cells.lstm import FusedLSTM
 from textgen.generation.generate import load_keras_model
 from textgen.models.layers import find_token_embedding
 from textgen.models.builder import build_model
@@ -63,8 +64,7 @@ def test_fused_kernels_fall_back_to_keras_where_they_would_differ(monkeypatch):
     def refuse(*args):
         raise AssertionError("the fused kernel ran")
 
-    monkeypatch.setattr("textgen.models.fused_rnn.lstm_sequence", refuse)
-    monkeypatch.setattr("textgen.models.fused_rnn.gru_sequence", refuse)
+    monkeypatch.setattr("textgen.models.fused_rnn.run_sequence", refuse)
     for layer_class in (FusedLSTM, FusedGRU):
         with pytest.raises(AssertionError, match="the fused kernel ran"):  # the stand-in is the one called
             layer_class(8)(x, training=True)

@@ -142,12 +142,12 @@ def save_model_atomic(model: keras.Model, path: str | Path, model_card: dict | N
 def inference_config(config):
     """A model config that loads and runs in float32 with only Keras's and textgen's saved classes.
 
-    Training may use a mixed-precision policy and fused kernel twins of LSTM and GRU
-    (textgen.models.fused_rnn); the saved model is the same network in float32 with the plain
-    layers, so generation never depends on how it was trained. The weights are float32
-    under every policy, so they carry over unchanged.
+    Training may use a mixed-precision policy and fused kernel twins of Keras's recurrent
+    layers (textgen.models.fused_rnn); the saved model is the same network in float32 with
+    the plain layers, so generation never depends on how it was trained. The weights are
+    float32 under every policy, so they carry over unchanged.
     """
-    from textgen.models.fused_rnn import KERAS_CLASSES
+    from textgen.models.cells import stand_ins
 
     if isinstance(config, (list, tuple)):
         return type(config)(inference_config(item) for item in config)
@@ -158,8 +158,9 @@ def inference_config(config):
         config["config"] = {**config["config"], "name": "float32"}
     if config.get("class_name") == "__keras_tensor__" and config["config"].get("dtype") in ("float16", "bfloat16"):
         config["config"] = {**config["config"], "dtype": "float32"}
-    if config.get("class_name") in KERAS_CLASSES and "config" in config:
-        config.update(class_name=KERAS_CLASSES[config["class_name"]], module="keras.layers", registered_name=None)
+    keras_classes = stand_ins()
+    if config.get("class_name") in keras_classes and "config" in config:
+        config.update(class_name=keras_classes[config["class_name"]], module="keras.layers", registered_name=None)
     return config
 
 
@@ -298,6 +299,10 @@ def _card_problem(card: dict) -> str | None:
     seq_length = training.get("seq_length")
     if seq_length is not None and seq_length < 1:
         return f"config.training.seq_length is {seq_length}, not 1 or more"
+    if card.get("architecture") is not None:
+        from textgen.models.architecture import architecture_problem
+
+        return architecture_problem(card["architecture"])
     return None
 
 

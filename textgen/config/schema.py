@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from textgen.errors import ConfigError
+from textgen.models import cells
 
 MODEL_TYPES = ("rnn", "transformer")
-CELLS = ("lstm", "gru", "simple_rnn", "peephole_lstm")
+CELLS = cells.names()  # every registered cell kind (textgen.models.cells)
 MODES = ("sequence", "window")
 LEVELS = ("char", "word")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
@@ -74,7 +75,7 @@ class TokenizerConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     type: str = "rnn"  # rnn | transformer (docs/architectures.md compares them)
-    cell: str = "lstm"  # rnn: lstm | gru | simple_rnn | peephole_lstm
+    cell: str = "lstm"  # rnn: a registered cell kind, e.g. lstm | gru | simple_rnn (all: textgen.models.cells)
     mode: str = "sequence"  # rnn: sequence (a prediction at every step) | window (a window of tokens predicts the next)
     window: int = 40  # window mode: tokens each prediction sees; generation re-feeds this many per token
     bidirectional: bool = False  # window mode: each recurrent layer also reads the window backwards

@@ -8,9 +8,9 @@ while tracing them, so every method here works on whole batches of TensorFlow te
 Hyper-parameters reach the compiled loop as tensors (`values()`), so changing a temperature
 or k does not retrace or recompile it; only a different strategy class does. Randomness is
 explicit: the engine hands `next_token` one uniform number in [0, 1) per row, drawn from
-the user's random seed, and drawing is an inverse-CDF lookup. Strategies are registered by
-name (`get_sampler("top_k", top_k=5)`), so a flag or config can select one, and each one's
-`get_config()` holds its constructor arguments under the same names.
+the user's random seed, and drawing is an inverse-CDF lookup. `make_sampler` turns the
+command line's and the API's options into a strategy; each one's `get_config()` holds its
+constructor arguments under the same names, so `type(s)(**s.get_config())` rebuilds it.
 """
 
 from __future__ import annotations
@@ -22,26 +22,8 @@ import tensorflow as tf
 
 from textgen.errors import UsageError
 
-_SAMPLERS: dict[str, type["Sampler"]] = {}
 _NEG_INF = -float("inf")
 _BELOW_ONE = 1.0 - 2.0**-22  # u x total stays below total after rounding
-
-
-def register_sampler(cls):
-    """Class decorator: make a sampler constructible from its `name`."""
-    _SAMPLERS[cls.name] = cls
-    return cls
-
-
-def get_sampler(name: str, **kwargs) -> "Sampler":
-    """The sampler registered as `name`, built with `kwargs` (a `get_config()` dict works)."""
-    if name not in _SAMPLERS:
-        raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(_SAMPLERS))}")
-    return _SAMPLERS[name](**kwargs)
-
-
-def sampler_names() -> list[str]:
-    return sorted(_SAMPLERS)
 
 
 def draw(logits, uniform):
@@ -85,7 +67,7 @@ class Sampler:
         return {"temperature": self.temperature}
 
     def get_config(self) -> dict:
-        """Constructor arguments, under the same names (`get_sampler(name, **config)` rebuilds it)."""
+        """Constructor arguments, under the same names (`type(self)(**config)` rebuilds it)."""
         return self.values()
 
     def filter_logits(self, logits, values):
@@ -100,7 +82,6 @@ class Sampler:
         return {"sampler": self.name, **self.values()}
 
 
-@register_sampler
 class GreedySampler(Sampler):
     """Always the most likely token (temperature 0)."""
 
@@ -117,14 +98,12 @@ class GreedySampler(Sampler):
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
-@register_sampler
 class RandomSampler(Sampler):
     """Plain sampling from the whole temperature-scaled distribution."""
 
     name = "random"
 
 
-@register_sampler
 class TopKSampler(Sampler):
     """Sample among the k most likely tokens only."""
 
@@ -148,7 +127,6 @@ class TopKSampler(Sampler):
         return tf.where(logits < kth, tf.constant(_NEG_INF, logits.dtype), logits)
 
 
-@register_sampler
 class TopPSampler(Sampler):
     """Nucleus sampling: the smallest set of tokens whose probabilities sum to at least p."""
 
@@ -175,7 +153,6 @@ class TopPSampler(Sampler):
         return tf.where(logits < threshold, tf.constant(_NEG_INF, logits.dtype), logits)
 
 
-@register_sampler
 class BeamSampler(Sampler):
     """Beam search: keep the `beam_width` most likely sequences, return the most likely one.
 

@@ -1,9 +1,8 @@
 """Model construction: TokenEmbedding -> N x recurrent layer (+ dropout) -> Dense logits.
 
-Layer options are left at the values for which Keras picks the fused cuDNN kernel on a GPU
-(tanh/sigmoid activations, no recurrent dropout, no unroll, use_bias, GRU reset_after);
-dropout is applied by separate Dropout layers between the recurrent layers, which keeps
-that path open.
+Each cell kind builds its own layer (textgen.models.cells), with the options for which
+Keras picks the fused cuDNN kernel on a GPU where it has one; dropout is applied by
+separate Dropout layers between the recurrent layers, which keeps that path open.
 """
 
 from __future__ import annotations
@@ -11,19 +10,11 @@ from __future__ import annotations
 import keras
 
 from textgen.config import ModelConfig
-from textgen.models.fused_rnn import FusedGRU, FusedLSTM
-from textgen.models.cells import PeepholeLSTMCell
+from textgen.models import cells
+from textgen.models.architecture import architecture_card, model_kind  # noqa: F401  (model_kind: for callers)
 from textgen.models.layers import TokenEmbedding
 from textgen.models.transformer import PositionEmbedding, TransformerBlock
 from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
-
-_CELL_LAYERS = {
-    "lstm": keras.layers.LSTM,
-    "gru": keras.layers.GRU,
-    "simple_rnn": keras.layers.SimpleRNN,
-}
-# Training twins with fused CPU kernels (textgen.models.fused_rnn); saved models hold the Keras classes.
-_FUSED_LAYERS = {"lstm": FusedLSTM, "gru": FusedGRU}
 
 
 def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None = None,
@@ -35,15 +26,18 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     logits (docs/architectures.md).
     `l2` adds an L2 penalty on the recurrent (or transformer) and output kernels to the
     training loss; the embedding is left out so a large word vocabulary keeps sparse gradients.
-    `fused_kernels` builds LSTM and GRU layers that train through textgen's fused CPU kernels,
-    which compute the same function faster under mixed precision (textgen.models.fused_rnn).
+    `fused_kernels` builds the recurrent layers whose cell kind has a training twin as that
+    twin, which trains through textgen's fused CPU kernel and computes the same function
+    faster under mixed precision (textgen.models.fused_rnn).
+    The model card gets the network's `architecture` (textgen.models.architecture).
     Layers follow the global mixed-precision policy; the logits are float32 regardless.
     """
     vocab_size = len(tokenizer["vocabulary"])
     penalty = keras.regularizers.L2(l2) if l2 else None
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x = TokenEmbedding(vocab_size, config.embedding_dim, tokenizer=tokenizer,
-                       model_card=model_card, name="token_embedding")(ids)
+    card = {**(model_card or {}), "architecture": architecture_card(config)}
+    x = TokenEmbedding(vocab_size, config.embedding_dim, tokenizer=tokenizer, model_card=card,
+                       name="token_embedding")(ids)
     if config.type == "transformer":
         x = PositionEmbedding(config.context_length, config.embedding_dim, name="position_embedding")(x)
     embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
@@ -64,16 +58,11 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
 
 def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, return_sequences: bool):
     name = f"{config.cell}_{i + 1}"
-    options = dict(return_sequences=return_sequences, kernel_regularizer=penalty, recurrent_regularizer=penalty)
-    if config.cell == "peephole_lstm":
-        cell = PeepholeLSTMCell(config.units, kernel_regularizer=penalty, recurrent_regularizer=penalty)
-        layer = keras.layers.RNN(cell, return_sequences=return_sequences, name=name)
-    else:
-        # Bidirectional rebuilds its layer from a config, which the unregistered fused twins cannot
-        # survive; their kernel runs forward in time only anyway.
-        fused = fused_kernels and not config.bidirectional
-        rnn_class = (_FUSED_LAYERS if fused else _CELL_LAYERS).get(config.cell, _CELL_LAYERS[config.cell])
-        layer = rnn_class(config.units, name=name, **options)
+    # Bidirectional rebuilds its layer from a config, which the unregistered fused twins cannot
+    # survive; their kernel runs forward in time only anyway.
+    layer = cells.get(config.cell).build_layer(config.units, name=name, penalty=penalty,
+                                               return_sequences=return_sequences,
+                                               fused=fused_kernels and not config.bidirectional)
     if config.bidirectional:
         return keras.layers.Bidirectional(layer, name=f"bidirectional_{name}")
     return layer
@@ -132,51 +121,3 @@ def architecture_summary(config: ModelConfig) -> str:
         extras = [name for name in ("bidirectional", "attention") if getattr(config, name)]
         shape += f", window {config.window}" + "".join(f", {name}" for name in extras)
     return shape
-
-
-def model_kind(model: keras.Model) -> str:
-    """sequence (recurrent, a prediction per step) | window | transformer."""
-    names = {layer.name for layer in model.layers}
-    if "window_network" in names:
-        return "window"
-    if any(isinstance(layer, TransformerBlock) for layer in model.layers):
-        return "transformer"
-    return "sequence"
-
-
-def describe_model(model: keras.Model) -> dict:
-    """Architecture facts for `textgen info`.
-
-    `cell` names the recurrent cells; a window model's get " (window)" appended, so no one
-    takes it for a sequence model.
-    """
-    kind = model_kind(model)
-    facts = {"name": model.name, "type": "transformer" if kind == "transformer" else "rnn"}
-    if kind == "transformer":
-        blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
-        positions = model.get_layer("position_embedding")
-        facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0].num_heads,
-                     mlp_dim=blocks[0].mlp_dim, context_length=positions.max_length,
-                     generation=f"cached keys and values up to {positions.max_length} tokens of context, "
-                                f"then the last {positions.max_length} tokens re-fed for every new token")
-    else:
-        network = model.get_layer("window_network") if kind == "window" else model
-        wrapped = [layer for layer in network.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
-        rnns = [getattr(layer, "forward_layer", layer) for layer in wrapped]
-        cells = sorted({_cell_name(layer) for layer in rnns})
-        facts.update(cell=", ".join(cells) if cells else "none", layers=len(rnns),
-                     units=[layer.cell.units for layer in rnns], mode=kind)
-        if kind == "window":
-            window = model.get_layer("window_frames").window
-            facts["cell"] += " (window)"
-            facts.update(window=window,
-                         bidirectional=any(isinstance(layer, keras.layers.Bidirectional) for layer in wrapped),
-                         attention=any(isinstance(layer, AttentionPooling) for layer in network.layers),
-                         generation=f"re-feeds the last {window} tokens through the network for every new token")
-    facts["parameters"] = int(model.count_params())
-    return facts
-
-
-def _cell_name(layer) -> str:
-    """LSTM, GRU, SimpleRNN, or the cell class of a generic RNN layer (PeepholeLSTMCell)."""
-    return type(layer.cell).__name__ if type(layer) is keras.layers.RNN else type(layer).__name__

@@ -1,14 +1,15 @@
-"""Fused LSTM and GRU kernels for training on a CPU.
+"""Fused recurrent kernels for training on a CPU, for any cell kind with a backward pass.
 
 Keras runs a recurrent layer on a CPU one time step at a time, and so does its gradient:
 every step multiplies one time slice by the input kernel and adds that slice's share to the
 kernel gradients, and under a mixed-precision policy it also casts the kernels and runs the
 gates in bfloat16, which CPUs compute slowly. A GPU avoids all of this with cuDNN's fused
-kernel. These kernels do on a CPU what cuDNN does:
+kernel. `run_sequence` does on a CPU what cuDNN does, for the gates of a cell kind
+(textgen.models.cells), which provides them forward (`gates`) and backward (`gates_backward`):
 
-- the input projection `x @ kernel` of every time step is one large matrix product before
+- the input projection `x @ x_kernel` of every time step is one large matrix product before
   the loop, and the kernel, recurrent-kernel and input gradients are large products after
-  the backward loop, so only `h @ recurrent_kernel` stays inside the loops;
+  the backward loop, so only `h @ h_kernel` stays inside the loops;
 - the backward loop multiplies by a copy of the recurrent kernel transposed once before it,
   not by the kernel with `transpose_b=True`: for a batch of 64 rows that product ran 3.4
   times slower on an AVX2 EPYC (12 ms against 3.4 ms per step at 768 units, float32), and
@@ -22,21 +23,24 @@ kernel. These kernels do on a CPU what cuDNN does:
   to fuse, the same arithmetic runs as plain TensorFlow ops, which measured faster there
   (`_for_dtype`).
 
-`FusedLSTM` and `FusedGRU` are Keras's LSTM and GRU with the same weights, configuration
-and results (to float32 rounding); they take the fused path only where it computes exactly
-what Keras would: no mask, forward in time, no dropout inside the cell, default
-activations, biases, GRU `reset_after`, no GPU (where cuDNN is faster) and no TPU.
-Otherwise they fall back to Keras. They are training-time classes: a saved model holds
-Keras's own LSTM and GRU (see `KERAS_CLASSES` and `textgen.saving`).
+A fused layer (`FusedRecurrent` mixed into Keras's layer class, e.g. the LSTM kind's
+FusedLSTM) has Keras's weights, configuration and results (to float32 rounding); it takes
+the fused path only where it computes exactly what Keras would: no mask, forward in time,
+no dropout inside the cell, a cell its kind's gates cover (default activations, GRU
+`reset_after`), biases, no GPU (where cuDNN is faster) and no TPU. Otherwise it falls back
+to Keras. Fused layers are training-time classes: a saved model holds Keras's own layers
+(`textgen.models.cells.stand_ins` and `textgen.saving`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
-# The Keras class each fused layer stands in for; saved models name these instead.
-KERAS_CLASSES = {"FusedLSTM": "LSTM", "FusedGRU": "GRU"}
+from textgen.models import cells
+from textgen.models.cells.kind import split_blocks
 
 
 def _flat(x):
@@ -69,168 +73,124 @@ def _for_dtype(dtype, *steps):
 # outside XLA, in oneDNN, which uses the CPU's bfloat16 units.
 
 
-@tf.function(jit_compile=True)
-def _lstm_forward_step(projected, bias, recurrent, c):
-    """Gates and states from the step's x @ kernel, the bias and h @ recurrent_kernel."""
-    z = tf.cast(projected, tf.float32) + bias + tf.cast(recurrent, tf.float32)
-    i, f, g, o = tf.split(z, 4, axis=1)
-    i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-    c_new = f * c + i * g
-    tanh_c = tf.tanh(c_new)
-    h = o * tanh_c
-    return h, tf.cast(h, recurrent.dtype), c_new, tf.concat([i, f, g, o, tanh_c, c], axis=1)
+@functools.lru_cache(maxsize=None)
+def _steps(kind):
+    """The kind's forward and backward time steps as XLA-compiled functions, made once per kind."""
+    return (tf.function(functools.partial(_forward_step, kind), jit_compile=True),
+            tf.function(functools.partial(_backward_step, kind), jit_compile=True))
 
 
-@tf.function(jit_compile=True)
-def _lstm_backward_step(saved, d_output, dh_recurrent, dc, d_bias):
-    """Gradients of the gate pre-activations and of the cell state before the step; the
-    bias gradient summed so far, in float32."""
-    i, f, g, o, tanh_c, c_prev = tf.split(saved, 6, axis=1)
+def _forward_step(kind, projected, recurrent, x_bias, h_bias, states):
+    """New states from the step's x @ x_kernel, h @ h_kernel and the biases; h in the products'
+    dtype for the next product; what the backward step reads, in float32."""
+    h_part = tf.cast(recurrent, tf.float32)
+    if h_bias is not None:
+        h_part = h_part + h_bias
+    z = kind.pre_activations(tf.cast(projected, tf.float32) + x_bias, h_part, axis=1)
+    h, states, saved = kind.gates(z, states, None)
+    return states, tf.cast(h, recurrent.dtype), tf.concat(saved, axis=1)
+
+
+def _backward_step(kind, saved, count, d_output, dh_recurrent, d_direct, d_biases):
+    """Gradients of x's and h's pre-activations (in the products' dtype), of the states before
+    the step through the gates alone, and the bias gradients summed so far, in float32.
+
+    `d_direct` holds the gradients of the states that reach them other than through the
+    next step's h @ h_kernel: h's direct part first where the gates read h, then the rest.
+    """
     dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32)
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    dz = tf.concat([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                    dc * i * (1.0 - g * g), dh * tanh_c * o * (1.0 - o)], axis=1)
-    return tf.cast(dz, dh_recurrent.dtype), dc * f, d_bias + tf.reduce_sum(dz, axis=0)
-
-
-def lstm_sequence(x, h0, c0, kernel, recurrent_kernel, bias):
-    """Run an LSTM (Keras's gate order i, f, g, o) over time-major `x` (time, batch, features).
-
-    Products run in `x.dtype` (the kernels are cast to it); gates and cell states in float32.
-    Returns (outputs (time, batch, units) in `x.dtype`, last h, last c in float32).
-    """
-    dtype = x.dtype
-    kernel, recurrent_kernel = tf.cast(kernel, dtype), tf.cast(recurrent_kernel, dtype)
-    bias, h0, c0 = tf.cast(bias, tf.float32), tf.cast(h0, tf.float32), tf.cast(c0, tf.float32)
-    forward_step, backward_step = _for_dtype(dtype, _lstm_forward_step, _lstm_backward_step)
-
-    @tf.custom_gradient
-    def run(x, h0, c0, kernel, recurrent_kernel, bias):
-        steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
-        inputs = _flat(x)
-        projected = tf.reshape(tf.matmul(inputs, kernel), [steps, batch, 4 * units])
-
-        def forward(t, h, h_low, c, hs, saved):
-            h, h_low, c, kept = forward_step(projected[t], bias, tf.matmul(h_low, recurrent_kernel), c)
-            return t + 1, h, h_low, c, hs.write(t, h_low), saved.write(t, kept)
-
-        start = (0, h0, tf.cast(h0, dtype), c0, tf.TensorArray(dtype, size=steps),
-                 tf.TensorArray(tf.float32, size=steps))
-        _, h, _, c, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
-        outputs, saved = hs.stack(), saved.stack()
-
-        def grad(d_outputs, d_h, d_c):
-            d_outputs = _zeros_if_none(d_outputs, outputs)
-
-            recurrent_t = tf.transpose(recurrent_kernel)  # once, not transpose_b per step (docstring)
-
-            def backward(t, dh_recurrent, dc, d_bias, dz_all):
-                dz, dc, d_bias = backward_step(saved[t], d_outputs[t], dh_recurrent, dc, d_bias)
-                return t - 1, tf.matmul(dz, recurrent_t), dc, d_bias, dz_all.write(t, dz)
-
-            start = (steps - 1, tf.cast(_zeros_if_none(d_h, h), dtype), _zeros_if_none(d_c, c), tf.zeros_like(bias),
-                     tf.TensorArray(dtype, size=steps))
-            _, dh0, dc0, d_bias, dz_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
-            dz = _flat(dz_all.stack())
-            d_kernel = tf.matmul(inputs, dz, transpose_a=True)
-            d_recurrent = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), dz, transpose_a=True)
-            dx = tf.reshape(tf.matmul(dz, kernel, transpose_b=True), tf.shape(x))
-            return dx, tf.cast(dh0, tf.float32), dc0, d_kernel, d_recurrent, d_bias
-
-        return (outputs, h, c), grad
-
-    return run(x, h0, c0, kernel, recurrent_kernel, bias)
-
-
-@tf.function(jit_compile=True)
-def _gru_forward_step(projected, input_bias, recurrent, recurrent_bias, h):
-    """The new state from the step's x @ kernel, h @ recurrent_kernel and the biases."""
-    x_z, x_r, x_h = tf.split(tf.cast(projected, tf.float32) + input_bias, 3, axis=1)
-    r_z, r_r, r_h = tf.split(tf.cast(recurrent, tf.float32) + recurrent_bias, 3, axis=1)
-    z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
-    candidate = tf.tanh(x_h + r * r_h)
-    h_new = z * h + (1.0 - z) * candidate
-    return h_new, tf.cast(h_new, recurrent.dtype), tf.concat([z, r, candidate, r_h, h], axis=1)
-
-
-@tf.function(jit_compile=True)
-def _gru_backward_step(saved, d_output, dh_recurrent, dh_direct, d_biases):
-    """Gradients of the input and recurrent pre-activations, the direct part of dh_prev and
-    the (input, recurrent) bias gradients summed so far, in float32."""
-    z, r, candidate, r_h, h_prev = tf.split(saved, 5, axis=1)
-    dh = tf.cast(d_output, tf.float32) + tf.cast(dh_recurrent, tf.float32) + dh_direct
-    d_candidate = dh * (1.0 - z) * (1.0 - candidate * candidate)
-    dz = dh * (h_prev - candidate) * z * (1.0 - z)
-    dr = d_candidate * r_h * r * (1.0 - r)
-    d_projected = tf.concat([dz, dr, d_candidate], axis=1)
-    d_recurrent = tf.concat([dz, dr, d_candidate * r], axis=1)
-    d_biases = d_biases + tf.stack([tf.reduce_sum(d_projected, axis=0), tf.reduce_sum(d_recurrent, axis=0)])
+    if kind.gates_read_h:
+        dh, d_direct = dh + d_direct[0], d_direct[1:]
+    dz, d_previous = kind.gates_backward(split_blocks(saved, count, axis=1), [dh, *d_direct])
+    d_x = tf.concat(kind.x_blocks(dz), axis=1)
+    d_h = tf.concat(kind.h_blocks(dz), axis=1) if kind.blocks != kind.shared else d_x
+    d_biases = [d_biases[0] + tf.reduce_sum(d_x, axis=0)] + [b + tf.reduce_sum(d_h, axis=0) for b in d_biases[1:]]
+    d_direct = d_previous if kind.gates_read_h else d_previous[1:]
     low = dh_recurrent.dtype
-    return tf.cast(d_projected, low), tf.cast(d_recurrent, low), dh * z, d_biases
+    return tf.cast(d_x, low), tf.cast(d_h, low), d_direct, d_biases
 
 
-def gru_sequence(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
-    """Run a GRU with `reset_after` (Keras's gate order z, r, h) over time-major `x`.
+def run_sequence(kind, x, initial_states, packed):
+    """Run a cell of `kind` over time-major `x` (time, batch, features) with `packed` weights.
 
-    Products run in `x.dtype`; gates and states in float32.
-    Returns (outputs (time, batch, units) in `x.dtype`, last h in float32).
+    Products run in `x.dtype` (the kernels are cast to it); gates and states in float32.
+    Returns (outputs (time, batch, units) in `x.dtype`, the last states in float32).
     """
     dtype = x.dtype
-    kernel, recurrent_kernel = tf.cast(kernel, dtype), tf.cast(recurrent_kernel, dtype)
-    input_bias, recurrent_bias = tf.cast(input_bias, tf.float32), tf.cast(recurrent_bias, tf.float32)
-    h0 = tf.cast(h0, tf.float32)
-    forward_step, backward_step = _for_dtype(dtype, _gru_forward_step, _gru_backward_step)
+    x_kernel, h_kernel = tf.cast(packed.x_kernel, dtype), tf.cast(packed.h_kernel, dtype)
+    biases = [tf.cast(b, tf.float32) for b in (packed.x_bias, packed.h_bias) if b is not None]
+    states = [tf.cast(s, tf.float32) for s in initial_states]
+    forward_step, backward_step = _for_dtype(dtype, *_steps(kind))
+    count = len(states)
 
     @tf.custom_gradient
-    def run(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
-        steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(h0)[1]
+    def run(x, x_kernel, h_kernel, *rest):
+        biases, states = list(rest[:len(rest) - count]), list(rest[len(rest) - count:])
+        x_bias, h_bias = biases[0], (biases[1] if len(biases) > 1 else None)
+        steps, batch = tf.shape(x)[0], tf.shape(x)[1]
         inputs = _flat(x)
-        projected = tf.reshape(tf.matmul(inputs, kernel), [steps, batch, 3 * units])
+        projected = tf.reshape(tf.matmul(inputs, x_kernel), [steps, batch, x_kernel.shape[-1]])
 
-        def forward(t, h, h_low, hs, saved):
-            h, h_low, kept = forward_step(projected[t], input_bias, tf.matmul(h_low, recurrent_kernel),
-                                          recurrent_bias, h)
-            return t + 1, h, h_low, hs.write(t, h_low), saved.write(t, kept)
+        def forward(t, h_low, states, hs, saved):
+            states, h_low, kept = forward_step(projected[t], tf.matmul(h_low, h_kernel), x_bias, h_bias, states)
+            return t + 1, h_low, states, hs.write(t, h_low), saved.write(t, kept)
 
-        start = (0, h0, tf.cast(h0, dtype), tf.TensorArray(dtype, size=steps), tf.TensorArray(tf.float32, size=steps))
-        _, h, _, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
+        start = (0, tf.cast(states[0], dtype), states, tf.TensorArray(dtype, size=steps),
+                 tf.TensorArray(tf.float32, size=steps))
+        _, _, last, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
         outputs, saved = hs.stack(), saved.stack()
 
-        def grad(d_outputs, d_h):
+        def grad(d_outputs, *d_last):
             d_outputs = _zeros_if_none(d_outputs, outputs)
+            d_last = [_zeros_if_none(d, s) for d, s in zip(d_last, last)]
+            return _backward(kind, backward_step, x, inputs, outputs, saved, d_outputs, d_last, states,
+                             x_kernel, h_kernel, biases)
 
-            recurrent_t = tf.transpose(recurrent_kernel)  # once, not transpose_b per step (docstring)
+        return (outputs, *last), grad
 
-            def backward(t, dh_recurrent, dh_direct, d_biases, dx_all, drec_all):
-                d_projected, d_recurrent, dh_direct, d_biases = backward_step(
-                    saved[t], d_outputs[t], dh_recurrent, dh_direct, d_biases)
-                return (t - 1, tf.matmul(d_recurrent, recurrent_t), dh_direct, d_biases,
-                        dx_all.write(t, d_projected), drec_all.write(t, d_recurrent))
+    outputs, *last = run(x, x_kernel, h_kernel, *biases, *states)
+    return outputs, last
 
-            start = (steps - 1, tf.zeros_like(tf.cast(h, dtype)), _zeros_if_none(d_h, h),
-                     tf.zeros([2, 3 * units]), tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
-            _, dh_recurrent, dh_direct, d_biases, dx_all, drec_all = tf.while_loop(lambda t, *_: t >= 0, backward,
-                                                                                  start)
-            d_projected, d_recurrent = _flat(dx_all.stack()), _flat(drec_all.stack())
-            d_kernel = tf.matmul(inputs, d_projected, transpose_a=True)
-            d_rkernel = tf.matmul(_flat(_previous(tf.cast(h0, dtype), outputs)), d_recurrent, transpose_a=True)
-            dx = tf.reshape(tf.matmul(d_projected, kernel, transpose_b=True), tf.shape(x))
-            dh0 = tf.cast(dh_recurrent, tf.float32) + dh_direct
-            return dx, dh0, d_kernel, d_rkernel, d_biases[0], d_biases[1]
 
-        return (outputs, h), grad
+def _backward(kind, backward_step, x, inputs, outputs, saved, d_outputs, d_last, states, x_kernel, h_kernel,
+              biases):
+    """The gradients of `run_sequence`'s inputs: a loop back through time for the gates and the
+    recurrent product, then the big products of the kernel and input gradients."""
+    dtype, steps = x.dtype, tf.shape(x)[0]
+    count = saved.shape[-1] // h_kernel.shape[0]  # tensors `gates` saved per step, each `units` wide
+    h_kernel_t = tf.transpose(h_kernel)  # once, not transpose_b per step (module docstring)
+    split = kind.blocks != kind.shared  # x's and h's blocks differ (else one gradient serves both)
 
-    return run(x, h0, kernel, recurrent_kernel, input_bias, recurrent_bias)
+    def backward(t, dh_recurrent, d_direct, d_biases, dx_all, dh_all):
+        d_x, d_h, d_direct, d_biases = backward_step(saved[t], count, d_outputs[t], dh_recurrent, d_direct,
+                                                     d_biases)
+        return (t - 1, tf.matmul(d_h, h_kernel_t), d_direct, d_biases, dx_all.write(t, d_x),
+                dh_all.write(t, d_h) if split else dh_all)
+
+    if kind.gates_read_h:  # the last h's gradient reaches it directly, as the gates' does
+        dh_recurrent, d_direct = tf.zeros_like(tf.cast(d_last[0], dtype)), d_last
+    else:  # it joins the recurrent product's gradient
+        dh_recurrent, d_direct = tf.cast(d_last[0], dtype), d_last[1:]
+    start = (steps - 1, dh_recurrent, d_direct, [tf.zeros_like(b) for b in biases],
+             tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps if split else 0))
+    _, dh_recurrent, d_direct, d_biases, dx_all, dh_all = tf.while_loop(lambda t, *_: t >= 0, backward, start)
+    d_x = _flat(dx_all.stack())
+    d_h = _flat(dh_all.stack()) if split else d_x
+    d_x_kernel = tf.matmul(inputs, d_x, transpose_a=True)
+    d_h_kernel = tf.matmul(_flat(_previous(tf.cast(states[0], dtype), outputs)), d_h, transpose_a=True)
+    dx = tf.reshape(tf.matmul(d_x, x_kernel, transpose_b=True), tf.shape(x))
+    dh0 = tf.cast(dh_recurrent, tf.float32)
+    d_states = [dh0 + d_direct[0], *d_direct[1:]] if kind.gates_read_h else [dh0, *d_direct]
+    return (dx, d_x_kernel, d_h_kernel, *d_biases, *d_states)
 
 
 def fused_kernel_applies(layer, mask, training) -> bool:
     """Whether `layer` computes exactly what the fused kernel computes, here and now."""
     cell = layer.cell
-    plain = (mask is None and not layer.go_backwards and not layer.unroll and cell.use_bias
-             and cell.activation is keras.activations.tanh
-             and cell.recurrent_activation is keras.activations.sigmoid
-             and not (training and (cell.dropout or cell.recurrent_dropout))
-             and getattr(cell, "reset_after", True))
+    kind = cells.for_cell(cell)
+    plain = (kind is not None and kind.fused_class is not None and kind.supports(cell)
+             and mask is None and not layer.go_backwards and not layer.unroll and cell.use_bias
+             and not (training and (cell.dropout or cell.recurrent_dropout)))
     return plain and keras.backend.backend() == "tensorflow" and not _accelerator_present()
 
 
@@ -241,30 +201,16 @@ def _accelerator_present() -> bool:
     return tf.distribute.has_strategy() and "TPU" in type(tf.distribute.get_strategy()).__name__
 
 
-class FusedLSTM(keras.layers.LSTM):
-    """keras.layers.LSTM that trains through `lstm_sequence` on a CPU (see the module docstring)."""
+class FusedRecurrent:
+    """Mixed into a Keras recurrent layer class before it: the layer trains through
+    `run_sequence` on a CPU where `fused_kernel_applies` (module docstring)."""
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not fused_kernel_applies(self, mask, training):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         cell = self.cell
+        kind = cells.for_cell(cell)
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         x = tf.transpose(tf.cast(sequences, cell.compute_dtype), [1, 0, 2])
-        kernel, recurrent_kernel, bias = (keras.ops.convert_to_tensor(w) for w in
-                                          (cell.kernel, cell.recurrent_kernel, cell.bias))
-        outputs, h, c = lstm_sequence(x, initial_state[0], initial_state[1], kernel, recurrent_kernel, bias)
-        return h, tf.transpose(outputs, [1, 0, 2]), [h, c]
-
-
-class FusedGRU(keras.layers.GRU):
-    """keras.layers.GRU that trains through `gru_sequence` on a CPU (see the module docstring)."""
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not fused_kernel_applies(self, mask, training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        cell = self.cell
-        h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
-        x = tf.transpose(tf.cast(sequences, cell.compute_dtype), [1, 0, 2])
-        kernel, recurrent_kernel, bias = (keras.ops.convert_to_tensor(w) for w in
-                                          (cell.kernel, cell.recurrent_kernel, cell.bias))
-        outputs, h = gru_sequence(x, h0, kernel, recurrent_kernel, bias[0], bias[1])
-        return h, tf.transpose(outputs, [1, 0, 2]), [h]
+        outputs, last = run_sequence(kind, x, states, kind.pack(cell))
+        return last[0], tf.transpose(outputs, [1, 0, 2]), last

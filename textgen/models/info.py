@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+import keras
+
+from textgen.models.architecture import model_kind
 from textgen.models.layers import find_token_embedding
-from textgen.models.builder import describe_model
+from textgen.models.transformer import PositionEmbedding, TransformerBlock
+from textgen.models.window import AttentionPooling, WindowFrames
 
 
 def model_facts(model) -> dict:
@@ -63,6 +67,48 @@ def model_facts(model) -> dict:
     if card.get("config"):
         facts["config"] = card["config"]
     return facts
+
+
+def describe_model(model: keras.Model) -> dict:
+    """Architecture facts for `textgen info`: the kind from the model card, sizes from the layers.
+
+    `cell` names the recurrent cells; a window model's get " (window)" appended, so no one
+    takes it for a sequence model.
+    """
+    kind = model_kind(model)
+    facts = {"name": model.name, "type": "transformer" if kind == "transformer" else "rnn"}
+    if kind == "transformer":
+        blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+        context = _only(model, PositionEmbedding).max_length
+        facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0].num_heads,
+                     mlp_dim=blocks[0].mlp_dim, context_length=context,
+                     generation=f"cached keys and values up to {context} tokens of context, "
+                                f"then the last {context} tokens re-fed for every new token")
+    else:
+        network = _only(model, keras.Model) if kind == "window" else model
+        wrapped = [layer for layer in network.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
+        rnns = [getattr(layer, "forward_layer", layer) for layer in wrapped]
+        names = sorted({_cell_name(layer) for layer in rnns})
+        facts.update(cell=", ".join(names) if names else "none", layers=len(rnns),
+                     units=[layer.cell.units for layer in rnns], mode=kind)
+        if kind == "window":
+            window = _only(model, WindowFrames).window
+            facts["cell"] += " (window)"
+            facts.update(window=window,
+                         bidirectional=any(isinstance(layer, keras.layers.Bidirectional) for layer in wrapped),
+                         attention=any(isinstance(layer, AttentionPooling) for layer in network.layers),
+                         generation=f"re-feeds the last {window} tokens through the network for every new token")
+    facts["parameters"] = int(model.count_params())
+    return facts
+
+
+def _only(model, layer_class):
+    return next(layer for layer in model.layers if isinstance(layer, layer_class))
+
+
+def _cell_name(layer) -> str:
+    """LSTM, GRU, SimpleRNN, or the cell class of a generic RNN layer (PeepholeLSTMCell)."""
+    return type(layer.cell).__name__ if type(layer) is keras.layers.RNN else type(layer).__name__
 
 
 def _rounded(value):

@@ -10,6 +10,8 @@ import json
 
 import keras
 
+from textgen.errors import ModelFileError
+
 # Bumped when the layout of what textgen stores in a .keras file changes incompatibly.
 FORMAT_VERSION = 1
 
@@ -23,8 +25,9 @@ class TokenEmbedding(keras.layers.Embedding):
 
     Args:
         tokenizer: the tokenizer's `get_config()` (level, vocabulary, options).
-        model_card: JSON-able facts about the model: format version, the training config,
-            the training history summary. Updated before each save.
+        model_card: JSON-able facts about the model: format version, the network's
+            architecture (textgen.models.architecture), the training config, the training
+            history summary. Updated before each save.
     """
 
     def __init__(self, input_dim, output_dim, tokenizer=None, model_card=None, **kwargs):
@@ -62,3 +65,14 @@ def find_token_embedding(model) -> TokenEmbedding | None:
         if isinstance(layer, TokenEmbedding):
             return layer
     return None
+
+
+def output_layer(model) -> keras.layers.Dense:
+    """The layer that makes the model's logits: its last, a Dense (an error for any other model)."""
+    head = model.layers[-1] if model.layers else None
+    if not isinstance(head, keras.layers.Dense):
+        raise ModelFileError(f"model {model.name} does not end in a Dense layer making logits; "
+                             "build it with textgen's build_model")
+    if head.activation not in (None, keras.activations.linear):
+        raise ModelFileError(f"the logits layer of model {model.name} has an activation; it must output logits")
+    return head

@@ -3,13 +3,18 @@
 Each block is pre-norm: x + attention(norm(x)), then x + mlp(norm(x)). Attention is masked
 so position t sees positions <= t only. `TransformerBlock.step` runs one new position against
 a cache of earlier keys and values, which is what makes generation cost one position per
-token instead of re-running the window.
+token instead of re-running the window; `TransformerStepper` is the transformer's generation
+step built on it.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from textgen.errors import ModelFileError
+from textgen.models.layers import find_token_embedding, output_layer
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -126,3 +131,82 @@ class TransformerBlock(keras.layers.Layer):
         config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                       kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
+
+
+class TransformerStepper:
+    """A causal transformer's generation step: one position per token, with cached keys and values.
+
+    `initial_states(batch)` and `step(token_ids, states) -> (float32 logits, states)` are what
+    every generation loop calls. States: [[history (batch, context) int32, position (batch,)
+    int32], keys, values], with one (batch, heads, context, head_dim) cache per block in keys
+    and values. While position < context the new token is written at `position` and only
+    that position is computed. Once the context is full the positions would all shift, so
+    every further token re-feeds the last `context` tokens through the whole model (and the
+    caches are no longer read). `cached=False` re-feeds at every step: the reference the
+    cache must equal.
+    """
+
+    batch_axis = 0
+
+    def __init__(self, model: keras.Model, cached: bool = True):
+        self.cached = cached
+        self.embedding = find_token_embedding(model)
+        positions = [layer for layer in model.layers if isinstance(layer, PositionEmbedding)]
+        self.blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)]
+        if not (positions and self.blocks and norms):
+            raise ModelFileError(f"model {model.name} is described as a transformer but has no position embedding, "
+                                 "blocks and final norm to step through")
+        self.positions, self.norm, self.head = positions[0], norms[-1], output_layer(model)
+        self.context = self.positions.max_length
+
+    def initial_states(self, batch_size: int):
+        def cache(block):
+            return tf.zeros([batch_size, block.num_heads, self.context, block.head_dim])
+        return [[tf.zeros([batch_size, self.context], tf.int32), tf.zeros([batch_size], tf.int32)],
+                [cache(block) for block in self.blocks], [cache(block) for block in self.blocks]]
+
+    def step(self, token_ids, states):
+        (history, position), keys, values = states
+        token_ids = tf.cast(token_ids, tf.int32)
+        p = position[0]  # every row is at the same position
+        if not self.cached:
+            return self._refeed(token_ids, history, position, keys, values)
+        return tf.cond(p < self.context,
+                       lambda: self._cached(token_ids, history, position, keys, values),
+                       lambda: self._refeed(token_ids, history, position, keys, values))
+
+    def _logits(self, x):
+        return tf.cast(self.head(self.norm(x)), tf.float32)
+
+    def _cached(self, token_ids, history, position, keys, values):
+        p = position[0]
+        history = tf.tensor_scatter_nd_update(
+            tf.transpose(history), [[p]], token_ids[None])  # write column p
+        history = tf.transpose(history)
+        x = self.positions.at(self.embedding(token_ids), p)
+        new_keys, new_values = [], []
+        for block, k, v in zip(self.blocks, keys, values):
+            x, k, v = block.step(x, k, v, p)
+            new_keys.append(tf.cast(k, tf.float32))
+            new_values.append(tf.cast(v, tf.float32))
+        return self._logits(x), [[history, position + 1], new_keys, new_values]
+
+    def _refeed(self, token_ids, history, position, keys, values):
+        """The whole model over the history, the logits of the newest token's position.
+
+        Before the context is full the history is filled up to `position` and the rest is
+        padding; attention is causal, so the padding after the newest token changes nothing.
+        """
+        p = position[0]
+        full = p >= self.context
+        shifted = tf.concat([history[:, 1:], token_ids[:, None]], axis=1)
+        written = tf.transpose(tf.tensor_scatter_nd_update(
+            tf.transpose(history), [[tf.minimum(p, self.context - 1)]], token_ids[None]))
+        history = tf.where(full, shifted, written)
+        x = self.positions(self.embedding(history))
+        for block in self.blocks:
+            x = block(x)
+        last = tf.minimum(p, self.context - 1)
+        logits = self._logits(tf.gather(x, last, axis=1))
+        return logits, [[history, tf.minimum(position + 1, self.context)], keys, values]

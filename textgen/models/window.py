@@ -6,12 +6,18 @@ signature the same as every other architecture's, ids (batch, time) -> logits (b
 time, vocab), `WindowFrames` cuts the window ending at each position out of the embedded
 sequence (zero vectors stand in for positions before the start), the window network runs
 on all of them as one batch, and `WindowUnframe` puts its logits back in (batch, time).
+Generation (`WindowStepper`) re-feeds the last `window` tokens, padded as `WindowFrames`
+pads them, for every new token.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from textgen.errors import ModelFileError
+from textgen.models.layers import find_token_embedding
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -80,3 +86,36 @@ class AttentionPooling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
+
+
+class WindowStepper:
+    """Window mode's generation step: the last `window` tokens, re-fed through the window network.
+
+    `initial_states(batch)` and `step(token_ids, states) -> (float32 logits, states)` are what
+    every generation loop calls. States: [[history (batch, window) int32, filled (batch,)
+    int32]]: the tokens so far, newest last, and how many of them are real; earlier slots
+    are zero vectors, as in training (`WindowFrames`).
+    """
+
+    batch_axis = 0
+
+    def __init__(self, model: keras.Model):
+        self.embedding = find_token_embedding(model)
+        frames = [layer for layer in model.layers if isinstance(layer, WindowFrames)]
+        networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        if not (frames and networks):
+            raise ModelFileError(f"model {model.name} is described as a window model but has no window frames "
+                                 "and window network to step through")
+        self.window, self.network = frames[0].window, networks[0]
+
+    def initial_states(self, batch_size: int):
+        return [[tf.zeros([batch_size, self.window], tf.int32), tf.zeros([batch_size], tf.int32)]]
+
+    def step(self, token_ids, states):
+        history, filled = states[0]
+        history = tf.concat([history[:, 1:], tf.cast(token_ids, tf.int32)[:, None]], axis=1)
+        filled = tf.minimum(filled + 1, self.window)
+        real = tf.range(self.window)[None, :] >= (self.window - filled)[:, None]  # (batch, window)
+        x = self.embedding(history)
+        x = x * tf.cast(real, x.dtype)[..., None]
+        return tf.cast(self.network(x), tf.float32), [[history, filled]]

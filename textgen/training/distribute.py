@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from textgen.config import TrainingConfig
 from textgen.errors import TextgenError, UsageError
-from textgen.models.fused_rnn import FusedGRU, FusedLSTM, fused_kernel_applies
+from textgen.models import cells
+from textgen.models.fused_rnn import FusedRecurrent, fused_kernel_applies
 
 
 @dataclass
@@ -42,7 +43,7 @@ class DevicePlan:
     device: str  # cpu | gpu | tpu: what the replicas run on
     precision: str  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool | str  # as handed to model.compile
-    fused_kernels: bool  # LSTM/GRU layers train through textgen.models.fused_rnn (CPU only)
+    fused_kernels: bool  # layers of cells with a fused twin train through textgen.models.fused_rnn (CPU only)
     chief: bool = True  # this process writes the run directory
     worker: int = 0
     workers: int = 1
@@ -239,9 +240,9 @@ def check_resumable_precision(saved: str | None, now: str) -> None:
 def kernel_report(model: keras.Model, plan: DevicePlan) -> list[str]:
     """Lines saying which recurrent kernel each layer can use on a GPU, and on this machine.
 
-    Keras picks cuDNN only for LSTM and GRU layers with tanh/sigmoid activations, no
-    recurrent dropout, no unrolling, biases and (GRU) reset_after; anything else runs the
-    generic step-by-step kernel, several times slower on a GPU.
+    Keras picks cuDNN only for some cells' layers, with options each cell kind names
+    (textgen.models.cells); anything else runs the generic step-by-step kernel, several
+    times slower on a GPU.
     """
     lines, fast, slow = [], [], []
     for layer in _recurrent_layers(model):
@@ -256,7 +257,7 @@ def kernel_report(model: keras.Model, plan: DevicePlan) -> list[str]:
                                                                    f"{', '.join(slow)}")
     here = {"gpu": "cuDNN where allowed", "tpu": "XLA"}.get(plan.device)
     if here is None:
-        fused = [layer.name for layer in _recurrent_layers(model) if isinstance(layer, (FusedLSTM, FusedGRU))
+        fused = [layer.name for layer in _recurrent_layers(model) if isinstance(layer, FusedRecurrent)
                  and fused_kernel_applies(layer, None, training=False)]
         here = ("textgen's fused kernel" if len(fused) == len(fast) + len(slow) else
                 f"textgen's fused kernel for {', '.join(fused)}, Keras's for the others" if fused else
@@ -277,18 +278,11 @@ def _recurrent_layers(model):
 
 
 def _why_not_cudnn(layer) -> str | None:
-    cell = layer.cell
-    if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
-        return f"{type(cell).__name__} has no cuDNN kernel; use model.cell=lstm or gru"
-    checks = [
-        (cell.activation is keras.activations.tanh, "activation is not tanh"),
-        (cell.recurrent_activation is keras.activations.sigmoid, "recurrent activation is not sigmoid"),
-        (not cell.recurrent_dropout, "recurrent dropout"),
-        (not layer.unroll, "unroll"),
-        (cell.use_bias, "no bias"),
-        (getattr(cell, "reset_after", True), "GRU reset_after=False"),
-    ]
-    problems = [why for ok, why in checks if not ok]
+    kind = cells.for_cell(layer.cell)
+    problems = kind.cudnn_problems(layer) if kind is not None else None
+    if problems is None:
+        fast = " or ".join(kind.name for kind in cells.kinds() if kind.cudnn)
+        return f"{type(layer.cell).__name__} has no cuDNN kernel; use model.cell={fast}"
     return ", ".join(problems) or None
 
 

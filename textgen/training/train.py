@@ -40,6 +40,7 @@ from textgen.data.prepare import PreparedCorpus, cache_dir, describe_cache, prep
 from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 from textgen.data.unknown import handled
 from textgen.errors import ModelFileError, UsageError
+from textgen.models.architecture import architecture_card
 from textgen.models.builder import architecture_summary, build_model
 from textgen.models.layers import FORMAT_VERSION, find_token_embedding
 from textgen.saving import load_keras_model, write_text_atomic
@@ -154,7 +155,8 @@ def _fine_tuned(config: Config) -> tuple[keras.Model | None, Config, Tokenizer |
 def _model_card(config: Config, prepared: PreparedCorpus, plan: DevicePlan, parent: keras.Model | None) -> dict:
     """What model.keras records about how it was made."""
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
-            "corpus_tokens": int(len(prepared.ids)), "coverage": prepared.coverage, "precision": plan.precision}
+            "corpus_tokens": int(len(prepared.ids)), "coverage": prepared.coverage, "precision": plan.precision,
+            "architecture": architecture_card(config.model)}
     if parent is not None:
         card["init_from"] = {"path": str(config.training.init_from),
                              "history": find_token_embedding(parent).model_card.get("history")}

@@ -1,7 +1,5 @@
-"""Recurrent cells Keras does not ship.
-
-`PeepholeLSTMCell` is the LSTM variant of the lecture notes in which the gates also look at
-the cell state:
+"""The peephole LSTM: the LSTM variant of the lecture notes in which the gates also look at
+the cell state (`PeepholeLSTMCell`, a cell Keras does not ship):
 
     f_t = sigmoid(W_f [C_{t-1}, h_{t-1}, x_t] + b_f)
     i_t = sigmoid(W_i [C_{t-1}, h_{t-1}, x_t] + b_i)
@@ -14,13 +12,17 @@ The weights are stored as three blocks, as Keras's own LSTMCell stores its kerne
 multiplies x_t, `recurrent_kernel` multiplies h_{t-1}, and `peephole_kernel` multiplies the
 cell state (C_{t-1} for the forget and input gates, C_t for the output gate). The gate order
 in the stacked columns is i, f, g, o, like Keras's LSTMCell. The cell has no fused cuDNN
-kernel; on a GPU it runs through the generic RNN loop.
+kernel; on a GPU it runs through the generic RNN loop, and it has no fused training twin.
+The peephole products sit inside the gates, so `gates` makes them through `product`.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from textgen.models.cells.kind import CellKind, Packed, bias_or_zeros, read
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -99,3 +101,27 @@ class PeepholeLSTMCell(keras.layers.Layer):
             recurrent_regularizer=keras.regularizers.serialize(self.recurrent_regularizer),
         )
         return config
+
+
+class PeepholeLSTMKind(CellKind):
+    name = "peephole_lstm"
+    cell_class = PeepholeLSTMCell
+    states = 2  # h, c
+    shared = 4  # i, f, g, o
+
+    def pack(self, cell) -> Packed:
+        peephole = read(cell.peephole_kernel)  # columns: i, f | o
+        u = cell.units
+        return Packed(read(cell.kernel), read(cell.recurrent_kernel), bias_or_zeros(cell, 4 * u),
+                      extras=(peephole[:, :2 * u], peephole[:, 2 * u:]))
+
+    def gates(self, z, states, product):
+        i, f, g, o = z
+        c = states[1]
+        peep_i, peep_f = product(c, 0)
+        c = tf.sigmoid(f + peep_f) * c + tf.sigmoid(i + peep_i) * tf.tanh(g)
+        h = tf.sigmoid(o + product(c, 1)[0]) * tf.tanh(c)
+        return h, [h, c], []
+
+
+KIND = PeepholeLSTMKind()

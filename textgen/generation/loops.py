@@ -1,0 +1,116 @@
+"""The compiled functions of generation: each calls only the stepper's `step` (textgen.generation.steppers).
+
+`Generator` wraps each in a `tf.function`, traced once per plan, sampler class and penalty
+switch. A sampling or beam loop produces up to CHUNK tokens per call for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one compiled function runs: the dtype of the recurrent products, and XLA or not."""
+
+    dtype: tf.DType = tf.float32
+    jit: bool = False
+
+
+def make_prime(stepper, banned):
+    """Feed the first `length` tokens of `prefix` (the seed but its last token) to every row."""
+    def prime(states, prefix, length):
+        first = states[0][0]  # a zero per row of the batch, with the batch's static shape:
+        rows = tf.zeros_like(first[0] if getattr(stepper, "batch_axis", 0) == 1 else first[:, 0], dtype=tf.int32)
+
+        def body(t, states):
+            _, states = stepper.step(rows + prefix[t], states)
+            return t + 1, states
+
+        _, states = tf.while_loop(lambda t, s: t < length, body, (tf.constant(0), states),
+                                  maximum_iterations=tf.shape(prefix)[0])
+        return states
+    return prime
+
+
+def make_step(stepper, banned):
+    def step(states, last):
+        logits, states = stepper.step(last, states)
+        return logits, states
+    return step
+
+
+def make_score(stepper, banned):
+    def score(states, inputs, targets):
+        def body(t, states, total):
+            logits, states = stepper.step(inputs[t][None], states)
+            return t + 1, states, total + tf.nn.log_softmax(logits)[0, targets[t]]
+
+        _, _, total = tf.while_loop(lambda t, *_: t < tf.shape(inputs)[0], body,
+                                    (tf.constant(0), states, tf.constant(0.0)))
+        return total
+    return score
+
+
+def make_sample_loop(stepper, banned, sampler, penalised):
+    """A chunk of up to CHUNK tokens for a batch: step, penalise, mask, pick; all compiled."""
+    def loop(states, last, seen, n, uniforms, penalty, values):
+        out = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+
+        def body(t, states, last, seen, out):
+            logits, states = stepper.step(last, states)
+            if penalised:
+                logits = _apply_penalty(logits, seen, penalty)
+            if banned is not None:
+                logits = tf.where(banned, tf.constant(-np.inf, tf.float32), logits)
+            token = sampler.next_token(logits, uniforms[t], values)
+            if penalised:
+                seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True, off_value=False))
+            return t + 1, states, token, seen, out.write(t, token)
+
+        _, states, last, seen, out = tf.while_loop(
+            lambda t, *_: t < n, body, (tf.constant(0), states, last, seen, out), maximum_iterations=CHUNK)
+        return out.stack(), states, last, seen  # tokens (CHUNK, batch); rows past n are unused
+    return loop
+
+
+def make_beam_loop(stepper, banned, sampler):
+    """A chunk of beam search: every beam steps, `sampler.next_beams` keeps the best extensions."""
+    def loop(states, scores, last, n):
+        tokens = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+        parents = tf.TensorArray(tf.int32, size=CHUNK, element_shape=last.shape)
+
+        def body(t, states, scores, last, tokens, parents):
+            logits, states = stepper.step(last, states)
+            log_probs = tf.nn.log_softmax(logits)
+            if banned is not None:
+                log_probs = tf.where(banned, tf.constant(-np.inf, tf.float32), log_probs)
+            parent, token, scores = sampler.next_beams(scores, log_probs)
+            states = tf.nest.map_structure(lambda s: tf.gather(s, parent), states)
+            return t + 1, states, scores, token, tokens.write(t, token), parents.write(t, parent)
+
+        _, states, scores, last, tokens, parents = tf.while_loop(
+            lambda t, *_: t < n, body, (tf.constant(0), states, scores, last, tokens, parents),
+            maximum_iterations=CHUNK)
+        return tokens.stack(), parents.stack(), states, scores, last
+    return loop
+
+
+def _apply_penalty(logits, seen, penalty):
+    """Divide positive logits (multiply negative ones) of tokens already present by `penalty`."""
+    penalised = tf.where(logits > 0, logits / penalty, logits * penalty)
+    return tf.where(seen, penalised, logits)
+
+
+def backtrack(tokens: np.ndarray, parents: np.ndarray, beam: int) -> np.ndarray:
+    """The token sequence ending in `beam`, following the parent pointers back to the start."""
+    ids = np.empty(len(tokens), np.int32)
+    for t in range(len(tokens) - 1, -1, -1):
+        ids[t] = tokens[t, beam]
+        beam = parents[t, beam]
+    return ids
