@@ -47,11 +47,11 @@ def kill_plan(seed: int = 20240607) -> list[tuple[int, float]]:
     rng = random.Random(seed)
     steps = [0, 0, 0, 3, 6, 9, 12, 15, 18, 21]  # a third of the kills before the first checkpoint
     rng.shuffle(steps)
-    plan = []
+    schedule = []
     for step in steps[:TRIALS]:
         # step 0: a moment in the first seconds (importing TensorFlow, reading the corpus, first steps)
-        plan.append((step, round(rng.uniform(1.0, 7.0) if step == 0 else rng.uniform(0.0, 0.6), 2)))
-    return plan
+        schedule.append((step, round(rng.uniform(1.0, 7.0) if step == 0 else rng.uniform(0.0, 0.6), 2)))
+    return schedule
 
 
 def run_and_kill(out: Path, sets: list[str], wait_step: int, extra: float, cwd: Path) -> str:

@@ -12,7 +12,7 @@ import textgen
 from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, UsageError
 from textgen.generation.generate import BFLOAT16_MIN_BATCH, Generator, Request
-from textgen.generation.loops import Plan
+from textgen.generation.loops import LoopMode
 from textgen.models.layers import TokenEmbedding
 from textgen.models.builder import build_model
 from textgen.generation.samplers import BeamSampler, GreedySampler, RandomSampler
@@ -172,7 +172,7 @@ def test_same_random_seed_same_text_in_other_processes(trained_model):
 def test_xla_and_plain_loops_draw_the_same_text(trained_model):
     model = textgen.load(trained_model).model
     generators = [Generator(model, precision="float32", jit_compile=jit) for jit in (True, False)]
-    assert [g._plan(RandomSampler(), 3).jit for g in generators] == [True, False]  # two different loops
+    assert [g._loop_mode(RandomSampler(), 3).jit for g in generators] == [True, False]  # two different loops
     texts = [g.generate("A", length=100, random_seed=2, num_samples=3) for g in generators]
     assert texts[0] == texts[1]
 
@@ -187,19 +187,19 @@ def test_samples_in_one_batch_differ(trained_model):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bfloat16_is_used_only_for_large_sampled_batches(trained_model, monkeypatch, native):
-    # The plan only chooses a dtype, so the CPU's answer is stood in for; the bfloat16 steps
+    # The mode only chooses a dtype, so the CPU's answer is stood in for; the bfloat16 steps
     # themselves are checked against float32 below.
     monkeypatch.setattr("textgen.generation.generate.native_bfloat16", lambda: native)
     generator = textgen.load(trained_model)
-    big = generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH)
+    big = generator._loop_mode(RandomSampler(), BFLOAT16_MIN_BATCH)
     assert (big.dtype, big.jit) == ((tf.bfloat16, False) if native else (tf.float32, True))
-    assert generator._plan(RandomSampler(), BFLOAT16_MIN_BATCH - 1) == Plan(tf.float32, True)
-    assert generator._plan(GreedySampler(), 64).dtype == tf.float32
-    assert generator._plan(BeamSampler(), 64).dtype == tf.float32
+    assert generator._loop_mode(RandomSampler(), BFLOAT16_MIN_BATCH - 1) == LoopMode(tf.float32, True)
+    assert generator._loop_mode(GreedySampler(), 64).dtype == tf.float32
+    assert generator._loop_mode(BeamSampler(), 64).dtype == tf.float32
     exact = Generator(generator.model, precision="float32")
-    assert exact._plan(RandomSampler(), 64).dtype == tf.float32  # asked for float32: never rounded
+    assert exact._loop_mode(RandomSampler(), 64).dtype == tf.float32  # asked for float32: never rounded
     rounded = Generator(generator.model, precision="bfloat16")
-    assert rounded._plan(RandomSampler(), 1).dtype == tf.bfloat16  # asked for bfloat16: any sampled batch
+    assert rounded._loop_mode(RandomSampler(), 1).dtype == tf.bfloat16  # asked for bfloat16: any sampled batch
 
 
 def test_bfloat16_steps_stay_close_to_float32(trained_model):
@@ -215,16 +215,16 @@ def test_bfloat16_steps_stay_close_to_float32(trained_model):
     assert 0 < worst < 0.02  # rounded, but the distribution is nearly the same
 
 
-@pytest.mark.parametrize("plan, tolerance", [(Plan(), 1e-5), (Plan(tf.bfloat16), 2e-2)])
-def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model, plan, tolerance):
+@pytest.mark.parametrize("mode, tolerance", [(LoopMode(), 1e-5), (LoopMode(tf.bfloat16), 2e-2)])
+def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model, mode, tolerance):
     generator = textgen.load(trained_model)
     ids = generator.tokenizer.encode("ROMEO: What light")
     primed = []
     prime = generator._prime
     generator._prime = lambda p, seed, batch: primed.append(batch) or prime(p, seed, batch)
-    copied, _ = generator._start(ids, 3, plan)
+    copied, _ = generator._start(ids, 3, mode)
     assert primed == [1]  # the seed ran as one row, not three
-    row_by_row = prime(plan, ids, 3)  # every row primed through the plan's own stepper
+    row_by_row = prime(mode, ids, 3)  # every row primed through the mode's own stepper
     for a, b in zip(tf.nest.flatten(copied), tf.nest.flatten(row_by_row)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tolerance)

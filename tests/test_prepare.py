@@ -88,10 +88,10 @@ def test_given_tokenizer_and_unknown_characters(tmp_path):
         prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, hint="; try again", progress=None)
     assert not (tmp_path / "cache" / "ids.bin").exists() and not list((tmp_path / "cache").glob(".*"))
     with pytest.raises(UsageError, match="character models have no unknown token"):
-        prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
-    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="drop", progress=None)
-    assert tokenizer.decode(dropped.ids).endswith("cab\na \n") and dropped.unknown == 8
-    assert dropped.missing[:3] == ["C", "f", "é"]
+        prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, on_unknown="unk", progress=None)
+    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, on_unknown="drop", progress=None)
+    assert tokenizer.decode(dropped.ids).endswith("cab\na \n") and dropped.unknown_count == 8
+    assert dropped.unknown_tokens[:3] == ["C", "f", "é"]
 
 
 def test_word_level_unknown_words_become_unk_or_are_dropped(tmp_path):
@@ -101,10 +101,10 @@ def test_word_level_unknown_words_become_unk_or_are_dropped(tmp_path):
     config = config_for(corpus, tmp_path / "run", **{"tokenizer.level": "word"})
     with pytest.raises(UsageError, match="1 word the model's vocabulary lacks \\(1 distinct: 'zebra'\\)"):
         prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, progress=None)
-    unk = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
-    assert unk.unknown == 1 and int(np.sum(unk.ids == tokenizer.unk_id)) == 1
+    unk = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, on_unknown="unk", progress=None)
+    assert unk.unknown_count == 1 and int(np.sum(unk.ids == tokenizer.unk_id)) == 1
     assert unk.coverage == pytest.approx(1 - 1 / len(unk.ids))
-    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="drop", progress=None)
+    dropped = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, on_unknown="drop", progress=None)
     assert len(dropped.ids) == len(unk.ids) - 1 and tokenizer.unk_id not in dropped.ids
 
 
@@ -113,7 +113,7 @@ def test_coverage_counts_words_not_spacing_markers(tmp_path):
     corpus.write_text("the cat sat ,on the mat\n" * 20 + "the zebra sat\n")  # ' ,on': markers each line
     tokenizer = WordTokenizer.fit("the cat sat on the mat , \n")
     config = config_for(corpus, tmp_path / "run", **{"tokenizer.level": "word"})
-    prepared = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, unknown="unk", progress=None)
+    prepared = prepare_corpus(config, tmp_path / "cache", tokenizer=tokenizer, on_unknown="unk", progress=None)
     markers = int(np.isin(prepared.ids, tokenizer.marker_ids).sum())
     assert markers >= 20 and tokenizer.marker_ids and CharTokenizer.fit("ab").marker_ids == ()
     words = len(prepared.ids) - markers

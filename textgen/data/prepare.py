@@ -60,8 +60,8 @@ class PreparedCorpus:
     tokenizer: Tokenizer
     fingerprint: dict  # {"tokens", "sha1"} of the ids as int32, compared on --resume
     coverage: float  # share of the corpus tokens (spacing markers aside) that are not <unk>
-    unknown: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
-    missing: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
+    unknown_count: int  # tokens of the corpus the given tokenizer lacks (left out or mapped to <unk>)
+    unknown_tokens: list[str]  # those tokens, distinct, in order of first appearance (at most MISSING_KEPT)
     directory: Path
     reused: bool  # the cache was current and nothing was encoded
 
@@ -75,13 +75,13 @@ def cache_dir(run_dir: str | Path) -> Path:
 
 
 def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenizer | None = None,
-                   unknown: str = "error", hint: str = "", progress: TextIO | bool | None = True,
+                   on_unknown: str = "error", hint: str = "", progress: TextIO | bool | None = True,
                    block_chars: int = BLOCK_CHARS) -> PreparedCorpus:
     """The corpus of `config` encoded in `directory`, built or reused.
 
     tokenizer: encode with this one (fine-tuning, resume) instead of fitting one from
         `config.tokenizer`.
-    unknown: the policy for the tokens that tokenizer lacks (`textgen.data.unknown`):
+    on_unknown: the policy for the tokens that tokenizer lacks (`textgen.data.unknown`):
         "error" raises a UsageError naming them (followed by `hint`), "unk" maps them to
         <unk> (word level), "drop" leaves them out.
     progress: where to show bytes read and MB/s while building (True: stderr; None: nowhere).
@@ -94,7 +94,7 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     source = source_key(config, files)
     settings = config.to_dict()["tokenizer"]
     remove_temporaries(directory, TEMPORARIES)
-    cached = _open_cache(directory, source, settings, tokenizer, unknown, progress)
+    cached = _open_cache(directory, source, settings, tokenizer, on_unknown, progress)
     if cached is not None:
         return cached
     directory.mkdir(parents=True, exist_ok=True)
@@ -107,14 +107,14 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     try:
         with ReadProgress("preparing corpus: encoding", total, progress) as report:
             facts = _encode_to_file(config, tokenizer, directory, _blocks(config, report, block_chars),
-                                    None if fitted else unknown, hint)
+                                    None if fitted else on_unknown, hint)
     except UsageError:  # tokens the vocabulary lacks: maybe text added after the vocabulary pass
         _check_unchanged(config, files, source)
         raise
     _check_unchanged(config, files, source)
     write_text_atomic(directory / TOKENIZER_FILE, json.dumps(tokenizer.get_config()))
     meta = {"version": CACHE_VERSION, "source": source, "fitted": settings if fitted else None,
-            "policy": "unk" if fitted else unknown, "files": [str(f) for f in files], "bytes": total, **facts}
+            "policy": "unk" if fitted else on_unknown, "files": [str(f) for f in files], "bytes": total, **facts}
     write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1))
     return _load(directory, meta, tokenizer, reused=False)
 

@@ -26,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
+from textgen.data.unknown import name_tokens
 from textgen.errors import ModelFileError, UsageError
 from textgen.generation import loops
-from textgen.generation.loops import Plan
+from textgen.generation.loops import LoopMode
 from textgen.generation.request import MAX_NUM_SAMPLES, Request, Sample, find_end, fresh_random_seed, tokens_within
 from textgen.generation.samplers import Sampler, make_sampler
 from textgen.generation.session import StepSession
@@ -147,8 +148,7 @@ class Generator:
             raise UsageError("the seed is empty; give at least one character of text to start from")
         ids, unknown = self.tokenizer.encode_lenient(seed)
         if unknown and strict:
-            shown = ", ".join(repr(t) for t in unknown[:10])
-            raise UsageError(f"seed words not in the model's vocabulary: {shown}; "
+            raise UsageError(f"seed words not in the model's vocabulary: {name_tokens(unknown)}; "
                              "rephrase the seed or drop --strict to map them to <unk>")
         if len(ids) == 0:
             raise UsageError("the seed has no tokens the model can read; give some text to start from")
@@ -176,7 +176,7 @@ class Generator:
             return 0.0
         states, last = self._start(seed_ids, 1)
         inputs = np.concatenate([[seed_ids[-1]], targets[:-1]]).astype(np.int32)
-        score = self._function("score", Plan())
+        score = self._function("score", LoopMode())
         return float(score(states, tf.constant(inputs), tf.constant(targets.astype(np.int32))))
 
     def session(self, seed: str, strict: bool = False) -> "StepSession":
@@ -185,13 +185,13 @@ class Generator:
 
     # ------------------------------------------------------------------ the engine
 
-    def _plan(self, sampler: Sampler, batch: int):
+    def _loop_mode(self, sampler: Sampler, batch: int):
         """How to compile the loop for this sampler and batch; the module docstring has the measurements."""
         bf16 = sampler.stochastic and (
             self.precision == "bfloat16"
             or (self.precision == "auto" and batch >= BFLOAT16_MIN_BATCH and native_bfloat16()))
         jit = self.jit_compile if self.jit_compile is not None else not bf16
-        return Plan(tf.bfloat16 if bf16 else tf.float32, jit)
+        return LoopMode(tf.bfloat16 if bf16 else tf.float32, jit)
 
     def _prepare(self, request: Request) -> tuple[np.ndarray, list[str]]:
         """The seed's ids and unknown tokens, once the request is known to fit this model."""
@@ -209,10 +209,10 @@ class Generator:
             yield from self._beam(request, seed_ids)
             return
         batch, sampler = request.num_samples, request.sampler
-        plan = self._plan(sampler, batch)
-        states, last = self._start(seed_ids, batch, plan)
+        mode = self._loop_mode(sampler, batch)
+        states, last = self._start(seed_ids, batch, mode)
         penalised = request.repetition_penalty != 1.0
-        loop = self._function("sample", plan, sampler, penalised)
+        loop = self._function("sample", mode, sampler, penalised)
         values = {k: tf.constant(v, dtype=tf.int32 if isinstance(v, int) else tf.float32)
                   for k, v in sampler.values().items()}
         seen = np.zeros((batch, self.tokenizer.vocab_size), dtype=bool)
@@ -258,7 +258,7 @@ class Generator:
         width = request.sampler.beam_width
         states, last = self._start(seed_ids, width)
         scores = tf.constant([0.0] + [-np.inf] * (width - 1), tf.float32)  # one live beam at first
-        loop = self._function("beam", Plan(jit=self.jit_compile is not False), request.sampler)
+        loop = self._function("beam", LoopMode(jit=self.jit_compile is not False), request.sampler)
         tokens, parents, produced = [], [], 0
         while produced < request.length:
             n = min(loops.CHUNK, request.length - produced)
@@ -278,44 +278,44 @@ class Generator:
             text, stopped_by, count = text[:cut[0]], cut[1], tokens_within(decoder, cut[0], len(ids))
         yield [Sample(text, count, stopped_by, float(np.max(scores)))]
 
-    def _start(self, seed_ids: np.ndarray, batch: int, plan: "Plan | None" = None):
+    def _start(self, seed_ids: np.ndarray, batch: int, mode: "LoopMode | None" = None):
         """Run all but the last seed token through the network; the last one starts the loop.
 
         Every row starts from the same seed, so for textgen's own steppers the seed runs once,
-        as one row in float32 with XLA, and its states are copied to every row in the plan's
+        as one row in float32 with XLA, and its states are copied to every row in the mode's
         layout: priming a 64-row bfloat16 batch row by row cost about 5% of a 1000-token run.
         """
-        plan = plan or Plan()
-        stepper = self._stepper(plan)
+        mode = mode or LoopMode()
+        stepper = self._stepper(mode)
         if hasattr(self.stepper, "tile_states") and hasattr(stepper, "tile_states"):
-            states = stepper.tile_states(self._prime(Plan(jit=self.jit_compile is not False), seed_ids, 1), batch)
+            states = stepper.tile_states(self._prime(LoopMode(jit=self.jit_compile is not False), seed_ids, 1), batch)
         else:
-            states = self._prime(plan, seed_ids, batch)
+            states = self._prime(mode, seed_ids, batch)
         last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
         return states, last
 
-    def _prime(self, plan: Plan, seed_ids: np.ndarray, batch: int):
-        states = self._stepper(plan).initial_states(batch)
+    def _prime(self, mode: LoopMode, seed_ids: np.ndarray, batch: int):
+        states = self._stepper(mode).initial_states(batch)
         length = len(seed_ids) - 1
         if length:
             # Padded to a power of two (at least 64) so XLA compiles once per size class, not per seed.
             prefix = np.zeros(max(64, 1 << (length - 1).bit_length()), np.int32)
             prefix[:length] = seed_ids[:-1]
-            states = self._function("prime", plan)(states, tf.constant(prefix), tf.constant(length, tf.int32))
+            states = self._function("prime", mode)(states, tf.constant(prefix), tf.constant(length, tf.int32))
         return states
 
-    def _stepper(self, plan: Plan):
-        columns = plan.dtype == tf.bfloat16 and not plan.jit  # packed bfloat16 products, where the cells allow
-        key = (plan.dtype, columns)
+    def _stepper(self, mode: LoopMode):
+        columns = mode.dtype == tf.bfloat16 and not mode.jit  # packed bfloat16 products, where the cells allow
+        key = (mode.dtype, columns)
         if key not in self._steppers:
-            self._steppers[key] = make_stepper(self.model, plan.dtype, columns=columns)
+            self._steppers[key] = make_stepper(self.model, mode.dtype, columns=columns)
         return self._steppers[key]
 
-    def _function(self, kind: str, plan: Plan, sampler: Sampler | None = None, penalised: bool = False):
-        """The compiled function of one kind, traced once per plan, sampler class and penalty switch."""
-        key = (kind, plan, type(sampler), penalised)
+    def _function(self, kind: str, mode: LoopMode, sampler: Sampler | None = None, penalised: bool = False):
+        """The compiled function of one kind, traced once per mode, sampler class and penalty switch."""
+        key = (kind, mode, type(sampler), penalised)
         if key not in self._functions:
-            stepper = self._stepper(plan)
+            stepper = self._stepper(mode)
             make = {"prime": loops.make_prime, "score": loops.make_score, "step": loops.make_step,
                     "sample": functools.partial(loops.make_sample_loop, sampler=sampler, penalised=penalised),
                     "beam": functools.partial(loops.make_beam_loop, sampler=sampler)}[kind]
@@ -323,7 +323,7 @@ class Generator:
             # calls looked like retracing in a loop and a process loading several models was
             # warned about it; a partial has no code of its own and is counted on its own.
             self._functions[key] = tf.function(functools.partial(make(stepper, self._banned)),
-                                               jit_compile=plan.jit, reduce_retracing=True)
+                                               jit_compile=mode.jit, reduce_retracing=True)
         return self._functions[key]
 
     # ------------------------------------------------------------------ helpers

@@ -1,6 +1,6 @@
 """The compiled functions of generation: each calls only the stepper's `step` (textgen.generation.steppers).
 
-`Generator` wraps each in a `tf.function`, traced once per plan, sampler class and penalty
+`Generator` wraps each in a `tf.function`, traced once per mode, sampler class and penalty
 switch. A sampling or beam loop produces up to CHUNK tokens per call for the whole batch.
 """
 
@@ -15,7 +15,7 @@ CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop
 
 
 @dataclass(frozen=True)
-class Plan:
+class LoopMode:
     """How one compiled function runs: the dtype of the recurrent products, and XLA or not."""
 
     dtype: tf.DType = tf.float32

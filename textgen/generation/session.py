@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from textgen.data.unknown import name_tokens
 from textgen.errors import UsageError
-from textgen.generation.loops import Plan
+from textgen.generation.loops import LoopMode
 
 
 class StepSession:
@@ -21,7 +22,7 @@ class StepSession:
         self.generator = generator
         self.seed = seed
         self.seed_ids, _ = generator.encode_seed(seed, strict)
-        self._step = generator._function("step", Plan())
+        self._step = generator._function("step", LoopMode())
         states, last = generator._start(self.seed_ids, 1)
         self._stack = [(states, last)]  # states before feeding `last`, one entry per appended token
         self.ids: list[int] = []
@@ -60,7 +61,7 @@ class StepSession:
         """Append the tokens of `text`; returns how many. Unknown characters are a UsageError."""
         ids, unknown = self.generator.tokenizer.encode_lenient(text)
         if unknown:
-            raise UsageError(f"{', '.join(repr(t) for t in unknown[:10])} not in the model's vocabulary")
+            raise UsageError(f"{name_tokens(unknown)} not in the model's vocabulary")
         for token_id in np.asarray(ids).tolist():
             self.choose(token_id)
         return len(ids)

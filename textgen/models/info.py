@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from textgen.evaluation.metrics import bits, perplexity
 from textgen.models.architecture import model_kind
 from textgen.models.layers import find_token_embedding
 from textgen.models.transformer import PositionEmbedding, TransformerBlock
@@ -48,9 +49,9 @@ def model_facts(model) -> dict:
         if value is not None and math.isfinite(value):
             facts[name] = round(value, 4)
             if level == "char":
-                facts[name.replace("loss", "bits_per_char")] = round(value / math.log(2), 4)
+                facts[name.replace("loss", "bits_per_char")] = round(bits(value), 4)
             else:
-                facts[name.replace("loss", "perplexity")] = round(math.exp(min(value, 50.0)), 2)
+                facts[name.replace("loss", "perplexity")] = round(perplexity(value), 2)
     if history:
         facts["epochs_trained"] = history.get("epochs")
         facts["best_epoch"] = history.get("best_epoch")

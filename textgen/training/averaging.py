@@ -66,7 +66,7 @@ class WeightAverager(keras.callbacks.Callback):
         self._update(tf.constant(momentum_at(self.momentum, self.count), tf.float32))
 
     def _ensure_averages(self) -> None:
-        if self._averages is not None:  # a resumed epoch plan calls fit twice
+        if self._averages is not None:  # a run resumed mid-epoch calls fit twice
             return
         weights = self.model.trainable_variables
         start = self._restored

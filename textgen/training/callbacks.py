@@ -76,7 +76,7 @@ class RunRecorder(keras.callbacks.Callback):
         return self.seconds_before + running
 
     def on_train_begin(self, logs=None):
-        if self._started is None:  # a resumed epoch plan calls fit twice
+        if self._started is None:  # a run resumed mid-epoch calls fit twice
             self._started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -215,7 +215,7 @@ def _sample_every(run: Run, seed_text: str, echo) -> int:
     every = run.config.training.sample_every
     if every and run.tokenizer.unk_id is None:  # word models read unknown words as <unk>
         try:
-            encode_known(run.tokenizer, seed_text, unknown="error")
+            encode_known(run.tokenizer, seed_text, "error")
         except UsageError as exc:
             echo(f"warning: training.sample_seed: {exc}; samples switched off")
             return 0

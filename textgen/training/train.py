@@ -99,7 +99,7 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
     with RunDirectory(config.output.dir, "textgen prepare") as directory:
         _, config, tokenizer = _fine_tuned(config)
         return prepare_corpus(corpus_from_stdin(config, directory.path), cache_dir(directory.path),
-                              tokenizer=tokenizer, unknown=config.training.unknown_tokens,
+                              tokenizer=tokenizer, on_unknown=config.training.unknown_tokens,
                               hint="; set training.unknown_tokens=drop to leave them out", progress=progress)
 
 
@@ -117,10 +117,10 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
     prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
-                              unknown=config.training.unknown_tokens, hint=f"; set training.unknown_tokens={options}",
+                              on_unknown=config.training.unknown_tokens, hint=f"; set training.unknown_tokens={options}",
                               progress=progress)
-    if parent is not None and prepared.unknown:
-        echo(handled(prepared.unknown, prepared.missing, config.training.unknown_tokens))
+    if parent is not None and prepared.unknown_count:
+        echo(handled(prepared.unknown_count, prepared.unknown_tokens, config.training.unknown_tokens))
     echo(describe_cache(prepared))
     tokenizer, ids = prepared.tokenizer, prepared.ids
     train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
@@ -205,7 +205,7 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     unknown = config.training.unknown_tokens if config.training.init_from else \
         ("unk" if tokenizer.unk_id is not None else "error")
     prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
-                              unknown=unknown, hint=CORPUS_CHANGED, progress=progress)
+                              on_unknown=unknown, hint=CORPUS_CHANGED, progress=progress)
     echo(describe_cache(prepared))
     check_same_corpus(state["corpus"], prepared.fingerprint, saved_dir)
     train_ids, val_ids = split_ids(prepared.ids, config.corpus.validation_fraction, config.training.seq_length)
