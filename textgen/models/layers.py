@@ -16,6 +16,21 @@ from textgen.errors import ModelFileError
 FORMAT_VERSION = 1
 
 
+class _JSONAttribute:
+    """A dict attribute of a layer kept as a JSON string: Keras wraps dicts assigned to layer
+    attributes in tracking containers, and JSON is what the .keras config holds anyway. Each
+    read returns a fresh copy, so changing it changes nothing until it is assigned back."""
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}_json"
+
+    def __get__(self, layer, owner=None):
+        return self if layer is None else json.loads(getattr(layer, self.slot))
+
+    def __set__(self, layer, value: dict) -> None:
+        setattr(layer, self.slot, json.dumps(value))
+
+
 @keras.saving.register_keras_serializable(package="textgen")
 class TokenEmbedding(keras.layers.Embedding):
     """An Embedding that also carries the tokenizer and the model card.
@@ -35,23 +50,8 @@ class TokenEmbedding(keras.layers.Embedding):
         self.tokenizer = tokenizer or {}
         self.model_card = {"format_version": FORMAT_VERSION, **(model_card or {})}
 
-    # Keras wraps dicts assigned to layer attributes in tracking containers; keep plain JSON
-    # copies instead, which is what the .keras config holds anyway.
-    @property
-    def tokenizer(self) -> dict:
-        return json.loads(self._tokenizer_json)
-
-    @tokenizer.setter
-    def tokenizer(self, value: dict) -> None:
-        self._tokenizer_json = json.dumps(value)
-
-    @property
-    def model_card(self) -> dict:
-        return json.loads(self._model_card_json)
-
-    @model_card.setter
-    def model_card(self, value: dict) -> None:
-        self._model_card_json = json.dumps(value)
+    tokenizer = _JSONAttribute()
+    model_card = _JSONAttribute()
 
     def get_config(self):
         config = super().get_config()

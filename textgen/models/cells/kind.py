@@ -145,3 +145,34 @@ def read(weight):
 def bias_or_zeros(cell, width):
     """The cell's bias, or float32 zeros of `width` for a cell built with use_bias=False."""
     return read(cell.bias) if getattr(cell, "bias", None) is not None else tf.zeros([width])
+
+
+def keras_cell_step(kind: CellKind, cell, inputs, states):
+    """One step of a textgen Keras cell (`cell.call`) through its kind's `gates`, batch in rows.
+
+    textgen's own cells train through `keras.layers.RNN`, which calls the cell once per time
+    step; running the kind's gates there keeps the arithmetic written once, for that loop,
+    generation's steppers and the fused kernel alike.
+    """
+    states = list(states) if isinstance(states, (list, tuple)) else [states]
+    packed = kind.pack(cell)
+    x_part = tf.matmul(inputs, packed.x_kernel) + packed.x_bias
+    h_part = tf.matmul(states[0], packed.h_kernel)
+    if packed.h_bias is not None:
+        h_part = h_part + packed.h_bias
+
+    def product(v, k):
+        extra = packed.extras[k]
+        return split_blocks(tf.matmul(v, extra), extra.shape[1] // cell.units, axis=-1)
+
+    h, new_states, _ = kind.gates(kind.pre_activations(x_part, h_part, axis=-1), states, product)
+    return h, new_states
+
+
+def weight_options(cell, initializers: tuple[str, ...], regularizers: tuple[str, ...]) -> dict:
+    """A textgen cell's `<name>_initializer` and `<name>_regularizer` attributes, serialised for
+    its `get_config`."""
+    return {**{f"{name}_initializer": keras.initializers.serialize(getattr(cell, f"{name}_initializer"))
+               for name in initializers},
+            **{f"{name}_regularizer": keras.regularizers.serialize(getattr(cell, f"{name}_regularizer"))
+               for name in regularizers}}

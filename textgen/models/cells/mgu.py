@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from textgen.models.cells.kind import CellKind, Packed, bias_or_zeros, read
+from textgen.models.cells.kind import CellKind, Packed, bias_or_zeros, keras_cell_step, read, weight_options
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -54,27 +54,15 @@ class MGUCell(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, states, training=False):
-        h = states[0] if isinstance(states, (list, tuple)) else states
-        u = self.units
-        x = ops.matmul(inputs, self.kernel) + self.bias
-        f = ops.sigmoid(x[:, :u] + ops.matmul(h, self.recurrent_kernel[:, :u]))
-        candidate = ops.tanh(x[:, u:] + ops.matmul(f * h, self.recurrent_kernel[:, u:]))
-        h = (1 - f) * h + f * candidate
-        return h, [h]
+        return keras_cell_step(KIND, self, inputs, states)
 
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, self.units), dtype=self.compute_dtype)]
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            units=self.units,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            recurrent_regularizer=keras.regularizers.serialize(self.recurrent_regularizer),
-        )
+        config.update(units=self.units,
+                      **weight_options(self, ("kernel", "recurrent", "bias"), ("kernel", "recurrent")))
         return config
 
 

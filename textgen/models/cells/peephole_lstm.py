@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from textgen.models.cells.kind import CellKind, Packed, bias_or_zeros, read
+from textgen.models.cells.kind import CellKind, Packed, bias_or_zeros, keras_cell_step, read, weight_options
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -73,33 +73,15 @@ class PeepholeLSTMCell(keras.layers.Layer):
         return ops.concatenate([ops.zeros((u,), dtype), ops.ones((u,), dtype), ops.zeros((2 * u,), dtype)])
 
     def call(self, inputs, states, training=False):
-        h_prev, c_prev = states[0], states[1]
-        u = self.units
-        z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
-        z_i, z_f, z_g, z_o = z[:, :u], z[:, u:2 * u], z[:, 2 * u:3 * u], z[:, 3 * u:]
-        peep_if = ops.matmul(c_prev, self.peephole_kernel[:, :2 * u])
-        i = ops.sigmoid(z_i + peep_if[:, :u])
-        f = ops.sigmoid(z_f + peep_if[:, u:])
-        g = ops.tanh(z_g)
-        c = f * c_prev + i * g
-        o = ops.sigmoid(z_o + ops.matmul(c, self.peephole_kernel[:, 2 * u:]))
-        h = o * ops.tanh(c)
-        return h, [h, c]
+        return keras_cell_step(KIND, self, inputs, states)
 
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in range(2)]
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            units=self.units,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            recurrent_initializer=keras.initializers.serialize(self.recurrent_initializer),
-            peephole_initializer=keras.initializers.serialize(self.peephole_initializer),
-            unit_forget_bias=self.unit_forget_bias,
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            recurrent_regularizer=keras.regularizers.serialize(self.recurrent_regularizer),
-        )
+        config.update(units=self.units, unit_forget_bias=self.unit_forget_bias,
+                      **weight_options(self, ("kernel", "recurrent", "peephole"), ("kernel", "recurrent")))
         return config
 
 
