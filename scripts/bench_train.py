@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-import textgen  # noqa: F401  (quiet TensorFlow import)
+import textgen  # noqa: F401  (textgen's Keras objects registered)
 import keras
 import tensorflow as tf
 from textgen.config import load_config

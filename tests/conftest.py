@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import textgen  # noqa: F401  (quiet TensorFlow import, custom objects registered)
+import textgen  # noqa: F401  (textgen's Keras objects registered)
 from textgen.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
