@@ -131,7 +131,7 @@ class RecurrentStepper:
         self.head_kernel, self.head_bias = _head(model)
 
     def initial_states(self, batch_size: int):
-        return [[tf.zeros([batch_size, layer.units])] * layer.kind.states for layer in self.layers]
+        return [[tf.zeros([batch_size, layer.units]) for _ in range(layer.kind.states)] for layer in self.layers]
 
     def tile_states(self, states, batch_size: int):
         return [[tf.tile(s, [batch_size, 1]) for s in layer] for layer in states]
@@ -224,7 +224,7 @@ class PackedColumnStepper:
         return bool(layers) and all(_kind_of(layer) for layer in layers)
 
     def initial_states(self, batch_size: int):
-        return [[tf.zeros([layer.units, batch_size])] * layer.kind.states for layer in self.layers]
+        return [[tf.zeros([layer.units, batch_size]) for _ in range(layer.kind.states)] for layer in self.layers]
 
     def tile_states(self, states, batch_size: int):
         return [[tf.tile(tf.transpose(s), [1, batch_size]) for s in layer] for layer in states]

@@ -38,7 +38,7 @@ def architecture_card(config: ModelConfig) -> dict:
 
 
 def architecture(model: keras.Model) -> dict:
-    """The model's architecture: its model card's, or for an older file the one its layers show."""
+    """The model's architecture: its model card's entry, or where the card has none, what its layers show."""
     embedding = find_token_embedding(model)
     card = embedding.model_card.get("architecture") if embedding is not None else None
     return card if card else _legacy_architecture(model)
