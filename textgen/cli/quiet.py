@@ -25,14 +25,11 @@ def load_library(verbose: bool) -> None:
         if verbose:
             os.environ.pop(QUIETED, None)
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's own default: show its start-up lines
-            textgen.load_keras_objects()
-        elif "TF_CPP_MIN_LOG_LEVEL" in os.environ and QUIETED not in os.environ:
-            textgen.load_keras_objects()  # the user chose a level
-        else:
+        elif "TF_CPP_MIN_LOG_LEVEL" not in os.environ or QUIETED in os.environ:  # not the user's choice
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
             os.environ[QUIETED] = "1"
             _with_stderr_closed(_import_and_probe)
-    textgen.load_keras_objects()
+    textgen.load_keras_objects()  # imported above when quieted; a no-op then
     _quiet_loggers(verbose)
 
 
@@ -40,7 +37,7 @@ def _import_and_probe() -> None:
     import tensorflow
 
     tensorflow.config.list_physical_devices()  # device probing logs (cuInit) happen here too
-    textgen.load_keras_objects()
+    textgen.load_keras_objects()  # Keras's own import lines too
 
 
 def _with_stderr_closed(function) -> None:
