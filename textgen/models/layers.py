@@ -11,9 +11,7 @@ import json
 import keras
 
 from textgen.errors import ModelFileError
-
-# Bumped when the layout of what textgen stores in a .keras file changes incompatibly.
-FORMAT_VERSION = 1
+from textgen.saving import FORMAT_VERSION  # noqa: F401  (also imported from here by callers)
 
 
 class _JSONAttribute:
