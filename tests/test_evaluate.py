@@ -231,9 +231,12 @@ def test_progress_follows_the_scoring_not_the_reading(trained_model, held_out, t
     monkeypatch.setattr(evaluate_module, "_scorer", counting)
     seen = []
     evaluate_file(load_keras_model(trained_model), path, batch_size=8, block_chars=10_000,
-                  progress=lambda n: seen.append((n, sum(scored))))
-    sizes = [n for n, _ in seen]
-    assert sizes == sorted(sizes) and sizes[-1] == path.stat().st_size and len(set(sizes)) >= 5
-    # Bytes reported are scored but for the windows still filling a batch and what the reader
-    # buffers ahead (8 KB): a report made as blocks are read would run a whole block ahead.
-    assert all(tokens >= n - 8192 - 8 * 33 for n, tokens in seen), seen
+                  progress=lambda n, total: seen.append((n, total, sum(scored))))
+    size = path.stat().st_size  # ASCII with \n line ends: one byte a character
+    sizes = [n for n, _, _ in seen]
+    assert sizes == sorted(sizes) and sizes[-1] == size and len(set(sizes)) >= 5
+    # Characters are counted as batches are scored (here one token a character, each batch
+    # told at once), not as blocks are read, which would run a whole block ahead.
+    assert all(n == min(tokens, size) for n, _, tokens in seen[:-1]), seen
+    # The total is known from the start: estimated from the file's size, exact at the end.
+    assert all(total == size for _, total, _ in seen), seen
