@@ -240,3 +240,14 @@ def test_progress_follows_the_scoring_not_the_reading(trained_model, held_out, t
     assert all(n == min(tokens, size) for n, _, tokens in seen[:-1]), seen
     # The total is known from the start: estimated from the file's size, exact at the end.
     assert all(total == size for _, total, _ in seen), seen
+
+
+def test_evaluate_measures_the_pretrained_model_without_model(held_out):
+    from textgen.pretrained import default_model_path
+
+    result = run("evaluate", "--text", held_out, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["model"] == str(default_model_path()) and facts["level"] == "char"
+    assert facts["bits_per_char"] < 3.0  # the pretrained model knows Shakespeare (uniform over 65: 6.0)
+    assert "[default: the pretrained" in " ".join(run("evaluate", "--help").output.split())
