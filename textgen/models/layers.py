@@ -1,7 +1,7 @@
 """textgen's custom Keras objects. Each follows the layer contract: registered for
 serialization, every constructor argument stored under the same name, **kwargs passed to
 super(), and get_config chained, so a saved .keras file loads with plain
-``keras.models.load_model`` after ``import textgen``.
+``keras.models.load_model`` after ``textgen.load_keras_objects()`` (or ``import keras, textgen``).
 """
 
 from __future__ import annotations
