@@ -111,3 +111,33 @@ def test_info_reads_a_model_without_importing_tensorflow(trained_model, tmp_path
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "\nunits: 32\n" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_file_the_json_reader_does_not_vouch_for_is_described_by_loading_it(trained_model, monkeypatch):
+    import textgen.models.info as info_module
+    from textgen.model_file import NeedsKeras
+
+    expected = run("info", trained_model, "--json").output
+
+    def refuse(path):
+        raise NeedsKeras(f"{path}: pretend only Keras can judge it")
+
+    monkeypatch.setattr(info_module, "read_model_file", refuse)
+    fallback = run("info", trained_model, "--json")
+    assert fallback.exit_code == 0 and fallback.output == expected
+
+
+def test_a_file_naming_a_foreign_class_is_refused_by_keras_in_one_line(trained_model, tmp_path):
+    from test_bad_input import rewrite_keras_config, walk
+
+    def foreign(config):
+        for node in walk(config):
+            if node.get("class_name") == "GRU":
+                node.update(module="keras.layers", class_name="Lambda")  # code safe mode never runs
+        return config
+
+    path = tmp_path / "lambda.keras"
+    rewrite_keras_config(trained_model, path, foreign)
+    result = run("info", path)
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith(f"Error: model file {path} cannot be loaded: ")

@@ -4,12 +4,13 @@ A .keras file is a zip of `config.json` (the network's layers, textgen's tokeniz
 card among them), `metadata.json` and `model.weights.h5`. Reading the JSON and the weights'
 shapes takes milliseconds; importing TensorFlow to load the file takes seconds.
 
-This reader vouches only for files it fully understands: every class the config names is
-Keras's own (never a Lambda, whose code safe mode refuses) or one textgen registers. For any
-other file, and for one whose JSON or weights it cannot read, it raises `NeedsKeras`, and
-the caller loads the file with Keras (`textgen.saving.load_keras_model`), whose one-line
-error for a broken or foreign file is then the answer. The tokenizer and model card pass
-the same checks as on loading (`saving.check_model_contents`).
+This reader vouches only for files it fully understands: a textgen model (its
+TokenEmbedding carries the tokenizer and card) whose config names only Keras's own classes
+(never a Lambda, whose code safe mode refuses) and those textgen registers. For any other
+file, and for one whose JSON or weights it cannot read, it raises `NeedsKeras`, and the
+caller loads the file with Keras (`textgen.saving.load_keras_model`), whose one-line error
+for a broken or foreign file is then the answer. The tokenizer and model card pass the same
+checks as on loading (`saving.check_model_contents`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def read_model_file(path: str | Path) -> StoredModel:
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
+            if not isinstance(config, dict):
+                raise NeedsKeras(f"{path}: config.json holds no model")
             unknown = unknown_class(config)
             if unknown:
                 raise NeedsKeras(f"{path} names {unknown}")
@@ -56,7 +59,10 @@ def read_model_file(path: str | Path) -> StoredModel:
         raise
     except Exception as exc:  # zip, JSON and HDF5 errors alike: Keras's loader names the problem
         raise NeedsKeras(f"{path}: {exc}") from None
-    _check(path, config)
+    try:
+        _check(path, config)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:  # layers not laid out as Keras writes them
+        raise NeedsKeras(f"{path}: unexpected layout ({exc!r})") from None
     return StoredModel(config, parameters)
 
 
@@ -94,7 +100,9 @@ def model_card(embedding: dict) -> dict:
 
 def _check(path: Path, config: dict) -> None:
     """The checks loading applies to the tokenizer and card, on the JSON."""
-    embedding = token_embedding(config) or {}
+    embedding = token_embedding(config)
+    if embedding is None:  # a Keras model textgen did not build, or a broken one: Keras tells which
+        raise NeedsKeras(f"{path} has no TokenEmbedding")
     tokenizer, card = embedding.get("tokenizer"), embedding.get("model_card")
     if not isinstance(tokenizer or {}, dict) or not isinstance(card or {}, dict):
         raise NeedsKeras(f"{path}: the TokenEmbedding's tokenizer or model card is not a mapping")

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from textgen.evaluation.metrics import bits, perplexity
-from textgen.model_file import layers, model_card, read_model_file, token_embedding
+from textgen.model_file import NeedsKeras, layers, model_card, read_model_file, token_embedding
 
 # Keras's recurrent layer classes; a saved model holds these, never textgen's training twins.
 _RECURRENT = ("RNN", "LSTM", "GRU", "SimpleRNN")
@@ -26,7 +26,10 @@ def file_facts(path: str | Path) -> dict:
     Keras can judge (the caller then loads it and describes the model).
     """
     stored = read_model_file(path)
-    return facts_from_config(stored.config, stored.parameters)
+    try:
+        return facts_from_config(stored.config, stored.parameters)
+    except (KeyError, IndexError, TypeError, AttributeError, StopIteration) as exc:  # not as textgen writes it
+        raise NeedsKeras(f"{path}: unexpected layout ({exc!r})") from None
 
 
 def model_facts(model) -> dict:
