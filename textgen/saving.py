@@ -249,10 +249,9 @@ def check_textgen_model(model: keras.Model, path: str | Path) -> None:
     """Check everything textgen reads from a loaded model's tokenizer and model card."""
     from textgen.models.layers import find_token_embedding
 
-    embedding = find_token_embedding(model)
-    outputs = model.outputs[0].shape[-1] if model.outputs else None
-    check_model_contents(path, embedding and embedding.tokenizer, embedding and embedding.model_card,
-                         embedding and embedding.input_dim, outputs)
+    embedding = find_token_embedding(model)  # None: a model textgen did not build, which the check names
+    parts = (embedding.tokenizer, embedding.model_card, embedding.input_dim) if embedding else (None, None, None)
+    check_model_contents(path, *parts, model.outputs[0].shape[-1] if model.outputs else None)
 
 
 def check_model_contents(path: str | Path, tokenizer: dict | None, card: dict | None, input_dim: int | None,
