@@ -33,9 +33,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     """Read a YAML config (or start from `base`, else the defaults) and apply ``KEY=VALUE`` overrides.
 
     `path` "-" reads the config from stdin; a bare name that is not a file names a preset
-    (`quick`: `textgen.config.presets`), an unknown one is a ConfigError listing them. Paths in a config file (corpus.paths,
-    training.init_from) are relative to the file's folder; those from overrides, defaults,
-    stdin or `base` to the working directory. The config returned holds them as absolute
+    (`quick`: `textgen.config.presets`), an unknown one is a ConfigError listing them.
+    Paths in a config file (corpus.paths, training.init_from) are relative to the file's
+    folder; those from overrides, stdin or `base` to the working directory; the default
+    corpus is the one that ships with textgen. The config returned holds them as absolute
     paths, so it means the same wherever it is written and read again (a run's config.yaml
     on --resume). `~` is expanded in those paths and in output.dir, which stays relative to
     the working directory. `check_corpus`: a corpus path that does not exist is a
