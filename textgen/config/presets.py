@@ -53,8 +53,8 @@ def packaged_corpus(file_name: str) -> str:
 def list_presets() -> list[Preset]:
     """Every preset shipped with textgen, by name."""
     folder = package_folder("presets")
-    files = sorted(folder.glob(f"*{PRESET_SUFFIX}")) if folder.is_dir() else []
-    return [Preset(p.name[:-len(PRESET_SUFFIX)], _description(p), p) for p in files]
+    files = folder.glob(f"*{PRESET_SUFFIX}") if folder.is_dir() else []
+    return sorted((Preset(p.name[:-len(PRESET_SUFFIX)], _description(p), p) for p in files), key=lambda p: p.name)
 
 
 def _description(path: Path) -> str:
