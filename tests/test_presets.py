@@ -86,6 +86,13 @@ def test_a_preset_by_name_is_the_same_config_as_its_file(name, tmp_path, monkeyp
         assert Path(corpus).is_file() and Path(corpus).parent == PACKAGE / "corpora"
 
 
+def test_the_checkout_path_and_the_name_are_one_config(monkeypatch):
+    """configs/ is a link: `..` in a preset resolves through it as the OS does, so a run started
+    with --config configs/quick.yaml resumes with --config quick (its corpus is the same file)."""
+    monkeypatch.chdir(ROOT)
+    assert load_config("configs/quick.yaml") == load_config("quick")
+
+
 def test_an_unknown_name_is_one_error_listing_the_presets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"no config file or preset named 'quik' \(did you mean quick\?\); "

@@ -50,7 +50,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         path = config_source(path)
         raw = read_yaml_mapping(path)
         if str(path) != "-":
-            folder = Path(os.path.abspath(Path(path).parent))
+            # The folder with its links resolved, as the OS resolves `..` through a linked folder:
+            # a preset read as configs/quick.yaml (a link in the checkout) or by name names one corpus
+            folder = Path(os.path.realpath(Path(path).parent))
             _resolve_file_paths(raw, folder, origins, f"the config file's folder {folder}")
     for item in overrides:
         key, value = parse_override(item)
