@@ -182,7 +182,8 @@ def test_init_refuses_a_corpus_that_does_not_exist(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- no TensorFlow
 
-@pytest.mark.parametrize("args", [["presets"], ["presets", "--help"], ["init", "--corpus", "text.txt"], ["init", "--help"]])
+@pytest.mark.parametrize("args", [["presets"], ["presets", "--help"], ["init", "--corpus", "text.txt"],
+                                  ["init", "--help"]])
 def test_presets_and_init_answer_without_tensorflow(args, tmp_path):
     (tmp_path / "text.txt").write_text("some text\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
