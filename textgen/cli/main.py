@@ -20,7 +20,8 @@ import sys
 import click
 
 from textgen import __version__
-from textgen.cli import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd
+from textgen.cli import (evaluate_cmd, generate_cmd, info_cmd, init_cmd, plot_cmd, prepare_cmd, presets_cmd,
+                         train_cmd)
 from textgen.errors import TextgenError, UsageError
 
 
@@ -90,9 +91,14 @@ def cli(ctx, verbose, debug):
     """Train character- and word-level text generators and sample from them.
 
     \b
-    Quick start:
-      textgen train --config configs/quick.yaml
+    Quick start (from any folder):
+      textgen train --config quick
       textgen generate --model runs/quick/model.keras --seed "ROMEO:"
+
+    \b
+    Your own text:
+      textgen init --corpus my_text.txt
+      textgen train --config textgen.yaml
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, debug=debug)
@@ -185,5 +191,5 @@ def _die_by(signum: int) -> None:
 
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
-                 info_cmd.info, plot_cmd.plot):
+                 info_cmd.info, plot_cmd.plot, presets_cmd.presets, init_cmd.init):
     cli.add_command(_command)

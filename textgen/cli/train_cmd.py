@@ -10,13 +10,13 @@ from pathlib import Path
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile
+from textgen.cli.params import ConfigSource, ModelFile
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
 
 _DEFAULTS = Config()
-_DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on "
-                f"{', '.join(_DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
+_DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on the bundled "
+                f"{', '.join(Path(p).name for p in _DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
 
 
 def saved_run_config(run_dir: Path) -> dict | None:
@@ -32,11 +32,12 @@ def saved_run_config(run_dir: Path) -> dict | None:
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="YAML config file (configs/ has presets), or - to read it from stdin; keys left out take "
-                   f"their defaults (docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. "
-                   "With --resume and no --config, the run's own config.yaml is used (or, if it is gone, the "
-                   "config its checkpoint saved).")
+@click.option("--config", "config_path", type=ConfigSource(), default=None, metavar="PRESET|FILE",
+              help="A preset's name (quick, shakespeare-fast: textgen presets lists them), a YAML config file, or "
+                   "- to read one from stdin; a file of that name in the working directory wins over a preset. "
+                   "Keys left out take their defaults (docs/training.md). Without one, the default model "
+                   f"trains: {_DEFAULT_RUN}. With --resume and no --config, the run's own config.yaml is used "
+                   "(or, if it is gone, the config its checkpoint saved).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable. "
                    "Example: --set training.epochs=1 --set model.units=64")
