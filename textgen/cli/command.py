@@ -36,7 +36,8 @@ class TextgenCommand(click.Command):
     def invoke(self, ctx: click.Context):
         flags = ctx.ensure_object(dict)  # the group's, or a new one for a lone command
         for name in ("quiet", "verbose", "debug"):
-            flags[name] = bool(flags.get(name) or ctx.params.pop(name, False))
+            given_here = ctx.params.pop(name, False)  # always taken out: the command's own code never sees it
+            flags[name] = bool(flags.get(name) or given_here)
         if flags["quiet"] and flags["verbose"]:
             raise click.UsageError("--quiet shows only the result and errors and --verbose adds TensorFlow's log "
                                    "lines; pass only one", ctx)
