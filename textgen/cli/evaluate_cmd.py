@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile, TextEncoding
+from textgen.cli.quiet import progress_stream
 from textgen.config import INT_LIMITS
 
 
@@ -43,7 +43,7 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     model = load_keras_model(model_path)
     size = Path(text_path).stat().st_size if text_path != "-" else None
-    shown = sys.stderr if sys.stderr.isatty() else None  # progress only where someone watches; logs stay clean
+    shown = progress_stream(logs=False)  # progress only where someone watches; logs stay clean
     with ReadProgress(f"scoring {text_path}:", size, shown) as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)

@@ -7,10 +7,12 @@ import shlex
 
 import click
 
+from textgen.cli.command import TextgenCommand
+from textgen.cli.quiet import note
 from textgen.config.starter import PLACEHOLDER, write_starter_config
 
 
-@click.command()
+@click.command(cls=TextgenCommand)
 @click.argument("directory", type=click.Path(file_okay=False), default=".", required=False)
 @click.option("--corpus", metavar="PATH",
               help="Your text: a file, a folder of them or a glob, relative to the working directory (written "
@@ -28,6 +30,6 @@ def init(directory, corpus):
     click.echo(f"wrote {shown}")
     train = f"textgen train --config {shlex.quote(shown)}"
     if corpus is None:
-        click.echo(f"next: put your text's path in corpus.paths (now {PLACEHOLDER}), then run:\n  {train}")
+        note(f"next: put your text's path in corpus.paths (now {PLACEHOLDER}), then run:\n  {train}", err=False)
     else:
-        click.echo(f"next:\n  {train}")
+        note(f"next:\n  {train}", err=False)

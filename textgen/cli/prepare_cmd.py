@@ -8,6 +8,7 @@ import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ConfigSource
+from textgen.cli.quiet import progress_stream
 from textgen.config import load_config
 
 
@@ -36,7 +37,7 @@ def prepare(config_path, overrides, output):
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
     config = load_config(config_path, overrides, check_corpus=True)
-    prepared = prepare_run(config)
+    prepared = prepare_run(config, progress=progress_stream())
     click.echo(describe_cache(prepared))
     noun = "characters" if prepared.tokenizer.level == "char" else "tokens"
     click.echo(f"vocabulary: {prepared.tokenizer.vocab_size:,} {noun}; {len(prepared.ids):,} tokens in all")

@@ -6,10 +6,11 @@ import json
 
 import click
 
+from textgen.cli.command import TextgenCommand
 from textgen.config.presets import list_presets
 
 
-@click.command()
+@click.command(cls=TextgenCommand)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list of objects with name, description and path instead.")
 def presets(as_json):
