@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/textgen train --config configs/quick.yaml --overwrite
+	$(BIN)/textgen train --config quick --overwrite
 	$(BIN)/textgen generate --model runs/quick/model.keras --seed "ROMEO:" --length 400 --temperature 0.8 --random-seed 1
 
 # Tests run in parallel processes, one per core (at most 4: each holds its own TensorFlow).

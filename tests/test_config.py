@@ -15,9 +15,10 @@ from textgen.data.tokenizer import CharTokenizer
 
 
 def test_defaults_match_documented_values():
-    assert Config().corpus.paths == ("corpora/tinyshakespeare.txt",)
+    packaged = Path(__file__).resolve().parents[1] / "textgen" / "corpora" / "tinyshakespeare.txt"
+    assert Config().corpus.paths == (str(packaged),)  # the copy inside the package: any working directory
     config = load_config()
-    assert config.corpus.paths == (str(Path.cwd() / "corpora/tinyshakespeare.txt"),)  # resolved
+    assert config.corpus.paths == (str(packaged),) and packaged.is_file()
     assert config.model.cell == "lstm" and config.model.units == 512
     assert config.training.seq_length == 100 and config.training.learning_rate == 0.002
     assert config.output.dir == "runs/shakespeare-char"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ModelFile, TextEncoding
+from textgen.cli.quiet import progress_stream
 from textgen.config import INT_LIMITS
 
 
@@ -49,7 +49,7 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
 
         model_path = default_model_path()
     model = load_keras_model(model_path)
-    shown = sys.stderr if sys.stderr.isatty() else None  # progress only where someone watches; logs stay clean
+    shown = progress_stream(logs=False)  # progress only where someone watches; logs stay clean
     with ReadProgress(f"scoring {text_path}:", None, shown, unit="characters") as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)

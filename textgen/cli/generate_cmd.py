@@ -14,6 +14,7 @@ import click
 from textgen.cli.command import LibraryCommand
 from textgen.cli.output_target import output_target, write_output
 from textgen.cli.params import ModelFile
+from textgen.cli.quiet import note
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
 
@@ -268,7 +269,7 @@ def _warn_unknown(unknown: list[str]) -> None:
     from textgen.data.unknown import name_tokens
 
     if unknown:
-        click.echo(f"warning: seed words not in the vocabulary, read as <unk>: {name_tokens(unknown)}", err=True)
+        note(f"warning: seed words not in the vocabulary, read as <unk>: {name_tokens(unknown)}")
 
 
 def _json_document(seed, results, settings, seconds) -> str:

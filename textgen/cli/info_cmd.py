@@ -7,11 +7,11 @@ import json
 import click
 import yaml
 
-from textgen.cli.command import LibraryCommand
+from textgen.cli.command import TextgenCommand
 from textgen.cli.params import ModelFile
 
 
-@click.command(cls=LibraryCommand, loads_library=False)
+@click.command(cls=TextgenCommand)  # TensorFlow only if the file needs Keras (_facts)
 @click.argument("model_argument", metavar="[MODEL]", required=False, type=ModelFile())
 @click.option("--model", "model_option", type=ModelFile(),
               help="A model.keras file written by `textgen train`, or its run directory (the same as MODEL).  "
@@ -46,6 +46,8 @@ def info(ctx, model_argument, model_option, as_json):
             click.echo(f"{key}: {'true' if value else 'false'}")  # as the config below writes it
         else:
             click.echo(f"{key}: {value}")
+    if ctx.obj.get("quiet"):  # the facts alone: the line below is advice
+        return
     shown = repr(str(model_path))
     click.echo(f"in Python: import textgen; generator = textgen.load({shown})  "
                f"(Keras: import keras, textgen; model = keras.models.load_model({shown}))")

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from textgen.cli.quiet import note
 from textgen.errors import UsageError
 
 HELP = ("Enter a number to pick that candidate (Enter alone picks 1), +TEXT to type your own text, "
@@ -22,7 +23,7 @@ def run_interactive(generator, seed: str, *, candidates: int = 10, temperature: 
     """Let the user build a continuation of `seed` token by token; returns the text after the seed."""
     session = generator.session(seed, strict)
     _keep_undecodable_input()
-    click.echo(HELP)
+    note(HELP, err=False)  # how to answer; the prompt itself is the command's work
     while True:
         if len(session.ids) >= max_tokens:
             click.echo(f"(reached --length {max_tokens})")

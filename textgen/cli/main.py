@@ -3,6 +3,8 @@
 Library errors (`textgen.errors`) become one-line click errors here and nowhere else:
 usage errors exit with 2, runtime errors with 1; an operating-system error the library did
 not foresee (a full disk) is a runtime error too. `--debug` shows the traceback instead.
+A command given `--json` also prints its error on stdout as one JSON object, so a script
+that reads stdout gets an answer it can parse either way (docs/cli.md).
 
 The process ends as Unix tools do when it is stopped: after Ctrl-C, SIGTERM or SIGHUP it
 cleans up (training saves its state first) and then dies by that signal, so a shell sees
@@ -13,6 +15,7 @@ early (`| head`) ends it by SIGPIPE (141), without a message. A closed stdout or
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -20,7 +23,8 @@ import sys
 import click
 
 from textgen import __version__
-from textgen.cli import evaluate_cmd, generate_cmd, info_cmd, plot_cmd, prepare_cmd, train_cmd
+from textgen.cli import (evaluate_cmd, generate_cmd, info_cmd, init_cmd, plot_cmd, prepare_cmd, presets_cmd,
+                         train_cmd)
 from textgen.errors import TextgenError, UsageError
 
 
@@ -36,10 +40,35 @@ class Ended(BaseException):
         self.signum = signum
 
 
+class JsonError(click.ClickException):
+    """`error` as a command given --json answers it: the JSON object `{"error", "exit_code"}` on
+    stdout, for the script reading it, then the usual message on stderr, with the same exit code."""
+
+    def __init__(self, error: click.ClickException):
+        super().__init__(error.format_message())
+        self.error, self.exit_code = error, error.exit_code
+
+    def show(self, file=None) -> None:
+        try:
+            click.echo(json.dumps({"error": self.message, "exit_code": self.exit_code}, ensure_ascii=False))
+        except OSError:
+            pass  # stdout closed or its reader gone: the message below still reaches stderr
+        self.error.show(file)
+
+
 class TextgenGroup(click.Group):
-    """A group that turns library errors into one-line messages with documented exit codes."""
+    """A group that turns library errors into one-line messages with documented exit codes,
+    in JSON as well for a command given --json."""
 
     def invoke(self, ctx):
+        try:
+            return self._invoke_answering_errors(ctx)
+        except click.ClickException as exc:
+            if (ctx.obj or {}).get("json"):  # noted by the command as it parsed (textgen.cli.command)
+                raise JsonError(exc) from None
+            raise
+
+    def _invoke_answering_errors(self, ctx):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
@@ -83,19 +112,26 @@ def _describe_os_error(exc: OSError) -> str:
 
 @click.group(cls=TextgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="textgen")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Show only the result and errors: no progress, notes or advice (docs/cli.md).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines and warnings.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.pass_context
-def cli(ctx, verbose, debug):
+def cli(ctx, quiet, verbose, debug):
     """Train character- and word-level text generators and sample from them.
 
     \b
-    Quick start:
-      textgen train --config configs/quick.yaml
+    Quick start (from any folder):
+      textgen train --config quick
       textgen generate --model runs/quick/model.keras --seed "ROMEO:"
+
+    \b
+    Your own text:
+      textgen init --corpus my_text.txt
+      textgen train --config textgen.yaml
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(verbose=verbose, debug=debug)
+    ctx.obj.update(quiet=quiet, verbose=verbose, debug=debug)
 
 
 def main() -> None:
@@ -185,5 +221,5 @@ def _die_by(signum: int) -> None:
 
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
-                 info_cmd.info, plot_cmd.plot):
+                 info_cmd.info, plot_cmd.plot, presets_cmd.presets, init_cmd.init):
     cli.add_command(_command)

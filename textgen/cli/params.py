@@ -54,3 +54,21 @@ class TextEncoding(click.ParamType):
         if not is_text_encoding(value):
             self.fail(f"must name a text encoding Python knows, such as utf-8 or latin-1, got {value!r}", param, ctx)
         return value
+
+
+class ConfigSource(click.Path):
+    """A --config value: a YAML file, `-` for stdin, or the name of a preset that ships with
+    textgen (`quick`). `textgen.config.load_config` decides which; the shell completes both."""
+
+    name = "config"
+
+    def __init__(self):
+        super().__init__(allow_dash=True)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from textgen.config.presets import preset_names
+
+        names = [CompletionItem(n) for n in preset_names() if n.startswith(incomplete)]
+        return [*names, *super().shell_complete(ctx, param, incomplete)]

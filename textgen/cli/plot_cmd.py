@@ -6,6 +6,8 @@ import os
 
 import click
 
+from textgen.cli.command import TextgenCommand
+
 
 def _existing(ctx, param, run_dir: str) -> str:
     if not os.path.exists(run_dir):  # a missing input is a usage error, as for every command
@@ -13,7 +15,7 @@ def _existing(ctx, param, run_dir: str) -> str:
     return run_dir
 
 
-@click.command()
+@click.command(cls=TextgenCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(), callback=_existing)
 def plot(run_dir):
     """Draw RUN_DIR/history.csv as RUN_DIR/loss.png: training and validation loss per epoch.

@@ -7,12 +7,15 @@ import json
 import click
 
 from textgen.cli.command import LibraryCommand
+from textgen.cli.params import ConfigSource
+from textgen.cli.quiet import progress_stream
 from textgen.config import load_config
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="YAML config file, as for textgen train (- reads stdin); keys left out take their defaults.")
+@click.option("--config", "config_path", type=ConfigSource(), default=None, metavar="PRESET|FILE",
+              help="A preset's name (textgen presets lists them), a YAML config file or - for stdin, as for "
+                   "textgen train; keys left out take their defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
@@ -34,7 +37,7 @@ def prepare(config_path, overrides, output):
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
     config = load_config(config_path, overrides, check_corpus=True)
-    prepared = prepare_run(config)
+    prepared = prepare_run(config, progress=progress_stream())
     click.echo(describe_cache(prepared))
     noun = "characters" if prepared.tokenizer.level == "char" else "tokens"
     click.echo(f"vocabulary: {prepared.tokenizer.vocab_size:,} {noun}; {len(prepared.ids):,} tokens in all")

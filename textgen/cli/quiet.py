@@ -1,4 +1,8 @@
-"""Quieting TensorFlow for the command line.
+"""What reaches the terminal besides a command's result and its errors.
+
+`--quiet` (`-q`) keeps everything else away: progress, notes, advice and warnings. Commands
+ask `quiet()`, or print through `note` and `notes`, and show progress on `progress_stream()`,
+so this module alone decides what quiet means.
 
 TensorFlow writes oneDNN and CUDA notices to file descriptor 2 while it is imported, through
 absl logging that ignores TF_CPP_MIN_LOG_LEVEL, and its and Keras's Python loggers and
@@ -13,10 +17,43 @@ import logging
 import os
 import sys
 import warnings
+from typing import Callable, TextIO
+
+import click
 
 import textgen
 
 QUIETED = "TEXTGEN_QUIETED_TF"  # set with our level, so a child process knows it was not the user's choice
+
+
+def quiet() -> bool:
+    """Whether the running command was given --quiet (before or after its name)."""
+    ctx = click.get_current_context(silent=True)
+    flags = ctx.find_object(dict) if ctx is not None else None
+    return bool(flags and flags.get("quiet"))
+
+
+def note(message: str, err: bool = True) -> None:
+    """A warning or piece of advice for the person at the terminal (stderr unless `err` is False);
+    dropped under --quiet."""
+    if not quiet():
+        click.echo(message, err=err)
+
+
+def notes(err: bool = False) -> Callable[[str], None]:
+    """Where a command's running commentary goes (training's config, epochs, samples): click.echo,
+    or a function that drops it under --quiet."""
+    if quiet():
+        return lambda message="": None
+    return lambda message="": click.echo(message, err=err)
+
+
+def progress_stream(*, logs: bool = True) -> TextIO | None:
+    """Where progress lines go: stderr, or None (nowhere) under --quiet. With `logs` False only a
+    terminal gets them, so a stderr kept in a file holds only what went wrong."""
+    if quiet() or not (logs or sys.stderr.isatty()):
+        return None
+    return sys.stderr
 
 
 def load_library(verbose: bool) -> None:

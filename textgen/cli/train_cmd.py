@@ -10,13 +10,14 @@ from pathlib import Path
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile
+from textgen.cli.params import ConfigSource, ModelFile
+from textgen.cli.quiet import notes, progress_stream, quiet
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
 
 _DEFAULTS = Config()
-_DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on "
-                f"{', '.join(_DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
+_DEFAULT_RUN = (f"a {_DEFAULTS.model.units}-unit {_DEFAULTS.model.cell.upper()} on the bundled "
+                f"{', '.join(Path(p).name for p in _DEFAULTS.corpus.paths)} for {_DEFAULTS.training.epochs} epochs")
 
 
 def saved_run_config(run_dir: Path) -> dict | None:
@@ -32,11 +33,12 @@ def saved_run_config(run_dir: Path) -> dict | None:
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="YAML config file (configs/ has presets), or - to read it from stdin; keys left out take "
-                   f"their defaults (docs/training.md). Without one, the default model trains: {_DEFAULT_RUN}. "
-                   "With --resume and no --config, the run's own config.yaml is used (or, if it is gone, the "
-                   "config its checkpoint saved).")
+@click.option("--config", "config_path", type=ConfigSource(), default=None, metavar="PRESET|FILE",
+              help="A preset's name (quick, shakespeare-fast: textgen presets lists them), a YAML config file, or "
+                   "- to read one from stdin; a file of that name in the working directory wins over a preset. "
+                   "Keys left out take their defaults (docs/training.md). Without one, the default model "
+                   f"trains: {_DEFAULT_RUN}. With --resume and no --config, the run's own config.yaml is used "
+                   "(or, if it is gone, the config its checkpoint saved).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key by dotted path, value parsed as YAML; repeatable. "
                    "Example: --set training.epochs=1 --set model.units=64")
@@ -59,7 +61,7 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     samples every training.sample_every epochs. The best model by validation loss is saved
     after every epoch that improves it; the training state is saved every
     training.checkpoint_every steps. Ctrl-C stops after the current step and saves, so the
-    run can continue with --resume.
+    run can continue with --resume. With --quiet only the saved model's path is printed.
     """
     from textgen.training.train import TrainingInterrupted
     from textgen.training.train import train as run_training
@@ -83,24 +85,33 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         else:
             base = saved_run_config(run_dir)
     config = load_config(config_path, overrides, base=base, check_corpus=True)
-    click.echo("resolved config:")
-    click.echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
+    echo = notes()
+    echo("resolved config:")
+    echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
     restart = ["textgen", "train", *(["--config", config_path] if config_path else []),
                *(a for o in given for a in ("--set", o)), *(["--output", output] if output else [])]
     again = [*restart, "--resume"]
     try:
-        result = run_training(config, overwrite=overwrite, resume=resume, echo=click.echo,
-                              verbose=1 if sys.stdout.isatty() else 2)
+        result = run_training(config, overwrite=overwrite, resume=resume, echo=echo, progress=progress_stream(),
+                              verbose=0 if quiet() else 1 if sys.stdout.isatty() else 2)
     except TrainingInterrupted as exc:
         if not exc.resumable:
             restart += ["--init-from", init_from] if init_from else []
             raise click.ClickException(f"{exc.what}; start again with: {shlex.join(restart)}") from None
         raise click.ClickException(f"{exc.what}; continue with: {shlex.join(again)}") from None
+    _report(result, again, echo)
+
+
+def _report(result, again: list[str], echo) -> None:
+    """The run's outcome: under --quiet the saved model's path alone, for a script to use."""
     if not result.chief:
-        click.echo(f"this worker finished its part; the chief writes {result.model_path.name} and the run's files")
+        echo(f"this worker finished its part; the chief writes {result.model_path.name} and the run's files")
+        return
+    if quiet():
+        click.echo(result.model_path)
         return
     if result.stopped == "time_limit":
-        click.echo(f"continue with: {shlex.join(again)}")
+        echo(f"continue with: {shlex.join(again)}")
     which = (f"the weights at step {result.best_step}" if result.best_step is not None
              else f"best epoch {result.best_epoch}" if result.best_epoch else "no epoch finished: unvalidated weights")
     click.echo(f"saved {result.model_path} ({which}); try:\n"

@@ -1,7 +1,8 @@
 """Reading a config: a YAML file (or stdin), --set overrides and the paths they name.
 
-`load_config` is the one entry point: it reads the file strictly (a size cap, no FIFOs,
-no duplicate keys, no Python tags), applies `KEY=VALUE` overrides, checks the result
+`load_config` is the one entry point: it finds the file (a path, or the name of a preset that
+ships with textgen: `textgen.config.presets`), reads it strictly (a size cap, no FIFOs, no
+duplicate keys, no Python tags), applies `KEY=VALUE` overrides, checks the result
 through `textgen.config.coerce` and makes every corpus path absolute.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from textgen.config.coerce import config_from_dict
+from textgen.config.presets import config_source
 from textgen.config.schema import Config
 from textgen.errors import ConfigError
 
@@ -30,9 +32,11 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
                 base: dict | None = None, check_corpus: bool = False) -> Config:
     """Read a YAML config (or start from `base`, else the defaults) and apply ``KEY=VALUE`` overrides.
 
-    `path` "-" reads the config from stdin. Paths in a config file (corpus.paths,
-    training.init_from) are relative to the file's folder; those from overrides, defaults,
-    stdin or `base` to the working directory. The config returned holds them as absolute
+    `path` "-" reads the config from stdin; a bare name that is not a file names a preset
+    (`quick`: `textgen.config.presets`), an unknown one is a ConfigError listing them.
+    Paths in a config file (corpus.paths, training.init_from) are relative to the file's
+    folder; those from overrides, stdin or `base` to the working directory; the default
+    corpus is the one that ships with textgen. The config returned holds them as absolute
     paths, so it means the same wherever it is written and read again (a run's config.yaml
     on --resume). `~` is expanded in those paths and in output.dir, which stays relative to
     the working directory. `check_corpus`: a corpus path that does not exist is a
@@ -43,9 +47,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     if base is not None:
         raw = _copy_tree(base)
     if path is not None:
+        path = config_source(path)
         raw = read_yaml_mapping(path)
         if str(path) != "-":
-            folder = Path(os.path.abspath(Path(path).parent))
+            # The folder with its links resolved, as the OS resolves `..` through a linked folder:
+            # a preset read as configs/quick.yaml (a link in the checkout) or by name names one corpus
+            folder = Path(os.path.realpath(Path(path).parent))
             _resolve_file_paths(raw, folder, origins, f"the config file's folder {folder}")
     for item in overrides:
         key, value = parse_override(item)

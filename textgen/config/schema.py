@@ -2,8 +2,9 @@
 and a check for every key.
 
 Every key has a default and a comment giving its meaning or range, so a preset in
-configs/ only lists what differs. Each section checks its own values when it is made, and
-`Config` the rules that join two sections; a bad value is a ConfigError naming the key.
+textgen/presets/ only lists what differs. Each section checks its own values when it is
+made, and `Config` the rules that join two sections; a bad value is a ConfigError naming
+the key.
 `textgen.config.loading` reads files and --set overrides into this tree.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from textgen.config.presets import packaged_corpus
 from textgen.errors import ConfigError
 from textgen.models import cells
 
@@ -34,8 +36,9 @@ STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 @dataclass(frozen=True)
 class CorpusConfig:
     # files, directories or globs; in a config file relative to the file's folder, in --set relative
-    # to the working directory; the resolved config holds them as absolute paths
-    paths: tuple[str, ...] = ("corpora/tinyshakespeare.txt",)
+    # to the working directory; the resolved config holds them as absolute paths. The default is the
+    # Tiny Shakespeare that ships inside the package, so the defaults train from any folder
+    paths: tuple[str, ...] = (packaged_corpus("tinyshakespeare.txt"),)
     encoding: str = "utf-8"  # a text encoding Python knows (utf-8, latin-1, cp1252); a UTF-8 BOM is dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out, in [0, 0.5]

@@ -1,7 +1,7 @@
 """The pretrained model shipped with textgen, so generation works before any training.
 
 textgen/pretrained/shakespeare-char.keras is a character LSTM trained on Tiny Shakespeare by
-`python scripts/train_pretrained.py` (configs/shakespeare-char.yaml). It is package data:
+`python scripts/train_pretrained.py` (the shakespeare-char preset). It is package data:
 `pip install textgen` installs it beside this module.
 """
 
@@ -19,6 +19,6 @@ def default_model_path() -> Path:
     path = Path(__file__).resolve().parent / DEFAULT_MODEL
     if not path.is_file():
         raise ModelFileError(f"the pretrained model {path} is not installed; train one with "
-                             "`textgen train --config configs/shakespeare-char.yaml` and pass --model, "
+                             "`textgen train --config shakespeare-char` and pass --model, "
                              "or build it with `python scripts/train_pretrained.py`")
     return path
