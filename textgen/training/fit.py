@@ -35,6 +35,8 @@ from textgen.training.checkpoint import has_checkpoint
 from textgen.training.distribute import DevicePlan, kernel_report
 from textgen.training.plot import HISTORY_FILE
 from textgen.training.rundir import LOGS_DIR, MODEL_FILE
+from textgen.training.schedules import make_schedule
+from textgen.training.tensorboard_log import TensorBoardLog
 
 
 @dataclass
@@ -101,9 +103,10 @@ def fit(run: Run, started: float, echo, verbose: int, extra_callbacks: tuple = (
                            weights=weights)
     checkpointer = _checkpointer(run, recorder, averager)
     samples = _sample_printer(run, weights, echo)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
+    tensorboard = TensorBoardLog(run.run_dir / LOGS_DIR, run.tokenizer.level, training.log_every_steps,
+                                 make_schedule(training, run.steps_per_epoch), run.config.to_yaml())
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
-    with stop_on_signals(echo) as request:
+    with stop_on_signals(echo) as request, contextlib.closing(tensorboard):
         guard = StopGuard(run.steps_per_epoch, training.epochs, deadline, request)
         # Keras appends its progress bar after these unless given one: first, it finishes the
         # epoch's bar before the recorder prints the epoch's summary and samples follow.
@@ -113,12 +116,10 @@ def fit(run: Run, started: float, echo, verbose: int, extra_callbacks: tuple = (
             stopped = _fit_epochs(run, callbacks, recorder, val_ds, val_steps, verbose)
         except TrainingStopped as stop:
             stopped = stop.reason
-            _close(tensorboard)
             if stopped == "time" and val_ds is not None:
                 with weights():
                     _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
         except KeyboardInterrupt:
-            _close(tensorboard)
             if averager:  # a second Ctrl-C during validation: give the model its trained weights back
                 averager.on_test_end()
             if not has_checkpoint(run.run_dir):
@@ -339,14 +340,6 @@ def _kept(run: Run, recorder: RunRecorder) -> str:
     if path.exists():
         return f"{path} holds the weights before any epoch finished"
     return "no epoch finished, so there is no model yet"
-
-
-def _close(tensorboard) -> None:
-    """fit left by an exception does not close TensorBoard's writers; close them so events are flushed."""
-    try:
-        tensorboard.on_train_end()
-    except Exception:  # the writers may never have opened
-        pass
 
 
 def _plot_if_possible(run_dir: Path, echo) -> None:
