@@ -11,6 +11,7 @@ epochs, stopping early, a NaN loss, its time budget or a signal; each end saves 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,34 @@ from textgen.training.tensorboard_log import TensorBoardLog
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    model_path: Path
+    """What `train` returns: where the run is and how it went.
+
+    `history` holds history.csv's rows as dicts (epoch from 1, loss, bpc or perplexity, and
+    val_loss, val_bpc or val_perplexity when there is a validation split, seconds), over every
+    session of the run, so a resumed run's result includes the epochs before the resume.
+    `textgen.load(result.model_path)` gives a Generator for the kept model.
+    """
+
+    run_dir: Path  # the run directory (output.dir)
+    model_path: Path  # run_dir/model.keras: the best weights, the file generation needs
     history: list[dict]
-    best_epoch: int
+    best_epoch: int  # the epoch (from 1) whose weights model.keras holds; 0 if none finished
     stopped: str = "completed"  # completed | early_stopping | time_limit
-    global_step: int = 0
+    global_step: int = 0  # optimizer steps over every session of the run
     initial_val_loss: float | None = None  # fine-tuning: the saved model's loss on the new validation split
     chief: bool = True  # False on the other workers of a multi-worker run: the chief wrote the files
     best_step: int | None = None  # set when the kept weights are a budget stop's, part-way through an epoch
+    best_loss: float | None = None  # the kept weights' validation loss (training loss without a validation split)
+
+    @property
+    def final_loss(self) -> float | None:
+        """The last finished epoch's training loss (cross-entropy in nats per token)."""
+        return self.history[-1]["loss"] if self.history else None
+
+    @property
+    def final_val_loss(self) -> float | None:
+        """The last finished epoch's validation loss; None without a validation split."""
+        return self.history[-1].get("val_loss") if self.history else None
 
 
 class TrainingInterrupted(TextgenError):
@@ -317,7 +337,8 @@ def _finish(run: Run, recorder: RunRecorder, checkpointer: Checkpointer, stopped
     if recorder.rows:
         _plot_if_possible(run.run_dir, echo)
     return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss,
-                       chief=run.plan.chief, best_step=recorder.best_step)
+                       chief=run.plan.chief, best_step=recorder.best_step,
+                       best_loss=None if math.isinf(recorder.best_loss) else recorder.best_loss)
 
 
 def _holds_previous_model(run: Run, recorder: RunRecorder) -> bool:
