@@ -5,6 +5,7 @@ Listed in the order `train` hands them to `fit`, which is the order they act at 
     RunRecorder    history.csv, the best model in model.keras, early stopping
     Checkpointer   the resumable training state, every N steps and at every epoch end
     SamplePrinter  a few samples every N epochs so users see the model learn
+    TensorBoardLog the TensorBoard scalars (its own module, textgen/training/tensorboard_log.py)
     StopGuard      NaN loss, the wall-clock budget and Ctrl-C end training between steps
 
 Nothing here reads module globals: every callback gets what it needs in its constructor.
