@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 
 from textgen.training.callbacks import CROSS_ENTROPY, epoch_metrics, global_step
 
@@ -108,6 +109,6 @@ class TensorBoardLog(keras.callbacks.Callback):
         for variable in self.model.metrics_variables:
             metric, _, part = variable.path.rpartition("/")
             if metric in (CROSS_ENTROPY, "loss") and part in ("total", "count"):
-                found[metric, part] = float(keras.ops.convert_to_numpy(variable.value))
+                found[metric, part] = float(np.asarray(variable.numpy()))  # also a replicas' sum under a strategy
         metric = CROSS_ENTROPY if (CROSS_ENTROPY, "total") in found else "loss"
         return found.get((metric, "total"), 0.0), found.get((metric, "count"), 0.0)
