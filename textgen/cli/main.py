@@ -28,7 +28,8 @@ from textgen.cli import (evaluate_cmd, generate_cmd, info_cmd, init_cmd, plot_cm
 from textgen.errors import TextgenError, UsageError
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Windows has no SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Ended(BaseException):
@@ -214,7 +215,8 @@ def _die_by(signum: int) -> None:
         except (OSError, ValueError, AttributeError):
             pass  # a reader that left, or a stream already closed: nothing more can reach it
     signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    if hasattr(signal, "pthread_sigmask"):  # POSIX only
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # not reached unless the signal is somehow held back
 
