@@ -81,13 +81,13 @@ def test_training_and_resuming_work_where_fsync_needs_a_writable_handle(windows_
 
 
 def test_the_command_starts_where_signal_lacks_the_posix_only_names(tmp_path):
-    """Windows' signal module has no SIGHUP and no pthread_sigmask: `textgen --help` still answers."""
+    """Windows' signal module has no SIGHUP, SIGPIPE or pthread_sigmask: `textgen --help` still answers."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = ("import signal, sys\n"
-              "del signal.SIGHUP, signal.pthread_sigmask\n"
+              "del signal.SIGHUP, signal.SIGPIPE, signal.pthread_sigmask\n"
               "sys.argv = ['textgen', '--help']\n"
               "from textgen.cli.main import main\n"
               "main()\n")
