@@ -10,9 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall only when the package metadata changes.
+# Reinstall only when the package metadata changes. Every extra (`all`), so the tests of
+# optional features (the plots) run instead of skipping.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,all]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -23,7 +23,8 @@ def run(*args):
 
 def test_version_and_help_on_every_command():
     assert run("--version").output.startswith("textgen, version ")
-    for command in ("train", "prepare", "generate", "info", "evaluate", "plot"):
+    assert {"train", "prepare", "generate", "info", "evaluate", "plot", "presets", "init"} <= set(cli.commands)
+    for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output, command
         assert "Options:" in result.output and "--help" in result.output, command

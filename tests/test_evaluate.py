@@ -151,7 +151,8 @@ def test_plot_writes_loss_png(trained_model, tmp_path):
     result = run("plot", run_dir)
     assert result.exit_code == 0, result.output
     assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    hidden = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("."))
+    assert hidden == [".textgen-run.json", ".textgen-run.lock"]  # the manifest and the lock; no temporary file
     empty = run("plot", tmp_path)
     assert empty.exit_code == 2 and "no history.csv" in empty.output
 

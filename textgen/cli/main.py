@@ -28,7 +28,10 @@ from textgen.cli import (evaluate_cmd, generate_cmd, info_cmd, init_cmd, plot_cm
 from textgen.errors import TextgenError, UsageError
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Windows has no SIGHUP.
+# Windows has no SIGPIPE; there the number only sets the exit status (141, as a POSIX shell reports it).
+READER_LEFT = getattr(signal, "SIGPIPE", 13)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Ended(BaseException):
@@ -80,7 +83,7 @@ class TextgenGroup(click.Group):
                 raise
             raise click.ClickException(str(exc)) from None
         except BrokenPipeError:
-            raise Ended(signal.SIGPIPE) from None  # the reader left: a normal end, not an error
+            raise Ended(READER_LEFT) from None  # the reader left: a normal end, not an error
         except KeyboardInterrupt:
             raise Ended(signal.SIGINT) from None  # main() dies by the signal that really arrived
         except OSError as exc:
@@ -213,8 +216,11 @@ def _die_by(signum: int) -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass  # a reader that left, or a stream already closed: nothing more can reach it
+    if sys.platform == "win32":  # no killing oneself by a signal there: the status is the shell convention
+        os._exit(128 + signum)
     signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    if hasattr(signal, "pthread_sigmask"):  # POSIX only
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # not reached unless the signal is somehow held back
 

@@ -176,6 +176,7 @@ class TrainingConfig:
     patience: int = 0  # early stopping: stop after this many epochs without a lower validation loss (0 = never)
     max_minutes: float | None = None  # stop cleanly after this much wall-clock time, saving the model; null = no limit
     checkpoint_every: int = 500  # save the training state for --resume every this many steps (0 = at epoch ends only)
+    log_every_steps: int = 50  # TensorBoard: the mean training loss every this many steps (0 = per epoch only)
     sample_every: int = 1  # print samples at the end of every this many epochs (0 = never)
     sample_temperatures: tuple[float, ...] = (0.5, 1.0)  # one sample per temperature (0 = greedy)
     sample_length: int = 200  # tokens per printed sample
@@ -191,7 +192,8 @@ class TrainingConfig:
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "epochs", "sample_length"):
             _require_positive(getattr(self, name), f"training.{name}")
-        for name in ("lr_decay_after", "warmup_steps", "patience", "checkpoint_every", "sample_every"):
+        for name in ("lr_decay_after", "warmup_steps", "patience", "checkpoint_every", "log_every_steps",
+                     "sample_every"):
             _require(getattr(self, name) >= 0, f"training.{name}", f"must be 0 or more, got {getattr(self, name)}")
         for name in ("weight_decay", "clipnorm", "clipvalue", "l2"):
             _require(getattr(self, name) >= 0, f"training.{name}", f"must be 0 or more, got {getattr(self, name)}")

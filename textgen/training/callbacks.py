@@ -5,6 +5,7 @@ Listed in the order `train` hands them to `fit`, which is the order they act at 
     RunRecorder    history.csv, the best model in model.keras, early stopping
     Checkpointer   the resumable training state, every N steps and at every epoch end
     SamplePrinter  a few samples every N epochs so users see the model learn
+    TensorBoardLog the TensorBoard scalars (its own module, textgen/training/tensorboard_log.py)
     StopGuard      NaN loss, the wall-clock budget and Ctrl-C end training between steps
 
 Nothing here reads module globals: every callback gets what it needs in its constructor.
@@ -37,6 +38,19 @@ CROSS_ENTROPY = "cross_entropy"  # a metric compiled in when `loss` also holds a
 def global_step(model: keras.Model) -> int:
     """Optimizer updates so far: the one step counter that a checkpoint restores."""
     return int(model.optimizer.iterations.numpy())
+
+
+def epoch_metrics(epoch: int, logs: dict | None, level: str) -> dict:
+    """Keras's 0-based `epoch` and its end-of-epoch `logs` as history.csv and TensorBoard report
+    them: the epoch counted from 1, the cross-entropy (without an L2 penalty) and its bits per
+    character or perplexity, then the same for validation when the epoch was validated."""
+    logs = logs or {}
+    loss = float(logs.get(CROSS_ENTROPY, logs.get("loss", math.nan)))
+    row = {"epoch": epoch + 1, "loss": loss, **per_token_metrics(loss, level)}
+    val = logs.get("val_" + CROSS_ENTROPY, logs.get("val_loss"))
+    if val is not None:
+        row.update(val_loss=float(val), **{"val_" + k: v for k, v in per_token_metrics(float(val), level).items()})
+    return row
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -80,14 +94,8 @@ class RunRecorder(keras.callbacks.Callback):
             self._started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        loss = float(logs.get(CROSS_ENTROPY, logs.get("loss", math.nan)))
-        val = logs.get("val_" + CROSS_ENTROPY, logs.get("val_loss"))
-        val_loss = None if val is None else float(val)
-        row = {"epoch": epoch + 1, "loss": loss, **per_token_metrics(loss, self.level)}
-        if val_loss is not None:
-            row.update(val_loss=val_loss, **{"val_" + k: v for k, v in per_token_metrics(val_loss, self.level).items()})
-        row["seconds"] = round(self.seconds, 1)
+        row = {**epoch_metrics(epoch, logs, self.level), "seconds": round(self.seconds, 1)}
+        loss, val_loss = row["loss"], row.get("val_loss")
         self.rows.append(row)
         score = val_loss if val_loss is not None else loss
         improved = bool(np.isfinite(score) and score < self.best_loss)

@@ -24,6 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,10 +173,13 @@ def _tpu_strategy() -> tf.distribute.Strategy:
 # --------------------------------------------------------------------------- precision
 
 
+CPUINFO = Path("/proc/cpuinfo")  # Linux's; macOS and Windows have no /proc
+
+
 def _cpuinfo(key: str) -> str | None:
     """The first `key` line's value in Linux's /proc/cpuinfo; None elsewhere or when absent."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        with open(CPUINFO, encoding="ascii", errors="replace") as handle:
             for line in handle:
                 if line.startswith(key):
                     return line.split(":", 1)[1].strip()
@@ -183,13 +189,30 @@ def _cpuinfo(key: str) -> str | None:
 
 
 def cpu_flags() -> set[str]:
-    """The feature flags of this CPU (empty where /proc/cpuinfo does not list them)."""
+    """The feature flags of this CPU (x86 Linux lists them in /proc/cpuinfo).
+
+    Empty elsewhere (macOS, Windows, ARM Linux), so precision `auto` picks float32 there:
+    the bfloat16 speed-ups were measured on x86 CPUs with AMX or AVX-512 BF16 only.
+    """
     return set((_cpuinfo("flags") or "").split())
 
 
 def cpu_model() -> str:
-    """The CPU's model name, for benchmark tables."""
-    return _cpuinfo("model name") or "an unknown CPU"
+    """The CPU's model name, for benchmark tables: from /proc/cpuinfo on Linux, sysctl on
+    macOS, the platform module elsewhere (Windows' processor identifier)."""
+    return _cpuinfo("model name") or _sysctl_brand() or platform.processor().strip() or "an unknown CPU"
+
+
+def _sysctl_brand() -> str | None:
+    """macOS's CPU brand string ("Apple M2", "Intel(R) Core(TM) i7-..."); None elsewhere."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                              timeout=2, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def cpu_has_amx_bf16() -> bool:

@@ -11,6 +11,7 @@ epochs, stopping early, a NaN loss, its time budget or a signal; each end saves 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,19 +36,40 @@ from textgen.training.checkpoint import has_checkpoint
 from textgen.training.distribute import DevicePlan, kernel_report
 from textgen.training.plot import HISTORY_FILE
 from textgen.training.rundir import LOGS_DIR, MODEL_FILE
+from textgen.training.schedules import make_schedule
+from textgen.training.tensorboard_log import TensorBoardLog
 
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    model_path: Path
+    """What `train` returns: where the run is and how it went.
+
+    `history` holds history.csv's rows as dicts (epoch from 1, loss, bpc or perplexity, and
+    val_loss, val_bpc or val_perplexity when there is a validation split, seconds), over every
+    session of the run, so a resumed run's result includes the epochs before the resume.
+    `textgen.load(result.model_path)` gives a Generator for the kept model.
+    """
+
+    run_dir: Path  # the run directory (output.dir)
+    model_path: Path  # run_dir/model.keras: the best weights, the file generation needs
     history: list[dict]
-    best_epoch: int
+    best_epoch: int  # the epoch (from 1) whose weights model.keras holds; 0 if none finished
     stopped: str = "completed"  # completed | early_stopping | time_limit
-    global_step: int = 0
+    global_step: int = 0  # optimizer steps over every session of the run
     initial_val_loss: float | None = None  # fine-tuning: the saved model's loss on the new validation split
     chief: bool = True  # False on the other workers of a multi-worker run: the chief wrote the files
     best_step: int | None = None  # set when the kept weights are a budget stop's, part-way through an epoch
+    best_loss: float | None = None  # the kept weights' validation loss (training loss without a validation split)
+
+    @property
+    def final_loss(self) -> float | None:
+        """The last finished epoch's training loss (cross-entropy in nats per token)."""
+        return self.history[-1]["loss"] if self.history else None
+
+    @property
+    def final_val_loss(self) -> float | None:
+        """The last finished epoch's validation loss; None without a validation split."""
+        return self.history[-1].get("val_loss") if self.history else None
 
 
 class TrainingInterrupted(TextgenError):
@@ -101,9 +123,10 @@ def fit(run: Run, started: float, echo, verbose: int, extra_callbacks: tuple = (
                            weights=weights)
     checkpointer = _checkpointer(run, recorder, averager)
     samples = _sample_printer(run, weights, echo)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.run_dir / LOGS_DIR), write_graph=False)
+    tensorboard = TensorBoardLog(run.run_dir / LOGS_DIR, run.tokenizer.level, training.log_every_steps,
+                                 make_schedule(training, run.steps_per_epoch), run.config.to_yaml())
     deadline = started + training.max_minutes * 60 if training.max_minutes else None
-    with stop_on_signals(echo) as request:
+    with stop_on_signals(echo) as request, contextlib.closing(tensorboard):
         guard = StopGuard(run.steps_per_epoch, training.epochs, deadline, request)
         # Keras appends its progress bar after these unless given one: first, it finishes the
         # epoch's bar before the recorder prints the epoch's summary and samples follow.
@@ -113,12 +136,10 @@ def fit(run: Run, started: float, echo, verbose: int, extra_callbacks: tuple = (
             stopped = _fit_epochs(run, callbacks, recorder, val_ds, val_steps, verbose)
         except TrainingStopped as stop:
             stopped = stop.reason
-            _close(tensorboard)
             if stopped == "time" and val_ds is not None:
                 with weights():
                     _validate_partial_epoch(run, recorder, val_ds, val_steps, echo)
         except KeyboardInterrupt:
-            _close(tensorboard)
             if averager:  # a second Ctrl-C during validation: give the model its trained weights back
                 averager.on_test_end()
             if not has_checkpoint(run.run_dir):
@@ -316,7 +337,8 @@ def _finish(run: Run, recorder: RunRecorder, checkpointer: Checkpointer, stopped
     if recorder.rows:
         _plot_if_possible(run.run_dir, echo)
     return TrainResult(run.run_dir, model_path, recorder.rows, recorder.best_epoch, reason, step, initial_val_loss,
-                       chief=run.plan.chief, best_step=recorder.best_step)
+                       chief=run.plan.chief, best_step=recorder.best_step,
+                       best_loss=None if math.isinf(recorder.best_loss) else recorder.best_loss)
 
 
 def _holds_previous_model(run: Run, recorder: RunRecorder) -> bool:
@@ -339,14 +361,6 @@ def _kept(run: Run, recorder: RunRecorder) -> str:
     if path.exists():
         return f"{path} holds the weights before any epoch finished"
     return "no epoch finished, so there is no model yet"
-
-
-def _close(tensorboard) -> None:
-    """fit left by an exception does not close TensorBoard's writers; close them so events are flushed."""
-    try:
-        tensorboard.on_train_end()
-    except Exception:  # the writers may never have opened
-        pass
 
 
 def _plot_if_possible(run_dir: Path, echo) -> None:

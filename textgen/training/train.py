@@ -59,16 +59,22 @@ __all__ = ["train", "prepare", "TrainResult", "TrainingInterrupted", "MODEL_FILE
 
 
 def train(config: Config, *, overwrite: bool = False, resume: bool = False,
-          echo: Callable[[str], None] = print, verbose: int = 1, callbacks: tuple = (),
+          echo: Callable[[str], None] | None = print, verbose: int = 1, callbacks: tuple = (),
           progress: TextIO | bool | None = True) -> TrainResult:
-    """Train a model as `config` says and save it into the run directory.
+    """Train a model as `config` says, save it into the run directory and return a TrainResult.
 
-    resume: continue the run in `config.output.dir` from its checkpoint instead of starting.
+    The same function as `textgen train`; docs/python.md shows it with configs and generation.
+    overwrite: replace the files of an earlier run in `config.output.dir` (`--overwrite`).
+    resume: continue the run in `config.output.dir` from its checkpoint instead of starting;
+        `config` may raise training.epochs (keys that fix data and model must stay as they were).
+    echo: where the run's report lines go (None: nowhere); verbose: Keras's progress bar (0: none).
     callbacks: extra Keras callbacks, after textgen's own (e.g. to time steps).
     progress: where preparing the corpus shows its progress (True: stderr; None: nowhere).
-    Raises TrainingInterrupted after Ctrl-C (the state is saved) and TextgenError on a NaN loss.
+    Raises TrainingInterrupted after Ctrl-C (the state is saved), UsageError and ConfigError for
+    a request that cannot run, and TextgenError on a NaN loss.
     """
     started = time.monotonic()
+    echo = echo or (lambda _: None)
     if resume and overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it; pass only one")
     plan = plan_devices(config.training)  # first: a multi-worker strategy must set up TensorFlow itself
