@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-import textgen  # noqa: F401  (textgen's Keras objects registered)
+import textgen  # noqa: F401  (its Keras objects are registered by the textgen.generation import below)
 import keras
 import tensorflow as tf
 from textgen.config import load_config

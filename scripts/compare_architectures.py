@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import textgen  # noqa: E402,F401  (textgen's Keras objects registered)
+import textgen  # noqa: E402,F401  (its Keras objects are registered by the textgen.generation import below)
 from textgen.config import load_config  # noqa: E402
 from textgen.training.distribute import cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model  # noqa: E402
 from textgen.generation.generate import Generator, load_keras_model  # noqa: E402

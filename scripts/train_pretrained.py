@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import textgen  # noqa: E402  (textgen's Keras objects registered)
+import textgen  # noqa: E402  (its Keras objects are registered by the textgen.generation import below)
 from textgen.training.checkpoint import has_checkpoint, read_state  # noqa: E402
 from textgen.config import load_config  # noqa: E402
 from textgen.errors import TextgenError  # noqa: E402

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import textgen  # noqa: F401  (textgen's Keras objects registered)
+import textgen
 from textgen.config import load_config
+
+textgen.load_keras_objects()  # tests load model files with plain keras.models.load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT / "corpora"

@@ -232,9 +232,23 @@ def test_progress_follows_the_scoring_not_the_reading(trained_model, held_out, t
     monkeypatch.setattr(evaluate_module, "_scorer", counting)
     seen = []
     evaluate_file(load_keras_model(trained_model), path, batch_size=8, block_chars=10_000,
-                  progress=lambda n: seen.append((n, sum(scored))))
-    sizes = [n for n, _ in seen]
-    assert sizes == sorted(sizes) and sizes[-1] == path.stat().st_size and len(set(sizes)) >= 5
-    # Bytes reported are scored but for the windows still filling a batch and what the reader
-    # buffers ahead (8 KB): a report made as blocks are read would run a whole block ahead.
-    assert all(tokens >= n - 8192 - 8 * 33 for n, tokens in seen), seen
+                  progress=lambda n, total: seen.append((n, total, sum(scored))))
+    size = path.stat().st_size  # ASCII with \n line ends: one byte a character
+    sizes = [n for n, _, _ in seen]
+    assert sizes == sorted(sizes) and sizes[-1] == size and len(set(sizes)) >= 5
+    # Characters are counted as batches are scored (here one token a character, each batch
+    # told at once), not as blocks are read, which would run a whole block ahead.
+    assert all(n == min(tokens, size) for n, _, tokens in seen[:-1]), seen
+    # The total is known from the start: estimated from the file's size, exact at the end.
+    assert all(total == size for _, total, _ in seen), seen
+
+
+def test_evaluate_measures_the_pretrained_model_without_model(held_out):
+    from textgen.pretrained import default_model_path
+
+    result = run("evaluate", "--text", held_out, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["model"] == str(default_model_path()) and facts["level"] == "char"
+    assert facts["bits_per_char"] < 3.0  # the pretrained model knows Shakespeare (uniform over 65: 6.0)
+    assert "[default: the pretrained" in " ".join(run("evaluate", "--help").output.split())

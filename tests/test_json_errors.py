@@ -83,10 +83,10 @@ def test_a_command_without_json_answers_in_plain_text():
 def test_errors_the_group_maps_are_json_too(raised, code, message, trained_model, monkeypatch):
     import textgen.models.info
 
-    def fail(model):
+    def fail(path):
         raise raised
 
-    monkeypatch.setattr(textgen.models.info, "model_facts", fail)
+    monkeypatch.setattr(textgen.models.info, "file_facts", fail)  # what info calls to read the model
     result = CliRunner().invoke(cli, ["info", str(trained_model), "--json"])
     assert result.exit_code == code and isinstance(result.exception, SystemExit)
     answered_in_json(result.stdout, result.stderr, code, message)

@@ -86,7 +86,9 @@ def test_quiet_prepare_shows_no_progress(small_corpus, tmp_path):
 def test_quiet_info_prints_the_result(trained_model):
     loud, quiet = textgen("info", trained_model), textgen("-q", "info", trained_model)
     assert loud.returncode == quiet.returncode == 0 and quiet.stderr == ""
-    assert quiet.stdout == loud.stdout and "parameters" in quiet.stdout
+    advice = loud.stdout.splitlines(keepends=True)[-1]  # how to load the model in Python: dropped under -q
+    assert advice.startswith("in Python: import textgen")
+    assert quiet.stdout + advice == loud.stdout and "parameters" in quiet.stdout
 
 
 def run_with_stderr_on_a_terminal(*args) -> tuple[int, str, str]:

@@ -1,15 +1,19 @@
 """textgen: train character- and word-level text generators and sample from one .keras file.
 
-Importing the package registers textgen's Keras objects, so a plain
-``keras.models.load_model(path)`` works after ``import textgen``; it changes nothing else in
-the importing process (no environment variables, no redirected streams, no logger levels).
-The one exception to the eager import is the `textgen` command itself (`textgen.cli`),
-which defers it until a command has parsed its arguments, so that `--help` and usage errors
-answer at once instead of after TensorFlow's seconds of import; the command also quiets
-TensorFlow's start-up lines, which a library must leave to its caller.
+`import textgen` is quick: TensorFlow is imported when something needs it, not before. The
+public names that need it (`Generator`, `load`, `TokenEmbedding`) resolve on first use
+(PEP 562 `__getattr__`), which imports TensorFlow and registers textgen's Keras objects, so
+`textgen.load(path)` works after a plain `import textgen`, and so do the configuration, the
+tokenizers and reading a model file's card (`textgen info`) without TensorFlow at all.
+
+A plain ``keras.models.load_model(path)`` needs textgen's Keras objects registered. When
+Keras or TensorFlow is already imported (``import keras, textgen``), the import registers
+them at once, since TensorFlow's cost is paid; in any other order ``textgen.load_keras_objects()``
+is the one line that does it. Importing changes nothing else in the importing process (no
+environment variables, no redirected streams, no logger levels): quieting TensorFlow's
+start-up lines is the `textgen` command's business (`textgen.cli.quiet`), not a library's.
 """
 
-import os as _os
 import sys as _sys
 
 __version__ = "0.1.0"
@@ -21,30 +25,25 @@ def load_keras_objects() -> None:
     import textgen.models.layers  # noqa: F401
 
 
-def _run_as_command() -> bool:
-    """Whether this process is the `textgen` command (or `python -m textgen`)."""
-    if _sys.argv[:1] and _os.path.basename(_sys.argv[0]) in ("textgen", "textgen.exe"):
-        return True
-    argv = _sys.orig_argv
-    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "textgen"
-
-
-_DEFERRED = {"Generator": "textgen.generation.generate", "load": "textgen.generation.generate",
-             "TokenEmbedding": "textgen.models.layers"}
+# Public name -> the module defining it; each needs TensorFlow, so each is imported on first use.
+_LAZY = {"Generator": "textgen.generation.generate", "load": "textgen.generation.generate",
+         "TokenEmbedding": "textgen.models.layers"}
 
 
 def __getattr__(name):
-    """The public names, for the command line's process, which imports them on first use."""
-    if name not in _DEFERRED:
+    if name not in _LAZY:
         raise AttributeError(f"module 'textgen' has no attribute {name!r}")
     import importlib
 
     load_keras_objects()
-    return getattr(importlib.import_module(_DEFERRED[name]), name)
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-if not _run_as_command():
-    from textgen.generation.generate import Generator, load  # noqa: E402
-    from textgen.models.layers import TokenEmbedding  # noqa: E402
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if "keras" in _sys.modules or "tensorflow" in _sys.modules:
+    load_keras_objects()  # the plain-Keras path: `import keras, textgen; keras.models.load_model(path)`
 
 __all__ = ["Generator", "TokenEmbedding", "load", "load_keras_objects", "__version__"]

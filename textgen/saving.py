@@ -33,6 +33,9 @@ from textgen.errors import ModelFileError, TextgenError
 if TYPE_CHECKING:
     import keras
 
+# The layout of what textgen stores in a .keras file; bumped when it changes incompatibly.
+FORMAT_VERSION = 1
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -215,6 +218,20 @@ def load_keras_model(path: str | Path) -> keras.Model:
     """Load a textgen .keras file safely, with a one-line error for every way it can be wrong."""
     import keras
 
+    import textgen
+
+    path = check_model_path(path)
+    textgen.load_keras_objects()  # the classes the file names must be registered before Keras reads it
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for broken or foreign files
+        raise ModelFileError(f"model file {path} cannot be loaded: {_load_failure(exc)}") from None
+    check_textgen_model(model, path)
+    return model
+
+
+def check_model_path(path: str | Path) -> Path:
+    """`path` as a Path if it names a .keras zip archive; a ModelFileError saying what it is instead."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist; train one with `textgen train`")
@@ -225,16 +242,23 @@ def load_keras_model(path: str | Path) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"model file {path} is not a valid .keras archive (truncated or not a model); "
                              "retrain or copy it again")
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for broken or foreign files
-        raise ModelFileError(f"model file {path} cannot be loaded: {_load_failure(exc)}") from None
-    check_textgen_model(model, path)
-    return model
+    return path
 
 
 def check_textgen_model(model: keras.Model, path: str | Path) -> None:
-    """Check everything textgen reads from a loaded model's tokenizer and model card.
+    """Check everything textgen reads from a loaded model's tokenizer and model card."""
+    from textgen.models.layers import find_token_embedding
+
+    embedding = find_token_embedding(model)  # None: a model textgen did not build, which the check names
+    parts = (embedding.tokenizer, embedding.model_card, embedding.input_dim) if embedding else (None, None, None)
+    check_model_contents(path, *parts, model.outputs[0].shape[-1] if model.outputs else None)
+
+
+def check_model_contents(path: str | Path, tokenizer: dict | None, card: dict | None, input_dim: int | None,
+                         outputs: int | None) -> None:
+    """Check a model's tokenizer and card (its TokenEmbedding's), its vocabulary's size against
+    the network's `input_dim` and `outputs` (None: unknown); `textgen info` checks the file's
+    JSON this way without loading it.
 
     A .keras file is a zip anyone can edit: the tokenizer and card are JSON inside it, and
     the code that uses them (generation, `info`, `evaluate`, fine-tuning) trusts their shape.
@@ -242,13 +266,10 @@ def check_textgen_model(model: keras.Model, path: str | Path) -> None:
     traceback half-way through the output.
     """
     from textgen.data.tokenizer import tokenizer_from_config
-    from textgen.models.layers import FORMAT_VERSION, find_token_embedding
 
-    embedding = find_token_embedding(model)
-    if embedding is None or not embedding.tokenizer:
+    if not tokenizer:
         raise ModelFileError(f"model file {path} is a Keras model but not a textgen model "
                              "(it carries no tokenizer); train it with `textgen train`")
-    card = embedding.model_card
     damaged = f"model file {path} is damaged:"
     fix = "retrain or copy the file again"
     version = card.get("format_version", 1)
@@ -262,13 +283,12 @@ def check_textgen_model(model: keras.Model, path: str | Path) -> None:
     if problem:
         raise ModelFileError(f"{damaged} its model card's {problem}; {fix}")
     try:
-        tokenizer = tokenizer_from_config(embedding.tokenizer)
+        tokenizer = tokenizer_from_config(tokenizer)
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{damaged} its tokenizer cannot be used ({_first_line(exc)}); {fix}") from None
-    outputs = model.outputs[0].shape[-1] if model.outputs else None
-    if tokenizer.vocab_size != embedding.input_dim or outputs not in (None, tokenizer.vocab_size):
+    if tokenizer.vocab_size != input_dim or outputs not in (None, tokenizer.vocab_size):
         raise ModelFileError(f"{damaged} its vocabulary has {tokenizer.vocab_size} tokens but the network reads "
-                             f"{embedding.input_dim} and predicts {outputs}; {fix}")
+                             f"{input_dim} and predicts {outputs}; {fix}")
 
 
 _NUMBER = (int, float)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -14,8 +13,9 @@ from textgen.config import INT_LIMITS
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--model", "model_path", required=True, type=ModelFile(),
-              help="A model.keras file written by `textgen train`, or its run directory.")
+@click.option("--model", "model_path", default=None, type=ModelFile(),
+              help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
+                   "Shakespeare character model shipped with textgen]")
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
@@ -31,20 +31,26 @@ from textgen.config import INT_LIMITS
 def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
+    Without --model, the pretrained model shipped with textgen is measured.
+
     The text is read in blocks and scored in batches, so a file of any size fits in
-    memory; on a terminal a line on stderr shows how much is scored. Scoring is validation's:
-    windows of seq_length tokens, each predicted from a fresh state, but every token is
-    scored (validation during training leaves out its last partial batch).
+    memory; on a terminal a line on stderr shows the characters scored and the time left.
+    Scoring is validation's: windows of seq_length tokens, each predicted from a fresh
+    state, but every token is scored (validation during training leaves out its last
+    partial batch).
     """
     from textgen.data.progress import ReadProgress
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
     check_text_path(text_path)  # before the model loads: a wrong path is answered at once
+    if model_path is None:
+        from textgen.pretrained import default_model_path
+
+        model_path = default_model_path()
     model = load_keras_model(model_path)
-    size = Path(text_path).stat().st_size if text_path != "-" else None
     shown = progress_stream(logs=False)  # progress only where someone watches; logs stay clean
-    with ReadProgress(f"scoring {text_path}:", size, shown) as progress:
+    with ReadProgress(f"scoring {text_path}:", None, shown, unit="characters") as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)
     if as_json:

@@ -1,7 +1,9 @@
-"""How far a pass over a text has got, for the person waiting: bytes read and MB/s.
+"""How far a pass over a text has got, for the person waiting: the amount done, the rate and,
+once both the total and a rate are known, the time left.
 
 One mechanism for every long read outside training (training shows Keras's own bar):
-preparing a corpus and scoring a text with `textgen evaluate`.
+preparing a corpus counts bytes read; scoring a text with `textgen evaluate` counts the
+characters scored, since scoring, not reading, is what takes the time there.
 """
 
 from __future__ import annotations
@@ -9,22 +11,27 @@ from __future__ import annotations
 import time
 from typing import Callable, TextIO
 
+UNITS = ("bytes", "characters")
+
 
 class ReadProgress:
-    """Bytes read and MB/s on one updating line of a terminal, or a line every few seconds
-    elsewhere (a log keeps a readable history instead of carriage returns).
+    """The amount done and its rate on one updating line of a terminal, or a line every few
+    seconds elsewhere (a log keeps a readable history instead of carriage returns).
 
-    Called with the bytes read so far; `total` None when the size is not known (stdin).
-    With `stream` None it shows nothing, so callers need no second code path. `clock` gives
-    the seconds elapsed (a test passes its own).
+    Called with the amount done so far, in `unit`s, and optionally a new `total` (a caller
+    that learns the size as it goes, as scoring does); `total` None when it is not known
+    (stdin). With `stream` None it shows nothing, so callers need no second code path.
+    `clock` gives the seconds elapsed (a test passes its own).
     """
 
     TERMINAL_EVERY = 0.2  # seconds between redraws of a terminal line
     LOG_EVERY = 10.0  # seconds between lines written to a file or pipe
 
     def __init__(self, label: str, total: int | None, stream: TextIO | None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.label, self.total, self.stream, self.clock = label, total, stream, clock
+                 clock: Callable[[], float] = time.monotonic, unit: str = "bytes"):
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        self.label, self.total, self.stream, self.clock, self.unit = label, total, stream, clock, unit
         self.tty = stream is not None and stream.isatty()
         self.every = self.TERMINAL_EVERY if self.tty else self.LOG_EVERY
         self.started = self.shown = clock()
@@ -33,8 +40,10 @@ class ReadProgress:
     def __enter__(self) -> "ReadProgress":
         return self
 
-    def __call__(self, done: int) -> None:
+    def __call__(self, done: int, total: int | None = None) -> None:
         self.done = done
+        if total is not None:
+            self.total = total
         if self.stream is None:
             return
         now = self.clock()
@@ -49,12 +58,29 @@ class ReadProgress:
             self.stream.write("\n")  # an error message starts on a fresh line
 
     def _show(self, now: float, end: str) -> None:
-        seconds = max(now - self.started, 1e-9)
-        of = f" of {size_text(self.total)}" if self.total is not None else ""
-        self.stream.write(f"{self.label} {size_text(self.done)}{of} ({self.done / 1e6 / seconds:,.1f} MB/s){end}")
+        self.stream.write(f"{self.label} {self.line(now - self.started)}{end}")
         self.stream.flush()
+
+    def line(self, seconds: float) -> str:
+        """What the line says after `seconds`: "2.0 MB of 3.0 MB (0.2 MB/s, 0:05 left)"."""
+        rate = self.done / max(seconds, 1e-9)
+        left = ""
+        if self.total is not None and 0 < self.done < self.total:  # a rate is known and work remains
+            left = f", {clock_text((self.total - self.done) / rate)} left"
+        if self.unit == "bytes":
+            of = f" of {size_text(self.total)}" if self.total is not None else ""
+            return f"{size_text(self.done)}{of} ({rate / 1e6:,.1f} MB/s{left})"
+        of = f" of {self.total:,}" if self.total is not None else ""
+        return f"{self.done:,}{of} characters ({rate:,.0f} characters/s{left})"
 
 
 def size_text(count: int) -> str:
     """Bytes for people: 20.0 KB, 1.1 MB (a small corpus is not '0.0 MB')."""
     return f"{count / 1e3:,.1f} KB" if count < 1e6 else f"{count / 1e6:,.1f} MB"
+
+
+def clock_text(seconds: float) -> str:
+    """A duration as a clock shows it: 0:05, 12:40, 1:02:03."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -55,7 +55,9 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
                   block_chars: int = BLOCK_CHARS) -> Evaluation:
     """Score the text in `path` ("-": stdin).
 
-    progress(bytes): called with the bytes of the text whose windows are scored so far.
+    progress(characters, total): called as batches are scored, with the characters of the text
+        scored so far and the text's characters in all (None for stdin until it ends; for a
+        file estimated from its size until the whole file is read).
     skip_unknown: leave out tokens the vocabulary lacks; otherwise an unknown character is
         an error (named at once, before more is scored) and an unknown word is scored as <unk>.
     """
@@ -74,16 +76,19 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
         if seq > context:
             raise UsageError(f"seq length {seq} exceeds the transformer's context of {context} tokens; "
                              f"give --seq-length {context} or less")
-    text = _Reading(path, encoding, block_chars, progress)
+    text = _Reading(path, encoding, block_chars)
     kept = "unk" if tokenizer.unk_id is not None else "error"  # a character vocabulary has no <unk>
     unknown = UnknownTokens(tokenizer, "drop" if skip_unknown else kept, fail_fast=True,
                             hint="; pass --skip-unknown to leave them out")
     score = _scorer(model)
     total, scored = 0.0, 0
-    for batch in _windows(unknown.encode(text), seq, batch_size):
+    for batch in _windows(text.counted(unknown.encode(text)), seq, batch_size):
         total += score(batch)
         scored += batch.shape[0] * (batch.shape[1] - 1)
-    text.report()
+        if progress is not None:
+            progress(text.characters_scored(scored), text.total())
+    if progress is not None:
+        progress(text.characters, text.characters)
     if scored == 0:
         raise CorpusError(f"{path} has fewer than two tokens the model can read; give a longer text")
     loss = total / scored
@@ -107,33 +112,49 @@ def check_text_path(path: str | Path) -> None:
 
 
 class _Reading:
-    """The text's blocks as they are read, counting their characters.
+    """The text's blocks as they are read, counting their characters and the tokens they encode to.
 
-    `progress` hears of a block's bytes when the next block is asked for: by then the
-    windows cut from it are scored, so the count follows the scoring, not the reading.
+    Scoring is what takes the time, so progress is told in characters scored: the tokens
+    scored so far, turned into characters at the ratio of the text read so far.
     """
 
-    def __init__(self, path: Path, encoding: str, block_chars: int, progress: Callable[[int], None] | None):
-        self.path, self.encoding, self.block_chars, self.progress = path, encoding, block_chars, progress
-        self.characters = self.bytes_read = 0
+    def __init__(self, path: Path, encoding: str, block_chars: int):
+        self.path, self.encoding, self.block_chars = path, encoding, block_chars
+        self.size = path.stat().st_size if str(path) != "-" else None
+        self.characters = self.tokens = self.encoded_bytes = 0
+        self.finished = False
 
     def __iter__(self) -> Iterator[str]:
         if str(self.path) == "-":
-            blocks = stream_stdin(self.encoding, block_chars=self.block_chars, on_bytes=self._read)
+            blocks = stream_stdin(self.encoding, block_chars=self.block_chars)
         else:  # the file as it is: no Gutenberg stripping, no added final newline
             blocks = stream_corpus([str(self.path)], self.encoding, strip_gutenberg=False,
-                                   block_chars=self.block_chars, on_bytes=self._read, final_newline=False)
+                                   block_chars=self.block_chars, final_newline=False)
         for block in blocks:
             self.characters += len(block)
+            if self.size is not None:
+                self.encoded_bytes += len(block.encode(self.encoding, "replace"))
             yield block
-            self.report()
+        self.finished = True
 
-    def _read(self, count: int) -> None:
-        self.bytes_read = count
+    def counted(self, id_blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for ids in id_blocks:
+            self.tokens += len(ids)
+            yield ids
 
-    def report(self) -> None:
-        if self.progress is not None:
-            self.progress(self.bytes_read)
+    def characters_scored(self, tokens_scored: int) -> int:
+        if not self.tokens:
+            return 0
+        return min(self.characters, round(tokens_scored * self.characters / self.tokens))
+
+    def total(self) -> int | None:
+        """The text's characters: exact once it is all read; until then estimated from the file's
+        size at the bytes per character read so far (None for stdin)."""
+        if self.finished:
+            return self.characters
+        if self.size is None or not self.encoded_bytes:
+            return None
+        return max(self.characters, round(self.size * self.characters / self.encoded_bytes))
 
 
 def _windows(id_blocks: Iterator[np.ndarray], seq: int, batch_size: int) -> Iterator[np.ndarray]:

@@ -43,7 +43,7 @@ __all__ = ["BFLOAT16_MIN_BATCH", "Generator", "MAX_NUM_SAMPLES", "PRECISIONS", "
            "check_textgen_model", "fresh_random_seed", "load", "load_keras_model"]
 
 # Saved models name the Keras cell classes of textgen's cell kinds; importing every kind registers
-# them, so a file loads here, and with keras.models.load_model after `import textgen`.
+# them, so a file loads here, and with keras.models.load_model after `textgen.load_keras_objects()`.
 cells.kinds()
 
 FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once

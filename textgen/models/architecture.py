@@ -9,17 +9,20 @@ mlp_dim and context_length instead of the recurrent keys), and training's card c
 same entry into every model file it saves. Generation, evaluation and `textgen info` read it
 through `architecture(model)`. Files saved before the card held it are described by
 `_legacy_architecture`, from the classes of their layers.
+
+Keras is imported by the functions that take a model: checking a card's entry
+(`architecture_problem`, for `textgen info` on a file) needs no TensorFlow.
 """
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
 
 from textgen.config import MODEL_TYPES, MODES, ModelConfig
 from textgen.models import cells
-from textgen.models.layers import find_token_embedding
-from textgen.models.transformer import PositionEmbedding, TransformerBlock
-from textgen.models.window import AttentionPooling, WindowFrames
+
+if TYPE_CHECKING:
+    import keras
 
 _WINDOW_KEYS = ("window", "bidirectional", "attention")
 _RNN_KEYS = ("cell", "layers", "units", "embedding_dim")
@@ -39,6 +42,8 @@ def architecture_card(config: ModelConfig) -> dict:
 
 def architecture(model: keras.Model) -> dict:
     """The model's architecture: its model card's entry, or where the card has none, what its layers show."""
+    from textgen.models.layers import find_token_embedding
+
     embedding = find_token_embedding(model)
     card = embedding.model_card.get("architecture") if embedding is not None else None
     return card if card else _legacy_architecture(model)
@@ -71,6 +76,12 @@ def architecture_problem(facts) -> str | None:
 
 def _legacy_architecture(model: keras.Model) -> dict:
     """The architecture of a model whose card does not say, from the classes of its layers."""
+    import keras
+
+    from textgen.models.layers import find_token_embedding
+    from textgen.models.transformer import PositionEmbedding, TransformerBlock
+    from textgen.models.window import AttentionPooling, WindowFrames
+
     embedding = find_token_embedding(model)
     width = embedding.output_dim if embedding is not None else None
     blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]

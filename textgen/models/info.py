@@ -1,29 +1,67 @@
-"""Facts about a saved model, for `textgen info`."""
+"""Facts about a saved model, for `textgen info`.
+
+The facts come from the model's serialised config (the JSON a .keras file holds) and its
+parameter count, so a file is described without TensorFlow (`file_facts`, through
+textgen.model_file) and a model in memory the same way (`model_facts`, which serialises it
+first): one description, whichever way the model arrives.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-
-import keras
+from pathlib import Path
 
 from textgen.evaluation.metrics import bits, perplexity
-from textgen.models.architecture import model_kind
-from textgen.models.layers import find_token_embedding
-from textgen.models.transformer import PositionEmbedding, TransformerBlock
-from textgen.models.window import AttentionPooling, WindowFrames
+from textgen.model_file import NeedsKeras, layers, model_card, read_model_file, token_embedding
+
+# Keras's recurrent layer classes; a saved model holds these, never textgen's training twins.
+_RECURRENT = ("RNN", "LSTM", "GRU", "SimpleRNN")
+
+
+def file_facts(path: str | Path) -> dict:
+    """The facts about the model in `path`, read from its JSON and weights' shapes without Keras.
+
+    A ModelFileError for a damaged or foreign file; textgen.model_file.NeedsKeras for one only
+    Keras can judge (the caller then loads it and describes the model).
+    """
+    stored = read_model_file(path)
+    try:
+        return facts_from_config(stored.config, stored.parameters)
+    except (KeyError, IndexError, TypeError, AttributeError, StopIteration) as exc:  # not as textgen writes it
+        raise NeedsKeras(f"{path}: unexpected layout ({exc!r})") from None
 
 
 def model_facts(model) -> dict:
-    embedding = find_token_embedding(model)
-    tokenizer, card = embedding.tokenizer, embedding.model_card
-    arch = describe_model(model)
-    history = card.get("history", {})
+    """The facts about a Keras model built or loaded by textgen."""
+    return facts_from_config(_serialised(model), int(model.count_params()))
+
+
+def describe_model(model) -> dict:
+    """Architecture facts about a Keras model (see `describe_config`)."""
+    return describe_config(_serialised(model), int(model.count_params()))
+
+
+def _serialised(model) -> dict:
+    """The model's config as its .keras file would hold it (training twins as their Keras layers)."""
+    import keras
+
+    from textgen.saving import inference_config
+
+    return json.loads(json.dumps(inference_config(keras.saving.serialize_keras_object(model))))
+
+
+def facts_from_config(config: dict, parameters: int) -> dict:
+    """Everything `textgen info` shows, from a serialised textgen model and its parameter count."""
+    embedding = token_embedding(config)
+    tokenizer, card = embedding.get("tokenizer") or {}, model_card(embedding)
+    arch = describe_config(config, parameters)
     level = tokenizer.get("level")
     facts = {
         "cell": arch["cell"],
         "layers": arch["layers"],
         "units": arch["units"],  # one entry per recurrent layer
-        "embedding_dim": embedding.output_dim,
+        "embedding_dim": embedding["output_dim"],
         "parameters": arch["parameters"],
         "type": arch["type"],
         "level": level,
@@ -42,6 +80,14 @@ def model_facts(model) -> dict:
     options = {k: v for k, v in tokenizer.items() if k not in ("level", "vocabulary")}
     if options:  # word level: lowercase, max_vocab, min_count, pattern
         facts["tokenizer"] = options
+    facts.update(_training_facts(card, level))
+    return facts
+
+
+def _training_facts(card: dict, level: str) -> dict:
+    """Losses, epochs and the weights' origin, from the model card's history (none for an untrained model)."""
+    history = card.get("history", {})
+    facts = {}
     validated = history.get("final_val_loss") is not None  # without validation text the best loss is training's
     for key, name in (("final_loss", "final_train_loss"), ("final_val_loss", "final_validation_loss"),
                       ("best_loss", "best_validation_loss" if validated else "best_train_loss")):
@@ -60,7 +106,7 @@ def model_facts(model) -> dict:
         facts["seconds_trained"] = history.get("seconds")
         if history.get("stopped"):
             facts["stopped_by"] = history["stopped"]  # completed | early_stopping | time_limit | interrupt
-    if history:  # model.keras holds an average of the weights (training.ema_momentum) or the weights as trained
+        # model.keras holds an average of the weights (training.ema_momentum) or the weights as trained
         momentum = ((card.get("config") or {}).get("training") or {}).get("ema_momentum")
         facts["weights"] = f"averaged, ema_momentum {momentum}" if momentum else "as trained"
     if card.get("init_from"):
@@ -70,46 +116,60 @@ def model_facts(model) -> dict:
     return facts
 
 
-def describe_model(model: keras.Model) -> dict:
-    """Architecture facts for `textgen info`: the kind from the model card, sizes from the layers.
+def describe_config(config: dict, parameters: int) -> dict:
+    """Architecture facts: the kind from the model card, sizes from the serialised layers.
 
     `cell` names the recurrent cells; a window model's get " (window)" appended, so no one
     takes it for a sequence model.
     """
-    kind = model_kind(model)
-    facts = {"name": model.name, "type": "transformer" if kind == "transformer" else "rnn"}
+    kind = _kind(config)
+    facts = {"name": config["config"]["name"], "type": "transformer" if kind == "transformer" else "rnn"}
     if kind == "transformer":
-        blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
-        context = _only(model, PositionEmbedding).max_length
-        facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0].num_heads,
-                     mlp_dim=blocks[0].mlp_dim, context_length=context,
+        blocks = _textgen_layers(config, "TransformerBlock")
+        context = _textgen_layers(config, "PositionEmbedding")[0]["max_length"]
+        facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0]["num_heads"],
+                     mlp_dim=blocks[0]["mlp_dim"], context_length=context,
                      generation=f"cached keys and values up to {context} tokens of context, "
                                 f"then the last {context} tokens re-fed for every new token")
     else:
-        network = _only(model, keras.Model) if kind == "window" else model
-        wrapped = [layer for layer in network.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
-        rnns = [getattr(layer, "forward_layer", layer) for layer in wrapped]
+        network = next(layer for layer in layers(config) if layers(layer)) if kind == "window" else config
+        wrapped = [layer for layer in layers(network) if layer["class_name"] in (*_RECURRENT, "Bidirectional")]
+        rnns = [layer["config"]["layer"] if layer["class_name"] == "Bidirectional" else layer for layer in wrapped]
         names = sorted({_cell_name(layer) for layer in rnns})
         facts.update(cell=", ".join(names) if names else "none", layers=len(rnns),
-                     units=[layer.cell.units for layer in rnns], mode=kind)
+                     units=[_units(layer) for layer in rnns], mode=kind)
         if kind == "window":
-            window = _only(model, WindowFrames).window
+            window = _textgen_layers(config, "WindowFrames")[0]["window"]
             facts["cell"] += " (window)"
-            facts.update(window=window,
-                         bidirectional=any(isinstance(layer, keras.layers.Bidirectional) for layer in wrapped),
-                         attention=any(isinstance(layer, AttentionPooling) for layer in network.layers),
+            facts.update(window=window, bidirectional=any(layer["class_name"] == "Bidirectional" for layer in wrapped),
+                         attention=bool(_textgen_layers(network, "AttentionPooling")),
                          generation=f"re-feeds the last {window} tokens through the network for every new token")
-    facts["parameters"] = int(model.count_params())
+    facts["parameters"] = parameters
     return facts
 
 
-def _only(model, layer_class):
-    return next(layer for layer in model.layers if isinstance(layer, layer_class))
+def _kind(config: dict) -> str:
+    """sequence | window | transformer: the card's architecture, or for a file without one, its layers'."""
+    found = model_card(token_embedding(config) or {}).get("architecture")
+    if found:
+        return "transformer" if found["type"] == "transformer" else found["mode"]
+    if _textgen_layers(config, "TransformerBlock"):
+        return "transformer"
+    return "window" if _textgen_layers(config, "WindowFrames") else "sequence"
 
 
-def _cell_name(layer) -> str:
+def _textgen_layers(config: dict, name: str) -> list[dict]:
+    """The configs of the textgen layers of class `name` at the model's top level."""
+    return [layer["config"] for layer in layers(config) if layer.get("registered_name") == f"textgen>{name}"]
+
+
+def _cell_name(layer: dict) -> str:
     """LSTM, GRU, SimpleRNN, or the cell class of a generic RNN layer (PeepholeLSTMCell)."""
-    return type(layer.cell).__name__ if type(layer) is keras.layers.RNN else type(layer).__name__
+    return layer["config"]["cell"]["class_name"] if layer["class_name"] == "RNN" else layer["class_name"]
+
+
+def _units(layer: dict) -> int:
+    return (layer["config"]["cell"]["config"] if layer["class_name"] == "RNN" else layer["config"])["units"]
 
 
 def _rounded(value):

@@ -1,7 +1,7 @@
 """textgen's custom Keras objects. Each follows the layer contract: registered for
 serialization, every constructor argument stored under the same name, **kwargs passed to
 super(), and get_config chained, so a saved .keras file loads with plain
-``keras.models.load_model`` after ``import textgen``.
+``keras.models.load_model`` after ``textgen.load_keras_objects()`` (or ``import keras, textgen``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import json
 import keras
 
 from textgen.errors import ModelFileError
-
-# Bumped when the layout of what textgen stores in a .keras file changes incompatibly.
-FORMAT_VERSION = 1
+from textgen.saving import FORMAT_VERSION  # noqa: F401  (also imported from here by callers)
 
 
 class _JSONAttribute:
