@@ -82,11 +82,12 @@ def test_import_textgen_and_its_light_modules_leave_tensorflow_unimported(tmp_pa
         "import textgen.config, textgen.data.tokenizer, textgen.cli.main, textgen.saving, textgen.pretrained\n"
         "from textgen.models.info import file_facts\n"
         "facts = file_facts(sys.argv[1])\n"
-        "print(json.dumps({'first': first, 'later': sorted({'tensorflow', 'keras'} & set(sys.modules)),\n"
+        "cell = textgen.load_config('quick').model.cell\n"
+        "print(json.dumps({'cell': cell, 'first': first, 'later': sorted({'tensorflow', 'keras'} & set(sys.modules)),\n"
         "                  'units': facts['units'], 'public': [n for n in textgen.__all__ if n in dir(textgen)]}))",
         PRETRAINED, cwd=tmp_path)
     assert facts["first"] == [] and facts["later"] == []
-    assert facts["units"] == [512]
+    assert facts["units"] == [512] and facts["cell"] == "gru"  # textgen.load_config read the quick preset
     assert sorted(facts["public"]) == sorted(textgen.__all__)  # the lazy names are listed all the same
 
 

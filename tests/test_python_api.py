@@ -7,10 +7,8 @@ import math
 
 
 import textgen
-from textgen.config import load_config
 from textgen.evaluation.evaluate import evaluate_file
 from textgen.training.fit import TrainResult
-from textgen.training.train import train
 
 from conftest import tiny_overrides
 
@@ -20,8 +18,8 @@ STEPS = 5
 def test_train_resume_generate_and_evaluate_from_python(small_corpus, tmp_path, capsys):
     overrides = tiny_overrides(small_corpus, tmp_path / "run", **{"training.epochs": 1,
                                                                    "training.steps_per_epoch": STEPS})
-    config = load_config(None, overrides)
-    result = train(config, echo=None, verbose=0, progress=None)
+    config = textgen.load_config(None, overrides)  # the package's own names, as docs/python.md uses them
+    result = textgen.train(config, echo=None, verbose=0, progress=None)
     assert capsys.readouterr().out == ""  # echo=None, verbose=0: nothing printed
 
     assert isinstance(result, TrainResult)
@@ -32,9 +30,9 @@ def test_train_resume_generate_and_evaluate_from_python(small_corpus, tmp_path, 
     assert result.final_loss == result.history[0]["loss"]
     assert result.final_val_loss == result.best_loss == result.history[0]["val_loss"]
 
-    more = load_config(None, [*overrides, "training.epochs=2"])
+    more = textgen.load_config(None, [*overrides, "training.epochs=2"])
     lines: list[str] = []
-    resumed = train(more, resume=True, echo=lines.append, verbose=0, progress=None)
+    resumed = textgen.train(more, resume=True, echo=lines.append, verbose=0, progress=None)
     assert any(line.startswith("resuming ") for line in lines)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert resumed.history[0] == result.history[0]  # the first session's epoch, as it was recorded

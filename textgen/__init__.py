@@ -1,9 +1,9 @@
 """textgen: train character- and word-level text generators and sample from one .keras file.
 
 `import textgen` is quick: TensorFlow is imported when something needs it, not before. The
-public names that need it (`Generator`, `load`, `TokenEmbedding`) resolve on first use
-(PEP 562 `__getattr__`), which imports TensorFlow and registers textgen's Keras objects, so
-`textgen.load(path)` works after a plain `import textgen`, and so do the configuration, the
+public names (`train`, `load`, `Generator`, `TokenEmbedding`, `load_config`) resolve on first
+use (PEP 562 `__getattr__`); all but `load_config` import TensorFlow then and register
+textgen's Keras objects, so `textgen.load(path)` works after a plain `import textgen`, and so do the configuration, the
 tokenizers and reading a model file's card (`textgen info`) without TensorFlow at all.
 
 A plain ``keras.models.load_model(path)`` needs textgen's Keras objects registered. When
@@ -25,9 +25,11 @@ def load_keras_objects() -> None:
     import textgen.models.layers  # noqa: F401
 
 
-# Public name -> the module defining it; each needs TensorFlow, so each is imported on first use.
+# Public name -> the module defining it, imported on first use; all but the config's need TensorFlow.
 _LAZY = {"Generator": "textgen.generation.generate", "load": "textgen.generation.generate",
-         "TokenEmbedding": "textgen.models.layers"}
+         "TokenEmbedding": "textgen.models.layers", "train": "textgen.training.train",
+         "load_config": "textgen.config"}
+_WITHOUT_TENSORFLOW = {"load_config"}
 
 
 def __getattr__(name):
@@ -35,7 +37,8 @@ def __getattr__(name):
         raise AttributeError(f"module 'textgen' has no attribute {name!r}")
     import importlib
 
-    load_keras_objects()
+    if name not in _WITHOUT_TENSORFLOW:
+        load_keras_objects()
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
@@ -46,4 +49,4 @@ def __dir__():
 if "keras" in _sys.modules or "tensorflow" in _sys.modules:
     load_keras_objects()  # the plain-Keras path: `import keras, textgen; keras.models.load_model(path)`
 
-__all__ = ["Generator", "TokenEmbedding", "load", "load_keras_objects", "__version__"]
+__all__ = ["Generator", "TokenEmbedding", "load", "load_config", "load_keras_objects", "train", "__version__"]
