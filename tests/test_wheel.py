@@ -5,6 +5,7 @@ Slow (a wheel build and an install of TensorFlow into a new environment, a minut
 from pip's cache, then one short training run), so it runs with `make test-slow` and in CI.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,6 +100,11 @@ def test_the_wheel_trains_generates_describes_and_evaluates_from_an_empty_folder
                      stdin=VERSE).stdout
     bits = float(next(line for line in scored.splitlines() if line.startswith("bits per character:")).split()[-1])
     assert 1.0 < bits < 5.0  # 30 steps: worse than the pretrained model's 1.6, well below chance (6.0 bits)
+
+    pretrained = json.loads(textgen(installed, work, "info", "--json").stdout)  # no --model: the shipped model
+    assert pretrained["units"] == [512] and pretrained["level"] == "char"
+    by_default = textgen(installed, work, "evaluate", "--text", "-", "--json", stdin=VERSE).stdout
+    assert json.loads(by_default)["bits_per_char"] < bits  # the pretrained model knows Shakespeare better
 
     (work / "mine.txt").write_text(VERSE * 20)
     started = textgen(installed, work, "init", "project", "--corpus", "mine.txt").stdout
