@@ -104,6 +104,18 @@ def test_an_unknown_name_is_one_error_listing_the_presets(tmp_path, monkeypatch)
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_unknown_name_is_answered_before_tensorflow_loads(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "textgen", "train", "--config", "quik"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "no config file or preset named 'quik' (did you mean quick?)" in errors[0]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "textgen.cli.main" in imported and "tensorflow" not in imported
+
+
 def test_a_checkout_path_outside_the_checkout_names_the_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"config file configs/quick.yaml does not exist; for the preset of "

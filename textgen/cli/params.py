@@ -58,12 +58,25 @@ class TextEncoding(click.ParamType):
 
 class ConfigSource(click.Path):
     """A --config value: a YAML file, `-` for stdin, or the name of a preset that ships with
-    textgen (`quick`). `textgen.config.load_config` decides which; the shell completes both."""
+    textgen (`quick`). `textgen.config.presets.config_source` decides which, here while the
+    command line is parsed, so a name that is neither is answered before TensorFlow loads;
+    the shell completes both."""
 
     name = "config"
 
     def __init__(self):
         super().__init__(allow_dash=True)
+
+    def convert(self, value, param, ctx):
+        from textgen.config.presets import config_source
+        from textgen.errors import ConfigError
+
+        value = super().convert(value, param, ctx)
+        try:
+            config_source(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
     def shell_complete(self, ctx, param, incomplete):
         from click.shell_completion import CompletionItem
