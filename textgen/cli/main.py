@@ -28,9 +28,9 @@ from textgen.cli import (evaluate_cmd, generate_cmd, info_cmd, init_cmd, plot_cm
 from textgen.errors import TextgenError, UsageError
 
 
-# Windows has no SIGHUP.
 # Windows has no SIGPIPE; there the number only sets the exit status (141, as a POSIX shell reports it).
 READER_LEFT = getattr(signal, "SIGPIPE", 13)
+# Windows has no SIGHUP.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 

@@ -51,7 +51,11 @@ def architecture(model: keras.Model) -> dict:
 
 def model_kind(model: keras.Model) -> str:
     """sequence (recurrent, a prediction per step) | window | transformer."""
-    facts = architecture(model)
+    return kind_of(architecture(model))
+
+
+def kind_of(facts: dict) -> str:
+    """The kind an architecture entry (`architecture_card`'s) describes: sequence | window | transformer."""
     return "transformer" if facts["type"] == "transformer" else facts["mode"]
 
 

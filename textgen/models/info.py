@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from textgen.evaluation.metrics import bits, perplexity
+from textgen.models.architecture import kind_of
 from textgen.model_file import NeedsKeras, layers, model_card, read_model_file, token_embedding
 
 # Keras's recurrent layer classes; a saved model holds these, never textgen's training twins.
@@ -152,7 +153,7 @@ def _kind(config: dict) -> str:
     """sequence | window | transformer: the card's architecture, or for a file without one, its layers'."""
     found = model_card(token_embedding(config) or {}).get("architecture")
     if found:
-        return "transformer" if found["type"] == "transformer" else found["mode"]
+        return kind_of(found)
     if _textgen_layers(config, "TransformerBlock"):
         return "transformer"
     return "window" if _textgen_layers(config, "WindowFrames") else "sequence"

@@ -75,8 +75,10 @@ class TensorBoardLog(keras.callbacks.Callback):
         self._since = self._loss_sums()
 
     def on_train_batch_end(self, batch, logs=None):
+        if not self.every:
+            return
         step = global_step(self.model)
-        if not self.every or step % self.every:
+        if step % self.every:
             return
         total, count = self._loss_sums()
         if count > self._since[1]:
