@@ -417,6 +417,7 @@ def test_empty_seed_is_refused(trained_model):
     ({"repetition_penalty": 0.5}, "repetition penalty must be 1 (off) or more, got 0.5"),
     ({"stop": [""]}, "a stop string cannot be empty"),
     ({"random_seed": -3}, "random seed must be 0 or more"),
+    ({"random_seed": 2**63}, "random seed must be at most 2**63-1"),
     ({"beam_width": 2, "num_samples": 3}, "beam search returns the single most likely text; drop --num-samples"),
     ({"beam_width": 2, "repetition_penalty": 1.2}, "drop --repetition-penalty or --beam-width"),
     ({"beam_width": 2, "temperature": 0.5}, "beam search returns the most likely text and does not sample"),

@@ -46,7 +46,6 @@ __all__ = ["BFLOAT16_MIN_BATCH", "Generator", "MAX_NUM_SAMPLES", "PRECISIONS", "
 # them, so a file loads here, and with keras.models.load_model after `textgen.load_keras_objects()`.
 cells.kinds()
 
-FIRST_CHUNK = 16  # tokens in the first compiled call, so streamed output appears at once
 BFLOAT16_MIN_BATCH = 32  # sampled batches at least this large use bfloat16 products ("auto"); measured
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -224,11 +223,10 @@ class Generator:
         done: list[str | None] = [None] * batch
         produced = 0
         while produced < request.length and not all(done):
-            n = min(FIRST_CHUNK if produced == 0 else loops.CHUNK, request.length - produced)
-            uniforms = self._uniforms(request.random_seed, produced, batch) if sampler.stochastic else \
-                np.zeros((loops.CHUNK, batch), np.float32)
-            tokens, states, last, seen = loop(states, last, seen, tf.constant(n, tf.int32), tf.constant(uniforms),
-                                              penalty, values)
+            n = min(loops.FIRST_CHUNK if produced == 0 else loops.CHUNK, request.length - produced)
+            uniforms = loops.uniforms(request.random_seed, produced, batch) if sampler.stochastic else \
+                tf.zeros((loops.CHUNK, batch), tf.float32)
+            tokens, states, last, seen = loop(states, last, seen, tf.constant(n, tf.int32), uniforms, penalty, values)
             tokens = tokens.numpy()[:n].T
             for i in range(batch):
                 if done[i]:
@@ -242,16 +240,6 @@ class Generator:
                     counts[i] = tokens_within(decoders[i], cut[0], counts[i])
             produced += n
             yield [Sample(texts[i], counts[i], done[i] or "length") for i in range(batch)]
-
-    @staticmethod
-    def _uniforms(random_seed: int, offset: int, batch: int) -> np.ndarray:
-        """(loops.CHUNK, batch) uniform numbers for the chunk starting at token `offset`.
-
-        Drawn with numpy's seeded generator outside the compiled loop, so a random seed means
-        the same text however the loop is compiled, in every process.
-        """
-        rng = np.random.default_rng([random_seed, offset])
-        return rng.random((batch, loops.CHUNK), dtype=np.float32).T.copy()
 
     def _beam(self, request: Request, seed_ids: np.ndarray) -> Iterator[list[Sample]]:
         """Beam search over `request.length` tokens, chunk by chunk; yields the best beam at the end."""

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 CHUNK = 256  # tokens per later call; amortises the call overhead (also the loop's buffer size)
+FIRST_CHUNK = 16  # tokens in the first call, so streamed output appears at once
+MAX_RANDOM_SEED = 2**63 - 1  # a random seed is one int64 of the stateless generator's key
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,22 @@ class LoopMode:
 
     dtype: tf.DType = tf.float32
     jit: bool = False
+
+
+def chunk_starts(length: int):
+    """The first token of every chunk of a `length`-token run: 0, FIRST_CHUNK, then every CHUNK."""
+    return [0, *range(FIRST_CHUNK, length, CHUNK)] if length > 0 else []
+
+
+def uniforms(random_seed, offset, batch):
+    """(CHUNK, batch) uniform numbers in [0, 1) for the chunk starting at token `offset`.
+
+    TensorFlow's stateless Philox generator keyed by (random seed, offset): the same numbers
+    on every device and in every process, inside a graph or not, so a random seed means the
+    same text from `textgen generate` and from an exported model (textgen.export).
+    """
+    seed = tf.stack([tf.cast(random_seed, tf.int64), tf.cast(offset, tf.int64)])
+    return tf.random.stateless_uniform([CHUNK, batch], seed=seed, dtype=tf.float32, alg="philox")
 
 
 def make_prime(stepper, banned):

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from textgen.errors import UsageError
+from textgen.generation.loops import MAX_RANDOM_SEED
 from textgen.generation.samplers import GreedySampler, Sampler, require_whole
 
 MAX_NUM_SAMPLES = 100_000
@@ -67,6 +68,8 @@ class Request:
             raise UsageError("a stop string cannot be empty")
         if self.random_seed < 0:
             raise UsageError(f"random seed must be 0 or more, got {self.random_seed}")
+        if self.random_seed > MAX_RANDOM_SEED:
+            raise UsageError(f"random seed must be at most 2**63-1, got {self.random_seed}")
         if self.sampler.beam and self.num_samples != 1:
             raise UsageError("beam search returns the single most likely text; drop --num-samples or --beam-width")
         if self.sampler.beam and self.repetition_penalty != 1.0:
