@@ -23,12 +23,13 @@ import errno
 import io
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from textgen.errors import ModelFileError, TextgenError
+from textgen.errors import ModelFileError, TextgenError, UsageError
 
 if TYPE_CHECKING:
     import keras
@@ -72,6 +73,36 @@ def write_file_atomic(path: str | Path, write: Callable[[str], None], suffix: st
         if tmp is not None:
             remove_file(tmp)
         raise
+
+
+def publish_directory(path: str | Path, write: Callable[[Path], None]) -> None:
+    """`write(folder)` fills a new folder beside `path`, which is flushed and renamed to `path`.
+
+    `path` must not exist (a UsageError says so): textgen never replaces what it did not
+    make. A failure or an interrupt removes the temporary folder, so `path` appears whole
+    or not at all.
+    """
+    path = Path(path)
+    if os.path.lexists(path):
+        raise UsageError(f"{path} already exists and textgen never replaces it; give a new --output")
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        write(tmp)
+        for root, _, names in os.walk(tmp):
+            for name in names:
+                with open(os.path.join(root, name), "r+b") as handle:
+                    os.fsync(handle.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())
+        if os.path.lexists(path):
+            raise UsageError(f"{path} appeared while it was being written; give a new --output")
+        os.rename(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes | memoryview, suffix: str = ".tmp") -> None:

@@ -55,6 +55,15 @@ def load(path: str | Path, **options) -> "Generator":
     return Generator(load_keras_model(path), **options)
 
 
+def banned_mask(tokenizer: Tokenizer):
+    """A (vocab,) bool mask of the tokens never generated (the unknown-word token), or None."""
+    if tokenizer.unk_id is None:
+        return None
+    mask = np.zeros(tokenizer.vocab_size, dtype=bool)
+    mask[tokenizer.unk_id] = True
+    return tf.constant(mask)
+
+
 @functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX)."""
@@ -86,7 +95,7 @@ class Generator:
         self.jit_compile = jit_compile
         self.stepper = make_stepper(model)  # float32; a bfloat16 one is made when first needed
         self._steppers = {(tf.float32, False): self.stepper}
-        self._banned = self._banned_ids()
+        self._banned = banned_mask(self.tokenizer)
         self._functions: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
     # ------------------------------------------------------------------ public API
@@ -313,13 +322,3 @@ class Generator:
             self._functions[key] = tf.function(functools.partial(make(stepper, self._banned)),
                                                jit_compile=mode.jit, reduce_retracing=True)
         return self._functions[key]
-
-    # ------------------------------------------------------------------ helpers
-
-    def _banned_ids(self):
-        """Tokens never generated (the unknown-word token)."""
-        if self.tokenizer.unk_id is None:
-            return None
-        mask = np.zeros(self.tokenizer.vocab_size, dtype=bool)
-        mask[self.tokenizer.unk_id] = True
-        return tf.constant(mask)

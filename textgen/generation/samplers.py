@@ -39,6 +39,27 @@ def draw(logits, uniform):
     return tf.searchsorted(cdf, threshold, side="right", out_type=tf.int32)[:, 0]  # how many cdf <= threshold
 
 
+def top_k_filter(logits, k):
+    """`logits` with all but the k largest of each row set to -inf (k is clipped to the vocabulary)."""
+    # A sort and a gather rather than tf.math.top_k: k stays a tensor, which XLA allows.
+    k = tf.minimum(k, tf.shape(logits)[-1])
+    kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=-1)[:, None]
+    return tf.where(logits < kth, tf.constant(_NEG_INF, logits.dtype), logits)
+
+
+def top_p_filter(logits, p):
+    """`logits` with -inf outside each row's nucleus: the fewest tokens whose probabilities reach p."""
+    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+    probs = tf.nn.softmax(sorted_logits, axis=-1)
+    # Mass strictly before each token; a token is kept while that mass is below p,
+    # so the most likely token is always kept.
+    before = tf.math.cumsum(probs, axis=-1, exclusive=True)
+    keep = before < tf.cast(p, probs.dtype)
+    n_keep = tf.maximum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), 1)
+    threshold = tf.gather(sorted_logits, n_keep - 1, axis=-1, batch_dims=1)[:, None]
+    return tf.where(logits < threshold, tf.constant(_NEG_INF, logits.dtype), logits)
+
+
 # Temperatures a sampler accepts. Outside them logits / temperature in float32 overflows
 # (1e-38 became infinity and drew token 0, a word model's <unk>) or rounds to zero (1e-50),
 # while 1e-6 is already greedy and 1e6 already uniform.
@@ -121,10 +142,7 @@ class TopKSampler(Sampler):
         return {**super().values(), "top_k": self.top_k}
 
     def filter_logits(self, logits, values):
-        # A sort and a gather rather than tf.math.top_k: k stays a tensor, which XLA allows.
-        k = tf.minimum(values["top_k"], tf.shape(logits)[-1])
-        kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=-1)[:, None]
-        return tf.where(logits < kth, tf.constant(_NEG_INF, logits.dtype), logits)
+        return top_k_filter(logits, values["top_k"])
 
 
 class TopPSampler(Sampler):
@@ -142,15 +160,7 @@ class TopPSampler(Sampler):
         return {**super().values(), "top_p": self.top_p}
 
     def filter_logits(self, logits, values):
-        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-        probs = tf.nn.softmax(sorted_logits, axis=-1)
-        # Mass strictly before each token; a token is kept while that mass is below p,
-        # so the most likely token is always kept.
-        before = tf.math.cumsum(probs, axis=-1, exclusive=True)
-        keep = before < tf.cast(values["top_p"], probs.dtype)
-        n_keep = tf.maximum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), 1)
-        threshold = tf.gather(sorted_logits, n_keep - 1, axis=-1, batch_dims=1)[:, None]
-        return tf.where(logits < threshold, tf.constant(_NEG_INF, logits.dtype), logits)
+        return top_p_filter(logits, values["top_p"])
 
 
 class BeamSampler(Sampler):
@@ -183,6 +193,37 @@ class BeamSampler(Sampler):
         totals = tf.reshape(scores[:, None] + log_probs, [-1])
         best, index = tf.math.top_k(totals, k=beams, sorted=True)
         return index // vocab, index % vocab, best
+
+
+class TensorSampler(Sampler):
+    """Every strategy but beam search in one compiled loop, chosen per call by tensor values.
+
+    For graphs whose options arrive as tensors (an exported model's signature): temperature
+    0 or below is greedy; top_k above 0 keeps the k most likely tokens; top_p below 1 keeps
+    the nucleus (after top-k when both are given). Each branch is computed exactly as the
+    matching strategy class computes it, so the same logits and uniform numbers pick the
+    same token as `make_sampler`'s sampler for those options.
+    """
+
+    name = "tensor"
+
+    def __init__(self):
+        self.temperature = 1.0
+
+    def values(self) -> dict:
+        return {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+    def filter_logits(self, logits, values):
+        k, p = values["top_k"], values["top_p"]
+        logits = tf.cond(k > 0, lambda: top_k_filter(logits, tf.maximum(k, 1)), lambda: logits)
+        return tf.cond(p < 1.0, lambda: top_p_filter(logits, p), lambda: logits)
+
+    def next_token(self, logits, uniform, values):
+        temperature = values["temperature"]
+        greedy = temperature <= 0.0
+        scaled = logits / tf.where(greedy, tf.constant(1.0, logits.dtype), tf.cast(temperature, logits.dtype))
+        drawn = draw(self.filter_logits(scaled, values), uniform)
+        return tf.where(greedy, tf.argmax(logits, axis=-1, output_type=tf.int32), drawn)
 
 
 def require_whole(value, name: str) -> None:
