@@ -44,7 +44,7 @@ class GraphCharTokenizer(tf.Module):
         last = tf.shape(self.table)[0] - 1
         ids = tf.ragged.map_flat_values(lambda c: tf.gather(self.table, tf.minimum(c, last)), chars)
         known = tf.debugging.assert_non_negative(
-            ids.flat_values, message="a seed has a character that is not in the model's vocabulary; "
+            ids.flat_values, message="a seed has a character the model does not know (not in its vocabulary); "
                                      "remove or replace it")
         with tf.control_dependencies([known, require_tokens(ids)]):
             return tf.ragged.map_flat_values(tf.identity, ids)
