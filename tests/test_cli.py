@@ -23,7 +23,7 @@ def run(*args):
 
 def test_version_and_help_on_every_command():
     assert run("--version").output.startswith("textgen, version ")
-    assert {"train", "prepare", "generate", "info", "evaluate", "plot", "presets", "init"} <= set(cli.commands)
+    assert {"train", "prepare", "generate", "info", "evaluate", "plot", "presets", "init", "export"} <= set(cli.commands)
     for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output, command

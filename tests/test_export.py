@@ -249,13 +249,18 @@ def test_export_command_refuses_bad_arguments_in_one_line(tmp_path, trained_mode
 @pytest.mark.slow
 def test_export_command_writes_a_folder_and_reports_it(tmp_path, trained_model):
     out = tmp_path / "served"
-    done = subprocess.run([sys.executable, "-m", "textgen", "export", "--model", str(trained_model), "--output",
+    done = subprocess.run([sys.executable, "-m", "textgen", "-q", "export", "--model", str(trained_model), "--output",
                            str(out), "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""  # --quiet: no note while it works, no TensorFlow start-up lines
     facts = json.loads(done.stdout)
     assert facts["path"] == str(out) and facts["xla"] is True and facts["strings_in_graph"] is True
     assert facts["bytes"] > 0 and (out / "saved_model.pb").is_file()
     card = json.loads((out / "assets.extra" / "textgen.json").read_text(encoding="utf-8"))
     assert card["tokenizer"]["level"] == "char" and card["signatures"]["serving_default"] == "text"
     assert [p.name for p in tmp_path.iterdir()] == ["served"]  # no temporary folder left beside it
-    assert "Traceback" not in done.stderr and "oneDNN" not in done.stderr
+    loud = subprocess.run([sys.executable, "-m", "textgen", "export", "--model", str(trained_model), "--output",
+                           str(tmp_path / "loud")], capture_output=True, text=True, timeout=600)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert loud.stdout.splitlines()[0].startswith(f"wrote {tmp_path / 'loud'} (") and "saved_model_cli run" in loud.stdout
+    assert "exporting" in loud.stderr and "oneDNN" not in loud.stderr and "Traceback" not in loud.stderr

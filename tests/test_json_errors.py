@@ -46,6 +46,8 @@ CASES = [
     pytest.param(["generate", "--model", "M", "--json", "--seed", "a", "--output", "no/such/dir/x.txt"], 1,
                  "the directory of --output", id="runtime error"),
     pytest.param(["info", "--json", "G"], 1, "is not a valid .keras archive", id="damaged model"),
+    pytest.param(["export", "--json", "--output", "M"], 2, "already exists and textgen never replaces it",
+                 id="existing export output"),
 ]
 
 

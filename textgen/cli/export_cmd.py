@@ -76,6 +76,6 @@ def export(ctx, model_path, export_format, output, xla, as_json):
         if not facts["strings_in_graph"]:
             note(f"the tokenizer cannot run in the graph ({facts['unsupported']}); serving_default takes and "
                  "returns token ids: docs/deploy.md says what the app must do", err=False)
-        elif not ctx.obj.get("quiet"):
+        else:
             note(TRY_SAVED_MODEL.format(path=output, seed="ROMEO:"), err=False)
     note("serving and running it: docs/deploy.md", err=False)
