@@ -1,0 +1,1 @@
+"""Exporting a textgen model for use without textgen: TensorFlow SavedModel and LiteRT."""
