@@ -235,3 +235,8 @@ def test_models_textgen_cannot_step_are_refused_in_one_line(tmp_path):
         export_tflite(backwards, tmp_path / "backwards.zip")
     assert "\n" not in str(failure.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_deployment_page_shows_the_loop_as_shipped():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deploy-litert.md").read_text(encoding="utf-8")
+    assert "```python\n" + Path(litert_loop.__file__).read_text(encoding="utf-8") + "```" in page
