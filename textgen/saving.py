@@ -23,6 +23,7 @@ import errno
 import io
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import zipfile
@@ -132,6 +133,49 @@ def write_failed(path: Path, exc: OSError):
     resumable = any((folder / "checkpoint" / "state.json").is_file() for folder in (path.parent, path.parent.parent))
     then = "then continue with `textgen train --resume`" if resumable else "then run again"
     return TextgenError(f"{path} cannot be written ({why}); {fix}, {then}")
+
+
+def create_file(path: Path, data: bytes, exists: Callable[[Path], TextgenError]) -> None:
+    """Write `data` to a new file `path`, all of it or nothing; `exists(path)` is raised if `path` exists.
+
+    Unlike the atomic writes above, which replace their destination, this never replaces a
+    file: the data is written beside `path` and hard-linked into place, and the link fails
+    when anything has that name.
+    """
+    tmp, created = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp", False
+    try:
+        _write_new(tmp, data)
+        created = True
+        try:
+            os.link(tmp, path)  # fails if `path` exists: never replaces a file
+        except FileExistsError:
+            raise exists(path) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            try:
+                _write_new(path, data)  # a file system without hard links: create it in place
+            except FileExistsError:
+                raise exists(path) from None
+    except OSError as exc:
+        raise TextgenError(f"cannot write {path}: {exc.strerror or exc}; choose another folder") from None
+    finally:
+        if created:
+            os.unlink(tmp)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` (never opening an existing file) with the umask's permissions, write and
+    flush `data` to disk; a failure removes what was created."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        os.unlink(path)
+        raise
 
 
 class _NamedBuffer(io.BytesIO):

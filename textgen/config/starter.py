@@ -9,14 +9,13 @@ one never appears.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import secrets
 from pathlib import Path
 
 from textgen.errors import TextgenError, UsageError
+from textgen.saving import create_file
 
 STARTER_NAME = "textgen.yaml"
 PLACEHOLDER = "my-text.txt"  # a corpus path that names no file, so training says to fix corpus.paths
@@ -95,46 +94,8 @@ def write_starter_config(folder: str | Path, corpus: str | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TextgenError(f"cannot create {folder}: {exc.strerror or exc}; choose another folder") from None
-    create_file(target, starter_config(named).encode("utf-8"))
+    create_file(target, starter_config(named).encode("utf-8"), _exists)
     return target
-
-
-def create_file(path: Path, data: bytes) -> None:
-    """Write `data` to a new file `path`, all of it or nothing; a UsageError if `path` exists."""
-    tmp, created = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp", False
-    try:
-        _write_new(tmp, data)
-        created = True
-        try:
-            os.link(tmp, path)  # fails if `path` exists: never replaces a file
-        except FileExistsError:
-            raise _exists(path) from None
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-            try:
-                _write_new(path, data)  # a file system without hard links: create it in place
-            except FileExistsError:
-                raise _exists(path) from None
-    except OSError as exc:
-        raise TextgenError(f"cannot write {path}: {exc.strerror or exc}; choose another folder") from None
-    finally:
-        if created:
-            os.unlink(tmp)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create `path` (never opening an existing file) with the umask's permissions, write and
-    flush `data` to disk; a failure removes what was created."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        os.unlink(path)
-        raise
 
 
 def _exists(path: Path) -> UsageError:
