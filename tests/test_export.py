@@ -246,6 +246,20 @@ def test_export_command_refuses_bad_arguments_in_one_line(tmp_path, trained_mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.keras", "there"]
 
 
+def test_export_command_writes_a_tflite_zip(tmp_path, trained_model):
+    out = tmp_path / "phone.zip"
+    result = CliRunner().invoke(cli, ["export", "--model", str(trained_model), "--format", "tflite", "--output",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, tflite)"
+    assert "generate.py" in result.stdout
+    import zipfile
+
+    with zipfile.ZipFile(out) as archive:
+        assert {"model.tflite", "tokenizer.json", "generate.py"} <= set(archive.namelist())
+    assert [p.name for p in tmp_path.iterdir()] == ["phone.zip"]
+
+
 @pytest.mark.slow
 def test_export_command_writes_a_folder_and_reports_it(tmp_path, trained_model):
     out = tmp_path / "served"

@@ -16,6 +16,9 @@ SUFFIX = {"saved_model": "", "tflite": ".zip"}
 TRY_SAVED_MODEL = ("try it: saved_model_cli run --dir {path} --tag_set serve --signature_def serving_default "
                    "--input_exprs 'seed=[\"{seed}\"];length=200;temperature=0.8;top_k=0;top_p=1.0;random_seed=1'")
 
+TRY_TFLITE = ("try it: unzip -p {path} generate.py > generate.py && "
+              "python generate.py {path} --seed \"ROMEO:\" --temperature 0.8  (pip install numpy ai-edge-litert)")
+
 
 def _new_output(ctx, param, value: str) -> str:
     """Refused while the command line is parsed, before TensorFlow loads: textgen never replaces a file."""
@@ -78,4 +81,6 @@ def export(ctx, model_path, export_format, output, xla, as_json):
                  "returns token ids: docs/deploy.md says what the app must do", err=False)
         else:
             note(TRY_SAVED_MODEL.format(path=output, seed="ROMEO:"), err=False)
+    else:
+        note(TRY_TFLITE.format(path=output), err=False)
     note("serving and running it: docs/deploy.md", err=False)
