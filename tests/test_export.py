@@ -23,7 +23,8 @@ from textgen.export.saved_model import export_saved_model
 from textgen.generation.generate import load
 from textgen.generation.samplers import TensorSampler, make_sampler
 from textgen.models.builder import build_model
-from textgen.saving import publish_directory, save_model_atomic
+from textgen.saving import save_model_atomic
+from textgen.files import publish_directory
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "tinyshakespeare.txt"
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"

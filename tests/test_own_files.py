@@ -203,7 +203,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(train
                                                                             monkeypatch):
     """Every write of a run fails part-way with ENOSPC (faked): one line naming the destination, the
     temporary file removed, the previous model and checkpoint as they were and still loadable."""
-    import textgen.saving as saving
+    import textgen.files as files
     from textgen.training.checkpoint import read_state
     from textgen.saving import load_keras_model
 
@@ -233,7 +233,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(train
         handle = real_open(path, mode, *args, **kwargs)
         return FullDisk(handle) if "w" in mode else handle
 
-    monkeypatch.setattr(saving, "open", full_open, raising=False)
+    monkeypatch.setattr(files, "open", full_open, raising=False)
     result = CliRunner().invoke(cli, resume_args(small_corpus, run_dir, **{"training.epochs": 3}))
     check_answer(result, 1, f"cannot be written (No space left on device); {RESUME_FIX}")
     error = next(line for line in result.stderr.splitlines() if line.startswith("Error: "))

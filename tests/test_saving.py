@@ -19,8 +19,8 @@ from textgen.config import ModelConfig
 from textgen.errors import ModelFileError, TextgenError
 from textgen.models.builder import build_model
 from textgen.models.layers import FORMAT_VERSION, find_token_embedding
-from textgen.saving import (load_keras_model, remove_temporaries, save_model_atomic, update_model_card,
-                            write_bytes_atomic, write_file_atomic, write_text_atomic)
+from textgen.saving import load_keras_model, save_model_atomic, update_model_card
+from textgen.files import remove_temporaries, write_bytes_atomic, write_file_atomic, write_text_atomic
 
 TOKENIZER = {"level": "char", "vocabulary": list("abcdef")}
 

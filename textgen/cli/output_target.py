@@ -55,7 +55,7 @@ def output_target(output_path, model_path) -> OutputTarget | None:
     pipe or tty is opened for appending. Renaming over any of these would replace the file
     behind the descriptor, or turn a device into a file. The model being read is refused.
     """
-    from textgen.saving import probe_writable
+    from textgen.files import probe_writable
 
     if output_path is None:
         return None
@@ -103,7 +103,7 @@ def _refuse_the_model(output_path, model_path) -> None:
 
 
 def write_output(target: OutputTarget, texts: list[str]) -> None:
-    from textgen.saving import remove_temporaries, write_text_atomic
+    from textgen.files import remove_temporaries, write_text_atomic
 
     text = "\n\n".join(texts) + "\n"
     if target.path is not None and not target.append:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import create_file
+from textgen.files import create_file
 
 STARTER_NAME = "textgen.yaml"
 PLACEHOLDER = "my-text.txt"  # a corpus path that names no file, so training says to fix corpus.paths

@@ -40,7 +40,7 @@ from textgen.data.progress import ReadProgress, size_text
 from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 from textgen.data.unknown import UnknownTokens
 from textgen.errors import CorpusError, UsageError
-from textgen.saving import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
+from textgen.files import publish_file, remove_file, remove_temporaries, write_failed, write_text_atomic
 
 CACHE_DIR = "cache"
 IDS_FILE = "ids.bin"

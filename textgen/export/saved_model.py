@@ -34,7 +34,7 @@ from textgen.generation.generate import Generator, banned_mask
 from textgen.generation.samplers import TensorSampler
 from textgen.generation.steppers import RecurrentStepper
 from textgen.models.layers import find_token_embedding
-from textgen.saving import publish_directory
+from textgen.files import publish_directory
 
 EXPORT_VERSION = 1  # the layout of assets.extra/textgen.json
 OPTIONS = [tf.TensorSpec([], tf.int32, name="length"), tf.TensorSpec([], tf.float32, name="temperature"),

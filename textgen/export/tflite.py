@@ -34,7 +34,7 @@ from textgen.errors import ModelFileError, UsageError
 from textgen.generation.steppers import make_stepper
 from textgen.models.architecture import model_kind
 from textgen.models.layers import find_token_embedding
-from textgen.saving import create_file
+from textgen.files import create_file
 
 SIGNATURE = "serving_default"
 LOOP_FILE = "generate.py"

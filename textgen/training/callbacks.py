@@ -29,7 +29,8 @@ import numpy as np
 from textgen.evaluation.metrics import per_token_metrics
 from textgen.training.checkpoint import save_checkpoint
 from textgen.errors import TextgenError
-from textgen.saving import save_model_atomic, write_text_atomic
+from textgen.saving import save_model_atomic
+from textgen.files import write_text_atomic
 
 
 CROSS_ENTROPY = "cross_entropy"  # a metric compiled in when `loss` also holds an L2 penalty

@@ -24,7 +24,8 @@ import keras
 import numpy as np
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import in_memory, remove_file, write_bytes_atomic, write_text_atomic
+from textgen.saving import in_memory
+from textgen.files import remove_file, write_bytes_atomic, write_text_atomic
 from textgen.training.advice import START_AGAIN
 
 CHECKPOINT_DIR = "checkpoint"

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import write_file_atomic
+from textgen.files import write_file_atomic
 
 HISTORY_FILE = "history.csv"
 PLOT_FILE = "loss.png"

@@ -33,7 +33,7 @@ from pathlib import Path
 from textgen.config import STDIN, Config
 from textgen.data.prepare import cache_dir
 from textgen.errors import TextgenError, UsageError
-from textgen.saving import remove_temporaries, write_file_atomic, write_text_atomic
+from textgen.files import remove_temporaries, write_file_atomic, write_text_atomic
 from textgen.training import advice
 from textgen.training.checkpoint import has_checkpoint, read_state
 

@@ -43,7 +43,8 @@ from textgen.errors import ModelFileError, UsageError
 from textgen.models.architecture import architecture_card
 from textgen.models.builder import architecture_summary, build_model
 from textgen.models.layers import FORMAT_VERSION, find_token_embedding
-from textgen.saving import load_keras_model, write_text_atomic
+from textgen.saving import load_keras_model
+from textgen.files import write_text_atomic
 from textgen.training.callbacks import CROSS_ENTROPY
 from textgen.training.checkpoint import read_averages, read_state, read_tokenizer, restore_checkpoint, write_tokenizer
 from textgen.training.distribute import DevicePlan, check_resumable_precision, plan_devices, private_dir
