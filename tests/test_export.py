@@ -279,3 +279,15 @@ def test_export_command_writes_a_folder_and_reports_it(tmp_path, trained_model):
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert loud.stdout.splitlines()[0].startswith(f"wrote {tmp_path / 'loud'} (") and "saved_model_cli run" in loud.stdout
     assert "exporting" in loud.stderr and "oneDNN" not in loud.stderr and "Traceback" not in loud.stderr
+
+
+def test_a_write_failure_inside_tensorflow_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, trained_model):
+    def full_disk(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "/x/variables.data: No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    with pytest.raises(TextgenError) as caught:
+        export_saved_model(load(trained_model).model, tmp_path / "out")
+    assert str(caught.value) == (f"{tmp_path / 'out'} cannot be written (/x/variables.data: No space left on device); "
+                                 "free some space, then run again")
+    assert list(tmp_path.iterdir()) == []

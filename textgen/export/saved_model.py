@@ -21,6 +21,7 @@ a single sample is about twice as fast, and TensorFlow Serving needs
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -180,7 +181,11 @@ def export_saved_model(model: keras.Model, output: str | Path, xla: bool = True)
              "tokenizer": embedding.tokenizer, "model_card": embedding.model_card}
 
     def write(folder: Path) -> None:
-        tf.saved_model.save(module, str(folder), signatures=module.signatures())
+        try:
+            tf.saved_model.save(module, str(folder), signatures=module.signatures())
+        except tf.errors.OpError as exc:  # TensorFlow's file writes fail with its own errors, not OSError
+            full = "No space left" in exc.message or "Disk quota" in exc.message
+            raise OSError(errno.ENOSPC if full else errno.EIO, exc.message.splitlines()[0]) from None
         extra = folder / "assets.extra"
         extra.mkdir()
         (extra / "textgen.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
