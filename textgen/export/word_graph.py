@@ -11,12 +11,14 @@ module tracks, so `tf.saved_model.save` keeps them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 from textgen.data.tokenizer.spacing import GROUPS, NOSPACE, SPACE, UNK, token_regex
 from textgen.data.tokenizer.word import WordTokenizer
-from textgen.export.re2_pattern import Unsupported, space_class, to_re2
+from textgen.export.re2_pattern import CODE_POINTS, SURROGATES, Unsupported, space_class, to_re2
 
 __all__ = ["GraphWordTokenizer", "Unsupported"]
 
@@ -32,6 +34,7 @@ class GraphWordTokenizer(tf.Module):
     def __init__(self, tokenizer: WordTokenizer, name: str = "word_tokenizer"):
         super().__init__(name=name)
         self.lowercase = bool(tokenizer.lowercase)
+        self.lower_fixes = lowercase_fixes() if self.lowercase else ()
         self.token_pattern = to_re2(token_regex(tokenizer.pattern).pattern)
         self.ends_in_space = "(?s).*" + space_class()  # Python's `text[-1:].isspace()`
         _check_compiles(self.token_pattern)
@@ -55,7 +58,7 @@ class GraphWordTokenizer(tf.Module):
         """tf.string (batch,) -> int32 RaggedTensor (batch, None): `encode_lenient(normalise_text(seed))[0]`."""
         text = normalise(seeds)
         if self.lowercase:
-            text = tf.strings.lower(text, encoding="utf-8")
+            text = lower(text, self.lower_fixes)
         gapped, tokens = self._find_tokens(text)
         ids = tf.ragged.map_flat_values(self.table.lookup, tokens)
         lengths = ids.row_lengths()
@@ -143,6 +146,34 @@ def normalise(seeds):
     text = tf.strings.unicode_transcode(seeds, "UTF-8", "UTF-8", errors="replace")
     text = tf.strings.regex_replace(text, "^\ufeff+", "")
     return tf.strings.regex_replace(tf.strings.regex_replace(text, "\r\n", "\n"), "\r", "\n")
+
+
+def lower(text, fixes):
+    """`str.lower` in graph ops: `tf.strings.lower` after `fixes` (see `lowercase_fixes`).
+
+    `tf.strings.lower` stops at a NUL character, so the text is lowered between NULs.
+    """
+    for upper, lowered in fixes:
+        text = tf.strings.regex_replace(text, rf"\x{{{ord(upper):x}}}", lowered)
+    pieces = tf.strings.split(text, sep="\0")
+    pieces = pieces.with_flat_values(tf.strings.lower(pieces.flat_values, encoding="utf-8") + "\0")
+    joined = tf.strings.reduce_join(pieces, axis=-1)  # a NUL as `separator` would read as none
+    length = tf.strings.length(joined)
+    return tf.strings.substr(joined, tf.zeros_like(length), length - 1)
+
+
+@functools.cache
+def lowercase_fixes() -> tuple[tuple[str, str], ...]:
+    """(character, its `str.lower()`) wherever `tf.strings.lower` disagrees with Python.
+
+    TensorFlow's case tables can follow an older Unicode version than Python's (characters
+    added later stay upper case there): those characters are lowered first, by replacement.
+    """
+    characters = [chr(cp) for cp in range(1, CODE_POINTS)
+                  if cp != ord("\n") and not SURROGATES[0] <= cp < SURROGATES[1]]
+    with tf.init_scope():
+        lowered = tf.strings.lower("\n".join(characters), encoding="utf-8").numpy().decode("utf-8").split("\n")
+    return tuple((c, c.lower()) for c, low in zip(characters, lowered) if low != c.lower())
 
 
 def _all_but_last(pieces):
