@@ -81,8 +81,9 @@ def test_classes_match_pythons_on_every_code_point(python_class):
     assert 0 < len(kept_by_python) < len(EVERY_CHARACTER) or python_class == r"(?s:.)"
 
 
-def test_the_token_pattern_finds_the_same_tokens_and_gaps_in_every_character():
-    text = " ".join(EVERY_CHARACTER[i:i + 7] for i in range(0, len(EVERY_CHARACTER), 7)) + "  "
+@pytest.mark.parametrize("count", [0x3000, pytest.param(len(EVERY_CHARACTER), marks=pytest.mark.slow)])
+def test_the_token_pattern_finds_the_same_tokens_and_gaps_in_every_character(count):
+    text = " ".join(EVERY_CHARACTER[i:i + 7] for i in range(0, count, 7)) + "  "
     tokenizer = word_fit("one two")
     gapped, tokens = GraphWordTokenizer(tokenizer)._find_tokens(tf.constant([text]))
     found = tokenizer._regex.findall(text)
@@ -136,13 +137,13 @@ def test_what_the_model_would_write_next_decodes_the_same(moby):
 @pytest.mark.parametrize("name, options", [("die_verwandlung_de.txt", {}),
                                            ("monte_cristo_t1_fr.txt", {"lowercase": True, "max_vocab": 200})])
 def test_german_and_french_small_vocabulary_and_lowercase(name, options):
-    text = read(name, 150_000)
+    text = read(name, 60_000)
     compiled = Compiled(word_fit(text, **options))
     rng = np.random.default_rng(3)
-    seeds = pieces(text, 100, rng)
+    seeds = pieces(text, 60, rng)
     compiled.check(seeds, generated_ids(compiled.tokenizer, rng, len(seeds), 30))
     if options.get("max_vocab"):
-        assert sum(compiled.tokenizer.encode(s).tolist().count(compiled.tokenizer.unk_id) for s in seeds) > 100
+        assert sum(compiled.tokenizer.encode(s).tolist().count(compiled.tokenizer.unk_id) for s in seeds) > 50
 
 
 @pytest.mark.slow
@@ -160,11 +161,11 @@ def test_every_bundled_corpus(path, options):
 
 
 def test_a_custom_pattern_translates():
-    text = read("monte_cristo_t1_fr.txt", 60_000) + "\n\u4e2d\u6587\u5b57 l'homme"
+    text = read("monte_cristo_t1_fr.txt", 20_000) + "\n\u4e2d\u6587\u5b57 l'homme"
     compiled = Compiled(word_fit(text, pattern=r"\w+'|\w+|[\u4e00-\u9fff]|\.{2,}?"))
     assert compiled.tokenizer.tokenize("l'homme") == ["l'", "homme"]
     rng = np.random.default_rng(5)
-    seeds = pieces(text, 60, rng) + ["\u4e2d\u6587\u5b57 l'homme"]
+    seeds = pieces(text, 40, rng) + ["\u4e2d\u6587\u5b57 l'homme"]
     compiled.check(seeds, generated_ids(compiled.tokenizer, rng, len(seeds), 30))
 
 
