@@ -104,35 +104,58 @@ class GraphWordTokenizer(tf.Module):
     # ------------------------------------------------------------------ the spacing rules
 
     def _layout(self, ids, mask, state):
-        """(whether a space goes before each token (batch, length), the state after the last), as `_layout`.
+        """(whether a space goes before each token (batch, length), the state after the last).
 
-        state: (after_newline, space_after, marker, quote parity (batch, GROUPS)), as `Spacing`.
+        `WordTokenizer._layout` over a batch: `mask` marks the tokens of each row, `state` is
+        (after_newline, space_after, marker, quote parity (batch, GROUPS)), as `Spacing`.
         """
-        columns = [tf.gather(table, ids) for table in (self.marker, self.newline, self.before, self.after, self.group)]
-        # One padding column, so the scan always has a step to return the final state from.
-        steps = [tf.transpose(tf.pad(c, [[0, 0], [0, 1]])) for c in (mask, *columns)]
-        spaced = tf.zeros_like(state[0])
-        *states, spaced = tf.scan(_step, tuple(steps), initializer=(*state, spaced))
-        final = tuple(s[-1] for s in states)
-        return tf.transpose(spaced)[:, :-1], final
+        batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
+        kind = tf.gather(self.marker, ids)
+        real = mask & (kind == 0)
+        count = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)  # real tokens per row
+        # The real tokens side by side, plus one empty column where the state after the last is read.
+        where = tf.ragged.boolean_mask(tf.broadcast_to(tf.range(length), [batch, length]), real)
+        where = tf.pad(where.to_tensor(length), [[0, 0], [0, 1]], constant_values=length)
+        tokens = tf.gather(tf.pad(ids, [[0, 0], [0, 1]]), where, batch_dims=1)
+        present = tf.sequence_mask(count, tf.shape(where)[1])
+        newline = tf.gather(self.newline, tokens) & present
+        after_newline = tf.concat([state[0][:, None], newline[:, :-1]], axis=1)
+        group = tf.where(present, tf.gather(self.group, tokens), -1)
+        in_group = tf.cast(group[:, :, None] == tf.range(GROUPS), tf.int32)
+        open_before = _quotes_open(in_group, newline & after_newline, state[3])  # (batch, tokens + 1, GROUPS)
+        opening = tf.reduce_sum(open_before * in_group, axis=2) % 2 == 0
+        quote = group >= 0
+        before = tf.where(quote, opening, tf.gather(self.before, tokens))
+        after = tf.where(quote, ~opening, tf.gather(self.after, tokens))
+        after_previous = tf.concat([state[1][:, None], after[:, :-1]], axis=1)
+        marker = _pending_markers(kind, real, mask, state[2])[:, :tf.shape(where)[1]]
+        space = tf.where(marker == 1, True, tf.where(marker == 2, False, after_previous & before))
+        spaced = space & ~newline & ~after_newline & present
+        rank = tf.cumsum(tf.cast(real, tf.int32), axis=1, exclusive=True)  # back to every position
+        final = (after_newline, after_previous, marker, open_before % 2)
+        return tf.gather(spaced, rank, batch_dims=1) & real, tuple(tf.gather(f, count, batch_dims=1) for f in final)
 
 
-def _step(carry, column):
-    """One token position of every row: whether the token is spaced, and the state after it."""
-    after_newline, space_after, marker, parity, _ = carry
-    valid, kind, newline, before, after, group = column
-    real = valid & (kind == 0)
-    newline &= real
-    parity = tf.where((newline & after_newline)[:, None], tf.zeros_like(parity), parity)  # a blank line
-    in_group = tf.cast(group[:, None] == tf.range(GROUPS), tf.int32)
-    opening = tf.reduce_sum(parity * in_group, axis=1) == 0
-    quote = group >= 0
-    before, after = tf.where(quote, opening, before), tf.where(quote, ~opening, after)
-    space = tf.where(marker == 1, True, tf.where(marker == 2, False, space_after & before))
-    spaced = real & space & ~newline & ~after_newline
-    return (tf.where(real, newline, after_newline), tf.where(real, after, space_after),
-            tf.where(real, 0, tf.where(valid & (kind > 0), kind, marker)),
-            tf.where(real[:, None], (parity + in_group) % 2, parity), spaced)
+def _quotes_open(in_group, paragraph, parity):
+    """Quotes of each group seen before each token since the paragraph began (plus the state's parity)."""
+    earlier = tf.cumsum(in_group, axis=1, exclusive=True)
+    breaks = tf.ragged.boolean_mask(earlier, paragraph).to_tensor()  # `earlier` at each blank line
+    breaks = tf.pad(breaks, [[0, 0], [0, 1], [0, 0]])
+    seen = tf.cumsum(tf.cast(paragraph, tf.int32), axis=1)
+    at_break = tf.gather(breaks, tf.maximum(seen - 1, 0), batch_dims=1)
+    return tf.where((seen > 0)[:, :, None], earlier - at_break, earlier + parity[:, None, :])
+
+
+def _pending_markers(kind, real, mask, waiting):
+    """The marker in force before each real token, then the one left after the last (batch, length + 1)."""
+    batch, length = tf.shape(kind)[0], tf.shape(kind)[1]
+    segment = tf.cumsum(tf.cast(real, tf.int32), axis=1, exclusive=True)  # the real token a marker precedes
+    segment += tf.range(batch)[:, None] * (length + 1)
+    position = tf.where(mask & ~real, tf.range(length)[None, :], -1)
+    last = tf.math.unsorted_segment_max(tf.reshape(position, [-1]), tf.reshape(segment, [-1]), batch * (length + 1))
+    last = tf.maximum(tf.reshape(last, [batch, length + 1]), -1)  # empty segments give the lowest int
+    marker = tf.where(last >= 0, tf.gather(tf.pad(kind, [[0, 0], [0, 1]]), tf.maximum(last, 0), batch_dims=1), 0)
+    return tf.concat([tf.where(last[:, :1] >= 0, marker[:, :1], waiting[:, None]), marker[:, 1:]], axis=1)
 
 
 def initial_state(batch):
