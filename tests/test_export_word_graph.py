@@ -96,7 +96,8 @@ def test_lowercasing_in_the_graph_equals_pythons_on_every_code_point():
         return lower(tf.constant([text]), lowercase_fixes())[0].numpy().decode("utf-8")
 
     assert graph_lower(EVERY_CHARACTER) == EVERY_CHARACTER.lower()
-    for word in ["ΟΔΟΣ ΟΔΟΣ.", "İSTANBUL", "ΣΑΣ Σ", "STRASSE ẞ", "A\0B\0\0Σ\0"]:  # final sigma, dotted I, NUL
+    # Final sigma, the dotted capital I, the sharp s, NUL characters.
+    for word in ["ΟΔΟΣ ΟΔΟΣ.", "İSTANBUL", "ΣΑΣ Σ", "STRASSE ẞ", "A\0B\0\0Σ\0"]:
         assert graph_lower(word) == word.lower()
     assert len(lowercase_fixes()) < 100  # letters newer than TensorFlow's case tables (docs/word-level.md)
 

@@ -3,9 +3,9 @@
 Encoding finds every token with one RE2 `regex_replace` that writes each match as
 `separators 0xFE token 0xFF` (two bytes that never occur in UTF-8 text), then splits on
 those bytes: RE2 has no findall. Laying out spaces (the spacing rules, pending markers,
-paired quotes counted per paragraph) is a recurrence over the tokens, run as one
-`tf.scan` step per token position over the whole batch at once. Everything the graph
-needs (the vocabulary, each token's spacing class) lives in tables and variables the
+paired quotes counted per paragraph) is vectorised as `WordTokenizer._layout` is: cumulative
+sums and segment maxima over the tokens of every row at once, no loop per token. Everything
+the graph needs (the vocabulary, each token's spacing class) lives in tables and variables the
 module tracks, so `tf.saved_model.save` keeps them.
 """
 
