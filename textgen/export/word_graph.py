@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from textgen.data.tokenizer.spacing import GROUPS, NOSPACE, SPACE, UNK, token_regex
 from textgen.data.tokenizer.word import WordTokenizer
+from textgen.export import graph_text
 from textgen.export.re2_pattern import CODE_POINTS, SURROGATES, Unsupported, space_class, to_re2
 
 __all__ = ["GraphWordTokenizer", "Unsupported"]
@@ -165,10 +166,11 @@ def initial_state(batch):
 
 
 def normalise(seeds):
-    """`textgen.data.corpus.normalise_text` in graph ops; bytes that are not UTF-8 become U+FFFD."""
-    text = tf.strings.unicode_transcode(seeds, "UTF-8", "UTF-8", errors="replace")
-    text = tf.strings.regex_replace(text, "^\ufeff+", "")
-    return tf.strings.regex_replace(tf.strings.regex_replace(text, "\r\n", "\n"), "\r", "\n")
+    """The seed as the CLI reads it (`graph_text.normalise`); bytes that are not UTF-8 become U+FFFD.
+
+    The token finder marks tokens with bytes that UTF-8 never holds, so the text must be UTF-8.
+    """
+    return graph_text.normalise(tf.strings.unicode_transcode(seeds, "UTF-8", "UTF-8", errors="replace"))
 
 
 def lower(text, fixes):
