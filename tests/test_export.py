@@ -291,3 +291,32 @@ def test_a_write_failure_inside_tensorflow_is_one_line_and_leaves_nothing(tmp_pa
     assert str(caught.value) == (f"{tmp_path / 'out'} cannot be written (/x/variables.data: No space left on device); "
                                  "free some space, then run again")
     assert list(tmp_path.iterdir()) == []
+
+
+def _word_export(tmp_path, pattern=None) -> tuple[Path, dict]:
+    text = CORPUS.read_text(encoding="utf-8")[:20_000]
+    tokenizer = WordTokenizer.fit(text, None)
+    config = {**tokenizer.get_config(), "pattern": pattern}
+    model = build_model(ModelConfig(cell="gru", units=8, embedding_dim=4), config)
+    folder = tmp_path / "export"
+    return folder, export_saved_model(model, folder, xla=False)
+
+
+def test_a_word_pattern_re2_cannot_run_exports_ids_in_and_out(tmp_path):
+    folder, facts = _word_export(tmp_path, pattern=r"\w+(?=\b)|[^\w\s]")
+    assert facts["strings_in_graph"] is False and "lookahead" in facts["unsupported"]
+    assert facts["signatures"]["serving_default"] == "ids"
+    loaded = tf.saved_model.load(str(folder))
+    inputs = loaded.signatures["serving_default"].structured_input_signature[1]
+    assert "seed_ids" in inputs and "seed" not in inputs
+    card = json.loads((folder / "assets.extra" / "textgen.json").read_text(encoding="utf-8"))
+    assert card["tokenizer"]["pattern"] == r"\w+(?=\b)|[^\w\s]" and card["unsupported"] == facts["unsupported"]
+
+
+def test_a_word_seed_without_tokens_is_refused_in_the_graph(tmp_path):
+    folder, facts = _word_export(tmp_path)
+    assert facts["strings_in_graph"] is True
+    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a seed has no tokens"):
+        signature(seed=tf.constant(["the king", "  \t "]), length=tf.constant(3), temperature=tf.constant(0.0),
+                  top_k=tf.constant(0), top_p=tf.constant(1.0), random_seed=tf.constant(0, tf.int64))

@@ -20,13 +20,6 @@ def normalise(seeds):
     return tf.strings.regex_replace(seeds, "\r\n?", "\n")
 
 
-def require_tokens(ids):
-    """`ids` (ragged, one row a seed) after checking that no row is empty: a seed needs a token to start from."""
-    return tf.debugging.assert_greater(
-        ids.row_lengths(), tf.constant(0, ids.row_splits.dtype),
-        message="a seed has no tokens the model can read; give at least one character of text to start from")
-
-
 class GraphCharTokenizer(tf.Module):
     """One id per code point, looked up in a dense table over code points (as CharTokenizer.lookup)."""
 
@@ -46,7 +39,7 @@ class GraphCharTokenizer(tf.Module):
         known = tf.debugging.assert_non_negative(
             ids.flat_values, message="a seed has a character the model does not know (not in its vocabulary); "
                                      "remove or replace it")
-        with tf.control_dependencies([known, require_tokens(ids)]):
+        with tf.control_dependencies([known]):
             return tf.ragged.map_flat_values(tf.identity, ids)
 
     def decode(self, seed_ids, seeds, ids):
@@ -55,7 +48,7 @@ class GraphCharTokenizer(tf.Module):
 
 
 def graph_tokenizer(tokenizer: Tokenizer) -> tf.Module:
-    """The in-graph twin of `tokenizer`; textgen.export.word_graph.Unsupported when there is none."""
+    """The in-graph twin of `tokenizer`; textgen.export.re2_pattern.Unsupported when there is none."""
     if isinstance(tokenizer, CharTokenizer):
         return GraphCharTokenizer(tokenizer)
     from textgen.export.word_graph import GraphWordTokenizer

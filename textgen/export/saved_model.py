@@ -29,7 +29,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from textgen.export.graph_text import graph_tokenizer, require_tokens
+from textgen.export.graph_text import graph_tokenizer
+from textgen.export.re2_pattern import Unsupported
 from textgen.generation import loops
 from textgen.generation.generate import Generator, banned_mask
 from textgen.generation.samplers import TensorSampler
@@ -63,15 +64,15 @@ class GenerationModule(tf.Module):
         self.unsupported = None  # why strings cannot go in and out, or None
         try:
             self.tokens = graph_tokenizer(generator.tokenizer)
-        except Exception as exc:  # noqa: BLE001 - the in-graph tokenizer names what it cannot do
-            if type(exc).__name__ != "Unsupported":
-                raise
+        except Unsupported as exc:  # a custom word pattern RE2 cannot run: ids in and out
             self.unsupported = str(exc)
         banned = banned_mask(generator.tokenizer)
         self._prime_loop = tf.function(loops.make_prime(self.stepper, banned), jit_compile=xla)
         self._chunk_loop = tf.function(loops.make_sample_loop(self.stepper, banned, TensorSampler(), False),
                                        jit_compile=xla)
-        self.text = tf.function(self._text, input_signature=[tf.TensorSpec([None], tf.string, name="seed"), *OPTIONS])
+        if self.tokens is not None:  # saving traces every function the module holds
+            self.text = tf.function(self._text, input_signature=[tf.TensorSpec([None], tf.string, name="seed"),
+                                                                 *OPTIONS])
         self.ids = tf.function(self._ids, input_signature=[tf.TensorSpec([None, None], tf.int32, name="seed_ids"),
                                                            *OPTIONS])
 
@@ -91,8 +92,7 @@ class GenerationModule(tf.Module):
     def _ids(self, seed_ids, length, temperature, top_k, top_p, random_seed):
         ragged = tf.RaggedTensor.from_tensor(seed_ids)
         in_range = tf.debugging.assert_less(seed_ids, self.vocab_size, message="a seed id is past the vocabulary")
-        checks = [in_range, tf.debugging.assert_non_negative(seed_ids, message="a seed id is negative"),
-                  require_tokens(ragged)]
+        checks = [in_range, tf.debugging.assert_non_negative(seed_ids, message="a seed id is negative")]
         with tf.control_dependencies(checks):
             return {"ids": self._generate(ragged, length, temperature, top_k, top_p, random_seed)}
 
@@ -107,7 +107,10 @@ class GenerationModule(tf.Module):
         """
         checks = [tf.debugging.assert_non_negative(length, message="length must be 0 or more"),
                   tf.debugging.assert_non_negative(random_seed, message="random_seed must be 0 or more"),
-                  tf.debugging.assert_greater(tf.shape(seed_ids.row_splits)[0], 1, message="give at least one seed")]
+                  tf.debugging.assert_greater(tf.shape(seed_ids.row_splits)[0], 1, message="give at least one seed"),
+                  tf.debugging.assert_greater(seed_ids.row_lengths(), tf.constant(0, seed_ids.row_splits.dtype),
+                                              message="a seed has no tokens the model can read; give at least one "
+                                                      "character of text to start from")]
         values = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
         with tf.control_dependencies(checks):
             batch = seed_ids.nrows(out_type=tf.int32)
