@@ -217,7 +217,7 @@ def test_an_existing_output_is_refused_and_left_as_it_was(exported, tmp_path):
     path, _, _ = exported("gru")
     target = tmp_path / "model.zip"
     target.write_bytes(b"mine")
-    with pytest.raises(UsageError, match="already exists.*another --output"):
+    with pytest.raises(UsageError, match="already exists and textgen never replaces it; give a new --output"):
         export_tflite(load_keras_model(path), target)
     assert target.read_bytes() == b"mine" and sorted(os.listdir(tmp_path)) == ["model.zip"]
 

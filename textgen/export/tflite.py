@@ -191,5 +191,4 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def _exists(path: Path) -> UsageError:
-    return UsageError(f"{path} already exists and textgen never replaces a file; give another --output "
-                      "or remove it first")
+    return UsageError(f"{path} already exists and textgen never replaces it; give a new --output")

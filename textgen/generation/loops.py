@@ -24,11 +24,6 @@ class LoopMode:
     jit: bool = False
 
 
-def chunk_starts(length: int):
-    """The first token of every chunk of a `length`-token run: 0, FIRST_CHUNK, then every CHUNK."""
-    return [0, *range(FIRST_CHUNK, length, CHUNK)] if length > 0 else []
-
-
 def uniforms(random_seed, offset, batch):
     """(CHUNK, batch) uniform numbers in [0, 1) for the chunk starting at token `offset`.
 
