@@ -45,13 +45,13 @@ class GraphWordTokenizer(tf.Module):
             tf.lookup.KeyValueTensorInitializer(tf.constant(vocabulary), tf.range(len(vocabulary), dtype=tf.int32)),
             default_value=self.unk_id)
         # Per token id: its text, its spacing class, whether it is a newline or a marker.
-        constant = dict(trainable=False)
-        self.text = tf.Variable(tokenizer._text, dtype=tf.string, **constant, name="text")
-        self.before = tf.Variable(tokenizer._before, dtype=tf.bool, **constant, name="space_before")
-        self.after = tf.Variable(tokenizer._after, dtype=tf.bool, **constant, name="space_after")
-        self.group = tf.Variable(tokenizer._group.astype(np.int32), **constant, name="quote_group")
-        self.newline = tf.Variable(tokenizer._newline, dtype=tf.bool, **constant, name="newline")
-        self.marker = tf.Variable(tokenizer._marker.astype(np.int32), **constant, name="marker_kind")
+        spacing, constant = tokenizer.spacing_table(), dict(trainable=False)
+        self.text = tf.Variable(spacing["text"].tolist(), dtype=tf.string, **constant, name="text")
+        self.before = tf.Variable(spacing["before"], dtype=tf.bool, **constant, name="space_before")
+        self.after = tf.Variable(spacing["after"], dtype=tf.bool, **constant, name="space_after")
+        self.group = tf.Variable(spacing["group"].astype(np.int32), **constant, name="quote_group")
+        self.newline = tf.Variable(spacing["newline"], dtype=tf.bool, **constant, name="newline")
+        self.marker = tf.Variable(spacing["marker"].astype(np.int32), **constant, name="marker_kind")
 
     # ------------------------------------------------------------------ text -> ids
 

@@ -110,6 +110,14 @@ class WordTokenizer(Tokenizer):
         """The tokens the model sees, as strings (unknown tokens as `<unk>`)."""
         return [self.vocabulary[i] for i in self.encode(text).tolist()]
 
+    def spacing_table(self) -> dict[str, np.ndarray]:
+        """What decoding reads per token id: "text" (empty for a marker), "before" and "after"
+        (a space by rule), "group" (its paired-quote group, -1 for none), "newline", and
+        "marker" (0 none, 1 `<space>`, 2 `<nospace>`). For twins of this tokenizer elsewhere
+        (textgen.export.word_graph), so the rules stay defined here alone."""
+        return {"text": np.array(self._text, dtype=object), "before": self._before, "after": self._after,
+                "group": self._group, "newline": self._newline, "marker": self._marker}
+
     @property
     def marker_ids(self) -> tuple[int, ...]:
         return (self._index[SPACE], self._index[NOSPACE])
