@@ -375,3 +375,55 @@ def test_port_in_use_is_a_one_line_error():
                                 env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _BrokenEngine:
+    """An engine that fails in the two ways the app must turn into one line: raising, and an error event."""
+
+    pending = 0
+
+    def start(self):
+        pass
+
+    def stop(self, drain=True, timeout=30.0):
+        pass
+
+    def submit(self, request):
+        if request.length == 13:
+            raise RuntimeError("engine exploded\n  with a second line")
+        return _FailingJob()
+
+
+class _FailingJob:
+    async def events(self):
+        yield {"type": "error", "error": "the loop failed: out of memory"}
+
+    def cancel(self):
+        pass
+
+
+def test_failures_inside_are_a_500_with_one_line_and_no_traceback():
+    from textgen.serve.app import create_app
+    from textgen.serve.server import DrainingServer, bind
+
+    import uvicorn
+
+    app = create_app(_BrokenEngine(), {"name": "broken"}, limits=Limits())
+    sock = bind("127.0.0.1", 0)
+    server = DrainingServer(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, "the server to start")
+        port = sock.getsockname()[1]
+        status, _, answer = generate(port, {"seed": SEED, "length": 13})
+        assert status == 500 and answer["error"].count("\n") == 0 and "RuntimeError" in answer["error"]
+        assert "exploded" not in answer["error"] and "Traceback" not in answer["error"]
+        status, _, answer = generate(port, {"seed": SEED, "length": 5})
+        assert status == 500 and answer == {"error": "the loop failed: out of memory", "field": None}
+        conn, response = open_stream(port, {"seed": SEED, "length": 5})
+        assert list(sse_events(response)) == [("error", {"error": "the loop failed: out of memory"})]
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(60)
