@@ -122,8 +122,8 @@ def server(generator):
 
 @pytest.fixture(scope="module")
 def busy(generator):
-    """A server that holds one request and one stream at a time, with room for long ones."""
-    running = Server(generator, max_queue=1, max_streams=1, max_length=100_000)
+    """A server that holds one stream at a time, with room for long requests."""
+    running = Server(generator, max_streams=1, max_length=100_000)
     yield running
     running.close()
 
@@ -253,16 +253,18 @@ def test_bearer_token_guards_all_but_health_and_page(generator):
         guarded.close()
 
 
-def test_queue_and_stream_limits_answer_429(busy):
+def test_stream_limit_answers_429(busy):
     conn, response = open_stream(busy.port, {"seed": SEED, "length": 100_000})
     first = next(sse_events(response))
     assert first[0] == "message"
-    status, answer_response, answer = generate(busy.port, {"seed": SEED, "length": 5})
-    assert status == 429 and answer_response.getheader("retry-after") and "\n" not in answer["error"]
     status, answer_response, answer = generate(busy.port, {"seed": SEED, "length": 5, "stream": True})
     assert status == 429 and "--max-streams" in answer["error"] and answer_response.getheader("retry-after")
+    assert generate(busy.port, {"seed": SEED, "length": 5})[0] == 200  # a JSON answer needs no stream
     conn.close()
     wait_for(lambda: call(busy.port, "GET", "/healthz")[2]["pending"] == 0, "the stream's job to be cancelled")
+    conn, response = open_stream(busy.port, {"seed": SEED, "length": 5})  # the stream's place is free again
+    assert list(sse_events(response))[-1][0] == "done"
+    conn.close()
 
 
 def test_client_leaving_mid_stream_frees_its_job(busy):
@@ -277,7 +279,7 @@ def test_client_leaving_mid_stream_frees_its_job(busy):
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
         wait_for(lambda: call(busy.port, "GET", "/healthz")[2]["pending"] == 0, "the job to be cancelled")
-        status, _, answer = generate(busy.port, {"seed": SEED, "length": 10})  # the queue (one place) is free
+        status, _, answer = generate(busy.port, {"seed": SEED, "length": 10})
         assert status == 200 and answer["samples"][0]["tokens"] == 10
 
 
@@ -378,7 +380,7 @@ def test_port_in_use_is_a_one_line_error():
 
 
 class _BrokenEngine:
-    """An engine that fails in the two ways the app must turn into one line: raising, and an error event."""
+    """An engine that fails in the ways the app must answer in one line: a full queue, raising, an error event."""
 
     pending = 0
 
@@ -389,6 +391,10 @@ class _BrokenEngine:
         pass
 
     def submit(self, request):
+        from textgen.serve.engine import QueueFull
+
+        if request.length == 7:
+            raise QueueFull("the queue holds 256 requests already")
         if request.length == 13:
             raise RuntimeError("engine exploded\n  with a second line")
         return _FailingJob()
@@ -402,7 +408,7 @@ class _FailingJob:
         pass
 
 
-def test_failures_inside_are_a_500_with_one_line_and_no_traceback():
+def test_a_full_queue_is_429_and_failures_inside_a_one_line_500():
     from textgen.serve.app import create_app
     from textgen.serve.server import DrainingServer, bind
 
@@ -416,6 +422,8 @@ def test_failures_inside_are_a_500_with_one_line_and_no_traceback():
     try:
         wait_for(lambda: server.started, "the server to start")
         port = sock.getsockname()[1]
+        status, response, answer = generate(port, {"seed": SEED, "length": 7})
+        assert status == 429 and response.getheader("retry-after") == "1" and "queue" in answer["error"]
         status, _, answer = generate(port, {"seed": SEED, "length": 13})
         assert status == 500 and answer["error"].count("\n") == 0 and "RuntimeError" in answer["error"]
         assert "exploded" not in answer["error"] and "Traceback" not in answer["error"]
