@@ -423,7 +423,7 @@ def test_a_full_queue_is_429_and_failures_inside_a_one_line_500():
         wait_for(lambda: server.started, "the server to start")
         port = sock.getsockname()[1]
         status, response, answer = generate(port, {"seed": SEED, "length": 7})
-        assert status == 429 and response.getheader("retry-after") == "1" and "queue" in answer["error"]
+        assert status == 429 and response.getheader("retry-after") == "1" and "--max-queue" in answer["error"]
         status, _, answer = generate(port, {"seed": SEED, "length": 13})
         assert status == 500 and answer["error"].count("\n") == 0 and "RuntimeError" in answer["error"]
         assert "exploded" not in answer["error"] and "Traceback" not in answer["error"]

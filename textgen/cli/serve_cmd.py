@@ -54,7 +54,7 @@ def _token(ctx, param, value: str | None) -> str | None:
               show_default=True,
               help="Most samples one request may ask for: num_samples times its temperatures (422 above it).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Requests queued or running at once; more are refused with 429 and Retry-After.")
+              help="Requests waiting for the engine to start them; more are refused with 429 and Retry-After.")
 @click.option("--max-streams", type=click.IntRange(min=1), default=_DEFAULTS.max_streams, show_default=True,
               help="Streaming responses open at once; more are refused with 429 and Retry-After.")
 @click.option("--batch-window-ms", type=click.FloatRange(min=0, max=1000), default=5.0, show_default=True,
@@ -62,10 +62,11 @@ def _token(ctx, param, value: str | None) -> str | None:
 @click.pass_context
 def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_num_samples, max_queue, max_streams,
           batch_window_ms):
-    """Serve a model over HTTP: a JSON and streaming API, and a playground page at /.
+    """Serve a model over HTTP: a JSON and streaming API, and a playground page.
 
     Requests that arrive together run as one batch. Ctrl-C or SIGTERM stops accepting
-    connections, answers the requests in flight, then exits with 0. See docs/serve.md.
+    connections, answers the requests in flight, then exits with 0. Open the printed
+    address in a browser for the playground; docs/serve.md has the API.
     """
     from textgen.errors import UsageError
     from textgen.generation.generate import load

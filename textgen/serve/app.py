@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import logging
 import time
 from importlib import resources
 
@@ -29,7 +28,6 @@ from textgen.serve.body import BodyError, Limits, decode, read_body
 __all__ = ["Limits", "create_app", "describe_model"]
 
 RETRY_AFTER = "1"  # seconds a client refused for load (429) waits before trying again
-_LOG = logging.getLogger("textgen.serve")
 _PLACEHOLDER = ("<!doctype html><meta charset='utf-8'><title>textgen serve</title>"
                 "<p>The playground page is not installed; the API is at POST /v1/generate (docs/serve.md).")
 
@@ -158,9 +156,10 @@ class _Api:
         try:
             for one in requests:
                 jobs.append(self.engine.submit(one))
-        except QueueFull as exc:
+        except QueueFull:
             _cancel(jobs)
-            raise BodyError(f"{exc}; try again shortly", status=429) from None
+            raise BodyError("the server's queue is full; try again shortly, or start it with a higher --max-queue",
+                            status=429) from None
         except UsageError as exc:
             _cancel(jobs)
             raise BodyError(str(exc)) from None
