@@ -112,12 +112,12 @@ class GenerationModule(tf.Module):
                                               message="a seed has no tokens the model can read; give at least one "
                                                       "character of text to start from")]
         values = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(checks):  # everything below waits for the checks, the branches too
             batch = seed_ids.nrows(out_type=tf.int32)
-        lengths = seed_ids.row_lengths()
-        dense = seed_ids.to_tensor()
-        same = tf.logical_and(tf.reduce_all(tf.equal(lengths, lengths[0])),
-                              tf.reduce_all(tf.equal(dense, dense[:1])))
+            lengths = tf.identity(seed_ids.row_lengths())
+            dense = tf.identity(seed_ids.to_tensor())
+            same = tf.logical_and(tf.reduce_all(tf.equal(lengths, lengths[0])),
+                                  tf.reduce_all(tf.equal(dense, dense[:1])))
 
         def together():
             return self._sample(dense[0][:lengths[0]], batch, tf.range(batch), batch, length, values, random_seed)
