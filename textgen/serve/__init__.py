@@ -1,0 +1,1 @@
+"""textgen serve: an HTTP API whose concurrent requests run as one batch, and a web playground."""
