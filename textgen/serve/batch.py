@@ -122,4 +122,4 @@ class RowBatch:
             job.advance(samples)
         # The padding rows stay at the end of the tensors; every later use gathers real rows by index.
         self.keep([r for r, (job, sample) in enumerate(self.rows)
-                   if not job.finished and not job.cancelled and job.ended[sample] is None])
+                   if not job.finished and job.ended[sample] is None])
