@@ -30,7 +30,7 @@ from textgen.serve.job import GenerationFailed, Job, JobCancelled
 
 __all__ = ["BatchEngine", "GenerationFailed", "Job", "JobCancelled", "QueueFull"]
 
-ENGINE_CHUNK = 32  # tokens per compiled call: how often rows may join, leave and stream; measured
+ENGINE_CHUNK = 16  # tokens per compiled call, how often rows join, leave and stream: 16 beat 32 and 64 (measured)
 
 
 class QueueFull(UsageError):

@@ -128,6 +128,8 @@ class Job:
 
     def advance(self, tokens: dict[int, np.ndarray]) -> None:
         """Take the next tokens of each live sample (sample -> ids), find ends, post text events."""
+        if self._finished.is_set():  # ended meanwhile (stop() gave up waiting for the worker)
+            return
         request = self.request
         take = min(len(next(iter(tokens.values()))), request.length - self.produced) if tokens else 0
         self.produced += take
