@@ -179,6 +179,7 @@ def test_an_error_in_the_worker_ends_its_jobs_and_the_engine_keeps_serving(char_
         engine.stop()
 
 
+@pytest.mark.slow
 def test_transformer_jobs_share_a_batch_only_at_one_position():
     keras.utils.set_random_seed(1)
     tokenizer = CharTokenizer(sorted(set(SHAKESPEARE)))
