@@ -126,9 +126,16 @@ class BatchEngine:
                     self._gather_window()
                 arrivals = list(self._waiting)
                 self._waiting.clear()
-            self._admit(arrivals)
-            for batch in list(self._batches):
-                self._step(batch)
+            try:
+                self._admit(arrivals)
+                for batch in list(self._batches):
+                    self._step(batch)
+            except Exception as error:  # a bug of the engine's own: end what it touched, keep serving
+                message = _one_line(error)
+                for job in arrivals + [job for batch in self._batches for job in batch.jobs]:
+                    job.fail(message)
+                for batch in self._batches:
+                    batch.keep([])
             with self._lock:
                 self._batches = [batch for batch in self._batches if batch.rows]
         with self._lock:
