@@ -320,3 +320,18 @@ def test_a_word_seed_without_tokens_is_refused_in_the_graph(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="a seed has no tokens"):
         signature(seed=tf.constant(["the king", "  \t "]), length=tf.constant(3), temperature=tf.constant(0.0),
                   top_k=tf.constant(0), top_p=tf.constant(1.0), random_seed=tf.constant(0, tf.int64))
+
+
+def test_different_seeds_sample_the_columns_one_batch_would_draw(pretrained_export):
+    """Row i of a call with different seeds draws column i of the call's uniform numbers: the same
+    text as row i of a call whose seeds are all equal to row i's seed."""
+    signature = tf.saved_model.load(str(pretrained_export)).signatures["serving_default"]
+
+    def texts(seeds):
+        return signature(seed=tf.constant(seeds), length=tf.constant(30), temperature=tf.constant(1.0),
+                         top_k=tf.constant(0), top_p=tf.constant(1.0),
+                         random_seed=tf.constant(4, tf.int64))["text"].numpy().tolist()
+
+    mixed = texts(["ROMEO:", "JULIET:", "KING:"])
+    assert mixed[1] == texts(["JULIET:"] * 3)[1] and mixed[2] == texts(["KING:"] * 3)[2]
+    assert len(set(mixed)) == 3

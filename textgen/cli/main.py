@@ -24,7 +24,7 @@ import click
 
 from textgen import __version__
 from textgen.cli import (evaluate_cmd, export_cmd, generate_cmd, info_cmd, init_cmd, plot_cmd, prepare_cmd,
-                         presets_cmd, train_cmd)
+                         presets_cmd, serve_cmd, train_cmd)
 from textgen.errors import TextgenError, UsageError
 
 
@@ -227,5 +227,6 @@ def _die_by(signum: int) -> None:
 
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
-                 export_cmd.export, info_cmd.info, plot_cmd.plot, presets_cmd.presets, init_cmd.init):
+                 export_cmd.export, info_cmd.info, plot_cmd.plot, presets_cmd.presets, init_cmd.init,
+                 serve_cmd.serve):
     cli.add_command(_command)

@@ -120,22 +120,22 @@ class GenerationModule(tf.Module):
                               tf.reduce_all(tf.equal(dense, dense[:1])))
 
         def together():
-            return self._sample(dense[0][:lengths[0]], batch, tf.range(batch), length, values, random_seed)
+            return self._sample(dense[0][:lengths[0]], batch, tf.range(batch), batch, length, values, random_seed)
 
         def one_by_one():
             def row(i):
-                return self._sample(seed_ids[i], 1, i[None], length, values, random_seed)[0]
+                return self._sample(seed_ids[i], 1, i[None], batch, length, values, random_seed)[0]
             return tf.map_fn(row, tf.range(batch), fn_output_signature=tf.TensorSpec([None], tf.int32))
 
         return tf.cond(same, together, one_by_one)
 
-    def _sample(self, seed, rows, columns, length, values, random_seed):
-        """(rows, length) ids after one `seed` (ids); row r draws column columns[r] of each chunk's uniforms."""
+    def _sample(self, seed, rows, columns, batch, length, values, random_seed):
+        """(rows, length) ids after one `seed` (ids); row r draws column columns[r] of each chunk's
+        uniforms for the whole call's `batch` of rows."""
         states = self._tile(self._prime(seed), rows)
         last = tf.fill([rows], seed[-1])
         seen = tf.zeros([rows, 0], tf.bool)  # the repetition penalty is not part of the signature
         penalty = tf.constant(1.0)
-        batch = tf.reduce_max(columns) + 1
         chunks = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, None])
 
         def body(i, produced, states, last, chunks):
