@@ -31,7 +31,7 @@ from textgen.errors import ModelFileError, UsageError
 from textgen.generation import loops
 from textgen.generation.loops import LoopMode
 from textgen.generation.request import MAX_NUM_SAMPLES, Request, Sample, find_end, fresh_random_seed, tokens_within
-from textgen.generation.samplers import Sampler, make_sampler
+from textgen.generation.samplers import Sampler, TensorSampler, make_sampler
 from textgen.generation.session import StepSession
 from textgen.generation.steppers import make_stepper
 from textgen.models import cells
@@ -190,6 +190,20 @@ class Generator:
     def session(self, seed: str, strict: bool = False) -> "StepSession":
         """A token-by-token session from `seed`, driven by the caller (see `StepSession`)."""
         return StepSession(self, seed, strict)
+
+    def prime_states(self, seed_ids: np.ndarray):
+        """One row's float32 states after all but the last seed token (the last starts the loop).
+
+        For callers that assemble their own batches (textgen.serve) from the stepper's
+        `initial_states` layout; rows of different seeds join along `stepper.batch_axis`.
+        """
+        return self._prime(LoopMode(jit=self.jit_compile is not False), seed_ids, 1)
+
+    def row_sample_loop(self, penalised: bool):
+        """The compiled float32 sampling loop whose options are per row (a `TensorSampler`'s values of
+        shape (batch,), penalty (batch,)), for callers that batch different requests together."""
+        mode = LoopMode(tf.float32, self.jit_compile if self.jit_compile is not None else True)
+        return self._function("sample", mode, TensorSampler(), penalised)
 
     # ------------------------------------------------------------------ the engine
 

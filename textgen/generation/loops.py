@@ -115,7 +115,11 @@ def make_beam_loop(stepper, banned, sampler):
 
 
 def _apply_penalty(logits, seen, penalty):
-    """Divide positive logits (multiply negative ones) of tokens already present by `penalty`."""
+    """Divide positive logits (multiply negative ones) of tokens already present by `penalty`.
+
+    `penalty` is one number for every row or one per row (batch,).
+    """
+    penalty = tf.reshape(penalty, [-1, 1])
     penalised = tf.where(logits > 0, logits / penalty, logits * penalty)
     return tf.where(seen, penalised, logits)
 

@@ -40,21 +40,30 @@ def draw(logits, uniform):
 
 
 def top_k_filter(logits, k):
-    """`logits` with all but the k largest of each row set to -inf (k is clipped to the vocabulary)."""
+    """`logits` with all but the k largest of each row set to -inf (k is clipped to the vocabulary).
+
+    k is one number for every row or one per row (batch,).
+    """
     # A sort and a gather rather than tf.math.top_k: k stays a tensor, which XLA allows.
-    k = tf.minimum(k, tf.shape(logits)[-1])
-    kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=-1)[:, None]
+    k = tf.broadcast_to(tf.minimum(k, tf.shape(logits)[-1]), tf.shape(logits)[:1])
+    kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=-1, batch_dims=1)[:, None]
     return tf.where(logits < kth, tf.constant(_NEG_INF, logits.dtype), logits)
 
 
 def top_p_filter(logits, p):
-    """`logits` with -inf outside each row's nucleus: the fewest tokens whose probabilities reach p."""
+    """`logits` with -inf outside each row's nucleus: the fewest tokens whose probabilities reach p.
+
+    p is one number for every row or one per row (batch,); p = 1 keeps every token.
+    """
     sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
     probs = tf.nn.softmax(sorted_logits, axis=-1)
     # Mass strictly before each token; a token is kept while that mass is below p,
-    # so the most likely token is always kept.
+    # so the most likely token is always kept. At p = 1 rounding could make that mass reach
+    # 1 before the last tokens, so p = 1 keeps all explicitly: the whole vocabulary, as
+    # plain sampling draws from.
     before = tf.math.cumsum(probs, axis=-1, exclusive=True)
-    keep = before < tf.cast(p, probs.dtype)
+    p = tf.reshape(tf.cast(p, probs.dtype), [-1, 1])
+    keep = (before < p) | (p >= 1.0)
     n_keep = tf.maximum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1), 1)
     threshold = tf.gather(sorted_logits, n_keep - 1, axis=-1, batch_dims=1)[:, None]
     return tf.where(logits < threshold, tf.constant(_NEG_INF, logits.dtype), logits)
@@ -198,11 +207,13 @@ class BeamSampler(Sampler):
 class TensorSampler(Sampler):
     """Every strategy but beam search in one compiled loop, chosen per call by tensor values.
 
-    For graphs whose options arrive as tensors (an exported model's signature): temperature
-    0 or below is greedy; top_k above 0 keeps the k most likely tokens; top_p below 1 keeps
-    the nucleus (after top-k when both are given). Each branch is computed exactly as the
-    matching strategy class computes it, so the same logits and uniform numbers pick the
-    same token as `make_sampler`'s sampler for those options.
+    For graphs whose options arrive as tensors (an exported model's signature, a server's
+    batch of requests): temperature 0 or below is greedy; top_k above 0 keeps the k most
+    likely tokens; top_p below 1 keeps the nucleus (after top-k when both are given). Each
+    value is one number for the whole batch, or one per row (shape (batch,)) so every row
+    keeps its own strategy. Each branch is computed exactly as the matching strategy class
+    computes it, so the same logits and uniform numbers pick the same token as
+    `make_sampler`'s sampler for those options.
     """
 
     name = "tensor"
@@ -214,14 +225,22 @@ class TensorSampler(Sampler):
         return {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
     def filter_logits(self, logits, values):
-        k, p = values["top_k"], values["top_p"]
-        logits = tf.cond(k > 0, lambda: top_k_filter(logits, tf.maximum(k, 1)), lambda: logits)
-        return tf.cond(p < 1.0, lambda: top_p_filter(logits, p), lambda: logits)
+        k, p = tf.convert_to_tensor(values["top_k"]), tf.convert_to_tensor(values["top_p"])
+        if k.shape.rank == 0:  # one strategy for all rows: skip the filters it does not use
+            logits = tf.cond(k > 0, lambda: top_k_filter(logits, tf.maximum(k, 1)), lambda: logits)
+            return tf.cond(p < 1.0, lambda: top_p_filter(logits, p), lambda: logits)
+        # Per row: a filter runs when any row uses it; rows that do not keep their logits.
+        logits = tf.cond(tf.reduce_any(k > 0),
+                         lambda: tf.where(k[:, None] > 0, top_k_filter(logits, tf.maximum(k, 1)), logits),
+                         lambda: logits)
+        return tf.cond(tf.reduce_any(p < 1.0),
+                       lambda: tf.where(p[:, None] < 1.0, top_p_filter(logits, p), logits), lambda: logits)
 
     def next_token(self, logits, uniform, values):
-        temperature = values["temperature"]
+        temperature = tf.cast(values["temperature"], logits.dtype)
         greedy = temperature <= 0.0
-        scaled = logits / tf.where(greedy, tf.constant(1.0, logits.dtype), tf.cast(temperature, logits.dtype))
+        divisor = tf.where(greedy, tf.constant(1.0, logits.dtype), temperature)
+        scaled = logits / (divisor[:, None] if divisor.shape.rank == 1 else divisor)
         drawn = draw(self.filter_logits(scaled, values), uniform)
         return tf.where(greedy, tf.argmax(logits, axis=-1, output_type=tf.int32), drawn)
 
