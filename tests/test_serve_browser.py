@@ -1,0 +1,338 @@
+"""The playground page in a real headless Chromium: streaming, Stop, errors, the token, phone layout.
+
+The browser is Debian's `chromium` driven by Selenium through Debian's `chromedriver` (both
+installed by .ci/run); without them every test here is skipped with the reason in the summary.
+
+The page talks to the server of the `serve` fixture: a stand-in written here with the standard
+library that speaks the HTTP API of docs/serve.md (/, /v1/model, /v1/generate with SSE, /healthz,
+bearer tokens) and streams real text from the pretrained model, slowly and with every event cut
+in two, so streaming and the page's event parser are seen at work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shutil
+import struct
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+
+import pytest
+
+from textgen.errors import UsageError
+
+SEED = "ROMEO:"
+LAPTOP = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+PHONE = {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True}
+WAIT = 60  # seconds any one thing may take on a busy 2-core machine before the test fails
+
+
+# ------------------------------------------------------------------ the stand-in server
+
+class _StandIn(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, generator, token: str | None, piece_delay: float):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.generator, self.token, self.piece_delay = generator, token, piece_delay
+        self.lock = threading.Lock()  # one Generator: generations take turns
+        self.pending = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _StandIn
+
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+    def do_GET(self):
+        if self.path == "/":
+            page = resources.files("textgen.serve").joinpath("static/index.html").read_bytes()
+            return self._send(200, page, "text/html; charset=utf-8")
+        if self.path == "/healthz":
+            return self._json(200, {"status": "ok", "pending": self.server.pending})
+        if not self._authorised():
+            return None
+        if self.path == "/v1/model":
+            return self._json(200, _model_facts(self.server.generator))
+        return self._json(404, {"error": f"no such endpoint {self.path}", "field": None})
+
+    def do_POST(self):
+        if not self._authorised():
+            return None
+        if self.path != "/v1/generate":
+            return self._json(404, {"error": f"no such endpoint {self.path}", "field": None})
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        try:
+            request = _request_of(body)
+            self.server.generator.check(request)
+        except UsageError as err:
+            return self._json(422, {"error": str(err), "field": "seed" if "seed" in str(err) else None})
+        self.server.pending += 1
+        try:
+            with self.server.lock:
+                self._stream(request)
+        finally:
+            self.server.pending -= 1
+
+    def _stream(self, request):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        started, text = time.perf_counter(), ""
+        try:
+            for piece in self.server.generator.stream(request):
+                text += piece
+                self._event(None, {"text": piece})
+                time.sleep(self.server.piece_delay)
+            self._event("done", {"samples": [{"text": text, "tokens": len(text), "stopped_by": "length"}],
+                                 "random_seed": request.random_seed, "model": "shakespeare-char",
+                                 "seconds": round(time.perf_counter() - started, 3)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the page's Stop closed the connection: this generation ends here
+
+    def _event(self, name, data):
+        """Write one SSE event in two halves, so the page meets events cut by the network."""
+        event = (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+        raw = event.encode()
+        for part in (raw[:len(raw) // 2], raw[len(raw) // 2:]):
+            self.wfile.write(part)
+            self.wfile.flush()
+            time.sleep(0.005)
+
+    def _authorised(self) -> bool:
+        if self.server.token is None or self.headers.get("Authorization") == f"Bearer {self.server.token}":
+            return True
+        self._json(401, {"error": "this server needs a bearer token", "field": None})
+        return False
+
+    def _json(self, status, payload):
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _send(self, status, body: bytes, content_type: str):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _request_of(body: dict):
+    from textgen.generation.request import Request, fresh_random_seed
+    from textgen.generation.samplers import make_sampler
+
+    return Request(seed=body["seed"], length=body.get("length", 200),
+                   sampler=make_sampler(body.get("temperature"), None, None, None),
+                   random_seed=body.get("random_seed", fresh_random_seed()))
+
+
+def _model_facts(generator) -> dict:
+    from textgen.models.architecture import architecture
+
+    return {**generator.model_card, "name": "shakespeare-char", "level": "char",
+            "vocab_size": generator.tokenizer.vocab_size, "architecture": architecture(generator.model)}
+
+
+@contextlib.contextmanager
+def stand_in_server(generator, token: str | None = None):
+    """A stand-in server on a free loopback port; yields its base URL."""
+    server = _StandIn(generator, token, piece_delay=0.25)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def generator():
+    import textgen
+    from textgen.pretrained import default_model_path
+
+    return textgen.load(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def serve(generator):
+    """`with serve(token=None) as url:` a server of the page and the API; the one place that picks which."""
+    return functools.partial(stand_in_server, generator)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("headless Chromium is not installed: apt-get install chromium chromium-driver "
+                    "(as .ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,800"):
+        options.add_argument(flag)
+    # Explicit paths for both, so Selenium Manager never looks for (or downloads) a browser or driver.
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# ------------------------------------------------------------------ helpers
+
+def _open(browser, url, metrics):
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    browser.get(url)
+    browser.execute_script("sessionStorage.clear()")
+    _record_output_lengths(browser)
+
+
+def _record_output_lengths(browser):
+    """Every length the generated text in #output takes, however fast the pieces come.
+
+    The page appends each piece by setting the text of the span after the seed's, which adds a
+    new text node each time; a MutationObserver's records keep every one of those nodes.
+    """
+    browser.execute_script("""
+        window.outputLengths = [];
+        new MutationObserver((records) => {
+            for (const record of records)
+                for (const node of record.addedNodes)
+                    if (node.nodeType === Node.TEXT_NODE && !record.target.classList.contains('seed'))
+                        window.outputLengths.push(node.data.length);
+        }).observe(document.getElementById('output'), {childList: true, subtree: true});
+    """)
+
+
+def _el(browser, element_id):
+    return browser.find_element("id", element_id)
+
+
+def _until(browser, condition, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT, poll_frequency=0.05).until(lambda _: condition(), message=what)
+
+
+def _status(browser) -> str:
+    return _el(browser, "status").text
+
+
+def _output(browser) -> str:
+    return browser.execute_script("return document.getElementById('output').textContent")
+
+
+def _generate(browser, seed: str, length: int):
+    seed_box = _el(browser, "seed")
+    seed_box.clear()
+    seed_box.send_keys(seed)
+    length_box = _el(browser, "length")
+    length_box.clear()
+    length_box.send_keys(str(length))
+    _el(browser, "generate").click()
+
+
+def _pending(url) -> int:
+    with urllib.request.urlopen(url + "healthz", timeout=10) as response:
+        return json.load(response)["pending"]
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _streams_to_done(browser, length: int):
+    """Generate and check the text arrived in pieces, then in full, ending with `done`."""
+    _generate(browser, SEED, length)
+    _until(browser, lambda: len(_output(browser)) > len(SEED), "no streamed text appeared in #output")
+    assert _el(browser, "stop").is_enabled() and not _el(browser, "generate").is_enabled()
+    _until(browser, lambda: _status(browser).startswith("done in"), "generation never finished")
+    final = _output(browser)
+    assert final.startswith(SEED) and len(final) > len(SEED) + length // 2
+    growing = [n for n in browser.execute_script("return window.outputLengths") if 0 < n < len(final) - len(SEED)]
+    assert len(set(growing)) >= 2, f"the text did not stream in pieces: lengths {growing}"
+    assert _el(browser, "generate").is_enabled() and not _el(browser, "stop").is_enabled()
+
+
+# ------------------------------------------------------------------ tests
+
+def test_page_streams_text_on_a_laptop_and_a_phone(browser, serve, tmp_path):
+    with serve() as url:
+        for name, metrics in (("laptop", LAPTOP), ("phone", PHONE)):
+            _open(browser, url, metrics)
+            _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "no model card")
+            _streams_to_done(browser, 600)
+            width = browser.execute_script("return document.documentElement.scrollWidth")
+            assert width <= metrics["width"], f"the page scrolls sideways at {metrics['width']} px"
+            shot = tmp_path / f"playground-{name}.png"
+            assert browser.save_screenshot(str(shot))
+            assert _png_size(shot)[0] == metrics["width"] * metrics["deviceScaleFactor"]
+
+
+def test_page_shows_the_model_card_and_the_temperature(browser, serve):
+    with serve() as url:
+        _open(browser, url, LAPTOP)
+        card = _el(browser, "card")
+        _until(browser, lambda: card.get_attribute("open") is None and _el(browser, "card-json").get_attribute(
+            "textContent"), "the model card never loaded")
+        card.find_element("tag name", "summary").click()
+        assert "vocabulary" in card.text and "lstm" in card.text
+        slider = _el(browser, "temperature")
+        browser.execute_script("arguments[0].value = '1.5'; arguments[0].dispatchEvent(new Event('input'))", slider)
+        assert _el(browser, "temperature-value").text == "1.50"
+
+
+def test_page_names_the_field_of_a_refused_request(browser, serve):
+    with serve() as url:
+        _open(browser, url, LAPTOP)
+        _el(browser, "seed").clear()
+        _el(browser, "generate").click()
+        _until(browser, lambda: "seed" in _status(browser), "the server's error was not shown")
+        assert "error" in _el(browser, "status").get_attribute("class")
+        assert _el(browser, "seed").get_attribute("aria-invalid") == "true"
+        assert _el(browser, "generate").is_enabled()
+
+
+def test_stop_ends_the_generation_on_the_page_and_on_the_server(browser, serve):
+    with serve() as url:
+        _open(browser, url, LAPTOP)
+        _generate(browser, SEED, 20_000)
+        _until(browser, lambda: len(_output(browser)) > len(SEED), "no streamed text appeared in #output")
+        _until(browser, lambda: _pending(url) == 1, "the server is not generating")
+        _el(browser, "stop").click()
+        _until(browser, lambda: _status(browser).startswith("stopped"), "Stop did not stop the page")
+        assert _el(browser, "generate").is_enabled() and not _el(browser, "stop").is_enabled()
+        _until(browser, lambda: _pending(url) == 0, "the server kept generating after Stop")
+        stopped = _output(browser)
+        assert len(stopped) < len(SEED) + 20_000
+        time.sleep(0.5)  # a piece still in flight would show here
+        assert _output(browser) == stopped
+
+
+def test_page_asks_for_the_token_and_sends_it(browser, serve):
+    with serve(token="s3cret") as url:
+        _open(browser, url, LAPTOP)
+        token = _el(browser, "token")
+        _until(browser, token.is_displayed, "the page did not ask for the token after a 401")
+        assert "token" in _status(browser)
+        token.send_keys("s3cret")
+        _streams_to_done(browser, 300)
+        assert browser.execute_script("return sessionStorage.getItem('textgen-token')") == "s3cret"
+        _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "no card after the token")
+        browser.refresh()  # the token outlives a reload of the tab
+        _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "token forgotten on reload")
+        assert not _el(browser, "token-box").is_displayed()
