@@ -276,6 +276,7 @@ def test_page_streams_text_on_a_laptop_and_a_phone(browser, serve, tmp_path):
             _open(browser, url, metrics)
             _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "no model card")
             _streams_to_done(browser, 600)
+            _el(browser, "card").find_element("tag name", "summary").click()  # its JSON must wrap too
             width = browser.execute_script("return document.documentElement.scrollWidth")
             assert width <= metrics["width"], f"the page scrolls sideways at {metrics['width']} px"
             shot = tmp_path / f"playground-{name}.png"
@@ -290,7 +291,7 @@ def test_page_shows_the_model_card_and_the_temperature(browser, serve):
         _until(browser, lambda: card.get_attribute("open") is None and _el(browser, "card-json").get_attribute(
             "textContent"), "the model card never loaded")
         card.find_element("tag name", "summary").click()
-        assert "vocabulary" in card.text and "lstm" in card.text
+        assert "vocabulary" in card.text and "lstm" in card.text and "1,115,394 tokens" in card.text
         slider = _el(browser, "temperature")
         browser.execute_script("arguments[0].value = '1.5'; arguments[0].dispatchEvent(new Event('input'))", slider)
         assert _el(browser, "temperature-value").text == "1.50"
