@@ -165,7 +165,11 @@ def generator():
 
 @pytest.fixture(scope="module")
 def serve(generator):
-    """`with serve(token=None) as url:` a server of the page and the API; the one place that picks which."""
+    """`with serve(token=None) as url:` a server of the page and the API, on a free loopback port.
+
+    The one place that picks which server: any context manager `(generator, token) -> base URL`
+    (ending in "/") that serves the same API fits here.
+    """
     return functools.partial(stand_in_server, generator)
 
 
@@ -179,6 +183,7 @@ def browser():
                     "(as .ci/run does)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    # --no-sandbox: Chromium's sandbox refuses to start as root, which CI runs as.
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=1280,800"):
         options.add_argument(flag)
