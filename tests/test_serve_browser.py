@@ -27,6 +27,7 @@ import pytest
 from textgen.errors import UsageError
 
 SEED = "ROMEO:"
+MODEL_NAME = "shakespeare-char"  # the name /v1/model gives the pretrained model
 LAPTOP = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
 PHONE = {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True}
 WAIT = 60  # seconds any one thing may take on a busy 2-core machine before the test fails
@@ -92,14 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(None, {"text": piece})
                 time.sleep(self.server.piece_delay)
             self._event("done", {"samples": [{"text": text, "tokens": len(text), "stopped_by": "length"}],
-                                 "random_seed": request.random_seed, "model": "shakespeare-char",
+                                 "random_seed": request.random_seed, "model": MODEL_NAME,
                                  "seconds": round(time.perf_counter() - started, 3)})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page's Stop closed the connection: this generation ends here
 
     def _event(self, name, data):
         """Write one SSE event in two halves, so the page meets events cut by the network."""
-        event = (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+        event = (f"event: {name}\n" if name else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
         raw = event.encode()
         for part in (raw[:len(raw) // 2], raw[len(raw) // 2:]):
             self.wfile.write(part)
@@ -135,7 +136,7 @@ def _request_of(body: dict):
 def _model_facts(generator) -> dict:
     from textgen.models.architecture import architecture
 
-    return {**generator.model_card, "name": "shakespeare-char", "level": "char",
+    return {**generator.model_card, "name": MODEL_NAME, "level": "char",
             "vocab_size": generator.tokenizer.vocab_size, "architecture": architecture(generator.model)}
 
 
@@ -279,7 +280,7 @@ def test_page_streams_text_on_a_laptop_and_a_phone(browser, serve, tmp_path):
     with serve() as url:
         for name, metrics in (("laptop", LAPTOP), ("phone", PHONE)):
             _open(browser, url, metrics)
-            _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "no model card")
+            _until(browser, lambda: MODEL_NAME in _el(browser, "model-name").text, "no model card")
             _streams_to_done(browser, 600)
             _el(browser, "card").find_element("tag name", "summary").click()  # its JSON must wrap too
             width = browser.execute_script("return document.documentElement.scrollWidth")
@@ -338,7 +339,7 @@ def test_page_asks_for_the_token_and_sends_it(browser, serve):
         token.send_keys("s3cret")
         _streams_to_done(browser, 300)
         assert browser.execute_script("return sessionStorage.getItem('textgen-token')") == "s3cret"
-        _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "no card after the token")
+        _until(browser, lambda: MODEL_NAME in _el(browser, "model-name").text, "no card after the token")
         browser.refresh()  # the token outlives a reload of the tab
-        _until(browser, lambda: "shakespeare-char" in _el(browser, "model-name").text, "token forgotten on reload")
+        _until(browser, lambda: MODEL_NAME in _el(browser, "model-name").text, "token forgotten on reload")
         assert not _el(browser, "token-box").is_displayed()
