@@ -19,28 +19,17 @@ import pytest
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'textgen[serve]'")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'textgen[serve]'")
 
-TESTS = Path(__file__).resolve().parent
-try:
-    import textgen.serve.engine  # noqa: F401
-except ImportError:  # until the batching engine is merged, its stand-in with the same interface
-    sys.path.insert(0, str(TESTS))
-    import serve_fake_engine
-
-    sys.modules["textgen.serve.engine"] = serve_fake_engine
-
 from textgen.serve.body import Limits  # noqa: E402
 
+TESTS = Path(__file__).resolve().parent
+
 SEED = "ROMEO:"
-# Starts `textgen serve` in a child; the stand-in engine is put in place only where the real one is missing.
-LAUNCH = ("import sys\nsys.path.insert(0, {tests!r})\ntry:\n    import textgen.serve.engine\nexcept ImportError:\n"
-          "    import serve_fake_engine\n    sys.modules['textgen.serve.engine'] = serve_fake_engine\n"
-          "from textgen.cli.main import main\nsys.argv[0] = 'textgen'\nmain()\n")
 
 
 class Server:
     """An app served by uvicorn in a thread, on a free loopback port."""
 
-    def __init__(self, generator, *, token=None, max_queue=64, **limits):
+    def __init__(self, generator, *, token=None, max_queue=64, name="tiny", **limits):
         from textgen.serve.app import create_app, describe_model
         from textgen.serve.engine import BatchEngine
         from textgen.serve.server import DrainingServer, bind
@@ -48,7 +37,7 @@ class Server:
         import uvicorn
 
         self.engine = BatchEngine(generator, max_queue=max_queue)
-        app = create_app(self.engine, describe_model(generator, "tiny"), token=token, limits=Limits(**limits))
+        app = create_app(self.engine, describe_model(generator, name), token=token, limits=Limits(**limits))
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.server = DrainingServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -302,7 +291,7 @@ def child_server(trained_model, tmp_path):
     out = tmp_path / "stdout"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     with open(out, "wb") as stdout:
-        process = subprocess.Popen([sys.executable, "-c", LAUNCH.format(tests=str(TESTS)), "serve", "--model",
+        process = subprocess.Popen([sys.executable, "-m", "textgen", "serve", "--model",
                                     str(trained_model), "--port", "0", "--max-length", "100000",
                                     "--max-body-bytes", "8192"],
                                    stdout=stdout, stderr=subprocess.PIPE, env=env, preexec_fn=terminal_signals)
@@ -372,7 +361,7 @@ def test_port_in_use_is_a_one_line_error():
 
     with bind("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-c", LAUNCH.format(tests=str(TESTS)), "serve", "--port", str(port)],
+        result = subprocess.run([sys.executable, "-m", "textgen", "serve", "--port", str(port)],
                                 capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
