@@ -140,7 +140,7 @@ class GenerationModule(tf.Module):
 
         def body(i, produced, states, last, chunks):
             n = tf.minimum(tf.where(produced == 0, loops.FIRST_CHUNK, loops.CHUNK), length - produced)
-            uniforms = tf.gather(loops.uniforms(random_seed, produced, batch), columns, axis=1)
+            uniforms = tf.gather(loops.uniforms(random_seed, tf.cast(produced, tf.int64), batch), columns, axis=1)
             tokens, states, last, _ = self._chunk_loop(states, last, seen, n, uniforms, penalty, values)
             return i + 1, produced + n, states, last, chunks.write(i, tokens[:n])
 
