@@ -7,15 +7,13 @@ import json
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile, TextEncoding
+from textgen.cli.params import TextEncoding, model_option
 from textgen.cli.quiet import progress_stream
 from textgen.config import INT_LIMITS
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--model", "model_path", default=None, type=ModelFile(),
-              help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
-                   "Shakespeare character model shipped with textgen]")
+@model_option()
 @click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")

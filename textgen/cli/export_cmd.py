@@ -8,7 +8,7 @@ import os
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile
+from textgen.cli.params import model_option
 from textgen.cli.quiet import note
 from textgen.export import FORMATS
 
@@ -31,9 +31,7 @@ def _new_output(ctx, param, value: str) -> str:
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--model", "model_path", type=ModelFile(), default=None,
-              help="A model.keras file written by `textgen train`, or its run directory.  "
-                   "[default: the pretrained Shakespeare character model shipped with textgen]")
+@model_option()
 @click.option("--format", "export_format", type=click.Choice(FORMATS), default="saved_model", show_default=True,
               help="saved_model: a TensorFlow SavedModel (TensorFlow Serving, tf.saved_model.load) that takes and "
                    "returns strings; tflite: a LiteRT step model for phones and small devices, in a zip with the "

@@ -13,7 +13,7 @@ import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.output_target import output_target, write_output
-from textgen.cli.params import ModelFile
+from textgen.cli.params import model_option
 from textgen.cli.quiet import note
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
@@ -87,9 +87,7 @@ def _is_stdin(path: str) -> bool:
 
 
 @click.command(cls=LibraryCommand)
-@click.option("--model", "model_path", default=None, type=ModelFile(),
-              help="A model.keras file written by `textgen train`, or its run directory.  [default: the pretrained "
-                   "Shakespeare character model shipped with textgen]")
+@model_option()
 @click.option("--seed", callback=_normalised_seed,
               help="Text to start from; printed before the generated text. Line ends and a byte-order mark "
                    "are normalised as in a corpus. Give this or --seed-file.")

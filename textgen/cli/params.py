@@ -85,3 +85,11 @@ class ConfigSource(click.Path):
 
         names = [CompletionItem(n) for n in preset_names() if n.startswith(incomplete)]
         return [*names, *super().shell_complete(ctx, param, incomplete)]
+
+
+def model_option():
+    """`--model`, as every command that reads one model takes it (a file or a run directory;
+    None means the pretrained model, which each command resolves when it needs the file)."""
+    return click.option("--model", "model_path", type=ModelFile(), default=None,
+                        help="A model.keras file written by `textgen train`, or its run directory.  [default: the "
+                             "pretrained Shakespeare character model shipped with textgen]")

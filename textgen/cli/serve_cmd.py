@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import ModelFile
+from textgen.cli.params import model_option
 from textgen.cli.quiet import note
 from textgen.serve.body import Limits
 
@@ -35,9 +35,7 @@ def _token(ctx, param, value: str | None) -> str | None:
 
 
 @click.command(cls=ServeCommand)
-@click.option("--model", "model_path", type=ModelFile(), default=None,
-              help="A model.keras file written by `textgen train`, or its run directory.  "
-                   "[default: the pretrained Shakespeare character model shipped with textgen]")
+@model_option()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 127.0.0.1 answers this machine only, 0.0.0.0 every network "
                    "(then set --token, or put it behind a proxy that checks who calls).")
