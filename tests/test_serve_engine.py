@@ -63,6 +63,16 @@ def results(engine, requests, stagger=False):
     return [job.result(120) for job in jobs]
 
 
+def staggered_results(generator, requests):
+    """Each request's samples from a fresh engine, each job joining while the one before runs."""
+    engine = BatchEngine(generator, chunk=16)
+    engine.start()
+    try:
+        return results(engine, requests, stagger=True)
+    finally:
+        engine.stop()
+
+
 @pytest.mark.parametrize("stagger", [False, True])
 def test_every_job_equals_generator_run(char_generator, stagger):
     engine = BatchEngine(char_generator, window_ms=20)
@@ -190,13 +200,7 @@ def test_transformer_jobs_share_a_batch_only_at_one_position():
                 request("JULIET", 50, 1.1, top_k=8, random_seed=2),  # same seed length: one batch
                 request("A much longer seed than the window", 40, random_seed=3, stop=("e",)),
                 request("Be", 70, 0.7, top_p=0.8, random_seed=4)]
-    engine = BatchEngine(generator, chunk=16)
-    engine.start()
-    try:
-        got = results(engine, requests, stagger=True)
-    finally:
-        engine.stop()
-    assert got == [generator.run(req) for req in requests]
+    assert staggered_results(generator, requests) == [generator.run(req) for req in requests]
 
 
 def test_word_model_jobs_equal_generator_run():
@@ -208,13 +212,7 @@ def test_word_model_jobs_equal_generator_run():
     requests = [request("Call me Ishmael.", 60, 0.9, num_samples=2, random_seed=1, stop=("the",)),
                 request("The whale", 45, 1.0, top_k=20, random_seed=2, end_at_sentence=True),
                 request("It was", 80, 0.8, top_p=0.95, random_seed=3, repetition_penalty=1.5)]
-    engine = BatchEngine(generator, chunk=16)
-    engine.start()
-    try:
-        got = results(engine, requests, stagger=True)
-    finally:
-        engine.stop()
-    assert got == [generator.run(req) for req in requests]
+    assert staggered_results(generator, requests) == [generator.run(req) for req in requests]
 
 
 def test_per_row_sampler_picks_what_each_rows_own_sampler_picks():
