@@ -28,8 +28,6 @@ from textgen.serve.body import BodyError, Limits, decode, read_body
 __all__ = ["Limits", "create_app", "describe_model"]
 
 RETRY_AFTER = "1"  # seconds a client refused for load (429) waits before trying again
-_PLACEHOLDER = ("<!doctype html><meta charset='utf-8'><title>textgen serve</title>"
-                "<p>The playground page is not installed; the API is at POST /v1/generate (docs/serve.md).")
 
 
 def describe_model(generator, name: str) -> dict:
@@ -271,8 +269,5 @@ def _normalise(seed: str) -> str:
 
 
 def _page() -> str:
-    """The playground page shipped as package data, or a pointer to the API if this install lacks it."""
-    try:
-        return resources.files("textgen.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return _PLACEHOLDER
+    """The playground page, shipped as package data (textgen/serve/static/index.html)."""
+    return resources.files("textgen.serve").joinpath("static/index.html").read_text(encoding="utf-8")
