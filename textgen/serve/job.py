@@ -117,13 +117,17 @@ class Job:
         out = np.zeros((n, self.request.num_samples), np.float32)
         if not self.request.sampler.stochastic:
             return out
-        for t in range(n):
+        t = 0
+        while t < n:  # a run of tokens per Generator chunk the window touches, copied as one slice
             position = self.produced + t
             start = generator_chunk_start(position)
             if start not in self._tables:
                 self._tables = {start: loops.uniforms(self.request.random_seed, start,
                                                       self.request.num_samples).numpy()}
-            out[t] = self._tables[start][position - start]
+            end = start + (loops.FIRST_CHUNK if start == 0 else loops.CHUNK)
+            take = min(n - t, end - position)
+            out[t:t + take] = self._tables[start][position - start:position - start + take]
+            t += take
         return out
 
     def advance(self, tokens: dict[int, np.ndarray]) -> None:
