@@ -13,6 +13,7 @@ from textgen.config import ModelConfig, TokenizerConfig
 from textgen.data.tokenizer import CharTokenizer
 from textgen.data.tokenizer.word import WordTokenizer
 from textgen.errors import UsageError
+from textgen.generation import loops
 from textgen.generation.generate import Generator
 from textgen.generation.request import Request
 from textgen.generation.samplers import BeamSampler, TensorSampler, make_sampler, top_p_filter
@@ -201,6 +202,8 @@ def test_transformer_jobs_share_a_batch_only_at_one_position():
                 request("A much longer seed than the window", 40, random_seed=3, stop=("e",)),
                 request("Be", 70, 0.7, top_p=0.8, random_seed=4)]
     assert staggered_results(generator, requests) == [generator.run(req) for req in requests]
+    with pytest.raises(UsageError, match="one length"):
+        generator.prime_states([generator.encode_seed(seed, False)[0] for seed in ("ROMEO:", "Be")])
 
 
 def test_word_model_jobs_equal_generator_run():
@@ -230,3 +233,35 @@ def test_per_row_sampler_picks_what_each_rows_own_sampler_picks():
 def test_top_p_of_one_keeps_every_token():
     logits = tf.constant([[30.0, 0.0, -5.0, -20.0]])  # the last tokens' mass rounds away in float32
     assert np.isfinite(top_p_filter(logits, 1.0).numpy()).all()
+
+
+def test_seeds_of_different_lengths_prime_in_one_batch_as_each_alone(char_generator):
+    seeds = [char_generator.encode_seed(text, False)[0] for text in ("ROMEO:", "A", "First Citizen:\nBefore we")]
+    together = char_generator.prime_states(seeds)
+    for row, ids in enumerate(seeds):
+        alone = char_generator.prime_states([ids])
+        for a, b in zip(tf.nest.flatten(together), tf.nest.flatten(alone)):
+            np.testing.assert_allclose(a[row].numpy(), b[0].numpy(), rtol=1e-5, atol=1e-6)
+    # A row's state is the seed's, not the zero state nor another row's.
+    first = tf.nest.flatten(together)[0].numpy()
+    assert not np.allclose(first[0], first[2]) and np.abs(first[2]).max() > 0
+
+
+def test_many_tables_in_one_call_equal_each_drawn_alone():
+    seeds, starts = np.array([0, 7, 2**62], np.int64), np.array([0, 16, 272], np.int64)
+    many = loops.uniforms_many(seeds, starts, 3).numpy()
+    for i in range(3):
+        np.testing.assert_array_equal(many[i], loops.uniforms(seeds[i], starts[i], 3).numpy())
+    assert not np.array_equal(many[0], many[1])
+
+
+def test_warm_up_leaves_the_engine_serving_equal_text(char_generator):
+    engine = BatchEngine(char_generator, max_batch=8)
+    engine.warm_up()
+    engine.start()
+    try:
+        requests = [request("ROMEO:", 40, 0.9, random_seed=i) for i in range(5)]
+        jobs = [engine.submit(req) for req in requests]
+        assert [job.result(60) for job in jobs] == [char_generator.run(req) for req in requests]
+    finally:
+        engine.stop()

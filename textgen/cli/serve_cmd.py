@@ -57,9 +57,12 @@ def _token(ctx, param, value: str | None) -> str | None:
               help="Streaming responses open at once; more are refused with 429 and Retry-After.")
 @click.option("--batch-window-ms", type=click.FloatRange(min=0, max=1000), default=5.0, show_default=True,
               help="How long the engine waits for more requests to batch with the first one, in milliseconds.")
+@click.option("--warm-up/--no-warm-up", default=True, show_default=True,
+              help="Compile the generation loop for every batch size before listening (a few seconds), "
+                   "so the first requests do not wait for it.")
 @click.pass_context
 def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_num_samples, max_queue, max_streams,
-          batch_window_ms):
+          batch_window_ms, warm_up):
     """Serve a model over HTTP: a JSON and streaming API, and a playground page.
 
     Requests that arrive together run as one batch. Ctrl-C or SIGTERM stops accepting
@@ -87,6 +90,9 @@ def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_nu
         engine = BatchEngine(generator, window_ms=batch_window_ms, max_queue=max_queue)
         limits = Limits(max_body_bytes=max_body_bytes, max_length=max_length, max_num_samples=max_num_samples,
                         max_streams=max_streams)
+        if warm_up:
+            note("compiling the generation loop for every batch size...")
+            engine.warm_up()
         app = create_app(engine, facts, token=token, limits=limits)
         if token is None and not _loopback(host):
             note(f"listening on {host} without a token: anyone who reaches this port can use it; set "

@@ -191,13 +191,27 @@ class Generator:
         """A token-by-token session from `seed`, driven by the caller (see `StepSession`)."""
         return StepSession(self, seed, strict)
 
-    def prime_states(self, seed_ids: np.ndarray):
-        """One row's float32 states after all but the last seed token (the last starts the loop).
+    def prime_states(self, seeds: list[np.ndarray]):
+        """Float32 states of one row per seed, after all but its last token (the last starts the loop).
 
-        For callers that assemble their own batches (textgen.serve) from the stepper's
-        `initial_states` layout; rows of different seeds join along `stepper.batch_axis`.
+        For callers that assemble their own batches (textgen.serve): the rows are in the
+        stepper's `initial_states` layout, batch on axis 0, and the seeds run as one batch.
+        Rows and seed lengths are padded to powers of two so XLA compiles a few shapes. A
+        transformer steps every row at one position, so its seeds must be of one length.
         """
-        return self._prime(LoopMode(jit=self.jit_compile is not False), seed_ids, 1)
+        mode = LoopMode(jit=self.jit_compile is not False)
+        lengths = np.array([len(ids) - 1 for ids in seeds], np.int32)
+        if hasattr(self.stepper, "context") and len(set(lengths.tolist())) > 1:
+            raise UsageError("a transformer primes seeds of one length together; prime the others apart")
+        rows = 1 << max(len(seeds) - 1, 0).bit_length()
+        prefixes = np.zeros((rows, max(64, 1 << max(int(lengths.max()) - 1, 0).bit_length())), np.int32)
+        for row, ids in enumerate(seeds):
+            prefixes[row, :lengths[row]] = ids[:-1]
+        states = self._stepper(mode).initial_states(rows)
+        if lengths.max():
+            states = self._function("prime_rows", mode)(
+                states, tf.constant(prefixes), tf.constant(np.pad(lengths, (0, rows - len(seeds)))))
+        return tf.nest.map_structure(lambda s: s[:len(seeds)], states)
 
     def row_sample_loop(self, penalised: bool):
         """The compiled float32 sampling loop whose options are per row (a `TensorSampler`'s values of
@@ -327,7 +341,7 @@ class Generator:
         key = (kind, mode, type(sampler), penalised)
         if key not in self._functions:
             stepper = self._stepper(mode)
-            make = {"prime": loops.make_prime, "score": loops.make_score, "step": loops.make_step,
+            make = {"prime": loops.make_prime, "prime_rows": loops.make_prime_rows, "score": loops.make_score, "step": loops.make_step,
                     "sample": functools.partial(loops.make_sample_loop, sampler=sampler, penalised=penalised),
                     "beam": functools.partial(loops.make_beam_loop, sampler=sampler)}[kind]
             # TensorFlow counts traces by the code of the function, so every Generator's first

@@ -34,8 +34,23 @@ def uniforms(random_seed, offset, batch):
     once: eagerly, its few ops cost 2.2 ms a call, which a server drawing for every job and
     chunk feels (0.8 ms compiled).
     """
-    seed = tf.stack([random_seed, offset])
-    return tf.random.stateless_uniform([CHUNK, batch], seed=seed, dtype=tf.float32, alg="philox")
+    return _chunk_uniforms(tf.stack([random_seed, offset]), batch)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int32)])
+def uniforms_many(random_seeds, offsets, batch):
+    """(n, CHUNK, batch): `uniforms(random_seeds[i], offsets[i], batch)` for every i, in one call.
+
+    For a server drawing the tables of many requests at once: each compiled call costs
+    about as much as the few numbers it draws.
+    """
+    keys = tf.stack([random_seeds, offsets], axis=1)
+    return tf.map_fn(lambda key: _chunk_uniforms(key, batch), keys,
+                     fn_output_signature=tf.TensorSpec([CHUNK, None], tf.float32))
+
+
+def _chunk_uniforms(key, batch):
+    return tf.random.stateless_uniform([CHUNK, batch], seed=key, dtype=tf.float32, alg="philox")
 
 
 def make_prime(stepper, banned):
@@ -52,6 +67,25 @@ def make_prime(stepper, banned):
                                   maximum_iterations=tf.shape(prefix)[0])
         return states
     return prime
+
+
+def make_prime_rows(stepper, banned):
+    """Feed row r the first `lengths[r]` tokens of `prefixes[r]`; a row's states stop changing at its length.
+
+    For batches of different seeds (textgen.serve). Every state tensor holds the batch on
+    axis 0, as the float32 steppers keep it.
+    """
+    def prime_rows(states, prefixes, lengths):
+        def body(t, states):
+            _, new = stepper.step(prefixes[:, t], states)
+            live = t < lengths
+            return t + 1, tf.nest.map_structure(
+                lambda n, o: tf.where(tf.reshape(live, [-1] + [1] * (n.shape.rank - 1)), n, o), new, states)
+
+        _, states = tf.while_loop(lambda t, s: t < tf.reduce_max(lengths), body, (tf.constant(0), states),
+                                  maximum_iterations=tf.shape(prefixes)[1])
+        return states
+    return prime_rows
 
 
 def make_step(stepper, banned):

@@ -25,7 +25,7 @@ from collections import deque
 
 from textgen.errors import UsageError
 from textgen.generation.request import Request
-from textgen.serve.batch import SERVED_SAMPLERS, RowBatch
+from textgen.serve.batch import SERVED_SAMPLERS, RowBatch, warm_up
 from textgen.serve.job import GenerationFailed, Job, JobCancelled
 
 __all__ = ["BatchEngine", "GenerationFailed", "Job", "JobCancelled", "QueueFull"]
@@ -61,6 +61,10 @@ class BatchEngine:
         self._batches: list[RowBatch] = []
         self._thread: threading.Thread | None = None
         self._accepting, self._drain, self._stopping = True, True, False
+
+    def warm_up(self) -> None:
+        """Compile the generation loop for every batch size the engine can run (seconds; call before serving)."""
+        warm_up(self.generator, self.max_batch, self.chunk)
 
     def start(self) -> None:
         """Start the worker thread (once; later calls do nothing)."""
@@ -156,30 +160,35 @@ class BatchEngine:
 
     def _admit(self, jobs: list[Job]) -> None:
         """Put new jobs into batches whose rows they may share a step with; what does not fit waits."""
-        left = []
+        left, joining = [], {}
         for job in jobs:
             if job.cancelled:
                 job.drop()
-                continue
-            if job.request.length == 0:
+            elif job.request.length == 0:
                 job.advance({})
-                continue
-            batch = self._batch_for(job)
-            if batch is None:
+            elif (batch := self._batch_for(job, joining)) is None:
                 left.append(job)
-                continue
+            else:
+                joining.setdefault(batch, []).append(job)
+        for batch, group in joining.items():
             try:
-                batch.add(job)
-            except Exception as error:  # one request's failure must not stop the others
-                job.fail(_one_line(error))
+                batch.add(group)  # one priming call for the whole group
+            except Exception:  # one request's failure must not stop the others: find it alone
+                for job in group:
+                    try:
+                        batch.add([job])
+                    except Exception as error:
+                        job.fail(_one_line(error))
         with self._lock:
             self._waiting.extendleft(reversed(left))
 
-    def _batch_for(self, job: Job) -> RowBatch | None:
+    def _batch_for(self, job: Job, joining: dict[RowBatch, list[Job]]) -> RowBatch | None:
+        """A batch `job` may join, counting the rows of the jobs already `joining` each batch."""
         key = None if self._context is None else min(len(job.seed_ids) - 1, self._context)
         rows = job.request.num_samples
         for batch in self._batches:
-            if batch.key == key and len(batch.rows) + rows <= self.max_batch:
+            incoming = sum(other.request.num_samples for other in joining.get(batch, ()))
+            if batch.key == key and len(batch.rows) + incoming + rows <= self.max_batch:
                 return batch
         if any(batch.key == key for batch in self._batches) and rows <= self.max_batch:
             return None  # a full batch at this position: wait for rows to leave

@@ -112,18 +112,33 @@ class Job:
     def live_samples(self) -> list[int]:
         return [i for i, end in enumerate(self.ended) if end is None]
 
+    def table_starts(self, n: int) -> list[int]:
+        """The Generator chunk starts the next n tokens draw from whose tables this job has not drawn."""
+        if not self.request.sampler.stochastic or n < 1:
+            return []
+        starts, position = [], self.produced
+        while position < self.produced + n:
+            start = generator_chunk_start(position)
+            starts.append(start)
+            position = start + (loops.FIRST_CHUNK if start == 0 else loops.CHUNK)
+        return [start for start in starts if start not in self._tables]
+
+    def keep_table(self, start: int, table: np.ndarray) -> None:
+        """Keep the uniforms table of the Generator chunk at `start`; tables behind the job are dropped."""
+        self._tables = {s: t for s, t in self._tables.items() if s >= generator_chunk_start(self.produced)}
+        self._tables[start] = table
+
     def uniforms(self, n: int) -> np.ndarray:
         """(n, num_samples) uniform numbers for the next n tokens, as the Generator draws them."""
         out = np.zeros((n, self.request.num_samples), np.float32)
         if not self.request.sampler.stochastic:
             return out
+        for start in self.table_starts(n):  # not drawn in advance by draw_tables
+            self.keep_table(start, loops.uniforms(self.request.random_seed, start, self.request.num_samples).numpy())
         t = 0
         while t < n:  # a run of tokens per Generator chunk the window touches, copied as one slice
             position = self.produced + t
             start = generator_chunk_start(position)
-            if start not in self._tables:
-                self._tables = {start: loops.uniforms(self.request.random_seed, start,
-                                                      self.request.num_samples).numpy()}
             end = start + (loops.FIRST_CHUNK if start == 0 else loops.CHUNK)
             take = min(n - t, end - position)
             out[t:t + take] = self._tables[start][position - start:position - start + take]
@@ -205,3 +220,16 @@ class Job:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self._cancelled.set()
+
+
+def draw_tables(jobs: list[Job], n: int) -> None:
+    """Draw the uniforms tables the jobs' next n tokens need, one compiled call per sample count."""
+    wanted: dict[int, list[tuple[Job, int]]] = {}
+    for job in jobs:
+        for start in job.table_starts(n):
+            wanted.setdefault(job.request.num_samples, []).append((job, start))
+    for samples, pairs in wanted.items():
+        tables = loops.uniforms_many(np.array([job.request.random_seed for job, _ in pairs], np.int64),
+                                     np.array([start for _, start in pairs], np.int64), samples).numpy()
+        for (job, start), table in zip(pairs, tables):
+            job.keep_table(start, table)
