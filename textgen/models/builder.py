@@ -12,18 +12,22 @@ import keras
 from textgen.config import ModelConfig
 from textgen.models import cells
 from textgen.models.architecture import architecture_card, model_kind  # noqa: F401  (model_kind: for callers)
-from textgen.models.layers import TokenEmbedding
+from textgen.labels import LabelSpace
+from textgen.models.layers import LabelEmbedding, TokenEmbedding
 from textgen.models.transformer import PositionEmbedding, TransformerBlock
 from textgen.models.window import AttentionPooling, WindowFrames, WindowUnframe
 
 
 def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None = None,
-                l2: float = 0.0, fused_kernels: bool = False) -> keras.Model:
+                l2: float = 0.0, fused_kernels: bool = False, labels: LabelSpace | None = None) -> keras.Model:
     """A functional model mapping int token ids (batch, time) to float32 logits (batch, time, vocab).
 
     Every architecture has this signature, so training, evaluation and saving treat them
     alike; `config.type` and `config.mode` choose what sits between the embedding and the
     logits (docs/architectures.md).
+    With `labels` the model is conditioned: it takes `[token_ids, label_ids]`, label ids
+    (batch, time, groups) as textgen.labels numbers them, and adds their learned vectors
+    (LabelEmbedding) to every token's embedding; the card's `labels` entry holds the groups.
     `l2` adds an L2 penalty on the recurrent (or transformer) and output kernels to the
     training loss; the embedding is left out so a large word vocabulary keeps sparse gradients.
     `fused_kernels` builds the recurrent layers whose cell kind has a training twin as that
@@ -36,24 +40,31 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     penalty = keras.regularizers.L2(l2) if l2 else None
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     card = {**(model_card or {}), "architecture": architecture_card(config)}
+    if labels is not None:
+        card["labels"] = labels.to_card()
     x = TokenEmbedding(vocab_size, config.embedding_dim, tokenizer=tokenizer, model_card=card,
                        name="token_embedding")(ids)
+    if labels is not None:
+        label_ids = keras.Input(shape=(None, len(labels.groups)), dtype="int32", name="label_ids")
+        vectors = LabelEmbedding(labels.to_card(), config.embedding_dim, name="label_embedding")(label_ids)
+        x = keras.layers.Add(name="add_labels")([x, vectors])
+    inputs = ids if labels is None else [ids, label_ids]
     if config.type == "transformer":
         x = PositionEmbedding(config.context_length, config.embedding_dim, name="position_embedding")(x)
     embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
     if embedding_dropout:
         x = keras.layers.Dropout(embedding_dropout, name="embedding_dropout")(x)
     if config.type == "transformer":
-        return _transformer(config, ids, x, vocab_size, penalty)
+        return _transformer(config, inputs, x, vocab_size, penalty)
     if config.mode == "window":
-        return _window_model(config, ids, x, vocab_size, penalty, fused_kernels)
+        return _window_model(config, inputs, ids, x, vocab_size, penalty, fused_kernels)
     for i in range(config.layers):
         x = _recurrent_layer(config, i, penalty, fused_kernels, return_sequences=True)(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
     # Logits stay float32 even under a mixed-precision policy, so the loss is computed in full precision.
     logits = keras.layers.Dense(vocab_size, dtype="float32", kernel_regularizer=penalty, name="logits")(x)
-    return keras.Model(ids, logits, name=f"textgen_{config.cell}")
+    return keras.Model(inputs, logits, name=f"textgen_{config.cell}")
 
 
 def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, return_sequences: bool):
@@ -68,7 +79,7 @@ def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, 
     return layer
 
 
-def _window_model(config: ModelConfig, ids, x, vocab_size: int, penalty, fused_kernels: bool) -> keras.Model:
+def _window_model(config: ModelConfig, inputs, ids, x, vocab_size: int, penalty, fused_kernels: bool) -> keras.Model:
     """Window mode: the logits at position t come from the `window` tokens up to t alone.
 
     Every position's window is cut out (WindowFrames) and run through `window_network`, a
@@ -92,10 +103,10 @@ def _window_model(config: ModelConfig, ids, x, vocab_size: int, penalty, fused_k
     network = keras.Model(frames, logits, name="window_network")
     framed = WindowFrames(config.window, name="window_frames")(x)
     logits = WindowUnframe(name="window_unframe")([network(framed), ids])
-    return keras.Model(ids, logits, name=f"textgen_{config.cell}_window")
+    return keras.Model(inputs, logits, name=f"textgen_{config.cell}_window")
 
 
-def _transformer(config: ModelConfig, ids, x, vocab_size: int, penalty) -> keras.Model:
+def _transformer(config: ModelConfig, inputs, x, vocab_size: int, penalty) -> keras.Model:
     """A causal decoder: N pre-norm blocks of masked self-attention and MLP, a final norm, the logits."""
     mlp_dim = config.mlp_dim or 4 * config.embedding_dim
     for i in range(config.layers):
@@ -103,7 +114,7 @@ def _transformer(config: ModelConfig, ids, x, vocab_size: int, penalty) -> keras
                              name=f"block_{i + 1}")(x)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = keras.layers.Dense(vocab_size, dtype="float32", kernel_regularizer=penalty, name="logits")(x)
-    return keras.Model(ids, logits, name="textgen_transformer")
+    return keras.Model(inputs, logits, name="textgen_transformer")
 
 
 def recurrent_layers(model: keras.Model) -> list:

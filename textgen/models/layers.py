@@ -74,3 +74,51 @@ def output_layer(model) -> keras.layers.Dense:
     if head.activation not in (None, keras.activations.linear):
         raise ModelFileError(f"the logits layer of model {model.name} has an activation; it must output logits")
     return head
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class LabelEmbedding(keras.layers.Layer):
+    """A learned vector per label of every group; a position's vector is the sum over its groups.
+
+    Input: label ids (batch, time, groups), each an index into its group's labels
+    (textgen.labels; 0 is `any`). Output: (batch, time, output_dim), added to the token
+    embedding, so the labels condition every step of every architecture.
+
+    Args:
+        groups: the model card's `labels` entry, `[{"name": ..., "labels": ["any", ...]}, ...]`.
+        output_dim: the token embedding's width.
+    """
+
+    def __init__(self, groups, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = [{"name": g["name"], "labels": list(g["labels"])} for g in groups]
+        self.output_dim = output_dim
+        sizes = [len(g["labels"]) for g in self.groups]
+        self._offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.embeddings = self.add_weight(shape=(sum(sizes), output_dim), initializer="uniform", name="embeddings")
+
+    def call(self, label_ids):
+        ids = keras.ops.cast(label_ids, "int32") + keras.ops.convert_to_tensor(self._offsets, "int32")
+        vectors = keras.ops.take(keras.ops.cast(self.embeddings, self.compute_dtype), ids, axis=0)
+        return keras.ops.sum(vectors, axis=-2)
+
+    def mix(self, weights):
+        """(rows, output_dim) float32 vectors of label weight rows (rows, all labels), as textgen.labels makes them."""
+        return keras.ops.matmul(keras.ops.convert_to_tensor(weights, "float32"),
+                                keras.ops.cast(self.embeddings, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(groups=self.groups, output_dim=self.output_dim)
+        return config
+
+
+def find_label_embedding(model) -> LabelEmbedding | None:
+    """The model's LabelEmbedding layer, or None for a model without labels."""
+    for layer in model.layers:
+        if isinstance(layer, LabelEmbedding):
+            return layer
+    return None
