@@ -26,8 +26,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from textgen.data.corpus import normalise_text, resolve_paths, stream_corpus
-from textgen.errors import CorpusError
+from textgen.errors import CorpusError, UsageError
 from textgen.labels import ANY, LabelGroup, LabelSpace
 
 # Characters that `--label` specs use to separate names and weights; a label holding one
@@ -195,3 +197,38 @@ def _checked_label(label: str, where: str) -> str:
         raise CorpusError(f"{where}: the label {label!r} holds {bad[0]!r}, which --label uses to separate names; "
                           "rename it")
     return label
+
+
+def labels_for_model(labels: np.ndarray | None, corpus_space: LabelSpace | None, model_space: LabelSpace | None,
+                     tokens: int, model: str) -> np.ndarray | None:
+    """The corpus's per-token label ids numbered as `model_space` numbers them, for training the
+    model `model` names (a fine-tuned or resumed one) on this corpus.
+
+    An unlabelled corpus trains a conditioned model as text without labels (`any`). A
+    labelled corpus needs a conditioned model with the same groups and every label of the
+    corpus among the model's: the label embedding cannot grow.
+    """
+    if model_space is None:
+        if corpus_space is not None:
+            raise UsageError(f"{model} has no labels, so it cannot learn the labelled corpus's "
+                             f"({corpus_space.describe().replace(chr(10), '; ')}); set corpus.labels=none, or "
+                             "train a new model")
+        return None
+    if corpus_space is None:
+        return np.zeros((tokens, len(model_space.groups)), dtype=np.uint16)
+    if corpus_space == model_space:
+        return labels
+    names = [group.name for group in model_space.groups]
+    if [group.name for group in corpus_space.groups] != names:
+        raise UsageError(f"{model} has the label groups {', '.join(names)} but the corpus "
+                         f"{', '.join(g.name for g in corpus_space.groups)}; set corpus.label_columns to "
+                         f"{names}, or train a new model")
+    out = np.empty(labels.shape, dtype=np.uint16)
+    for g, (mine, theirs) in enumerate(zip(corpus_space.groups, model_space.groups)):
+        missing = [label for label in mine.labels if label not in theirs.labels]
+        if missing:
+            raise UsageError(f"{model} has no label {missing[0]!r} in group {mine.name} (it has "
+                             f"{', '.join(theirs.labels[1:])}); relabel that text, or train a new model")
+        lookup = np.array([theirs.labels.index(label) for label in mine.labels], dtype=np.uint16)
+        out[:, g] = lookup[labels[:, g]]
+    return out
