@@ -123,6 +123,10 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     parent, config, tokenizer = _fine_tuned(config)
     if parent is not None:
         echo(describe_adoption(given, config))
+        if config.corpus.labels != "none" and find_label_embedding(parent) is None:  # before the long encoding
+            raise UsageError(f"training.init_from {config.training.init_from} has no labels, so it cannot learn "
+                             f"a labelled corpus (corpus.labels={config.corpus.labels}); set corpus.labels=none, "
+                             "or train a new model")
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
     prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
