@@ -171,3 +171,11 @@ def test_evaluate_with_labels_needs_a_labelled_text(trained, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(out / "model.keras"), "--text", str(path),
                                       "--labels", "none", "--validation-split"])
     assert result.exit_code == 2 and "give --labels too" in result.output
+
+
+def test_prepare_reports_the_labels(tmp_path):
+    corpus = _folders(tmp_path / "data")
+    result = CliRunner().invoke(cli, ["prepare", *_settings(corpus, tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "labels: author: austen, melville (and any)"
+    assert (tmp_path / "run" / "cache" / "labels.bin").exists()
