@@ -281,6 +281,24 @@ def test_a_labelled_stream_restarts_at_any_step_with_the_same_batches():
         assert np.array_equal(x, rx) and np.array_equal(l, rl)
 
 
+def test_replica_slices_of_a_labelled_stream_make_up_the_global_batch():
+    import tensorflow as tf
+
+    ids, labels = _stream_corpus()
+    kwargs = dict(seed=7, shift_windows=True, labels=labels, label_balance=0.5, label_dropout=0.3)
+    whole = [(x.numpy(), l.numpy()) for (x, l), _ in make_training_stream(ids, 16, 8, **kwargs).take(4)]
+    parts = []
+    for pipeline in range(2):  # two workers with two replicas each: four slices of two windows
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=4)
+        parts.append([(x.numpy(), l.numpy()) for (x, l), _ in
+                      make_training_stream(ids, 16, 8, input_context=context, **kwargs).take(8)])
+    for step in range(4):
+        slices = [parts[0][2 * step], parts[0][2 * step + 1], parts[1][2 * step], parts[1][2 * step + 1]]
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in slices]), whole[step][0])
+        np.testing.assert_array_equal(np.concatenate([l for _, l in slices]), whole[step][1])
+
+
 def test_an_unlabelled_stream_is_unchanged_by_the_label_arguments():
     ids, _ = _stream_corpus()
     plain = [x.numpy() for x, _ in make_training_stream(ids, 16, 8, seed=2, shift_windows=True).take(5)]
