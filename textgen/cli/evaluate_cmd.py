@@ -35,7 +35,8 @@ from textgen.config.schema import LABEL_SOURCES
               help="With --labels: a field holding labels, one group each (repeatable; folders: the group's "
                    "name).  [default: the model's corpus.label_columns]")
 @click.option("--text-column", default=None,
-              help="With --labels jsonl/csv/tsv: the field holding the text.  [default: the model's corpus.text_column]")
+              help="With --labels jsonl/csv/tsv: the field holding the text.  [default: the model's "
+                   "corpus.text_column]")
 @click.option("--validation-split", is_flag=True,
               help="With labels: score only the tail of each label's text that training holds out "
                    "(corpus.validation_fraction): on the training corpus, the run's validation split.")

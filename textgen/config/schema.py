@@ -44,12 +44,15 @@ class CorpusConfig:
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out (of each label combination's text), in [0, 0.5]
     # where documents get labels, for a conditioned model: none | folders (a directory's sub-folder names) |
-    # jsonl (one object a line) | csv | tsv (a header row names the columns); docs/conditioning.md
+    # jsonl (one object a line) | csv | tsv (a header row names the columns); docs/training.md, Labelled corpora
     labels: str = "none"
-    label_columns: tuple[str, ...] = ("label",)  # jsonl/csv/tsv: the fields holding labels, one group each; folders: the group's name
+    # jsonl/csv/tsv: the fields holding labels, one label group each; folders: the one group's name
+    label_columns: tuple[str, ...] = ("label",)
     text_column: str = "text"  # jsonl/csv/tsv: the field holding each document's text
-    label_balance: float = 0.5  # training draws each label combination in proportion to its tokens to this power, in [0, 1] (0 = all equally)
-    label_dropout: float = 0.1  # share of training windows shown with no label (any), so the model also writes unlabelled, in [0, 1)
+    # training draws each label combination's windows in proportion to its size to this power, in [0, 1]
+    # (1 = as the corpus has them, 0 = every combination equally)
+    label_balance: float = 0.5
+    label_dropout: float = 0.1  # share of training windows shown without labels (any), in [0, 1)
 
     def __post_init__(self):
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
