@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import CORPORA
-from textgen.config import Config, CorpusConfig, load_config
+from textgen.config import Config, CorpusConfig, TokenizerConfig, load_config
 from textgen.data.dataset import make_dataset, make_training_stream, split_labelled
 from textgen.data.labels import labels_for_model, read_labelled
 from textgen.data.prepare import LABELS_FILE, META_FILE, prepare_corpus
@@ -330,3 +330,14 @@ def test_labels_a_model_cannot_take_are_one_line_errors(corpus, model, message):
     with pytest.raises(UsageError, match=message) as caught:
         labels_for_model(np.zeros((2, 1), np.uint16), corpus, model, 2, "m.keras")
     assert "\n" not in str(caught.value)
+
+
+def test_a_word_level_cache_encodes_each_segment_on_its_own(tmp_path):
+    path = _jsonl(tmp_path, [{"text": "Call me Ishmael.", "label": "melville"},
+                             {"text": "It is a truth universally acknowledged", "label": "austen"},
+                             {"text": "Some years ago", "label": "melville"}])
+    config = Config(corpus=_corpus([path], labels="jsonl"), tokenizer=TokenizerConfig(level="word"))
+    prepared = prepare_corpus(config, tmp_path / "cache", progress=None)
+    texts = [prepared.tokenizer.decode(prepared.ids[start:start + length]) for start, length in prepared.segments]
+    assert texts == ["It is a truth universally acknowledged\n", "Call me Ishmael.\nSome years ago\n"]
+    assert prepared.labels[:, 0].tolist() == [1] * prepared.segments[0][1] + [2] * prepared.segments[1][1]

@@ -17,8 +17,8 @@ each (textgen.data.dataset.split_labelled). An unlabelled corpus has no labels.b
 files are what they were before labels existed.
 
 A cache is reused when the corpus files (resolved paths, sizes, modification times) and the
-reading options (the label keys among them) are the same and so is the tokenizer: the same settings when it is fitted,
-the same vocabulary when one is given (a resumed or fine-tuned run) and the same handling
+reading options (the label keys among them) are the same and so is the tokenizer: the same
+settings when it is fitted, the same vocabulary when one is given (a resumed or fine-tuned run) and the same handling
 of tokens that vocabulary lacks, and ids.bin still has the checksum meta.json records
 (a cache without one is rebuilt). Anything else rebuilds it.
 
@@ -117,14 +117,15 @@ def prepare_corpus(config: Config, directory: str | Path, *, tokenizer: Tokenize
     total = sum(f.stat().st_size for f in files)
     fitted = tokenizer is None
     labelled = read_labelled(config.corpus) if config.corpus.labels != "none" else None
-    if labelled is not None:  # read in full already: progress counts its characters
-        total = sum(len(text) for _, texts in labelled.segments for text in texts)
+    shown = total  # a labelled corpus is read in full already: progress counts its characters
+    if labelled is not None:
+        shown = sum(len(text) for _, texts in labelled.segments for text in texts)
     if fitted:
-        with ReadProgress("preparing corpus: fitting vocabulary", total, progress) as report:
+        with ReadProgress("preparing corpus: fitting vocabulary", shown, progress) as report:
             blocks = (block for _, segment in _segments(config, labelled, report, block_chars) for block in segment)
             tokenizer = fit_tokenizer_stream(blocks, config.tokenizer)
     try:
-        with ReadProgress("preparing corpus: encoding", total, progress) as report:
+        with ReadProgress("preparing corpus: encoding", shown, progress) as report:
             facts = _encode_to_file(config, tokenizer, directory, _segments(config, labelled, report, block_chars),
                                     None if fitted else on_unknown, hint)
     except UsageError:  # tokens the vocabulary lacks: maybe text added after the vocabulary pass
