@@ -111,6 +111,10 @@ def test_a_labelled_corpus_cannot_fine_tune_a_model_without_labels(trained, tmp_
     assert result.exit_code != 0
     assert "has no labels, so it cannot learn a labelled corpus (corpus.labels=folders)" in result.output
     assert "Traceback" not in result.output
+    # A model without labels is still scored label by label, for comparing it with a conditioned one.
+    report = json.loads(_evaluate("--model", str(tmp_path / "plain" / "model.keras"), "--text", str(corpus),
+                                  "--labels", "folders", "--label-column", "author", "--skip-unknown", "--json"))
+    assert [score["label"] for score in report["labels"]] == ["any", "austen", "melville"]
 
 
 def test_a_bad_labelled_corpus_stops_train_with_one_line(tmp_path):
