@@ -10,12 +10,14 @@ from textgen.cli.command import LibraryCommand
 from textgen.cli.params import TextEncoding, model_option
 from textgen.cli.quiet import progress_stream
 from textgen.config import INT_LIMITS
+from textgen.config.schema import LABEL_SOURCES
 
 
 @click.command(cls=LibraryCommand)
 @model_option()
-@click.option("--text", "text_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="The held-out text file to score (text the model did not train on); - reads stdin.")
+@click.option("--text", "text_path", required=True, type=click.Path(allow_dash=True),
+              help="The held-out text file to score (text the model did not train on); - reads stdin. With "
+                   "--labels: a labelled corpus (a folder of label sub-folders, a JSON Lines, CSV or TSV file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Windows scored per step.")
@@ -26,7 +28,20 @@ from textgen.config import INT_LIMITS
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out characters (or words) the model's vocabulary lacks instead of failing on them "
                    "(word models otherwise score them as <unk>).")
-def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown):
+@click.option("--labels", "label_source", type=click.Choice(LABEL_SOURCES), default=None,
+              help="Score --text label by label, reading its labels like corpus.labels.  [default: the "
+                   "corpus.labels the model trained with; a file is plain text to a model labelled by folders]")
+@click.option("--label-column", "label_columns", multiple=True,
+              help="With --labels: a field holding labels, one group each (repeatable; folders: the group's "
+                   "name).  [default: the model's corpus.label_columns]")
+@click.option("--text-column", default=None,
+              help="With --labels jsonl/csv/tsv: the field holding the text.  [default: the model's "
+                   "corpus.text_column]")
+@click.option("--validation-split", is_flag=True,
+              help="With labels: score only the tail of each label's text that training holds out "
+                   "(corpus.validation_fraction): on the training corpus, the run's validation split.")
+def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown, label_source,
+             label_columns, text_column, validation_split):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     Without --model, the pretrained model shipped with textgen is measured.
@@ -36,17 +51,31 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     Scoring is validation's: windows of seq_length tokens, each predicted from a fresh
     state, but every token is scored (validation during training leaves out its last
     partial batch).
+
+    A model trained on labelled text (corpus.labels) scores a labelled --text label by
+    label, each token under its own label, reading it as its corpus was read unless
+    --labels says otherwise; --labels none scores plain text as text without a label.
     """
     from textgen.data.progress import ReadProgress
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
-    check_text_path(text_path)  # before the model loads: a wrong path is answered at once
+    labelled = label_source not in (None, "none")
+    if label_source == "none" or (label_source is None and not _is_folder(text_path)):
+        check_text_path(text_path)  # before the model loads: a wrong path is answered at once
     if model_path is None:
         from textgen.pretrained import default_model_path
 
         model_path = default_model_path()
     model = load_keras_model(model_path)
+    if labelled or (label_source is None and _reads_as_labelled(model, text_path)):
+        _evaluate_labelled(model, model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown,
+                           label_source, label_columns, text_column, validation_split)
+        return
+    if validation_split or label_columns or text_column:
+        raise click.UsageError("--validation-split, --label-column and --text-column apply to labelled text; "
+                               "give --labels too")
+    check_text_path(text_path)
     shown = progress_stream(logs=False)  # progress only where someone watches; logs stay clean
     with ReadProgress(f"scoring {text_path}:", None, shown, unit="characters") as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
@@ -63,3 +92,48 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     click.echo(f"loss: {result.loss:.4f} nats per token")
     click.echo(f"perplexity: {result.perplexity:.3f}")
     click.echo(f"bits per character: {result.bits_per_char:.4f}")
+
+
+def _is_folder(path: str) -> bool:
+    from pathlib import Path
+
+    return path != "-" and Path(path).is_dir()
+
+
+def _reads_as_labelled(model, text_path: str) -> bool:
+    """Whether --text is labelled as the model's corpus was: a file is plain text to a model
+    whose labels came from folders."""
+    from textgen.models.layers import find_token_embedding
+
+    source = find_token_embedding(model).model_card.get("config", {}).get("corpus", {}).get("labels", "none")
+    return source != "none" and (source != "folders" or _is_folder(text_path))
+
+
+def _evaluate_labelled(model, model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown,
+                       label_source, label_columns, text_column, validation_split) -> None:
+    from pathlib import Path
+
+    from textgen.evaluation.labelled import evaluate_labelled, labelled_corpus_config
+
+    if text_path == "-":
+        raise click.UsageError("labelled text cannot come from stdin; give its file or folder with --text")
+    if not Path(text_path).exists():
+        raise click.UsageError(f"text {text_path} does not exist; check the path")
+    corpus = labelled_corpus_config(model, Path(text_path).resolve(), labels=label_source,
+                                    label_columns=label_columns, text_column=text_column, encoding=encoding)
+    result = evaluate_labelled(model, corpus, seq_length=seq_length, batch_size=batch_size,
+                               validation_only=validation_split, skip_unknown=skip_unknown)
+    if as_json:
+        click.echo(json.dumps({"model": str(model_path), **result.to_dict()}, indent=2))
+        return
+    part = "the held-out tail of each label's text" if validation_split else "all of it"
+    click.echo(f"model: {model_path} ({result.level} level)")
+    click.echo(f"text: {text_path} ({corpus.labels}; {part}: {result.characters:,} characters, {result.tokens:,} "
+               f"tokens scored with {result.seq_length} tokens of context)")
+    click.echo(f"loss: {result.loss:.4f} nats per token, {result.bits_per_char:.4f} bits per character")
+    click.echo("per label (each token under its own label):")
+    width = max(len(f"{s.group}={s.label}") for s in result.labels)
+    for score in result.labels:
+        name = f"{score.group}={score.label}"
+        click.echo(f"  {name:<{width}}  {score.tokens:>9,} tokens  loss {score.loss:.4f}  "
+                   f"bits per character {score.bits_per_char:.4f}")

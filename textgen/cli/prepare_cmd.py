@@ -41,3 +41,5 @@ def prepare(config_path, overrides, output):
     click.echo(describe_cache(prepared))
     noun = "characters" if prepared.tokenizer.level == "char" else "tokens"
     click.echo(f"vocabulary: {prepared.tokenizer.vocab_size:,} {noun}; {len(prepared.ids):,} tokens in all")
+    if prepared.label_space is not None:
+        click.echo(f"labels: {prepared.label_space.describe().replace(chr(10), '; ')}")

@@ -31,6 +31,7 @@ SCHEDULES = ("constant", "exponential", "cosine")
 UNKNOWN_POLICIES = ("error", "unk", "drop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
+LABEL_SOURCES = ("none", "folders", "jsonl", "csv", "tsv")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,17 @@ class CorpusConfig:
     paths: tuple[str, ...] = (packaged_corpus("tinyshakespeare.txt"),)
     encoding: str = "utf-8"  # a text encoding Python knows (utf-8, latin-1, cp1252); a UTF-8 BOM is dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
-    validation_fraction: float = 0.1  # contiguous tail held out, in [0, 0.5]
+    validation_fraction: float = 0.1  # contiguous tail held out (of each label combination's text), in [0, 0.5]
+    # where documents get labels, for a conditioned model: none | folders (a directory's sub-folder names) |
+    # jsonl (one object a line) | csv | tsv (a header row names the columns); docs/training.md, Labelled corpora
+    labels: str = "none"
+    # jsonl/csv/tsv: the fields holding labels, one label group each; folders: the one group's name
+    label_columns: tuple[str, ...] = ("label",)
+    text_column: str = "text"  # jsonl/csv/tsv: the field holding each document's text
+    # training draws each label combination's windows in proportion to its size to this power, in [0, 1]
+    # (1 = as the corpus has them, 0 = every combination equally)
+    label_balance: float = 0.5
+    label_dropout: float = 0.1  # share of training windows shown without labels (any), in [0, 1)
 
     def __post_init__(self):
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
@@ -52,6 +63,21 @@ class CorpusConfig:
                  f"must be between 0 and 0.5, got {self.validation_fraction}")
         _require(is_text_encoding(self.encoding), "corpus.encoding",
                  f"must name a text encoding Python knows, such as utf-8 or latin-1, got {self.encoding!r}")
+        _require_choice(self.labels, LABEL_SOURCES, "corpus.labels")
+        columns = self.label_columns
+        _require(len(columns) > 0 and all(c.strip() for c in columns), "corpus.label_columns",
+                 f"must name at least one label field, with no empty names, got {list(columns)}")
+        _require(len(set(columns)) == len(columns), "corpus.label_columns", f"names a field twice: {list(columns)}")
+        _require(self.labels != "folders" or len(columns) == 1, "corpus.label_columns",
+                 f"with corpus.labels=folders names the one label group the sub-folders give, got {list(columns)}")
+        _require(bool(self.text_column.strip()), "corpus.text_column", "must name the field holding the text")
+        _require(self.labels in ("none", "folders") or self.text_column not in columns, "corpus.text_column",
+                 f"({self.text_column!r}) is also in corpus.label_columns; a field is either text or a label")
+        _require(0.0 <= self.label_balance <= 1.0, "corpus.label_balance",
+                 f"must be between 0 (every label combination equally) and 1 (as the corpus has them), "
+                 f"got {self.label_balance}")
+        _require(0.0 <= self.label_dropout < 1.0, "corpus.label_dropout",
+                 f"must be in [0, 1), got {self.label_dropout}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from textgen.data.unknown import UnknownTokens
 from textgen.errors import CorpusError, UsageError
 from textgen.evaluation.metrics import bits, bits_per_char, perplexity
 from textgen.models.builder import model_kind
-from textgen.models.layers import find_token_embedding
+from textgen.models.layers import find_label_embedding, find_token_embedding
 
 BLOCK_CHARS = 1 << 16  # characters read at a time: memory stays flat and progress moves smoothly
 MAX_SEQ_LENGTH = INT_LIMITS["training.seq_length"]  # tokens per window, as in training
@@ -181,9 +181,15 @@ def _windows(id_blocks: Iterator[np.ndarray], seq: int, batch_size: int) -> Iter
 def _scorer(model: keras.Model) -> Callable[[np.ndarray], float]:
     """Summed cross-entropy (nats) of a batch of windows, compiled once for every shape."""
 
+    layer = find_label_embedding(model)
+    groups = len(layer.groups) if layer is not None else 0
+
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
     def summed_loss(windows):
-        logits = tf.cast(model(windows[:, :-1], training=False), tf.float32)
+        inputs = windows[:, :-1]
+        if groups:  # a conditioned model reads plain text as text without a label (any)
+            inputs = [inputs, tf.zeros([tf.shape(inputs)[0], tf.shape(inputs)[1], groups], tf.int32)]
+        logits = tf.cast(model(inputs, training=False), tf.float32)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=windows[:, 1:], logits=logits)
         return tf.reduce_sum(tf.cast(losses, tf.float64))
 

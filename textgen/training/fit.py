@@ -25,6 +25,7 @@ from textgen.data.dataset import make_dataset, make_training_stream, validation_
 from textgen.data.unknown import encode_known
 from textgen.data.tokenizer import Tokenizer
 from textgen.errors import TextgenError, UsageError
+from textgen.labels import ANY, LabelSpace
 from textgen.models.builder import architecture_summary
 from textgen.saving import update_model_card
 from textgen.training import advice
@@ -101,6 +102,9 @@ class Run:
     parent: keras.Model | None = None  # the model being fine-tuned
     averages: list[np.ndarray] | None = None  # the averaged weights the checkpoint holds
     previous_model: bool = False  # model.keras still holds the model of the run this one replaces
+    train_labels: np.ndarray | None = None  # a conditioned model: each training token's label ids (tokens, groups)
+    val_labels: np.ndarray | None = None  # ... and each validation token's
+    label_space: LabelSpace | None = None  # a conditioned model's label groups
 
     @property
     def first_step(self) -> int:
@@ -156,9 +160,11 @@ def _fit_epochs(run: Run, callbacks: list, recorder: RunRecorder, val_ds, val_st
     first_epoch, offset = divmod(run.first_step, steps)
     for start_epoch, end_epoch, epoch_steps in fit_calls(first_epoch, offset, training.epochs, steps):
         first = start_epoch * steps + steps - epoch_steps
+        corpus = run.config.corpus
         stream = distributed(run.plan, lambda context, first=first: make_training_stream(
             run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
-            shift_windows=training.shift_windows, input_context=context))
+            shift_windows=training.shift_windows, input_context=context, labels=run.train_labels,
+            label_balance=corpus.label_balance, label_dropout=corpus.label_dropout))
         run.model.fit(stream, validation_data=val_ds, validation_steps=val_steps or None,
                       initial_epoch=start_epoch, epochs=end_epoch, steps_per_epoch=epoch_steps,
                       callbacks=callbacks, verbose=verbose, shuffle=False)  # the stream shuffles itself
@@ -203,8 +209,9 @@ def _validation_data(run: Run):
     val_steps = validation_steps(len(run.val_ids), training.seq_length, training.batch_size, run.plan.replicas)
     if not val_steps:
         return None, 0
-    return distributed(run.plan, lambda context: make_dataset(run.val_ids, training.seq_length, training.batch_size,
-                                                              shuffle=False, input_context=context).repeat()), val_steps
+    return distributed(run.plan, lambda context: make_dataset(
+        run.val_ids, training.seq_length, training.batch_size, shuffle=False, input_context=context,
+        labels=run.val_labels).repeat()), val_steps
 
 
 def _checkpointer(run: Run, recorder: RunRecorder, averager: WeightAverager | None) -> Checkpointer:
@@ -278,6 +285,9 @@ def describe_run(run: Run, echo) -> None:
              f"one window of training.seq_length + 1 = {config.training.seq_length + 1} tokens, so nothing is held "
              "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
              "corpus.validation_fraction or lower training.seq_length")
+    if run.label_space is not None:
+        echo(f"labels: {run.label_space.describe().replace(chr(10), '; ')}"
+             + ("" if config.corpus.labels != "none" else f" (this corpus has none: it trains as {ANY})"))
     echo(f"model: {architecture_summary(config.model)}, {run.model.count_params():,} parameters")
     ignored = ignored_settings(config)
     if ignored:

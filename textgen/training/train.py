@@ -28,21 +28,23 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, NamedTuple, TextIO
 
 import keras
 import numpy as np
 
 from textgen import __version__
 from textgen.config import Config, config_from_dict
-from textgen.data.dataset import replica_batch_size, split_ids, steps_per_pass
+from textgen.data.dataset import replica_batch_size, split_ids, split_labelled, steps_per_pass
+from textgen.data.labels import labels_for_model
 from textgen.data.prepare import PreparedCorpus, cache_dir, describe_cache, prepare_corpus
 from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 from textgen.data.unknown import handled
 from textgen.errors import ModelFileError, UsageError
+from textgen.labels import LabelSpace
 from textgen.models.architecture import architecture_card
 from textgen.models.builder import architecture_summary, build_model
-from textgen.models.layers import FORMAT_VERSION, find_token_embedding
+from textgen.models.layers import FORMAT_VERSION, find_label_embedding, find_token_embedding
 from textgen.saving import load_keras_model
 from textgen.files import write_text_atomic
 from textgen.training.callbacks import CROSS_ENTROPY
@@ -121,6 +123,10 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     parent, config, tokenizer = _fine_tuned(config)
     if parent is not None:
         echo(describe_adoption(given, config))
+        if config.corpus.labels != "none" and find_label_embedding(parent) is None:  # before the long encoding
+            raise UsageError(f"training.init_from {config.training.init_from} has no labels, so it cannot learn "
+                             f"a labelled corpus (corpus.labels={config.corpus.labels}); set corpus.labels=none, "
+                             "or train a new model")
     options = "drop to leave them out" + (" or unk to map them to <unk>"
                                           if tokenizer is not None and tokenizer.unk_id is not None else "")
     prepared = prepare_corpus(corpus_from_stdin(config, run_dir), cache_dir(run_dir), tokenizer=tokenizer,
@@ -129,11 +135,15 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     if parent is not None and prepared.unknown_count:
         echo(handled(prepared.unknown_count, prepared.unknown_tokens, config.training.unknown_tokens))
     echo(describe_cache(prepared))
-    tokenizer, ids = prepared.tokenizer, prepared.ids
-    train_ids, val_ids = split_ids(ids, config.corpus.validation_fraction, config.training.seq_length)
-    card = _model_card(config, prepared, plan, parent)
-    steps = _steps_per_epoch(config, train_ids)
-    model = _compiled_model(config, tokenizer, card, steps, plan)
+    tokenizer = prepared.tokenizer
+    space = prepared.label_space
+    if parent is not None:  # fine-tuning keeps the model's labels, whatever the corpus has
+        layer = find_label_embedding(parent)
+        space = LabelSpace.from_card(layer.groups) if layer is not None else None
+    split = _split(config, prepared, space, f"training.init_from {config.training.init_from}")
+    card = _model_card(config, prepared, plan, parent, space)
+    steps = _steps_per_epoch(config, split.train_ids)
+    model = _compiled_model(config, tokenizer, card, steps, plan, labels=space)
     if parent is not None:
         try:
             model.set_weights(parent.get_weights())
@@ -146,8 +156,8 @@ def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory
     previous_model = directory.clear_previous_run() if directory is not None else False
     write_tokenizer(run_dir, tokenizer.get_config())  # first: it creates checkpoint/, which marks the run as ours
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
-    return Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
-               parent=parent, previous_model=previous_model)
+    return Run(config, run_dir, tokenizer, split.train_ids, split.val_ids, card, model, steps, prepared.fingerprint,
+               plan, parent=parent, previous_model=previous_model, **split.labels(space))
 
 
 def _fine_tuned(config: Config) -> tuple[keras.Model | None, Config, Tokenizer | None]:
@@ -159,11 +169,37 @@ def _fine_tuned(config: Config) -> tuple[keras.Model | None, Config, Tokenizer |
     return parent, adopt_architecture(config, parent), tokenizer_from_config(find_token_embedding(parent).tokenizer)
 
 
-def _model_card(config: Config, prepared: PreparedCorpus, plan: DevicePlan, parent: keras.Model | None) -> dict:
+class _Split(NamedTuple):
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    train_labels: np.ndarray | None
+    val_labels: np.ndarray | None
+
+    def labels(self, space: LabelSpace | None) -> dict:
+        """The label fields of a `Run`."""
+        return {"train_labels": self.train_labels, "val_labels": self.val_labels, "label_space": space}
+
+
+def _split(config: Config, prepared: PreparedCorpus, space: LabelSpace | None, model: str) -> _Split:
+    """The training and validation splits, with each token's labels numbered as the model's
+    `space` numbers them (None for an unconditioned model)."""
+    fraction, seq_length = config.corpus.validation_fraction, config.training.seq_length
+    labels = labels_for_model(prepared.labels, prepared.label_space, space, len(prepared.ids), model) \
+        if space is not None or prepared.label_space is not None else None
+    if labels is None:
+        return _Split(*split_ids(prepared.ids, fraction, seq_length), None, None)
+    segments = prepared.segments or [(0, len(prepared.ids))]  # an unlabelled corpus: one segment of `any`
+    return _Split(*split_labelled(prepared.ids, labels, segments, fraction, seq_length))
+
+
+def _model_card(config: Config, prepared: PreparedCorpus, plan: DevicePlan, parent: keras.Model | None,
+                space: LabelSpace | None = None) -> dict:
     """What model.keras records about how it was made."""
     card = {"format_version": FORMAT_VERSION, "textgen_version": __version__, "config": config.to_dict(),
             "corpus_tokens": int(len(prepared.ids)), "coverage": prepared.coverage, "precision": plan.precision,
             "architecture": architecture_card(config.model)}
+    if space is not None:
+        card["labels"] = space.to_card()
     if parent is not None:
         card["init_from"] = {"path": str(config.training.init_from),
                              "history": find_token_embedding(parent).model_card.get("history")}
@@ -176,12 +212,14 @@ def _steps_per_epoch(config: Config, train_ids: np.ndarray) -> int:
 
 
 def _compiled_model(config: Config, tokenizer: Tokenizer, card: dict, steps_per_epoch: int,
-                    plan: DevicePlan, state: dict | None = None, run_dir: Path | None = None) -> keras.Model:
-    """The model built and compiled in the plan's strategy (and restored from `state`, if given)."""
+                    plan: DevicePlan, state: dict | None = None, run_dir: Path | None = None,
+                    labels: LabelSpace | None = None) -> keras.Model:
+    """The model built and compiled in the plan's strategy (and restored from `state`, if given);
+    conditioned on `labels` when given."""
     keras.utils.set_random_seed(config.training.seed)
     with plan.strategy.scope():
         model = build_model(config.model, tokenizer.get_config(), model_card=card, l2=config.training.l2,
-                            fused_kernels=plan.fused_kernels)
+                            fused_kernels=plan.fused_kernels, labels=labels)
         # With an L2 penalty Keras's `loss` includes it (validation too); the plain cross-entropy is
         # tracked beside it so history, bits per character and early stopping measure the text alone.
         metrics = [keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name=CROSS_ENTROPY)] \
@@ -215,13 +253,15 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
                               on_unknown=unknown, hint=CORPUS_CHANGED, progress=progress)
     echo(describe_cache(prepared))
     check_same_corpus(state["corpus"], prepared.fingerprint, saved_dir)
-    train_ids, val_ids = split_ids(prepared.ids, config.corpus.validation_fraction, config.training.seq_length)
-    steps = _steps_per_epoch(config, train_ids)
+    space = LabelSpace.from_card(state["card"].get("labels"))
+    split = _split(config, prepared, space, f"the run being resumed ({saved_dir})")
+    steps = _steps_per_epoch(config, split.train_ids)
     card = {**state["card"], "config": config.to_dict(), "precision": plan.precision}
-    model = _compiled_model(config, tokenizer, card, steps, plan, state, saved_dir)
+    model = _compiled_model(config, tokenizer, card, steps, plan, state, saved_dir, labels=space)
     write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     step = state["global_step"]
     echo(f"resuming {saved_dir} at epoch {step // steps + 1}, step {step % steps} of {steps} "
          f"(global step {step:,})")
-    return Run(config, run_dir, tokenizer, train_ids, val_ids, card, model, steps, prepared.fingerprint, plan,
-               state=state, averages=read_averages(saved_dir, state), previous_model=bool(state.get("previous_model")))
+    return Run(config, run_dir, tokenizer, split.train_ids, split.val_ids, card, model, steps, prepared.fingerprint,
+               plan, state=state, averages=read_averages(saved_dir, state),
+               previous_model=bool(state.get("previous_model")), **split.labels(space))
