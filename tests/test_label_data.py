@@ -90,6 +90,26 @@ def test_folders_label_files_by_their_sub_folder_and_leave_the_rest_unlabelled(f
     assert all(text.endswith("\n") for _, texts in corpus.segments for text in texts)
 
 
+def test_files_label_each_entry_of_the_paths(folders, tmp_path):
+    corpus = read_labelled(_corpus([folders / "austen", folders / "melville" / "one.txt", folders / "plain.txt"],
+                                   labels="files", file_labels=("austen", "melville", "shakespeare"),
+                                   label_columns=("author",)))
+    assert corpus.space == LabelSpace((LabelGroup("author", ("any", "austen", "melville", "shakespeare")),))
+    by_label = dict(corpus.segments)
+    assert len(by_label[(1,)]) == 2 and len(by_label[(2,)]) == 1  # a directory entry labels all its files
+    assert by_label[(3,)] == [_text("tinyshakespeare.txt", 0, 800).rstrip("\n") + "\n"]
+
+
+def test_files_named_for_two_labels_and_miscounted_labels_are_refused(folders):
+    with pytest.raises(CorpusError, match="named for two labels"):
+        read_labelled(_corpus([folders / "austen", folders / "austen" / "one.txt"], labels="files",
+                              file_labels=("austen", "melville")))
+    with pytest.raises(ConfigError, match="one label per entry of corpus.paths"):
+        _corpus([folders / "austen"], labels="files", file_labels=("austen", "melville"))
+    with pytest.raises(ConfigError, match="applies to corpus.labels=files"):
+        _corpus([folders / "austen"], labels="folders", file_labels=("austen",))
+
+
 def test_jsonl_reads_two_groups_numbers_nulls_and_crlf(tmp_path):
     path = _jsonl(tmp_path, [
         {"text": "It is a truth\r\nuniversally", "author": "austen", "genre": "novel"},

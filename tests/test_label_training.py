@@ -165,6 +165,32 @@ def test_evaluate_validation_split_is_the_runs_per_label_validation_text(trained
     assert counts["melville"] == np.count_nonzero(val_labels[1:, 0] == 2)
 
 
+def test_evaluate_config_scores_that_configs_labelled_corpus(trained, tmp_path):
+    corpus, out, _ = trained
+    config = tmp_path / "files.yaml"
+    config.write_text(f"corpus:\n  paths: ['{corpus / 'austen'}', '{corpus / 'melville'}']\n  labels: files\n"
+                      "  label_columns: [author]\n  file_labels: [austen, melville]\n", encoding="utf-8")
+    model = str(out / "model.keras")
+    by_config = json.loads(_evaluate("--model", model, "--config", str(config), "--json", "--validation-split"))
+    by_folder = json.loads(_evaluate("--model", model, "--text", str(corpus), "--json", "--validation-split"))
+    # The same books under the same labels: the same held-out tails, whichever source labels them. The
+    # folder's unlabelled text comes first, so there the first austen token is scored too (one more),
+    # and the scoring windows start elsewhere (each window starts from a fresh state).
+    for report in (by_config, by_folder):
+        report["labels"] = {s["label"]: (s["tokens"], s["loss"]) for s in report["labels"]}
+    assert set(by_config["labels"]) == {"austen", "melville"}
+    assert by_config["labels"]["melville"][0] == by_folder["labels"]["melville"][0]
+    assert by_config["labels"]["austen"][0] == by_folder["labels"]["austen"][0] - 1
+    for label in ("austen", "melville"):
+        assert by_config["labels"][label][1] == pytest.approx(by_folder["labels"][label][1], rel=0.01)
+    for args, message in ((["--config", str(config), "--text", str(corpus)], "with --text FILE, or"),
+                          ([], "with --text FILE, or"),
+                          (["--config", "quick"], "has no labels"),
+                          (["--config", str(config), "--labels", "csv"], "go with --text")):
+        result = CliRunner().invoke(cli, ["evaluate", "--model", model, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_evaluate_with_labels_needs_a_labelled_text(trained, tmp_path):
     _, out, _ = trained
     path = tmp_path / "docs.csv"

@@ -15,9 +15,12 @@ from textgen.config.schema import LABEL_SOURCES
 
 @click.command(cls=LibraryCommand)
 @model_option()
-@click.option("--text", "text_path", required=True, type=click.Path(allow_dash=True),
+@click.option("--text", "text_path", type=click.Path(allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin. With "
                    "--labels: a labelled corpus (a folder of label sub-folders, a JSON Lines, CSV or TSV file).")
+@click.option("--config", "config_name", default=None,
+              help="Instead of --text: the labelled corpus of this config (a preset name or a YAML file), "
+                   "scored label by label; with --validation-split, the held-out tails training uses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Windows scored per step.")
@@ -40,8 +43,8 @@ from textgen.config.schema import LABEL_SOURCES
 @click.option("--validation-split", is_flag=True,
               help="With labels: score only the tail of each label's text that training holds out "
                    "(corpus.validation_fraction): on the training corpus, the run's validation split.")
-def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown, label_source,
-             label_columns, text_column, validation_split):
+def evaluate(model_path, text_path, config_name, as_json, batch_size, seq_length, encoding, skip_unknown,
+             label_source, label_columns, text_column, validation_split):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     Without --model, the pretrained model shipped with textgen is measured.
@@ -60,6 +63,12 @@ def evaluate(model_path, text_path, as_json, batch_size, seq_length, encoding, s
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
+    if (text_path is None) == (config_name is None):
+        raise click.UsageError("give the text to score with --text FILE, or a labelled corpus with --config NAME")
+    if config_name is not None:
+        _evaluate_config(model_path, config_name, as_json, batch_size, seq_length, skip_unknown, validation_split,
+                         other_options=label_source or label_columns or text_column)
+        return
     labelled = label_source not in (None, "none")
     if label_source == "none" or (label_source is None and not _is_folder(text_path)):
         check_text_path(text_path)  # before the model loads: a wrong path is answered at once
@@ -109,6 +118,29 @@ def _reads_as_labelled(model, text_path: str) -> bool:
     return source != "none" and (source != "folders" or _is_folder(text_path))
 
 
+def _evaluate_config(model_path, config_name, as_json, batch_size, seq_length, skip_unknown, validation_split,
+                     other_options) -> None:
+    from textgen.config import load_config
+    from textgen.evaluation.labelled import evaluate_labelled
+    from textgen.generation.generate import load_keras_model
+
+    if other_options:
+        raise click.UsageError("--labels, --label-column and --text-column go with --text; --config's corpus "
+                               "section says how its text is labelled")
+    corpus = load_config(config_name, check_corpus=True).corpus
+    if corpus.labels == "none":
+        raise click.UsageError(f"the corpus of {config_name} has no labels (corpus.labels is none); score plain "
+                               "text with --text")
+    if model_path is None:
+        from textgen.pretrained import default_model_path
+
+        model_path = default_model_path()
+    model = load_keras_model(model_path)
+    result = evaluate_labelled(model, corpus, seq_length=seq_length, batch_size=batch_size,
+                               validation_only=validation_split, skip_unknown=skip_unknown)
+    _print_labelled(result, model_path, f"the corpus of {config_name}", corpus, as_json, validation_split)
+
+
 def _evaluate_labelled(model, model_path, text_path, as_json, batch_size, seq_length, encoding, skip_unknown,
                        label_source, label_columns, text_column, validation_split) -> None:
     from pathlib import Path
@@ -123,12 +155,16 @@ def _evaluate_labelled(model, model_path, text_path, as_json, batch_size, seq_le
                                     label_columns=label_columns, text_column=text_column, encoding=encoding)
     result = evaluate_labelled(model, corpus, seq_length=seq_length, batch_size=batch_size,
                                validation_only=validation_split, skip_unknown=skip_unknown)
+    _print_labelled(result, model_path, text_path, corpus, as_json, validation_split)
+
+
+def _print_labelled(result, model_path, text_name, corpus, as_json, validation_split) -> None:
     if as_json:
         click.echo(json.dumps({"model": str(model_path), **result.to_dict()}, indent=2))
         return
     part = "the held-out tail of each label's text" if validation_split else "all of it"
     click.echo(f"model: {model_path} ({result.level} level)")
-    click.echo(f"text: {text_path} ({corpus.labels}; {part}: {result.characters:,} characters, {result.tokens:,} "
+    click.echo(f"text: {text_name} ({corpus.labels}; {part}: {result.characters:,} characters, {result.tokens:,} "
                f"tokens scored with {result.seq_length} tokens of context)")
     click.echo(f"loss: {result.loss:.4f} nats per token, {result.bits_per_char:.4f} bits per character")
     click.echo("per label (each token under its own label):")

@@ -31,7 +31,7 @@ SCHEDULES = ("constant", "exponential", "cosine")
 UNKNOWN_POLICIES = ("error", "unk", "drop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
-LABEL_SOURCES = ("none", "folders", "jsonl", "csv", "tsv")
+LABEL_SOURCES = ("none", "files", "folders", "jsonl", "csv", "tsv")
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,13 @@ class CorpusConfig:
     encoding: str = "utf-8"  # a text encoding Python knows (utf-8, latin-1, cp1252); a UTF-8 BOM is dropped
     strip_gutenberg: bool = True  # drop Project Gutenberg header/licence when present
     validation_fraction: float = 0.1  # contiguous tail held out (of each label combination's text), in [0, 0.5]
-    # where documents get labels, for a conditioned model: none | folders (a directory's sub-folder names) |
-    # jsonl (one object a line) | csv | tsv (a header row names the columns); docs/training.md, Labelled corpora
+    # where documents get labels, for a conditioned model: none | files (corpus.file_labels) | folders (a
+    # directory's sub-folder names) | jsonl (one object a line) | csv | tsv (a header row names the columns);
+    # docs/conditioning.md
     labels: str = "none"
-    # jsonl/csv/tsv: the fields holding labels, one label group each; folders: the one group's name
+    # jsonl/csv/tsv: the fields holding labels, one label group each; files/folders: the one group's name
     label_columns: tuple[str, ...] = ("label",)
+    file_labels: tuple[str, ...] = ()  # files: one label per entry of corpus.paths, for every file the entry names
     text_column: str = "text"  # jsonl/csv/tsv: the field holding each document's text
     # training draws each label combination's windows in proportion to its size to this power, in [0, 1]
     # (1 = as the corpus has them, 0 = every combination equally)
@@ -68,8 +70,14 @@ class CorpusConfig:
         _require(len(columns) > 0 and all(c.strip() for c in columns), "corpus.label_columns",
                  f"must name at least one label field, with no empty names, got {list(columns)}")
         _require(len(set(columns)) == len(columns), "corpus.label_columns", f"names a field twice: {list(columns)}")
-        _require(self.labels != "folders" or len(columns) == 1, "corpus.label_columns",
-                 f"with corpus.labels=folders names the one label group the sub-folders give, got {list(columns)}")
+        _require(self.labels not in ("files", "folders") or len(columns) == 1, "corpus.label_columns",
+                 f"with corpus.labels={self.labels} names the one label group the {self.labels} give, "
+                 f"got {list(columns)}")
+        _require(self.labels != "files" or len(self.file_labels) == len(self.paths), "corpus.file_labels",
+                 f"with corpus.labels=files gives one label per entry of corpus.paths ({len(self.paths)}), "
+                 f"got {len(self.file_labels)}")
+        _require(self.labels == "files" or not self.file_labels, "corpus.file_labels",
+                 f"applies to corpus.labels=files (corpus.labels is {self.labels}); drop it or set corpus.labels=files")
         _require(bool(self.text_column.strip()), "corpus.text_column", "must name the field holding the text")
         _require(self.labels in ("none", "folders") or self.text_column not in columns, "corpus.text_column",
                  f"({self.text_column!r}) is also in corpus.label_columns; a field is either text or a label")

@@ -1,6 +1,8 @@
 """Labelled corpora: files -> documents, each with a label in every label group.
 
 `corpus.labels` says where labels come from:
+    files    corpus.file_labels gives one label per entry of corpus.paths, for every file the
+             entry names (a file, a directory or a glob)
     folders  a file under a sub-folder of a directory in corpus.paths gets the sub-folder's
              name (data/austen/*.txt -> austen); files directly in the directory, and files
              named directly or by a glob, have none
@@ -71,6 +73,8 @@ def read_documents(corpus) -> list[Document]:
     kind = corpus.labels
     if kind == "folders":
         return _folder_documents(corpus)
+    if kind == "files":
+        return _file_documents(corpus)
     reader = {"jsonl": _jsonl_documents, "csv": _table_documents, "tsv": _table_documents}.get(kind)
     if reader is None:
         raise ValueError(f"corpus.labels={kind!r} reads no labels")  # callers check for "none" first
@@ -85,7 +89,7 @@ def _space(groups: tuple[str, ...], documents: list[Document], corpus) -> LabelS
     for name in groups:
         found = sorted({doc.labels[name] for doc in documents if name in doc.labels})
         if not found:
-            where = "sub-folder" if corpus.labels == "folders" else f"{name!r} field"
+            where = {"folders": "sub-folder", "files": "corpus.file_labels entry"}.get(corpus.labels, f"{name!r} field")
             raise CorpusError(f"no document of the corpus has a label in its {where} "
                               f"({', '.join(corpus.paths[:3])}); check corpus.label_columns and corpus.labels")
         out.append(LabelGroup(name, (ANY, *found)))
@@ -117,6 +121,24 @@ def _folder_documents(corpus) -> list[Document]:
             text = "".join(stream_corpus([str(path)], corpus.encoding, corpus.strip_gutenberg))
             if text:
                 documents.append(Document(_document_text(text), labels))
+    return documents
+
+
+def _file_documents(corpus) -> list[Document]:
+    group = label_groups(corpus)[0]
+    documents, labelled = [], {}
+    for pattern, label in zip(corpus.paths, corpus.file_labels):
+        label = _checked_label(label, f"corpus.file_labels entry for {pattern}")
+        for path in resolve_paths([pattern]):
+            if path in labelled:  # named again, by another entry: read once, under one label
+                if labelled[path] != label:
+                    raise CorpusError(f"{path} is named for two labels ({labelled[path]} and {label}); "
+                                      "name each file under one entry of corpus.paths")
+                continue
+            labelled[path] = label
+            text = "".join(stream_corpus([str(path)], corpus.encoding, corpus.strip_gutenberg))
+            if text:
+                documents.append(Document(_document_text(text), {group: label}))
     return documents
 
 

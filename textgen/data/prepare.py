@@ -163,7 +163,8 @@ def source_key(config: Config, files: list[Path]) -> str:
         "strip_gutenberg": corpus.strip_gutenberg,
     }
     if corpus.labels != "none":  # an unlabelled corpus keeps the key its caches were made with
-        facts.update(labels=corpus.labels, label_columns=list(corpus.label_columns), text_column=corpus.text_column)
+        facts.update(labels=corpus.labels, label_columns=list(corpus.label_columns), text_column=corpus.text_column,
+                     file_labels=list(corpus.file_labels))
     return hashlib.sha1(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
