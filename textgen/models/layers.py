@@ -10,7 +10,7 @@ import json
 
 import keras
 
-from textgen.errors import ModelFileError, UsageError
+from textgen.errors import ModelFileError
 from textgen.saving import FORMAT_VERSION  # noqa: F401  (also imported from here by callers)
 
 
@@ -133,8 +133,8 @@ def label_rows(layer: LabelEmbedding | None, batch_size: int, vectors=None):
     takes no vectors.
     """
     if layer is None:
-        if vectors is not None:
-            raise UsageError("this model was trained without labels; drop --label")
+        if vectors is not None:  # Generator.label_vectors refuses labels for such a model with a UsageError
+            raise ValueError("label vectors were given for a model without labels")
         return None
     if vectors is None:
         any_ids = keras.ops.zeros((1, 1, len(layer.groups)), "int32")
