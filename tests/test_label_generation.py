@@ -145,9 +145,8 @@ def keras_greedy(model, seed: str, length: int, row: list[int]) -> str:
     """Greedy text from the Keras model itself: the argmax of its last position, token by token."""
     ids = list(TOKENIZER.encode(seed))
     for _ in range(length):
-        window = np.array([ids], np.int32)
-        logits = keras_logits(model, window, label_ids(window, row))[0, -1]
-        ids.append(int(np.argmax(logits)))
+        window = np.array([ids[-CONTEXT:] if "transformer" in model.name else ids], np.int32)
+        ids.append(int(np.argmax(model([window, label_ids(window, row)])[0, -1])))
     return TOKENIZER.decode(ids[len(seed):])
 
 

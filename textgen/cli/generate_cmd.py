@@ -233,7 +233,7 @@ def _labels_of(generator, request) -> list[dict]:
     """Each sample's labels, {group: {label: weight}}, for the groups the specs name (none: [{}, ...])."""
     if not request.labels:
         return [{} for _ in range(request.num_samples)]
-    space = generator.labels
+    space = generator.label_space
     rows, _ = space.mix(request.labels, request.num_samples)
     named = space.parse_specs(request.labels)
     return [{group.name: {label: round(w, 4) for label, w in zip(group.labels, row[start:start + len(group.labels)])

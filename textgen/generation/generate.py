@@ -93,9 +93,9 @@ class Generator:
             raise ModelFileError(f"model {model.name} carries no tokenizer; train it with `textgen train`")
         self.tokenizer: Tokenizer = tokenizer_from_config(embedding.tokenizer)
         self.model_card = embedding.model_card
-        self.labels = LabelSpace.from_card(self.model_card.get("labels"))  # None: trained without labels
+        self.label_space = LabelSpace.from_card(self.model_card.get("labels"))  # None: trained without labels
         self._label_embedding = find_label_embedding(model)
-        if (self.labels is None) != (self._label_embedding is None):
+        if (self.label_space is None) != (self._label_embedding is None):
             raise ModelFileError(f"model {model.name}'s card and layers disagree on whether it has labels; "
                                  "train it again with `textgen train`")
         self.precision = precision
@@ -212,9 +212,9 @@ class Generator:
         specs = (specs,) if isinstance(specs, str) else tuple(specs)
         if not specs:
             return None, num_samples
-        if self.labels is None:
+        if self.label_space is None:
             raise UsageError("this model was trained without labels; drop --label")
-        rows, count = self.labels.mix(specs, num_samples)
+        rows, count = self.label_space.mix(specs, num_samples)
         return np.asarray(self._label_embedding.mix(rows), np.float32), count
 
     def one_label(self, specs, what: str) -> np.ndarray | None:

@@ -242,15 +242,14 @@ class PackedColumnStepper:
         for i, (kind, layer) in enumerate(zip(kinds, rnns)):
             packed = kind.pack(layer.cell)
             x_kernel = _float32(packed.x_kernel)
-            if i == 0:
-                first_x_kernel = x_kernel
             if i == 0 and self.one_hot:
                 x_kernel = matrix @ x_kernel  # the table: row v is token v's contribution to every block
             self.layers.append(_ColumnLayer(kind, layer.cell.units, packed, x_kernel, dtype))
         self.head_kernel, self.head_bias = _head(model)
         self.labels = find_label_embedding(model)
         # A label vector's part of every first-layer block; it joins the pre-activations in float32.
-        self.label_kernel = self.layers[0].x_blocks(first_x_kernel) if self.labels is not None else None
+        self.label_kernel = None if self.labels is None else \
+            self.layers[0].x_blocks(_float32(kinds[0].pack(rnns[0].cell).x_kernel))
 
     @staticmethod
     def supports(model: keras.Model) -> bool:
