@@ -140,8 +140,9 @@ class TransformerStepper:
     are what every generation loop calls. States: [[history (batch, context) int32, position
     (batch,) int32], keys, values], with one (batch, heads, context, head_dim) cache per block
     in keys and values; a conditioned model's end in [[label vectors (batch, width)]], added
-    to every token's embedding before its position's, as the model adds them. While position < context the new token is written at `position` and only
-    that position is computed. Once the context is full the positions would all shift, so
+    to every token's embedding before its position's, as the model adds them. While
+    position < context the new token is written at `position` and only that position is
+    computed. Once the context is full the positions would all shift, so
     every further token re-feeds the last `context` tokens through the whole model (and the
     caches are no longer read). `cached=False` re-feeds at every step: the reference the
     cache must equal.
