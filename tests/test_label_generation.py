@@ -275,3 +275,15 @@ def test_info_shows_the_label_groups(saved):
     facts = json.loads(run_cli("info", saved / "labelled.keras", "--json").output)
     assert facts["labels"] == SPACE.to_card() == file_facts(saved / "labelled.keras")["labels"]  # read without Keras
     assert "labels" not in json.loads(run_cli("info", saved / "plain.keras", "--json").output)
+
+
+def test_prime_states_primes_each_seed_under_its_own_label():
+    """The server's priming (one row per seed) takes one label vector per seed."""
+    generator = Generator(conditioned("lstm"), precision="float32")
+    vectors, _ = generator.label_vectors(("austen", "verne"))
+    seeds = [TOKENIZER.encode("Longbourn"), TOKENIZER.encode("Mrs. Long")]
+    primed = generator.prime_states(seeds, labels=vectors)
+    for row, ids in enumerate(seeds):
+        alone, _ = generator._start(ids, 1, labels=vectors[row:row + 1])
+        for a, b in zip(tf.nest.flatten(primed), tf.nest.flatten(alone)):
+            np.testing.assert_allclose(a.numpy()[row:row + 1], b.numpy(), atol=1e-5)
