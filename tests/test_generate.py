@@ -221,7 +221,7 @@ def test_the_seed_runs_once_and_its_states_are_copied_to_every_row(trained_model
     ids = generator.tokenizer.encode("ROMEO: What light")
     primed = []
     prime = generator._prime
-    generator._prime = lambda p, seed, batch: primed.append(batch) or prime(p, seed, batch)
+    generator._prime = lambda p, seed, batch, labels=None: primed.append(batch) or prime(p, seed, batch, labels)
     copied, _ = generator._start(ids, 3, mode)
     assert primed == [1]  # the seed ran as one row, not three
     row_by_row = prime(mode, ids, 3)  # every row primed through the mode's own stepper

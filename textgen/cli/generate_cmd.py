@@ -117,6 +117,11 @@ def _is_stdin(path: str) -> bool:
 @click.option("--end-at-sentence", is_flag=True, help="End each sample at the first sentence end after --min-length.")
 @click.option("--strict", is_flag=True,
               help="Refuse seed words the model does not know instead of reading them as <unk>.")
+@click.option("--label", "labels", multiple=True, metavar="SPEC",
+              help="For a model trained with labels: write as NAME, as GROUP=NAME where label groups share "
+                   "a name, or as a blend NAME:WEIGHT,NAME:WEIGHT. Repeat for several groups (--label "
+                   "author=austen --label genre=novel), or for one sample per label (--label austen --label "
+                   "melville). E.g. --label austen:0.7,melville:0.3. `textgen info` lists the labels.")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None,
               help="Seed for sampling; the same seed, model and flags give the same text. [default: random]")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
@@ -127,12 +132,14 @@ def _is_stdin(path: str) -> bool:
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
 def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, beam_width, repetition_penalty,
-             num_samples, min_length, stop, end_at_sentence, strict, random_seed, output_path, as_json, interactive):
+             num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed, output_path, as_json,
+             interactive):
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from
     --num-samples or repeated --temperature) are printed when done. --beam-width returns
-    the most likely continuation instead of a random one.
+    the most likely continuation instead of a random one. --label picks the voice of a
+    model trained with labels.
     """
     from textgen.errors import UsageError
     from textgen.generation.generate import Request, fresh_random_seed, load
@@ -156,11 +163,12 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
             ("--min-length", min_length != 0), ("--end-at-sentence", end_at_sentence),
             ("--repetition-penalty", repetition_penalty != 1.0), ("--random-seed", random_seed is not None),
             ("a second --temperature", len(temperature) > 1)) if given]
-        return _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing)
+        return _interactive(model_path, seed, length, temperature, top_k, strict, labels, output_path, clashing)
     random_seed = random_seed if random_seed is not None else fresh_random_seed()
     requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p, beam_width),
                         num_samples=num_samples, random_seed=random_seed, repetition_penalty=repetition_penalty,
-                        min_length=min_length, stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict)
+                        min_length=min_length, stop=tuple(stop), end_at_sentence=end_at_sentence, strict=strict,
+                        labels=labels)
                 for t in temperature or (None,)]
     generator = load(model_path)
     for request in requests:  # refuse what this model cannot do before any output
@@ -171,8 +179,8 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     if output_path and output_path.fd == 1:  # the samples go to stdout once, as --output writes them
         echo = _silent
     started = time.perf_counter()
-    results = _samples(generator, requests, echo, streamed=len(requests) == 1 and num_samples == 1 and not as_json,
-                       shown=not as_json)
+    one = len(requests) == 1 and generator.label_vectors(labels, num_samples)[1] == 1  # labels may set the samples
+    results = _samples(generator, requests, echo, streamed=one and not as_json, shown=not as_json)
     seconds = time.perf_counter() - started
     if as_json:
         # A seed that drew nothing (greedy, beam) and a temperature beam search never used are null.
@@ -180,10 +188,11 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
         settings = {"length": length, "num_samples": num_samples, "random_seed": random_seed if drew else None,
                     "repetition_penalty": repetition_penalty, "min_length": min_length, "stop": list(stop),
                     "end_at_sentence": end_at_sentence, "top_k": top_k, "top_p": top_p, "beam_width": beam_width,
+                    "labels": list(labels),
                     "temperatures": [None if req.sampler.beam else req.sampler.temperature for req in requests]}
         echo(_json_document(seed, results, settings, seconds))
     if output_path:
-        write_output(output_path, [seed + sample.text for sample, _ in results])
+        write_output(output_path, [seed + sample.text for sample, *_ in results])
 
 
 def _check_seed_flags(seed, seed_file, interactive) -> None:
@@ -210,16 +219,30 @@ def _samples(generator, requests, echo, *, streamed: bool, shown: bool) -> list:
             pieces.append(piece)
             echo(piece, nl=False)
         echo()
-        return [(Sample("".join(pieces), requests[0].length), requests[0])]  # only its text is used
-    results = [(sample, req) for req in requests for sample in generator.run(req)]
+        return [(Sample("".join(pieces), requests[0].length), requests[0], _labels_of(generator, requests[0])[0])]
+    results = [(sample, req, labels) for req in requests
+               for sample, labels in zip(generator.run(req), _labels_of(generator, req))]
     if shown:
-        for i, (sample, req) in enumerate(results):
-            echo(f"--- sample {i + 1} ({_describe(req)})")
+        for i, (sample, req, labels) in enumerate(results):
+            echo(f"--- sample {i + 1} ({_describe(req, labels)})")
             echo(seed + sample.text)
     return results
 
 
-def _interactive(model_path, seed, length, temperature, top_k, strict, output_path, clashing):
+def _labels_of(generator, request) -> list[dict]:
+    """Each sample's labels, {group: {label: weight}}, for the groups the specs name (none: [{}, ...])."""
+    if not request.labels:
+        return [{} for _ in range(request.num_samples)]
+    space = generator.label_space
+    rows, _ = space.mix(request.labels, request.num_samples)
+    named = space.parse_specs(request.labels)
+    return [{group.name: {label: round(w, 4) for label, w in zip(group.labels, row[start:start + len(group.labels)])
+                          if w}
+             for group, start in zip(space.groups, space.offsets()) if group.name in named}
+            for row in rows]
+
+
+def _interactive(model_path, seed, length, temperature, top_k, strict, labels, output_path, clashing):
     """--interactive: refuse flags that only mean something for batch generation, then run the terminal UI."""
     from textgen.cli.interactive import run_interactive
     from textgen.errors import UsageError
@@ -233,7 +256,7 @@ def _interactive(model_path, seed, length, temperature, top_k, strict, output_pa
     generator = load(model_path)
     _warn_unknown(generator.encode_seed(seed, strict)[1])
     text = run_interactive(generator, seed, candidates=top_k or 10, temperature=shown_temperature,
-                           max_tokens=length, strict=strict)
+                           max_tokens=length, strict=strict, labels=labels)
     if output_path:
         write_output(output_path, [seed + text])
 
@@ -271,11 +294,13 @@ def _warn_unknown(unknown: list[str]) -> None:
 
 
 def _json_document(seed, results, settings, seconds) -> str:
-    tokens = sum(sample.tokens for sample, _ in results)
+    tokens = sum(sample.tokens for sample, _, _ in results)
     samples = []
-    for sample, req in results:
+    for sample, req, labels in results:
         entry = {"text": sample.text, "tokens": sample.tokens, "stopped_by": sample.stopped_by,
                  **req.sampler.describe()}
+        if labels:
+            entry["labels"] = labels
         if sample.log_probability is not None:
             entry["log_probability"] = round(sample.log_probability, 4)
         samples.append(entry)
@@ -284,8 +309,14 @@ def _json_document(seed, results, settings, seconds) -> str:
                       indent=2, ensure_ascii=False)
 
 
-def _describe(request) -> str:
-    return ", ".join(f"{k} {v}" for k, v in request.sampler.describe().items())
+def _describe(request, labels: dict) -> str:
+    described = [f"{k} {v}" for k, v in request.sampler.describe().items()]
+    if labels:
+        blends = {group: ",".join(name if weight == 1 else f"{name}:{weight:g}" for name, weight in blend.items())
+                  for group, blend in labels.items()}
+        shown = next(iter(blends.values())) if len(blends) == 1 else ", ".join(f"{g}={b}" for g, b in blends.items())
+        described.append(f"label {shown}")
+    return ", ".join(described)
 
 
 def _unescape(text: str) -> str:

@@ -9,6 +9,7 @@ import yaml
 
 from textgen.cli.command import TextgenCommand
 from textgen.cli.params import ModelFile
+from textgen.labels import LabelSpace
 
 
 @click.command(cls=TextgenCommand)  # TensorFlow only if the file needs Keras (_facts)
@@ -37,7 +38,9 @@ def info(ctx, model_argument, model_option, as_json):
         click.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
-        if isinstance(value, dict):
+        if key == "labels":  # the groups, one line each, as `generate --label` names them
+            click.echo("labels:\n  " + LabelSpace.from_card(value).describe().replace("\n", "\n  "))
+        elif isinstance(value, dict):
             click.echo(f"{key}:")
             click.echo("  " + yaml.safe_dump(value, sort_keys=False).rstrip().replace("\n", "\n  "))
         elif isinstance(value, list):

@@ -19,9 +19,9 @@ SHOWN_CHARS = 300  # characters of the text so far shown above the candidates
 
 
 def run_interactive(generator, seed: str, *, candidates: int = 10, temperature: float = 1.0,
-                    max_tokens: int = 500, strict: bool = False) -> str:
+                    max_tokens: int = 500, strict: bool = False, labels=()) -> str:
     """Let the user build a continuation of `seed` token by token; returns the text after the seed."""
-    session = generator.session(seed, strict)
+    session = generator.session(seed, strict, labels)
     _keep_undecodable_input()
     note(HELP, err=False)  # how to answer; the prompt itself is the command's work
     while True:

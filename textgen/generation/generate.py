@@ -17,6 +17,7 @@ scoring always run in float32, so they stay equal to the Keras model's own resul
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +36,8 @@ from textgen.generation.samplers import Sampler, TensorSampler, make_sampler
 from textgen.generation.session import StepSession
 from textgen.generation.steppers import make_stepper
 from textgen.models import cells
-from textgen.models.layers import find_token_embedding
+from textgen.labels import LabelSpace
+from textgen.models.layers import find_label_embedding, find_token_embedding
 from textgen.saving import check_textgen_model, load_keras_model
 from textgen.training.distribute import cpu_has_native_bf16
 
@@ -91,6 +93,11 @@ class Generator:
             raise ModelFileError(f"model {model.name} carries no tokenizer; train it with `textgen train`")
         self.tokenizer: Tokenizer = tokenizer_from_config(embedding.tokenizer)
         self.model_card = embedding.model_card
+        self.label_space = LabelSpace.from_card(self.model_card.get("labels"))  # None: trained without labels
+        self._label_embedding = find_label_embedding(model)
+        if (self.label_space is None) != (self._label_embedding is None):
+            raise ModelFileError(f"model {model.name}'s card and layers disagree on whether it has labels; "
+                                 "train it again with `textgen train`")
         self.precision = precision
         self.jit_compile = jit_compile
         self.stepper = make_stepper(model)  # float32; a bfloat16 one is made when first needed
@@ -103,13 +110,17 @@ class Generator:
     def generate(self, seed: str, length: int = 200, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, num_samples: int = 1, random_seed: int | None = None,
                  repetition_penalty: float = 1.0, min_length: int = 0, stop=(), end_at_sentence: bool = False,
-                 beam_width: int | None = None, strict: bool = False, sampler: Sampler | None = None) -> list[str]:
+                 beam_width: int | None = None, strict: bool = False, sampler: Sampler | None = None,
+                 labels=()) -> list[str]:
         """Return `num_samples` continuations of `seed` (the seed itself not included).
 
         temperature None means 1.0 (0 is greedy); `beam_width` asks for beam search, which
         returns the single most likely continuation and takes no sampling options.
         `random_seed` None draws a fresh one, so each call samples anew; the same seed, model
         and options give the same text in any process. `stop` is one stop string or several.
+        `labels` (a conditioned model) is one `--label` spec or several (textgen.labels): "austen",
+        "author=austen", a blend "austen:0.7,melville:0.3"; several labels of one group give one
+        sample each.
         """
         request = Request(seed=seed, length=length,
                           sampler=sampler or make_sampler(temperature, top_k, top_p, beam_width),
@@ -117,7 +128,7 @@ class Generator:
                           random_seed=fresh_random_seed() if random_seed is None else random_seed,
                           repetition_penalty=repetition_penalty, min_length=min_length,
                           stop=(stop,) if isinstance(stop, str) else tuple(stop), end_at_sentence=end_at_sentence,
-                          strict=strict)
+                          strict=strict, labels=(labels,) if isinstance(labels, str) else tuple(labels))
         return [sample.text for sample in self.run(request)]
 
     def stream(self, request: Request) -> Iterator[str]:
@@ -126,8 +137,8 @@ class Generator:
         The last characters of each chunk are held back while a stop string could still
         begin in them, so nothing printed is ever taken back.
         """
-        if request.num_samples != 1:
-            raise UsageError("streaming produces one sample; set num_samples to 1")
+        if self._resolve(request)[0].num_samples != 1:
+            raise UsageError("streaming produces one sample; set num_samples to 1 and give one label per group")
         hold = max((len(s) for s in request.stop), default=1) - 1
         emitted, text = 0, ""
         for samples in self._chunks(request):
@@ -144,7 +155,7 @@ class Generator:
         samples: list[Sample] = []
         for samples in self._chunks(request):
             pass
-        return samples or [Sample("", 0) for _ in range(request.num_samples)]
+        return samples or [Sample("", 0) for _ in range(self._resolve(request)[0].num_samples)]
 
     def encode_seed(self, seed: str, strict: bool = False) -> tuple[np.ndarray, list[str]]:
         """Token ids of the seed and the seed's out-of-vocabulary tokens (mapped to <unk>).
@@ -169,35 +180,58 @@ class Generator:
         """
         return self._prepare(request)[1]
 
-    def log_probability(self, seed: str, continuation) -> float:
+    def log_probability(self, seed: str, continuation, labels=()) -> float:
         """Natural-log probability the model gives `continuation` after `seed`.
 
         `continuation` is text (encoded on its own) or a sequence of token ids. The sum runs
-        over the continuation's tokens, each scored given everything before it.
+        over the continuation's tokens, each scored given everything before it. `labels`: the
+        `--label` specs of one text (a conditioned model; none is `any`).
         """
         seed_ids, _ = self.encode_seed(seed)
+        vectors = self.one_label(labels, "a score")
         if isinstance(continuation, str):
             targets = self.tokenizer.encode_lenient(continuation)[0] if continuation else np.zeros(0, np.int32)
         else:
             targets = np.asarray(continuation, np.int32).reshape(-1)
         if len(targets) == 0:
             return 0.0
-        states, last = self._start(seed_ids, 1)
+        states, last = self._start(seed_ids, 1, labels=vectors)
         inputs = np.concatenate([[seed_ids[-1]], targets[:-1]]).astype(np.int32)
         score = self._function("score", LoopMode())
         return float(score(states, tf.constant(inputs), tf.constant(targets.astype(np.int32))))
 
-    def session(self, seed: str, strict: bool = False) -> "StepSession":
+    def session(self, seed: str, strict: bool = False, labels=()) -> "StepSession":
         """A token-by-token session from `seed`, driven by the caller (see `StepSession`)."""
-        return StepSession(self, seed, strict)
+        return StepSession(self, seed, strict, labels)
 
-    def prime_states(self, seeds: list[np.ndarray]):
+    def label_vectors(self, specs, num_samples: int = 1) -> tuple[np.ndarray | None, int]:
+        """(label vectors (rows, embedding_dim) float32, rows) for `--label` specs, or (None, num_samples)
+        without specs: the steppers then start every row from `any`. Specs for a model without
+        labels, or labels it does not have, are a UsageError; several labels of one group set
+        the number of rows (textgen.labels.LabelSpace.mix)."""
+        specs = (specs,) if isinstance(specs, str) else tuple(specs)
+        if not specs:
+            return None, num_samples
+        if self.label_space is None:
+            raise UsageError("this model was trained without labels; drop --label")
+        rows, count = self.label_space.mix(specs, num_samples)
+        return np.asarray(self._label_embedding.mix(rows), np.float32), count
+
+    def one_label(self, specs, what: str) -> np.ndarray | None:
+        """The one row of label vectors of `specs`, for `what` works on a single text."""
+        vectors, rows = self.label_vectors(specs, 1)
+        if rows != 1:
+            raise UsageError(f"{what} is for one text: give one label per group (a blend mixes several)")
+        return vectors
+
+    def prime_states(self, seeds: list[np.ndarray], labels=None):
         """Float32 states of one row per seed, after all but its last token (the last starts the loop).
 
         For callers that assemble their own batches (textgen.serve): the rows are in the
         stepper's `initial_states` layout, batch on axis 0, and the seeds run as one batch.
         Rows and seed lengths are padded to powers of two so XLA compiles a few shapes. A
         transformer steps every row at one position, so its seeds must be of one length.
+        `labels`: one label vector per seed (`label_vectors`); None is `any` for every row.
         """
         mode = LoopMode(jit=self.jit_compile is not False)
         lengths = np.array([len(ids) - 1 for ids in seeds], np.int32)
@@ -207,7 +241,9 @@ class Generator:
         prefixes = np.zeros((rows, max(64, 1 << max(int(lengths.max()) - 1, 0).bit_length())), np.int32)
         for row, ids in enumerate(seeds):
             prefixes[row, :lengths[row]] = ids[:-1]
-        states = self._stepper(mode).initial_states(rows)
+        if labels is not None:
+            labels = np.pad(np.asarray(labels, np.float32), ((0, rows - len(seeds)), (0, 0)))
+        states = self._stepper(mode).initial_states(rows, labels)
         if lengths.max():
             states = self._function("prime_rows", mode)(
                 states, tf.constant(prefixes), tf.constant(np.pad(lengths, (0, rows - len(seeds)))))
@@ -229,24 +265,33 @@ class Generator:
         jit = self.jit_compile if self.jit_compile is not None else not bf16
         return LoopMode(tf.bfloat16 if bf16 else tf.float32, jit)
 
-    def _prepare(self, request: Request) -> tuple[np.ndarray, list[str]]:
-        """The seed's ids and unknown tokens, once the request is known to fit this model."""
+    def _prepare(self, request: Request):
+        """(seed ids, unknown tokens, the request as resolved by `_resolve`, label vectors), once the
+        request is known to fit this model."""
         seed_ids, unknown = self.encode_seed(request.seed, request.strict)
         width = getattr(request.sampler, "beam_width", 0)
         if width > self.tokenizer.vocab_size:
             raise UsageError(f"beam width {width} exceeds the vocabulary size {self.tokenizer.vocab_size}; "
                              "use a smaller --beam-width")
-        return seed_ids, unknown
+        return (seed_ids, unknown, *self._resolve(request))
+
+    def _resolve(self, request: Request) -> tuple[Request, np.ndarray | None]:
+        """The request with as many samples as its labels ask for, and each sample's label vector
+        (None: no labels, every row `any`)."""
+        if request.sampler.beam:
+            return request, self.one_label(request.labels, "beam search")
+        vectors, rows = self.label_vectors(request.labels, request.num_samples)
+        return (request if rows == request.num_samples else dataclasses.replace(request, num_samples=rows)), vectors
 
     def _chunks(self, request: Request) -> Iterator[list[Sample]]:
         """Run the compiled loop chunk by chunk; after each chunk yield the samples so far."""
-        seed_ids, _ = self._prepare(request)
+        seed_ids, _, request, labels = self._prepare(request)
         if request.sampler.beam:
-            yield from self._beam(request, seed_ids)
+            yield from self._beam(request, seed_ids, labels)
             return
         batch, sampler = request.num_samples, request.sampler
         mode = self._loop_mode(sampler, batch)
-        states, last = self._start(seed_ids, batch, mode)
+        states, last = self._start(seed_ids, batch, mode, labels)
         penalised = request.repetition_penalty != 1.0
         loop = self._function("sample", mode, sampler, penalised)
         values = {k: tf.constant(v, dtype=tf.int32 if isinstance(v, int) else tf.float32)
@@ -278,10 +323,10 @@ class Generator:
             produced += n
             yield [Sample(texts[i], counts[i], done[i] or "length") for i in range(batch)]
 
-    def _beam(self, request: Request, seed_ids: np.ndarray) -> Iterator[list[Sample]]:
+    def _beam(self, request: Request, seed_ids: np.ndarray, labels) -> Iterator[list[Sample]]:
         """Beam search over `request.length` tokens, chunk by chunk; yields the best beam at the end."""
         width = request.sampler.beam_width
-        states, last = self._start(seed_ids, width)
+        states, last = self._start(seed_ids, width, labels=labels)
         scores = tf.constant([0.0] + [-np.inf] * (width - 1), tf.float32)  # one live beam at first
         loop = self._function("beam", LoopMode(jit=self.jit_compile is not False), request.sampler)
         tokens, parents, produced = [], [], 0
@@ -303,24 +348,29 @@ class Generator:
             text, stopped_by, count = text[:cut[0]], cut[1], tokens_within(decoder, cut[0], len(ids))
         yield [Sample(text, count, stopped_by, float(np.max(scores)))]
 
-    def _start(self, seed_ids: np.ndarray, batch: int, mode: "LoopMode | None" = None):
+    def _start(self, seed_ids: np.ndarray, batch: int, mode: "LoopMode | None" = None, labels=None):
         """Run all but the last seed token through the network; the last one starts the loop.
 
         Every row starts from the same seed, so for textgen's own steppers the seed runs once,
         as one row in float32 with XLA, and its states are copied to every row in the mode's
         layout: priming a 64-row bfloat16 batch row by row cost about 5% of a 1000-token run.
+        `labels` (one vector per row, or one for all) condition the seed too, so rows with
+        different labels are primed apart.
         """
         mode = mode or LoopMode()
         stepper = self._stepper(mode)
         if hasattr(self.stepper, "tile_states") and hasattr(stepper, "tile_states"):
-            states = stepper.tile_states(self._prime(LoopMode(jit=self.jit_compile is not False), seed_ids, 1), batch)
+            rows = 1 if labels is None or (labels == labels[:1]).all() else batch
+            primed = self._prime(LoopMode(jit=self.jit_compile is not False), seed_ids, rows,
+                                 None if labels is None else labels[:rows])
+            states = stepper.tile_states(primed, batch // rows)
         else:
-            states = self._prime(mode, seed_ids, batch)
+            states = self._prime(mode, seed_ids, batch, labels)
         last = tf.fill([batch], tf.constant(int(seed_ids[-1]), tf.int32))
         return states, last
 
-    def _prime(self, mode: LoopMode, seed_ids: np.ndarray, batch: int):
-        states = self._stepper(mode).initial_states(batch)
+    def _prime(self, mode: LoopMode, seed_ids: np.ndarray, batch: int, labels=None):
+        states = self._stepper(mode).initial_states(batch, labels)
         length = len(seed_ids) - 1
         if length:
             # Padded to a power of two (at least 64) so XLA compiles once per size class, not per seed.

@@ -45,6 +45,7 @@ class Request:
     stop: tuple[str, ...] = ()
     end_at_sentence: bool = False
     strict: bool = False  # out-of-vocabulary seed tokens are an error instead of <unk>
+    labels: tuple[str, ...] = ()  # --label specs of a conditioned model (textgen.labels); () is `any`
 
     def __post_init__(self):
         for name in ("length", "min_length", "num_samples", "random_seed"):
@@ -64,6 +65,8 @@ class Request:
             raise UsageError(f"repetition penalty must be a finite number, got {self.repetition_penalty}")
         if self.repetition_penalty < 1.0:
             raise UsageError(f"repetition penalty must be 1 (off) or more, got {self.repetition_penalty}")
+        if isinstance(self.labels, str):
+            raise UsageError(f"labels is a sequence of --label specs; write labels=({self.labels!r},)")
         if any(s == "" for s in self.stop):
             raise UsageError("a stop string cannot be empty")
         if self.random_seed < 0:

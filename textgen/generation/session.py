@@ -18,12 +18,13 @@ class StepSession:
     Nothing here reads from the terminal.
     """
 
-    def __init__(self, generator: Generator, seed: str, strict: bool = False):
+    def __init__(self, generator: Generator, seed: str, strict: bool = False, labels=()):
         self.generator = generator
         self.seed = seed
         self.seed_ids, _ = generator.encode_seed(seed, strict)
+        vectors = generator.one_label(labels, "a session")  # `--label` specs of a conditioned model
         self._step = generator._function("step", LoopMode())
-        states, last = generator._start(self.seed_ids, 1)
+        states, last = generator._start(self.seed_ids, 1, labels=vectors)
         self._stack = [(states, last)]  # states before feeding `last`, one entry per appended token
         self.ids: list[int] = []
         self._next = None  # (probabilities, states after feeding the top entry's `last`)

@@ -1,10 +1,10 @@
 """Generation steps: one token through a textgen model, with its states carried forward.
 
 Every network kind owns one step with the same interface, and the compiled loops in
-textgen.generation only call it: `initial_states(batch)` and `step(token_ids, states) ->
-(float32 logits (batch, vocab), states)`, where states is a fixed structure of tensors with
-the batch on `batch_axis` (0 for all but the column stepper) and `states[0][0]` is one of
-them. `make_stepper` picks the step by the kind the model card names:
+textgen.generation only call it: `initial_states(batch, labels=None)` and `step(token_ids,
+states) -> (float32 logits (batch, vocab), states)`, where states is a fixed structure of
+tensors with the batch on `batch_axis` (0 for all but the column stepper) and `states[0][0]`
+is one of them. `make_stepper` picks the step by the kind the model card names:
 
 - transformers: `TransformerStepper` (textgen.models.transformer), cached keys and values;
 - window models: `WindowStepper` (textgen.models.window), the window re-fed per token;
@@ -15,8 +15,17 @@ them. `make_stepper` picks the step by the kind the model card names:
   other than the kind's, a cell textgen does not know) runs through `CellStepper`, which
   calls the Keras cell once per token (slower: every call goes through the layer).
 
-The two raw-op steppers offer `tile_states(states, batch)`: one row's states from the row
-stepper, copied to `batch` rows in their own layout, so a seed shared by every row runs once.
+The two raw-op steppers offer `tile_states(states, copies)`: the row stepper's states of some
+rows, repeated `copies` times in their own layout, so a seed shared by every row runs once.
+
+A conditioned model (one with a LabelEmbedding, textgen.labels) adds each row's label vector
+to the token embedding, as the Keras model does. `initial_states(batch, labels)` takes the
+rows' vectors (`LabelEmbedding.mix`, (batch, embedding_dim) float32, or one row for all;
+None: every group's `any`) and keeps them as the last entry of the states, one tensor with
+the batch on `batch_axis`, so every loop, gather and concatenation of rows carries them as it
+carries the rest. A stepper that multiplies the embedding by a kernel keeps the vector
+already multiplied, once per row instead of once per token. A model without labels has
+exactly the states it always had.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from textgen.models import cells
 from textgen.models.cells.kind import split_blocks
 from textgen.models.architecture import model_kind
 from textgen.models.builder import recurrent_layers
-from textgen.models.layers import TokenEmbedding, find_token_embedding, output_layer
+from textgen.models.layers import (LabelEmbedding, TokenEmbedding, find_label_embedding, find_token_embedding,
+                                   label_rows, output_layer)
 from textgen.models.transformer import TransformerStepper
 from textgen.models.window import WindowStepper
 
@@ -39,6 +49,7 @@ __all__ = ["CellStepper", "PackedColumnStepper", "RecurrentStepper", "Transforme
 
 TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
 _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
+_LABEL_LAYERS = (LabelEmbedding, keras.layers.Add)  # a conditioned model's labels, added to the embedding
 
 
 def make_stepper(model: keras.Model, dtype=tf.float32, columns: bool = False):
@@ -129,12 +140,17 @@ class RecurrentStepper:
         else:
             self.table, self.embeddings = None, tf.constant(matrix)
         self.head_kernel, self.head_bias = _head(model)
+        self.labels = find_label_embedding(model)
 
-    def initial_states(self, batch_size: int):
-        return [[tf.zeros([batch_size, layer.units]) for _ in range(layer.kind.states)] for layer in self.layers]
+    def initial_states(self, batch_size: int, labels=None):
+        states = [[tf.zeros([batch_size, layer.units]) for _ in range(layer.kind.states)] for layer in self.layers]
+        vectors = label_rows(self.labels, batch_size, labels)
+        if vectors is not None:  # label @ x_kernel: the label's part of the first layer's input projection
+            states.append([tf.matmul(vectors, self.layers[0].x_kernel)])
+        return states
 
-    def tile_states(self, states, batch_size: int):
-        return [[tf.tile(s, [batch_size, 1]) for s in layer] for layer in states]
+    def tile_states(self, states, copies: int):
+        return [[tf.tile(s, [copies, 1]) for s in layer] for layer in states]
 
     def step(self, token_ids, states):
         """token_ids: (batch,) int32 -> logits (batch, vocab) float32, new states."""
@@ -142,12 +158,15 @@ class RecurrentStepper:
             x_part = tf.gather(self.table, token_ids)
         else:
             x_part = self.layers[0].project(tf.gather(self.embeddings, token_ids))
+        labels = states[len(self.layers):]  # [[projected label vectors]] of a conditioned model, else []
+        if labels:
+            x_part = x_part + labels[0][0]
         new_states = []
         for i, (layer, state) in enumerate(zip(self.layers, states)):
             x, state = layer(x_part if i == 0 else layer.project(x), state)
             new_states.append(state)
         logits = tf.matmul(x, self.head_kernel)
-        return (logits + self.head_bias if self.head_bias is not None else logits), new_states
+        return (logits + self.head_bias if self.head_bias is not None else logits), new_states + labels
 
 
 class _ColumnLayer:
@@ -162,8 +181,7 @@ class _ColumnLayer:
         u, shared = units, kind.shared * units
         h_kernel, x_bias = _float32(packed.h_kernel), _float32(packed.x_bias)
         zeros = np.zeros
-        x_columns = [x_kernel[:, :shared], zeros((x_kernel.shape[0], kind.recurrent_only * u), np.float32),
-                     x_kernel[:, shared:]]
+        x_columns = [self.x_blocks(x_kernel).numpy()]
         h_columns = [h_kernel[:, :shared], h_kernel[:, shared:], zeros((u, kind.input_only * u), np.float32)]
         if packed.h_bias is None:
             bias = [x_bias[:shared], zeros(kind.recurrent_only * u, np.float32), x_bias[shared:]]
@@ -175,15 +193,26 @@ class _ColumnLayer:
         self.matrix = tf.cast(tf.constant(matrix.T.copy()), dtype)
         self.extras = [tf.cast(_float32(extra).T.copy(), dtype) for extra in packed.extras]
 
+    def x_blocks(self, x_part):
+        """x's part of the pre-activations (rows, (shared + input_only) * units), in every block's
+        columns: zeros where x makes none (the recurrent-only blocks)."""
+        shared = self.kind.shared * self.units
+        x_part = tf.convert_to_tensor(x_part, tf.float32)
+        zeros = tf.zeros([tf.shape(x_part)[0], self.kind.recurrent_only * self.units])
+        return tf.concat([x_part[:, :shared], zeros, x_part[:, shared:]], axis=1)
+
     def product(self, v, k):
         """extras[k]^T @ v, split into blocks (the `product` a kind's gates call)."""
         extra = self.extras[k]
         z = tf.cast(tf.matmul(extra, tf.cast(v, self.dtype)), tf.float32)
         return split_blocks(z, extra.shape[0] // self.units, axis=0)
 
-    def __call__(self, x, ones, states):
+    def __call__(self, x, ones, states, labels=None):
+        """`labels`: the rows' label vectors times x's weights, (blocks * units, batch) float32, or None."""
         stacked = tf.concat([x, tf.cast(states[0], self.dtype), ones], axis=0)
         z = tf.cast(tf.matmul(self.matrix, stacked), tf.float32)
+        if labels is not None:
+            z = z + labels
         h, states, _ = self.kind.gates(split_blocks(z, self.kind.blocks, axis=0), states, self.product)
         return h, states
 
@@ -217,17 +246,29 @@ class PackedColumnStepper:
                 x_kernel = matrix @ x_kernel  # the table: row v is token v's contribution to every block
             self.layers.append(_ColumnLayer(kind, layer.cell.units, packed, x_kernel, dtype))
         self.head_kernel, self.head_bias = _head(model)
+        self.labels = find_label_embedding(model)
+        # A label vector's part of every first-layer block; it joins the pre-activations in float32.
+        self.label_kernel = None if self.labels is None else \
+            self.layers[0].x_blocks(_float32(kinds[0].pack(rnns[0].cell).x_kernel))
 
     @staticmethod
     def supports(model: keras.Model) -> bool:
         layers = recurrent_layers(model)
         return bool(layers) and all(_kind_of(layer) for layer in layers)
 
-    def initial_states(self, batch_size: int):
-        return [[tf.zeros([layer.units, batch_size]) for _ in range(layer.kind.states)] for layer in self.layers]
+    def initial_states(self, batch_size: int, labels=None):
+        states = [[tf.zeros([layer.units, batch_size]) for _ in range(layer.kind.states)] for layer in self.layers]
+        vectors = label_rows(self.labels, batch_size, labels)
+        if vectors is not None:
+            states.append([tf.transpose(tf.matmul(vectors, self.label_kernel))])
+        return states
 
-    def tile_states(self, states, batch_size: int):
-        return [[tf.tile(tf.transpose(s), [1, batch_size]) for s in layer] for layer in states]
+    def tile_states(self, states, copies: int):
+        """The row stepper's states (its projected label vectors too), repeated in columns."""
+        states = list(states)
+        if len(states) > len(self.layers):  # the row stepper's label part holds x's blocks only
+            states[-1] = [self.layers[0].x_blocks(states[-1][0])]
+        return [[tf.tile(tf.transpose(s), [1, copies]) for s in layer] for layer in states]
 
     def step(self, token_ids, states):
         """token_ids: (batch,) int32 -> logits (batch, vocab) float32, new states."""
@@ -236,13 +277,14 @@ class PackedColumnStepper:
         else:
             x = tf.cast(tf.transpose(tf.gather(self.embeddings, token_ids)), self.dtype)
         ones = tf.ones_like(x[:1])
+        labels = states[len(self.layers):]  # [[label vectors' blocks]] of a conditioned model, else []
         new_states = []
-        for layer, state in zip(self.layers, states):
-            h, state = layer(x, ones, state)
+        for i, (layer, state) in enumerate(zip(self.layers, states)):
+            h, state = layer(x, ones, state, labels[0][0] if labels and i == 0 else None)
             new_states.append(state)
             x = tf.cast(h, self.dtype)
         logits = tf.matmul(h, self.head_kernel, transpose_a=True)
-        return (logits + self.head_bias if self.head_bias is not None else logits), new_states
+        return (logits + self.head_bias if self.head_bias is not None else logits), new_states + labels
 
 
 def _head(model):
@@ -259,8 +301,9 @@ def _check_layers(model):
     if not rnns:
         raise ModelFileError(f"model {model.name} has no recurrent layers to step through")
     head = output_layer(model)
+    labelled = _LABEL_LAYERS if find_label_embedding(model) is not None else ()
     for layer in model.layers:
-        if not isinstance(layer, (TokenEmbedding, keras.layers.RNN, *_PASS_THROUGH)) and layer is not head:
+        if not isinstance(layer, (TokenEmbedding, keras.layers.RNN, *_PASS_THROUGH, *labelled)) and layer is not head:
             raise ModelFileError(f"model {model.name} has a {type(layer).__name__} layer ({layer.name}) "
                                  "that generation cannot step through; build it with textgen's build_model")
     for layer in rnns:
@@ -290,17 +333,23 @@ class CellStepper:
         self.embedding, rnns = _check_layers(model)
         self.cells = [layer.cell for layer in rnns]
         self.head = output_layer(model)
+        self.labels = find_label_embedding(model)
 
-    def initial_states(self, batch_size: int):
-        return [[tf.zeros([batch_size, size]) for size in _state_sizes(cell)] for cell in self.cells]
+    def initial_states(self, batch_size: int, labels=None):
+        states = [[tf.zeros([batch_size, size]) for size in _state_sizes(cell)] for cell in self.cells]
+        vectors = label_rows(self.labels, batch_size, labels)
+        return states if vectors is None else states + [[vectors]]
 
     def step(self, token_ids, states):
         x = self.embedding(token_ids)
+        labels = states[len(self.cells):]  # [[label vectors]] of a conditioned model, else []
+        if labels:
+            x = x + tf.cast(labels[0][0], x.dtype)
         new_states = []
         for cell, state in zip(self.cells, states):
             x, state = cell(x, list(state))
             new_states.append([tf.cast(s, tf.float32) for s in state])
-        return tf.cast(self.head(x), tf.float32), new_states
+        return tf.cast(self.head(x), tf.float32), new_states + labels
 
 
 def _state_sizes(cell) -> list[int]:

@@ -73,6 +73,8 @@ def facts_from_config(config: dict, parameters: int) -> dict:
     }
     if arch["type"] == "transformer":  # blocks, not recurrent cells
         del facts["cell"], facts["units"]
+    if card.get("labels"):  # a conditioned model: its label groups, as `generate --label` names them
+        facts["labels"] = card["labels"]
     for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length"):
         if key in arch:
             facts[key] = arch[key]

@@ -122,3 +122,22 @@ def find_label_embedding(model) -> LabelEmbedding | None:
         if isinstance(layer, LabelEmbedding):
             return layer
     return None
+
+
+def label_rows(layer: LabelEmbedding | None, batch_size: int, vectors=None):
+    """The label vectors generation's steppers start `batch_size` rows from: (batch_size, output_dim) float32.
+
+    `vectors` are `LabelEmbedding.mix` rows, one for every row or one shared by all; without
+    them every row gets the `any` label of every group, the vector a conditioned model was
+    trained with on unlabelled text. None for a model without labels (layer None), which
+    takes no vectors.
+    """
+    if layer is None:
+        if vectors is not None:  # Generator.label_vectors refuses labels for such a model with a UsageError
+            raise ValueError("label vectors were given for a model without labels")
+        return None
+    if vectors is None:
+        any_ids = keras.ops.zeros((1, 1, len(layer.groups)), "int32")
+        vectors = keras.ops.cast(layer(any_ids)[0], "float32")
+    vectors = keras.ops.convert_to_tensor(vectors, "float32")
+    return keras.ops.broadcast_to(vectors, (batch_size, layer.output_dim))

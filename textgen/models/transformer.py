@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from textgen.errors import ModelFileError
-from textgen.models.layers import find_token_embedding, output_layer
+from textgen.models.layers import find_label_embedding, find_token_embedding, label_rows, output_layer
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -136,11 +136,13 @@ class TransformerBlock(keras.layers.Layer):
 class TransformerStepper:
     """A causal transformer's generation step: one position per token, with cached keys and values.
 
-    `initial_states(batch)` and `step(token_ids, states) -> (float32 logits, states)` are what
-    every generation loop calls. States: [[history (batch, context) int32, position (batch,)
-    int32], keys, values], with one (batch, heads, context, head_dim) cache per block in keys
-    and values. While position < context the new token is written at `position` and only
-    that position is computed. Once the context is full the positions would all shift, so
+    `initial_states(batch, labels=None)` and `step(token_ids, states) -> (float32 logits, states)`
+    are what every generation loop calls. States: [[history (batch, context) int32, position
+    (batch,) int32], keys, values], with one (batch, heads, context, head_dim) cache per block
+    in keys and values; a conditioned model's end in [[label vectors (batch, width)]], added
+    to every token's embedding before its position's, as the model adds them. While
+    position < context the new token is written at `position` and only that position is
+    computed. Once the context is full the positions would all shift, so
     every further token re-feeds the last `context` tokens through the whole model (and the
     caches are no longer read). `cached=False` re-feeds at every step: the reference the
     cache must equal.
@@ -151,6 +153,7 @@ class TransformerStepper:
     def __init__(self, model: keras.Model, cached: bool = True):
         self.cached = cached
         self.embedding = find_token_embedding(model)
+        self.labels = find_label_embedding(model)
         positions = [layer for layer in model.layers if isinstance(layer, PositionEmbedding)]
         self.blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
         norms = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)]
@@ -160,31 +163,44 @@ class TransformerStepper:
         self.positions, self.norm, self.head = positions[0], norms[-1], output_layer(model)
         self.context = self.positions.max_length
 
-    def initial_states(self, batch_size: int):
+    def initial_states(self, batch_size: int, labels=None):
         def cache(block):
             return tf.zeros([batch_size, block.num_heads, self.context, block.head_dim])
-        return [[tf.zeros([batch_size, self.context], tf.int32), tf.zeros([batch_size], tf.int32)],
-                [cache(block) for block in self.blocks], [cache(block) for block in self.blocks]]
+        states = [[tf.zeros([batch_size, self.context], tf.int32), tf.zeros([batch_size], tf.int32)],
+                  [cache(block) for block in self.blocks], [cache(block) for block in self.blocks]]
+        vectors = label_rows(self.labels, batch_size, labels)
+        return states if vectors is None else states + [[vectors]]
 
     def step(self, token_ids, states):
-        (history, position), keys, values = states
+        (history, position), keys, values = states[:3]
+        labels = states[3:]  # [[label vectors]] of a conditioned model, else []
         token_ids = tf.cast(token_ids, tf.int32)
         p = position[0]  # every row is at the same position
         if not self.cached:
-            return self._refeed(token_ids, history, position, keys, values)
-        return tf.cond(p < self.context,
-                       lambda: self._cached(token_ids, history, position, keys, values),
-                       lambda: self._refeed(token_ids, history, position, keys, values))
+            logits, states = self._refeed(token_ids, history, position, keys, values, labels)
+        else:
+            logits, states = tf.cond(p < self.context,
+                                     lambda: self._cached(token_ids, history, position, keys, values, labels),
+                                     lambda: self._refeed(token_ids, history, position, keys, values, labels))
+        return logits, states + labels
 
     def _logits(self, x):
         return tf.cast(self.head(self.norm(x)), tf.float32)
 
-    def _cached(self, token_ids, history, position, keys, values):
+    def _embed(self, token_ids, labels):
+        """Token vectors plus the rows' label vectors (a conditioned model), before the positions'."""
+        x = self.embedding(token_ids)
+        if not labels:
+            return x
+        vectors = tf.cast(labels[0][0], x.dtype)
+        return x + (vectors if x.shape.rank == 2 else vectors[:, None, :])
+
+    def _cached(self, token_ids, history, position, keys, values, labels):
         p = position[0]
         history = tf.tensor_scatter_nd_update(
             tf.transpose(history), [[p]], token_ids[None])  # write column p
         history = tf.transpose(history)
-        x = self.positions.at(self.embedding(token_ids), p)
+        x = self.positions.at(self._embed(token_ids, labels), p)
         new_keys, new_values = [], []
         for block, k, v in zip(self.blocks, keys, values):
             x, k, v = block.step(x, k, v, p)
@@ -192,7 +208,7 @@ class TransformerStepper:
             new_values.append(tf.cast(v, tf.float32))
         return self._logits(x), [[history, position + 1], new_keys, new_values]
 
-    def _refeed(self, token_ids, history, position, keys, values):
+    def _refeed(self, token_ids, history, position, keys, values, labels):
         """The whole model over the history, the logits of the newest token's position.
 
         Before the context is full the history is filled up to `position` and the rest is
@@ -204,7 +220,7 @@ class TransformerStepper:
         written = tf.transpose(tf.tensor_scatter_nd_update(
             tf.transpose(history), [[tf.minimum(p, self.context - 1)]], token_ids[None]))
         history = tf.where(full, shifted, written)
-        x = self.positions(self.embedding(history))
+        x = self.positions(self._embed(history, labels))
         for block in self.blocks:
             x = block(x)
         last = tf.minimum(p, self.context - 1)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from textgen.errors import ModelFileError
-from textgen.models.layers import find_token_embedding
+from textgen.models.layers import find_label_embedding, find_token_embedding, label_rows
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -91,16 +91,19 @@ class AttentionPooling(keras.layers.Layer):
 class WindowStepper:
     """Window mode's generation step: the last `window` tokens, re-fed through the window network.
 
-    `initial_states(batch)` and `step(token_ids, states) -> (float32 logits, states)` are what
-    every generation loop calls. States: [[history (batch, window) int32, filled (batch,)
+    `initial_states(batch, labels=None)` and `step(token_ids, states) -> (float32 logits, states)`
+    are what every generation loop calls. States: [[history (batch, window) int32, filled (batch,)
     int32]]: the tokens so far, newest last, and how many of them are real; earlier slots
-    are zero vectors, as in training (`WindowFrames`).
+    are zero vectors, as in training (`WindowFrames`). A conditioned model's states end in
+    [[label vectors (batch, embedding_dim)]], added to every real token's embedding as the
+    model adds them before cutting the windows (textgen.generation.steppers).
     """
 
     batch_axis = 0
 
     def __init__(self, model: keras.Model):
         self.embedding = find_token_embedding(model)
+        self.labels = find_label_embedding(model)
         frames = [layer for layer in model.layers if isinstance(layer, WindowFrames)]
         networks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
         if not (frames and networks):
@@ -108,14 +111,19 @@ class WindowStepper:
                                  "and window network to step through")
         self.window, self.network = frames[0].window, networks[0]
 
-    def initial_states(self, batch_size: int):
-        return [[tf.zeros([batch_size, self.window], tf.int32), tf.zeros([batch_size], tf.int32)]]
+    def initial_states(self, batch_size: int, labels=None):
+        states = [[tf.zeros([batch_size, self.window], tf.int32), tf.zeros([batch_size], tf.int32)]]
+        vectors = label_rows(self.labels, batch_size, labels)
+        return states if vectors is None else states + [[vectors]]
 
     def step(self, token_ids, states):
         history, filled = states[0]
+        labels = states[1:]
         history = tf.concat([history[:, 1:], tf.cast(token_ids, tf.int32)[:, None]], axis=1)
         filled = tf.minimum(filled + 1, self.window)
         real = tf.range(self.window)[None, :] >= (self.window - filled)[:, None]  # (batch, window)
         x = self.embedding(history)
+        if labels:
+            x = x + tf.cast(labels[0][0], x.dtype)[:, None, :]
         x = x * tf.cast(real, x.dtype)[..., None]
-        return tf.cast(self.network(x), tf.float32), [[history, filled]]
+        return tf.cast(self.network(x), tf.float32), [[history, filled]] + labels
