@@ -35,9 +35,7 @@ def _settings(corpus, out, **extra) -> list[str]:
         "corpus.paths": f"['{corpus}']", "corpus.labels": "folders", "corpus.label_columns": "[author]",
         "model.cell": "lstm", "model.embedding_dim": 16, "model.units": 24, "training.seq_length": 24,
         "training.batch_size": 8, "training.epochs": 1, "training.steps_per_epoch": 3,
-        # The end-of-epoch samples need generation to step a conditioned model, which is not
-        # on this branch: the printer switches them off with a note, so tests leave them off.
-        "training.sample_every": 0, "output.dir": str(out),
+        "training.sample_every": 0, "output.dir": str(out),  # one test turns the samples on
     }
     settings.update(extra)
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
@@ -56,6 +54,14 @@ def trained(tmp_path_factory):
     corpus, out = _folders(root / "data"), root / "run"
     output = _train(*_settings(corpus, out))
     return corpus, out, output
+
+
+def test_a_conditioned_model_prints_samples_without_a_label(tmp_path):
+    corpus = _folders(tmp_path / "data")
+    output = _train(*_settings(corpus, tmp_path / "run", **{"training.sample_every": 1,
+                                                           "training.sample_temperatures": "[0]"}))
+    assert "samples switched off" not in output
+    assert "temperature 0" in output, output
 
 
 def test_training_on_folders_makes_a_conditioned_model_whose_card_has_the_labels(trained):
