@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from textgen.config import ModelConfig
-from textgen.errors import UsageError
-from textgen.labels import LabelGroup, LabelSpace
+from textgen.errors import ModelFileError, UsageError
+from textgen.labels import LabelGroup, LabelSpace, labels_problem
 from textgen.models.builder import build_model
 from textgen.models.layers import LabelEmbedding, find_label_embedding
+from textgen.saving import load_keras_model
 
 AUTHORS = LabelGroup("author", ("any", "austen", "melville", "verne"))
 SPACE = LabelSpace((AUTHORS, LabelGroup("genre", ("any", "novel", "play"))))
@@ -100,3 +101,24 @@ def test_models_without_labels_keep_one_input():
     model = build_model(ModelConfig(cell="lstm", embedding_dim=8, units=16), TOKENIZER)
     assert len(model.inputs) == 1 and find_label_embedding(model) is None
     assert "labels" not in model.get_layer("token_embedding").model_card
+
+
+@pytest.mark.parametrize("entries, problem", [
+    ("austen", "not a list of label groups"),
+    ([], "not a list of label groups"),
+    ([{"name": "author"}], "not a group"),
+    ([{"name": "author", "labels": ["austen"]}], "must start with 'any'"),
+    ([{"name": "author", "labels": ["any", "a", "a"]}], "names a label twice"),
+])
+def test_a_damaged_labels_entry_is_named(entries, problem):
+    assert problem in labels_problem(entries)
+    assert labels_problem(SPACE.to_card()) is None
+
+
+def test_a_model_file_with_a_damaged_labels_entry_is_one_line(tmp_path):
+    model = build_model(ModelConfig(cell="lstm", embedding_dim=8, units=16), TOKENIZER, labels=ONE)
+    embedding = model.get_layer("token_embedding")
+    embedding.model_card = {**embedding.model_card, "labels": [{"name": "author", "labels": ["austen"]}]}
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(ModelFileError, match="damaged: its model card's labels: .*must start with 'any'"):
+        load_keras_model(tmp_path / "m.keras")

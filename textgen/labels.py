@@ -136,6 +136,21 @@ class LabelSpace:
                          f"write GROUP={name}")
 
 
+def labels_problem(entries) -> str | None:
+    """What is wrong with a model card's `labels` entry, or None (checked when a file loads)."""
+    if not isinstance(entries, list) or not entries:
+        return f"labels is {entries!r}, not a list of label groups"
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("labels"), list) or not all(isinstance(x, str) for x in entry["labels"]):
+            return f"labels holds {entry!r}, not a group {{\"name\": ..., \"labels\": [...]}}"
+        try:
+            LabelGroup(entry["name"], tuple(entry["labels"]))
+        except ValueError as exc:
+            return f"labels: {exc}"
+    return None
+
+
 def _weight(text: str, spec: str) -> float:
     try:
         weight = float(text)

@@ -216,7 +216,13 @@ def _card_problem(card: dict) -> str | None:
     if card.get("architecture") is not None:
         from textgen.models.architecture import architecture_problem
 
-        return architecture_problem(card["architecture"])
+        problem = architecture_problem(card["architecture"])
+        if problem:
+            return problem
+    if card.get("labels") is not None:
+        from textgen.labels import labels_problem
+
+        return labels_problem(card["labels"])
     return None
 
 
