@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'textgen[serve]'")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'textgen[serve]'")
 
+from test_serve_browser import LAPTOP, _el, _generate, _open, _output, _status, _until, browser  # noqa: E402,F401
 from test_serve_http import Server, call, generate, open_stream, sse_events  # noqa: E402
 
 import textgen  # noqa: E402
@@ -173,3 +174,30 @@ def test_read_body_resolves_labels_with_the_models_label_space():
         read_body({"seed": "a", "label": "austen"}, Limits())
     assert caught.value.field == "label"
     assert read_body({"seed": "a", "label": None}, Limits()).requests[0].labels == ()  # null: the default
+
+
+
+def test_the_page_picks_labels_only_for_a_conditioned_model(browser, server, labelled):
+    """A select per group, `any` first, whose choice reaches the text; none for a model without labels."""
+    from selenium.webdriver.support.ui import Select
+
+    url = f"http://127.0.0.1:{server.port}/"
+    _open(browser, url, LAPTOP)
+    _until(browser, lambda: browser.find_elements("css selector", "#labels select"), "no label picker")
+    author, genre = (Select(_el(browser, f"label-{i}")) for i in range(2))
+    assert [o.text for o in author.options] == list(SPACE.groups[0].labels)
+    assert author.first_selected_option.text == genre.first_selected_option.text == "any"
+    author.select_by_visible_text("melville")
+    genre.select_by_visible_text("play")
+    browser.execute_script("arguments[0].value = '0'; arguments[0].dispatchEvent(new Event('input'))",
+                           _el(browser, "temperature"))
+    _generate(browser, "It is", 30)
+    _until(browser, lambda: _status(browser).startswith("done in"), "generation never finished")
+    assert _output(browser) == "It is" + labelled.generate("It is", 30, 0, labels=("author=melville", "genre=play"))[0]
+    plain = Server(tiny_lstm(labels=None), name="plain")
+    try:
+        _open(browser, f"http://127.0.0.1:{plain.port}/", LAPTOP)
+        _until(browser, lambda: "plain" in _el(browser, "model-name").text, "no model card")
+        assert not _el(browser, "labels").is_displayed() and not browser.find_elements("css selector", "#labels select")
+    finally:
+        plain.close()
