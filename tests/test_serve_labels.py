@@ -4,6 +4,7 @@ the same labels, whatever other labels share its batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -95,6 +96,27 @@ def test_jobs_of_different_labels_in_one_batch_equal_generator_run(labelled, tog
     assert [len(samples) for samples in got] == [1, 1, 2, 3, 1, 1, 2, 1]
     assert got[0] != got[1] and got[0] != got[-1]  # the labels change the text
     assert got[5][0].text != got[6][0].text != got[6][1].text  # greedy, too
+
+
+@pytest.mark.slow  # about 20 s, compiling the transformer's loops for each batch size
+def test_a_transformer_batches_labels_by_position_and_equals_generator_run():
+    """A transformer's jobs share a batch only at one position; labelled rows prime there like any others."""
+    keras.utils.set_random_seed(3)
+    config = ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=1, context_length=16)
+    model = build_model(config, TOKENIZER.get_config(), labels=SPACE)
+    table = find_label_embedding(model).embeddings
+    table.assign(table * 20.0)
+    generator = Generator(model, precision="float32")
+    requests = [dataclasses.replace(req, length=24) for req in MIXED[1:4] + MIXED[5:7]]  # past the context
+    engine = BatchEngine(generator, window_ms=20)
+    jobs = [engine.submit(req) for req in requests]
+    engine.start()
+    try:
+        got = [job.result(120) for job in jobs]
+    finally:
+        engine.stop()
+    assert got == [generator.run(req) for req in requests]
+    assert got[3][0].text != got[4][0].text != got[4][1].text  # greedy "The" under three labels
 
 
 def test_a_job_holds_the_samples_its_labels_ask_for(labelled):
