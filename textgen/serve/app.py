@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from textgen.errors import UsageError
+from textgen.labels import LabelSpace
 from textgen.serve.body import BodyError, Limits, decode, read_body
 
 __all__ = ["Limits", "create_app", "describe_model"]
@@ -34,7 +35,8 @@ def describe_model(generator, name: str) -> dict:
     """What GET /v1/model answers: the model card, its architecture, name, level and vocabulary size.
 
     The training config's output folder is left out: it is a path on the machine that trained the
-    model and means nothing to a client.
+    model and means nothing to a client. A conditioned model's card keeps its `labels`, the label
+    groups a request's `label` field chooses from.
     """
     from textgen.models.architecture import architecture
 
@@ -91,6 +93,9 @@ class _Api:
 
     def __init__(self, engine, model_facts: dict, token: str | None, limits: Limits):
         self.engine, self.facts, self.limits = engine, model_facts, limits
+        # The groups /v1/model lists are the ones a request is checked against: the Generator
+        # reads the same card entry into the same LabelSpace.
+        self.label_space = LabelSpace.from_card(model_facts.get("labels"))
         self.token = token.encode("utf-8") if token else None
         self.streams = 0  # streaming responses open now, at most limits.max_streams
         self.page_html = _page()
@@ -120,7 +125,7 @@ class _Api:
         if refusal is not None:
             return refusal
         try:
-            body = read_body(decode(await self._read(request)), self.limits, _normalise)
+            body = read_body(decode(await self._read(request)), self.limits, _normalise, self.label_space)
             if body.stream and self.streams >= self.limits.max_streams:
                 raise BodyError(f"this server has {self.limits.max_streams} streams open, its limit; try again "
                                 "shortly, or start it with a higher --max-streams", "stream", status=429)

@@ -70,10 +70,10 @@ class RowBatch:
         return list(dict.fromkeys(job for job, _ in self.rows))
 
     def add(self, jobs: list[Job]) -> None:
-        """Prime the jobs' seeds in one call and append one row per sample (at the next chunk boundary)."""
+        """Prime the jobs' seeds and append one row per sample (at the next chunk boundary)."""
+        jobs = [job for job in jobs if job.labels is None] + [job for job in jobs if job.labels is not None]
         counts = [job.request.num_samples for job in jobs]
-        states = tf.nest.map_structure(lambda s: tf.repeat(s, counts, axis=0),
-                                       self.generator.prime_states([job.seed_ids for job in jobs]))
+        states = self._prime(jobs)
         seen = np.zeros((sum(counts), self.generator.tokenizer.vocab_size), bool)
         last = np.zeros([sum(counts)], np.int32)
         row = 0
@@ -86,6 +86,27 @@ class RowBatch:
         self.rows += [(job, i) for job, n in zip(jobs, counts) for i in range(n)]
         self.options = np.concatenate([self.options] + [np.tile(row_options(job), (n, 1))
                                                         for job, n in zip(jobs, counts)])
+
+    def _prime(self, jobs: list[Job]):
+        """The states of the jobs' rows (jobs without labels come first, as `add` orders them).
+
+        A job without labels primes its seed once for all its samples (every row starts as
+        `any`); a job with labels primes a row per sample under that sample's own label vector,
+        since a job's samples may have different labels. Each kind is one priming call.
+        """
+        plain = [job for job in jobs if job.labels is None]
+        labelled = [job for job in jobs if job.labels is not None]
+        parts = []
+        if plain:
+            parts.append(tf.nest.map_structure(
+                lambda s: tf.repeat(s, [job.request.num_samples for job in plain], axis=0),
+                self.generator.prime_states([job.seed_ids for job in plain])))
+        if labelled:
+            seeds = [job.seed_ids for job in labelled for _ in range(job.request.num_samples)]
+            parts.append(self.generator.prime_states(seeds, labels=np.concatenate([job.labels for job in labelled])))
+        if len(parts) == 1:
+            return parts[0]
+        return tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), *parts)
 
     def _real(self, tensors):
         """The real rows of padded tensors (None when the batch is empty)."""

@@ -4,6 +4,8 @@ Every problem is a `BodyError` that names the field and, for a server limit, the
 flag that raises it, so a client learns what to change from the one line it gets back. The
 checks here come first and speak the API's names (`top_k`, not `--top-k`); the library's own
 checks (`Request`, `make_sampler`) still run after them and catch what these do not foresee.
+Labels are the exception: their specs mean what `--label` means, so the model's own LabelSpace
+reads them here (one parser for the command line, the Python API and the server).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from textgen.errors import TextgenError, UsageError
 
 FIELDS = ("seed", "length", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "min_length",
-          "end_at_sentence", "num_samples", "random_seed", "stream")
+          "end_at_sentence", "num_samples", "random_seed", "stream", "label")
 MAX_RANDOM_SEED = 2**63 - 1
 
 
@@ -69,8 +71,11 @@ def _refuse_constant(name: str):
     raise BodyError(f"{name} is not a number JSON allows; send a finite number", status=400)
 
 
-def read_body(value: dict, limits: Limits, normalise=lambda text: text) -> Body:
-    """The requests `value` (a decoded body) asks for; `normalise` prepares the seed as a corpus is."""
+def read_body(value: dict, limits: Limits, normalise=lambda text: text, label_space=None) -> Body:
+    """The requests `value` (a decoded body) asks for; `normalise` prepares the seed as a corpus is.
+
+    `label_space` is the model's (textgen.labels.LabelSpace; None for a model without labels).
+    """
     from textgen.generation.request import Request, fresh_random_seed
 
     for name in value:
@@ -88,9 +93,12 @@ def read_body(value: dict, limits: Limits, normalise=lambda text: text) -> Body:
     temperatures = _temperatures(given)
     top_k, top_p = _sampling(given, temperatures)
     num_samples = _whole(given, "num_samples", 1, limits.max_num_samples, "--max-num-samples", low=1)
-    if num_samples * len(temperatures) > limits.max_num_samples:
-        raise BodyError(f"num_samples {num_samples} x {len(temperatures)} temperatures asks for "
-                        f"{num_samples * len(temperatures)} samples, over this server's limit of "
+    labels = _labels(given)
+    rows = _label_rows(labels, num_samples, label_space)
+    if rows * len(temperatures) > limits.max_num_samples:
+        asked = f"num_samples {num_samples}" if rows == num_samples else f"{rows} labels of one group"
+        raise BodyError(f"{asked} x {len(temperatures)} temperatures asks for "
+                        f"{rows * len(temperatures)} samples, over this server's limit of "
                         f"{limits.max_num_samples}; ask for fewer, or start it with a higher --max-num-samples",
                         "num_samples")
     min_length = _whole(given, "min_length", 0, length, None)
@@ -99,14 +107,15 @@ def read_body(value: dict, limits: Limits, normalise=lambda text: text) -> Body:
     if penalty < 1:
         raise BodyError(f"repetition_penalty must be 1 (off) or more, got {penalty}", "repetition_penalty")
     stream = _flag(given, "stream")
-    if stream and num_samples * len(temperatures) != 1:
-        raise BodyError("streaming sends one sample; set num_samples to 1 and give one temperature, "
-                        "or drop stream", "stream")
+    if stream and rows * len(temperatures) != 1:
+        raise BodyError("streaming sends one sample; set num_samples to 1 and give one temperature "
+                        "and one label per group, or drop stream", "stream")
     random_seed = fresh_random_seed() if random_seed is None else random_seed
     try:
         requests = [Request(seed=normalise(seed), length=length, sampler=_sampler(t, top_k, top_p),
                             num_samples=num_samples, random_seed=random_seed, repetition_penalty=penalty,
-                            min_length=min_length, stop=_stops(given), end_at_sentence=_flag(given, "end_at_sentence"))
+                            min_length=min_length, stop=_stops(given), end_at_sentence=_flag(given, "end_at_sentence"),
+                            labels=labels)
                     for t in temperatures]
     except UsageError as exc:  # what the checks above do not foresee, in the library's words
         raise BodyError(str(exc)) from None
@@ -143,6 +152,31 @@ def _sampling(given: dict, temperatures: list[float]) -> tuple[int | None, float
         raise BodyError("temperature 0 is greedy decoding; drop top_k/top_p or use a temperature above 0",
                         "temperature")
     return top_k, top_p
+
+
+def _labels(given: dict) -> tuple[str, ...]:
+    value = given.get("label", [])
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(s, str) for s in values):
+        raise BodyError(f"label must be a label spec or a list of them (such as \"austen\", \"author=austen\" "
+                        f"or \"austen:0.7,melville:0.3\"), got {_kind(value)}", "label")
+    if "label" in given and not values:
+        raise BodyError("label is an empty list; give a label spec or a list of them, or drop label to write "
+                        "as the model's `any`", "label")
+    return tuple(values)
+
+
+def _label_rows(labels: tuple[str, ...], num_samples: int, label_space) -> int:
+    """Samples per temperature once the labels are read: several labels of one group give one sample each."""
+    if not labels:
+        return num_samples
+    if label_space is None:
+        raise BodyError("this model was trained without labels; drop label", "label")
+    try:
+        return label_space.mix(labels, num_samples)[1]
+    except UsageError as exc:  # LabelSpace speaks the command line's flags; the body names its fields
+        raise BodyError(str(exc).replace("--num-samples", "num_samples").replace("--label ", "label "),
+                        "label") from None
 
 
 def _stops(given: dict) -> tuple[str, ...]:

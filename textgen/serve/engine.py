@@ -11,6 +11,8 @@ Transformer models step every row of a batch at one position (their key/value ca
 written at a single index), so a job joins only a batch at its own position: jobs that
 start together with seeds of equal length share a batch, and the others run in batches of
 their own, taking turns chunk by chunk. Recurrent and window models let any job join.
+A conditioned model's rows each carry their own label vector in their states, so jobs of
+different labels, and the samples of one job with several labels, share a batch like any others.
 
 The engine runs the float32 stepper, which is what makes its output equal the Generator's
 float32 output; it never blocks the caller: `submit` only validates and queues.
@@ -19,6 +21,7 @@ float32 output; it never blocks the caller: `submit` only validates and queues.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -97,6 +100,11 @@ class BatchEngine:
                              f"not {type(request.sampler).__name__}")
         self.generator.check(request)
         seed_ids, _ = self.generator.encode_seed(request.seed, request.strict)
+        # As Generator.run reads labels: several labels of one group set the number of samples, and
+        # the random numbers are drawn for that many rows, so the job holds the request so resolved.
+        labels, rows = self.generator.label_vectors(request.labels, request.num_samples)
+        if rows != request.num_samples:
+            request = dataclasses.replace(request, num_samples=rows)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -106,7 +114,7 @@ class BatchEngine:
                 raise UsageError("the server is shutting down and takes no new requests; try again shortly")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"the queue holds {self.max_queue} requests already; try again shortly")
-            job = Job(request, seed_ids, self.generator.tokenizer, loop)
+            job = Job(request, seed_ids, self.generator.tokenizer, loop, labels)
             self._waiting.append(job)
             self._lock.notify_all()
         return job

@@ -50,8 +50,10 @@ class Job:
     `{"type": "done", "samples": [...], "seconds": s}` or `{"type": "error", "error": "..."}`.
     """
 
-    def __init__(self, request: Request, seed_ids: np.ndarray, tokenizer, loop: asyncio.AbstractEventLoop | None):
+    def __init__(self, request: Request, seed_ids: np.ndarray, tokenizer, loop: asyncio.AbstractEventLoop | None,
+                 labels: np.ndarray | None = None):
         self.request, self.seed_ids = request, seed_ids
+        self.labels = labels  # (num_samples, width) label vectors (Generator.label_vectors); None: every row `any`
         self._loop = loop
         self._queue: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
         self._finished = threading.Event()
