@@ -133,8 +133,9 @@ class GenerationModule(tf.Module):
                                             message="label_weights needs one row per seed, or one row for all"),
                   tf.debugging.assert_non_negative(label_weights, message="a label weight is negative"),
                   tf.debugging.assert_less_equal(tf.abs(sums - 1.0), GROUP_SUM_TOLERANCE,
-                                                 message="each label group's weights must sum to 1; a group you do "
-                                                         f"not choose takes weight 1 on its {ANY!r} label")]
+                                                 message="the weights of each label group must sum to 1; a "
+                                                         f"group you do not choose takes weight 1 on {ANY}, its "
+                                                         "first label")]
         with tf.control_dependencies(checks):
             weights = tf.broadcast_to(label_weights, [batch, self.label_space.size])
             return tf.matmul(weights, self.label_table)  # as LabelEmbedding.mix computes them

@@ -53,7 +53,8 @@ def export_tflite(model: keras.Model, output: Path) -> dict:
     """Write the zip `output` (which must not exist) and return what the CLI prints about it.
 
     Returns {"path", "bytes" (the zip's size), "tflite_bytes", "kind" (sequence, window or
-    transformer), "states" (the state inputs' shapes, in input order)}. A model that is not
+    transformer), "states" (the state inputs' shapes, in input order), "labels" (step.json's,
+    None for a model without labels)}. A model that is not
     textgen's, or whose step does not convert to built-in ops, is a ModelFileError; an
     existing `output` is a UsageError and stays as it was.
     """
@@ -79,7 +80,7 @@ def export_tflite(model: keras.Model, output: Path) -> dict:
     data = _zip(files)
     create_file(output, data, _exists)
     return {"path": str(output), "bytes": len(data), "tflite_bytes": len(tflite), "kind": model_kind(model),
-            "states": [spec["shape"] for spec in facts["inputs"][1:]]}
+            "states": [spec["shape"] for spec in facts["inputs"][1:]], "labels": facts.get("labels")}
 
 
 class StepFunction:
