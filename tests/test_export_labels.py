@@ -234,14 +234,20 @@ def test_the_litert_loop_writes_what_generate_writes_under_a_label(lstm_zip, spe
 
 
 def test_the_zip_says_how_to_make_the_label_state(lstm_zip):
-    _, archive = lstm_zip
+    """weights @ label_states.npy is the label state generate's own stepper starts from, for a blend too."""
+    path, archive = lstm_zip
     files = zipfile.ZipFile(archive)
     step = json.loads(files.read("step.json"))
     labels = step["labels"]
     assert labels["state"] == step["inputs"][-1]["name"] and labels["groups"] == SPACE.to_card()
     table = np.load(files.open("label_states.npy"))
-    assert table.shape == (SPACE.size, step["inputs"][-1]["shape"][1]) and table.dtype == np.float32
-    assert "label_states.npy" in files.read("README.txt").decode() and labels["state"] in files.read("README.txt").decode()
+    generator = load(path)
+    specs = ["austen:0.7,melville:0.3", "genre=play"]
+    start = generator.stepper.initial_states(1, generator.label_vectors(specs)[0])
+    np.testing.assert_allclose(np.asarray(weights_of(specs), np.float32) @ table, tf.nest.flatten(start)[-1],
+                               atol=1e-5)
+    readme = files.read("README.txt").decode()
+    assert "label_states.npy" in readme and labels["state"] in readme
     assert litert_loop.label_weights(labels, ["verne", "genre=novel"]) == [0, 0, 0, 1, 0, 1, 0]
 
 
