@@ -14,7 +14,8 @@ from textgen.export import FORMATS
 
 SUFFIX = {"saved_model": "", "tflite": ".zip"}
 TRY_SAVED_MODEL = ("try it: saved_model_cli run --dir {path} --tag_set serve --signature_def serving_default "
-                   "--input_exprs 'seed=[\"{seed}\"];length=200;temperature=0.8;top_k=0;top_p=1.0;random_seed=1'")
+                   "--input_exprs 'seed=[\"{seed}\"];{labels}length=200;temperature=0.8;top_k=0;top_p=1.0;"
+                   "random_seed=1'")
 
 TRY_TFLITE = ("try it: unzip -p {path} generate.py > generate.py && "
               "python generate.py {path} --seed \"ROMEO:\" --temperature 0.8  (pip install numpy ai-edge-litert)")
@@ -28,6 +29,17 @@ def _new_output(ctx, param, value: str) -> str:
     if not os.path.isdir(parent):
         raise click.BadParameter(f"the folder {parent!r} does not exist; create it first or give another path")
     return value
+
+
+def _label_input(labels: dict | None) -> str:
+    """saved_model_cli's label_weights for the first label of the first group, or "" for a model without labels."""
+    if not labels:
+        return ""
+    first = labels["groups"][0]
+    row = list(labels["any"])
+    if len(first["labels"]) > 1:
+        row[:len(first["labels"])] = [0.0, 1.0] + [0.0] * (len(first["labels"]) - 2)
+    return f"label_weights=[{row}];"
 
 
 @click.command(cls=LibraryCommand)
@@ -78,7 +90,10 @@ def export(ctx, model_path, export_format, output, xla, as_json):
             note(f"the tokenizer cannot run in the graph ({facts['unsupported']}); serving_default takes and "
                  "returns token ids: docs/deploy.md says what the app must do", err=False)
         else:
-            note(TRY_SAVED_MODEL.format(path=output, seed="ROMEO:"), err=False)
+            note(TRY_SAVED_MODEL.format(path=output, seed="ROMEO:", labels=_label_input(facts["labels"])), err=False)
     else:
         note(TRY_TFLITE.format(path=output), err=False)
+    if facts.get("labels"):
+        note("a conditioned model: give each sample's label weights, one per label of every group "
+             "(assets.extra/textgen.json or step.json lists them); docs/deploy.md#conditioned-models", err=False)
     note("serving and running it: docs/deploy.md", err=False)
