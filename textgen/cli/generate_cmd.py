@@ -142,8 +142,6 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
     model trained with labels.
     """
     from textgen.errors import UsageError
-    from textgen.generation.generate import Request, fresh_random_seed, load
-    from textgen.generation.samplers import make_sampler
 
     _check_seed_flags(seed, seed_file, interactive)
     if model_path is None:
@@ -164,6 +162,18 @@ def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, bea
             ("--repetition-penalty", repetition_penalty != 1.0), ("--random-seed", random_seed is not None),
             ("a second --temperature", len(temperature) > 1)) if given]
         return _interactive(model_path, seed, length, temperature, top_k, strict, labels, output_path, clashing)
+    _sample_and_show(model_path, seed, length, temperature, top_k, top_p, beam_width, repetition_penalty,
+                     num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed, output_path,
+                     as_json)
+
+
+def _sample_and_show(model_path, seed, length, temperature, top_k, top_p, beam_width, repetition_penalty,
+                     num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed, output_path,
+                     as_json) -> None:
+    """Everything but --interactive: the samples, printed or streamed, as JSON, and to --output."""
+    from textgen.generation.generate import Request, fresh_random_seed, load
+    from textgen.generation.samplers import make_sampler
+
     random_seed = random_seed if random_seed is not None else fresh_random_seed()
     requests = [Request(seed=seed, length=length, sampler=make_sampler(t, top_k, top_p, beam_width),
                         num_samples=num_samples, random_seed=random_seed, repetition_penalty=repetition_penalty,

@@ -40,7 +40,8 @@ import tensorflow as tf
 from textgen.export.graph_text import graph_tokenizer
 from textgen.export.re2_pattern import Unsupported
 from textgen.generation import loops
-from textgen.generation.generate import Generator, banned_mask
+from textgen.generation.generate import Generator
+from textgen.generation.loops import banned_mask
 from textgen.generation.samplers import TensorSampler
 from textgen.generation.steppers import RecurrentStepper
 from textgen.labels import ANY, LabelSpace

@@ -30,13 +30,13 @@ from textgen.data.tokenizer import Tokenizer, tokenizer_from_config
 from textgen.data.unknown import name_tokens
 from textgen.errors import ModelFileError, UsageError
 from textgen.generation import loops
-from textgen.generation.loops import LoopMode
+from textgen.generation.loops import LoopMode, banned_mask
 from textgen.generation.request import MAX_NUM_SAMPLES, Request, Sample, find_end, fresh_random_seed, tokens_within
 from textgen.generation.samplers import Sampler, TensorSampler, make_sampler
 from textgen.generation.session import StepSession
 from textgen.generation.steppers import make_stepper
-from textgen.models import cells
 from textgen.labels import LabelSpace
+from textgen.models import cells
 from textgen.models.layers import find_label_embedding, find_token_embedding
 from textgen.saving import check_textgen_model, load_keras_model
 from textgen.training.distribute import cpu_has_native_bf16
@@ -55,15 +55,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 def load(path: str | Path, **options) -> "Generator":
     """Load a textgen model file and return a `Generator` for it (options: see `Generator`)."""
     return Generator(load_keras_model(path), **options)
-
-
-def banned_mask(tokenizer: Tokenizer):
-    """A (vocab,) bool mask of the tokens never generated (the unknown-word token), or None."""
-    if tokenizer.unk_id is None:
-        return None
-    mask = np.zeros(tokenizer.vocab_size, dtype=bool)
-    mask[tokenizer.unk_id] = True
-    return tf.constant(mask)
 
 
 @functools.lru_cache(maxsize=1)

@@ -53,6 +53,15 @@ def _chunk_uniforms(key, batch):
     return tf.random.stateless_uniform([CHUNK, batch], seed=key, dtype=tf.float32, alg="philox")
 
 
+def banned_mask(tokenizer):
+    """A (vocab,) bool mask of the tokens never generated (the unknown-word token), or None: the loops' `banned`."""
+    if tokenizer.unk_id is None:
+        return None
+    mask = np.zeros(tokenizer.vocab_size, dtype=bool)
+    mask[tokenizer.unk_id] = True
+    return tf.constant(mask)
+
+
 def make_prime(stepper, banned):
     """Feed the first `length` tokens of `prefix` (the seed but its last token) to every row."""
     def prime(states, prefix, length):
