@@ -73,7 +73,8 @@ def state_of(rows: int, step: int, finished=None, waited: int = 0) -> dict:
 def test_a_run_with_nothing_left_to_do_is_refused_until_its_limit_is_raised(tmp_path):
     two = load_config(None, ["training.epochs=2"])
     with pytest.raises(UsageError, match=f"the run in {tmp_path} already finished its 2 epochs; raise training.epochs"):
-        check_can_continue(two, state_of(2, 20), tmp_path)
+        check_can_continue(two, state_of(2, 20, finished="completed"), tmp_path)
+    check_can_continue(two, state_of(2, 20), tmp_path)  # killed before it was marked finished: resume ends it
     check_can_continue(load_config(None, ["training.epochs=3"]), state_of(2, 20), tmp_path)
     check_can_continue(two, state_of(2, 25), tmp_path)  # stopped part-way through its last epoch's steps
     patient = load_config(None, ["training.epochs=9", "training.patience=2"])

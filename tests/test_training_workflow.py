@@ -116,6 +116,12 @@ def test_resume_refuses_what_cannot_continue(small_corpus, tmp_path):
     assert train(finished, resume=True, echo=quiet, verbose=0).stopped == "completed"
     with pytest.raises(UsageError, match="already finished its 1 epoch; raise training.epochs"):
         train(finished, resume=True, echo=quiet, verbose=0)
+    # Killed after its last epoch was saved, before the run was marked finished: resuming ends it.
+    state_path = checkpoint_dir(tmp_path / "run") / "state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "finished": None}))
+    assert train(finished, resume=True, echo=quiet, verbose=0).stopped == "completed"
+    assert json.loads(state_path.read_text())["finished"] == "completed"
 
 
 def test_steps_per_epoch_time_budget_and_resume(small_corpus, tmp_path):

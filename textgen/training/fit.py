@@ -158,7 +158,11 @@ def _fit_epochs(run: Run, callbacks: list, recorder: RunRecorder, val_ds, val_st
     """Run `fit` over the epochs left; "early_stopping" or "completed"."""
     training, steps = run.config.training, run.steps_per_epoch
     first_epoch, offset = divmod(run.first_step, steps)
-    for start_epoch, end_epoch, epoch_steps in fit_calls(first_epoch, offset, training.epochs, steps):
+    calls = fit_calls(first_epoch, offset, training.epochs, steps)
+    if not calls:  # resumed after its last epoch was saved: nothing to fit, the end of the run to write
+        for callback in callbacks:
+            callback.set_model(run.model)
+    for start_epoch, end_epoch, epoch_steps in calls:
         first = start_epoch * steps + steps - epoch_steps
         corpus = run.config.corpus
         stream = distributed(run.plan, lambda context, first=first: make_training_stream(

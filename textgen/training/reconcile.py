@@ -85,7 +85,10 @@ def check_can_continue(config: Config, state: dict, run_dir: Path) -> None:
             state["recorder"]["waited"] >= config.training.patience:
         raise UsageError(f"the run in {run_dir} stopped early after {len(done)} epochs (no better validation "
                          f"loss for {state['recorder']['waited']}); raise training.patience to train further")
-    if len(done) >= config.training.epochs and state["global_step"] % state["steps_per_epoch"] == 0:
+    # A run killed after its last epoch was saved but before it was marked finished resumes to
+    # finish: no steps are left, and what it does is what the kill interrupted (the last save).
+    if len(done) >= config.training.epochs and state["global_step"] % state["steps_per_epoch"] == 0 \
+            and state.get("finished"):
         raise UsageError(f"the run in {run_dir} already finished its {len(done)} epoch{'s' if len(done) != 1 else ''}; "
                          f"raise training.epochs to train further")
 
