@@ -135,8 +135,7 @@ class Job:
         out = np.zeros((n, self.request.num_samples), np.float32)
         if not self.request.sampler.stochastic:
             return out
-        for start in self.table_starts(n):  # not drawn in advance by draw_tables
-            self.keep_table(start, loops.uniforms(self.request.random_seed, start, self.request.num_samples).numpy())
+        draw_tables([self], n)  # what a batch's draw_tables did not draw in advance (nothing, in the engine)
         t = 0
         while t < n:  # a run of tokens per Generator chunk the window touches, copied as one slice
             position = self.produced + t
