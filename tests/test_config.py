@@ -59,6 +59,8 @@ def test_file_then_override(tmp_path):
     ("training.clipvalue=1", "training.clipvalue cannot be combined with training.clipnorm; set training.clipnorm=0"),
     ("training.patience=-1", "training.patience must be 0 or more, got -1"),
     ("training.max_minutes=0", "training.max_minutes must be positive or null, got 0"),
+    ("training.decay_over=budget", "training.decay_over must be one of steps, time, got 'budget'"),
+    ("training.decay_over=time", "training.decay_over is time, which times the cosine schedule: set training.lr_schedule=cosine, not constant"),
     ("training.steps_per_epoch=0", "training.steps_per_epoch must be at least 1, got 0"),
     ("training.sample_temperatures=[]", "training.sample_temperatures must list at least one temperature"),
     ("training.sample_temperatures=[hot]", "training.sample_temperatures must be a list of numbers"),

@@ -6,7 +6,9 @@ import keras
 import pytest
 
 from textgen.config import load_config
-from textgen.training.schedules import CosineSchedule, ExponentialSchedule, Schedule, make_optimizer
+from textgen.errors import ConfigError
+from textgen.training.schedules import (BudgetClock, BudgetCosineSchedule, CosineSchedule, ExponentialSchedule,
+                                       Schedule, budget_clock, make_optimizer)
 
 
 def training(*overrides):
@@ -62,6 +64,7 @@ def test_optimizers_and_clipping(name, cls):
 @pytest.mark.parametrize("schedule", [
     ExponentialSchedule(0.01, steps_per_epoch=7, decay=0.5, decay_after=2, warmup_steps=3),
     CosineSchedule(0.01, total_steps=100, min_learning_rate=0.002, warmup_steps=5),
+    BudgetCosineSchedule(0.01, min_learning_rate=0.002, warmup_steps=5),
 ])
 def test_schedule_serialization_round_trip(schedule):
     config = schedule.get_config()
@@ -110,3 +113,50 @@ def test_schedules_serialised_by_earlier_versions_load_with_the_same_rates(seria
     schedule = keras.saving.deserialize_keras_object(serialized)
     assert isinstance(schedule, Schedule) and schedule.get_config() == serialized["config"]
     assert [float(schedule(s)) for s in rates] == pytest.approx(list(rates.values()), rel=1e-5)
+
+
+def test_cosine_over_the_time_budget_follows_the_fraction_used_not_the_step():
+    t = training("training.lr_schedule=cosine", "training.decay_over=time", "training.max_minutes=10",
+                 "training.learning_rate=0.01", "training.min_learning_rate=0.001", "training.warmup_steps=10")
+    optimizer = make_optimizer(t, steps_per_epoch=5)
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, BudgetCosineSchedule)
+    assert rate_at(optimizer, 0) == pytest.approx(0.001)  # warming up: 1/10 of the peak at progress 0
+    for progress, expected in [(0.0, 0.01), (0.5, 0.0055), (0.75, 0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi * 0.75))),
+                               (1.0, 0.001), (1.7, 0.001)]:
+        schedule.progress.assign(progress)
+        # the step is far past the 5 x 10 scheduled steps: only the budget's progress moves the rate
+        assert rate_at(optimizer, 10_000) == pytest.approx(expected), progress
+
+
+def test_decaying_over_time_needs_a_budget():
+    with pytest.raises(ConfigError, match="training.decay_over is time, which decays over the time budget: set "
+                                          "training.max_minutes"):
+        training("training.lr_schedule=cosine", "training.decay_over=time")
+
+
+def test_the_budget_clock_spends_max_minutes_across_resumes(monkeypatch):
+    t = training("training.lr_schedule=cosine", "training.decay_over=time", "training.max_minutes=10")
+    now = [1000.0]
+    monkeypatch.setattr("textgen.training.schedules.time.monotonic", lambda: now[0])
+    fresh = BudgetCosineSchedule(0.01)
+    deadline, clock = budget_clock(fresh, t, started=1000.0, resumed_progress=None)
+    assert deadline == 1600.0 and isinstance(clock, BudgetClock)
+    now[0] = 1150.0
+    clock.on_train_batch_begin(0)
+    assert clock.progress() == pytest.approx(0.25) and float(fresh.progress.numpy()) == pytest.approx(0.25)
+    # resumed a quarter of the way: the budget's remaining three quarters, on the same curve
+    resumed = BudgetCosineSchedule(0.01)
+    deadline, clock = budget_clock(resumed, t, started=1150.0, resumed_progress=0.25)
+    assert deadline == pytest.approx(1600.0) and clock.progress() == pytest.approx(0.25)
+    now[0] = 1600.0
+    assert clock.progress() == pytest.approx(1.0)
+    now[0] = 5000.0
+    assert clock.progress() == 1.0
+    # resumed after spending it all: a new budget at the floor, no clock to move it
+    spent = BudgetCosineSchedule(0.01, min_learning_rate=0.002)
+    deadline, clock = budget_clock(spent, t, started=2000.0, resumed_progress=1.0)
+    assert deadline == 2600.0 and clock is None and float(spent(7)) == pytest.approx(0.002)
+    # a step-counted schedule keeps the plain budget; no budget, no deadline
+    assert budget_clock(CosineSchedule(0.01, total_steps=9), t, 2000.0, None) == (2600.0, None)
+    assert budget_clock(CosineSchedule(0.01, total_steps=9), training(), 2000.0, None) == (None, None)

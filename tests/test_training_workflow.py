@@ -365,3 +365,34 @@ def test_train_flags_that_conflict(tmp_path, trained_model):
     assert "resolved config" not in result.output  # refused before the config is printed
     result = CliRunner().invoke(cli, ["train", "--resume", "--output", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no training state to resume" in result.output
+
+
+class RateRecorder(keras.callbacks.Callback):
+    """The learning rate each training step is taken at."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+def test_a_cosine_over_the_time_budget_reaches_its_floor_when_the_budget_ends(small_corpus, tmp_path):
+    settings = {"training.lr_schedule": "cosine", "training.decay_over": "time", "training.max_minutes": 0.1,
+                "training.learning_rate": 0.01, "training.min_learning_rate": 0.001, "training.epochs": 1000,
+                "training.steps_per_epoch": 1000}
+    rates = RateRecorder()
+    stopped = train(config_for(small_corpus, tmp_path / "run", **settings), echo=quiet, verbose=0,
+                    callbacks=(rates,))
+    assert stopped.stopped == "time_limit" and len(rates.rates) > 2
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(rates.rates, rates.rates[1:]))
+    assert rates.rates[-1] < 0.001 + 0.1 * 0.009  # the last step ran within the budget's last few percent
+    state = json.loads((checkpoint_dir(tmp_path / "run") / "state.json").read_text())
+    assert state["budget_progress"] == pytest.approx(1.0, abs=0.05)
+    # Resumed after spending its budget: a new budget, all of it at the floor.
+    again = RateRecorder()
+    resumed = train(config_for(small_corpus, tmp_path / "run", **settings), resume=True, echo=quiet, verbose=0,
+                    callbacks=(again,))
+    assert resumed.global_step > stopped.global_step
+    assert again.rates and again.rates == pytest.approx([0.001] * len(again.rates))

@@ -28,6 +28,7 @@ MODES = ("sequence", "window")
 LEVELS = ("char", "word")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "exponential", "cosine")
+DECAY_CLOCKS = ("steps", "time")
 UNKNOWN_POLICIES = ("error", "unk", "drop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
@@ -201,6 +202,7 @@ class TrainingConfig:
     lr_decay: float = 0.97  # exponential: multiply the rate by this after each epoch past lr_decay_after, in (0, 1]
     lr_decay_after: int = 10  # exponential: epochs at the full rate before the decay starts
     min_learning_rate: float = 0.0  # cosine: the rate the curve reaches at the last step, below learning_rate
+    decay_over: str = "steps"  # cosine: steps (epochs x steps_per_epoch) | time (the max_minutes budget, on any machine)
     warmup_steps: int = 0  # any schedule: steps rising linearly from near 0 to learning_rate first
     weight_decay: float = 0.01  # adamw: decoupled weight decay (biases are not decayed)
     clipnorm: float = 5.0  # clip each gradient's norm to this (0 disables)
@@ -247,6 +249,11 @@ class TrainingConfig:
                  f"must be 0 (off) or between 0 and 1, e.g. 0.995, got {self.ema_momentum}")
         _require(self.max_minutes is None or self.max_minutes > 0, "training.max_minutes",
                  f"must be positive or null, got {self.max_minutes}")
+        _require_choice(self.decay_over, DECAY_CLOCKS, "training.decay_over")
+        _require(self.decay_over == "steps" or self.lr_schedule == "cosine", "training.decay_over",
+                 f"is time, which times the cosine schedule: set training.lr_schedule=cosine, not {self.lr_schedule}")
+        _require(self.decay_over == "steps" or self.max_minutes, "training.decay_over",
+                 "is time, which decays over the time budget: set training.max_minutes")
         _require(len(self.sample_temperatures) > 0, "training.sample_temperatures",
                  "must list at least one temperature (set training.sample_every=0 to print no samples)")
         for t in self.sample_temperatures:

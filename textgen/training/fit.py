@@ -37,7 +37,7 @@ from textgen.training.checkpoint import has_checkpoint
 from textgen.training.distribute import DevicePlan, kernel_report
 from textgen.training.plot import HISTORY_FILE
 from textgen.training.rundir import LOGS_DIR, MODEL_FILE
-from textgen.training.schedules import make_schedule
+from textgen.training.schedules import BudgetCosineSchedule, budget_clock, learning_rate_schedule
 from textgen.training.tensorboard_log import TensorBoardLog
 
 
@@ -125,17 +125,19 @@ def fit(run: Run, started: float, echo, verbose: int, extra_callbacks: tuple = (
     recorder = RunRecorder(run.run_dir / MODEL_FILE, run.run_dir / HISTORY_FILE, run.card, run.tokenizer.level,
                            echo, patience=training.patience, resumed=run.state["recorder"] if run.state else None,
                            weights=weights)
-    checkpointer = _checkpointer(run, recorder, averager)
+    schedule = learning_rate_schedule(run.model.optimizer)
+    deadline, clock = budget_clock(schedule, training, started, (run.state or {}).get("budget_progress"))
+    checkpointer = _checkpointer(run, recorder, averager, lambda: _budget_progress(schedule, clock))
     samples = _sample_printer(run, weights, echo)
     tensorboard = TensorBoardLog(run.run_dir / LOGS_DIR, run.tokenizer.level, training.log_every_steps,
-                                 make_schedule(training, run.steps_per_epoch), run.config.to_yaml())
-    deadline = started + training.max_minutes * 60 if training.max_minutes else None
+                                 schedule, run.config.to_yaml())
     with stop_on_signals(echo) as request, contextlib.closing(tensorboard):
         guard = StopGuard(run.steps_per_epoch, training.epochs, deadline, request)
         # Keras appends its progress bar after these unless given one: first, it finishes the
         # epoch's bar before the recorder prints the epoch's summary and samples follow.
-        callbacks = [*([RunProgressBar(training.epochs)] if verbose else []), *([averager] if averager else []),
-                     recorder, checkpointer, samples, tensorboard, guard, *extra_callbacks]
+        callbacks = [*([RunProgressBar(training.epochs)] if verbose else []), *([clock] if clock else []),
+                     *([averager] if averager else []), recorder, checkpointer, samples, tensorboard, guard,
+                     *extra_callbacks]
         try:
             stopped = _fit_epochs(run, callbacks, recorder, val_ds, val_steps, verbose)
         except TrainingStopped as stop:
@@ -218,7 +220,8 @@ def _validation_data(run: Run):
         labels=run.val_labels).repeat()), val_steps
 
 
-def _checkpointer(run: Run, recorder: RunRecorder, averager: WeightAverager | None) -> Checkpointer:
+def _checkpointer(run: Run, recorder: RunRecorder, averager: WeightAverager | None,
+                  budget_progress: Callable[[], float | None]) -> Checkpointer:
     """The Checkpointer saving everything a resume of this run reads."""
     config, offset = run.config, run.first_step % run.steps_per_epoch
 
@@ -227,11 +230,18 @@ def _checkpointer(run: Run, recorder: RunRecorder, averager: WeightAverager | No
                 "steps_per_epoch": run.steps_per_epoch, "recorder": recorder.state(),
                 "metrics": metric_values(run.model), "precision": run.plan.precision,
                 "averaging": averager.state() if averager else None, "finished": None,
-                "previous_model": _holds_previous_model(run, recorder)}
+                "previous_model": _holds_previous_model(run, recorder), "budget_progress": budget_progress()}
 
     return Checkpointer(run.run_dir, config.training.checkpoint_every, run.steps_per_epoch, state,
                         restore_metrics=run.state["metrics"] if run.state and offset else None,
                         averages_fn=averager.arrays if averager else (lambda: None))
+
+
+def _budget_progress(schedule, clock) -> float | None:
+    """The fraction of its time budget a run decaying over it has used (None for other schedules)."""
+    if clock is not None:
+        return clock.progress()
+    return float(schedule.progress.numpy()) if isinstance(schedule, BudgetCosineSchedule) else None
 
 
 def _sample_printer(run: Run, weights, echo) -> SamplePrinter:
