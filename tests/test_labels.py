@@ -1,11 +1,11 @@
-"""Label groups and `--label` specs (textgen.labels), and the label embedding every architecture adds."""
+"""Label groups and `--label` specs (textgen.labels), and the label embedding every architecture joins to its input."""
 
 import keras
 import numpy as np
 import pytest
 
 from textgen.config import ModelConfig
-from textgen.errors import ModelFileError, UsageError
+from textgen.errors import ConfigError, ModelFileError, UsageError
 from textgen.labels import LabelGroup, LabelSpace, labels_problem
 from textgen.models.builder import build_model
 from textgen.models.layers import LabelEmbedding, find_label_embedding
@@ -68,14 +68,18 @@ def test_any_belongs_to_the_group_when_there_is_one_and_is_ambiguous_otherwise()
         SPACE.mix(["any"], 1)
 
 
-@pytest.mark.parametrize("config", [
-    ModelConfig(cell="lstm", embedding_dim=8, units=16),
-    ModelConfig(cell="gru", embedding_dim=8, units=16, mode="window", window=5, attention=True),
-    ModelConfig(type="transformer", embedding_dim=8, heads=2, layers=1, context_length=16),
-], ids=["lstm", "window", "transformer"])
-def test_labels_condition_every_architecture_and_survive_a_keras_round_trip(config, tmp_path):
+@pytest.mark.parametrize("config, merge", [
+    (ModelConfig(cell="lstm", embedding_dim=8, units=16), "concat"),
+    (ModelConfig(cell="lstm", embedding_dim=8, units=16, label_merge="add"), "add"),
+    (ModelConfig(cell="gru", embedding_dim=8, units=16, mode="window", window=5, attention=True), "add"),
+    (ModelConfig(type="transformer", embedding_dim=8, heads=2, layers=1, context_length=16), "add"),
+], ids=["lstm", "lstm-add", "window", "transformer"])
+def test_labels_condition_every_architecture_and_survive_a_keras_round_trip(config, merge, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model(config, TOKENIZER, labels=SPACE)
+    assert find_label_embedding(model).merge == merge
+    if merge == "concat":  # the first recurrent layer reads the token's 8 columns, then the label's 8
+        assert model.get_layer("lstm_1").cell.kernel.shape == (16, 64)
     ids = np.tile(np.arange(8), (2, 1))
     labels = np.zeros((2, 8, 2), np.int32)
     labels[1, :, 0] = 2  # melville in the second row, any in the first: same tokens, other logits
@@ -85,7 +89,27 @@ def test_labels_condition_every_architecture_and_survive_a_keras_round_trip(conf
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(loaded([ids, labels]).numpy(), logits)
-    assert find_label_embedding(loaded).groups == SPACE.to_card()
+    assert find_label_embedding(loaded).groups == SPACE.to_card() and find_label_embedding(loaded).merge == merge
+
+
+def test_a_label_layer_saved_without_a_merge_adds():
+    config = LabelEmbedding(SPACE.to_card(), 4, merge="concat").get_config()
+    assert config["merge"] == "concat"
+    del config["merge"]  # as the layer's first files were written
+    assert LabelEmbedding.from_config(config).merge == "add"
+    with pytest.raises(ValueError, match="merge must be add or concat"):
+        LabelEmbedding(SPACE.to_card(), 4, merge="prepend")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"label_merge": "sum"}, "model.label_merge must be one of auto, add, concat"),
+    ({"label_merge": "concat", "mode": "window"}, "model.label_merge concat widens the first recurrent layer's input"),
+    ({"label_merge": "concat", "type": "transformer", "embedding_dim": 8, "heads": 2},
+     "set model.label_merge=add"),
+])
+def test_label_merge_is_checked(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**settings)
 
 
 def test_a_mix_is_the_weighted_sum_of_label_vectors():

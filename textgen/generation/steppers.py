@@ -18,14 +18,15 @@ is one of them. `make_stepper` picks the step by the kind the model card names:
 The two raw-op steppers offer `tile_states(states, copies)`: the row stepper's states of some
 rows, repeated `copies` times in their own layout, so a seed shared by every row runs once.
 
-A conditioned model (one with a LabelEmbedding, textgen.labels) adds each row's label vector
-to the token embedding, as the Keras model does. `initial_states(batch, labels)` takes the
-rows' vectors (`LabelEmbedding.mix`, (batch, embedding_dim) float32, or one row for all;
-None: every group's `any`) and keeps them as the last entry of the states, one tensor with
-the batch on `batch_axis`, so every loop, gather and concatenation of rows carries them as it
-carries the rest. A stepper that multiplies the embedding by a kernel keeps the vector
-already multiplied, once per row instead of once per token. A model without labels has
-exactly the states it always had.
+A conditioned model (one with a LabelEmbedding, textgen.labels) joins each row's label vector
+to the token embedding as the Keras model does: added, or concatenated after it (the layer's
+`merge`). `initial_states(batch, labels)` takes the rows' vectors (`LabelEmbedding.mix`,
+(batch, embedding_dim) float32, or one row for all; None: every group's `any`) and keeps them
+as the last entry of the states, one tensor with the batch on `batch_axis`, so every loop,
+gather and concatenation of rows carries them as it carries the rest. A stepper that
+multiplies the embedding by a kernel keeps the vector already multiplied, once per row
+instead of once per token: by that kernel when added, by the kernel's label rows when
+concatenated. A model without labels has exactly the states it always had.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from textgen.models import cells
 from textgen.models.cells.kind import split_blocks
 from textgen.models.architecture import model_kind
 from textgen.models.builder import recurrent_layers
-from textgen.models.layers import (LabelEmbedding, TokenEmbedding, find_label_embedding, find_token_embedding,
-                                   label_rows, output_layer)
+from textgen.models.layers import (LabelEmbedding, TokenEmbedding, concatenated_label_width, find_label_embedding,
+                                   find_token_embedding, label_rows, output_layer)
 from textgen.models.transformer import TransformerStepper
 from textgen.models.window import WindowStepper
 
@@ -49,7 +50,7 @@ __all__ = ["CellStepper", "PackedColumnStepper", "RecurrentStepper", "Transforme
 
 TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
 _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
-_LABEL_LAYERS = (LabelEmbedding, keras.layers.Add)  # a conditioned model's labels, added to the embedding
+_LABEL_LAYERS = (LabelEmbedding, keras.layers.Add, keras.layers.Concatenate)  # a conditioned model's labels, joined to the embedding
 
 
 def make_stepper(model: keras.Model, dtype=tf.float32, columns: bool = False):
@@ -87,13 +88,16 @@ def _float32(tensor) -> np.ndarray:
 class _RowLayer:
     """One recurrent layer's weights for row steps: its kind's layout, products in `dtype`.
 
-    `project` is the input half (x @ x_kernel + x_bias), `__call__` the rest of a step.
+    `project` is the input half (x @ x_kernel + x_bias), `__call__` the rest of a step. The last
+    `label_rows` rows of the input kernel, a concatenated label's, are kept apart as `label_kernel`
+    (without them it is the whole input kernel, which an added label goes through).
     """
 
-    def __init__(self, kind, cell, dtype):
+    def __init__(self, kind, cell, dtype, label_rows: int = 0):
         packed = kind.pack(cell)
         self.kind, self.units = kind, cell.units
-        self.x_kernel, self.x_bias = _float32(packed.x_kernel), _float32(packed.x_bias)  # the first layer's table
+        self.x_kernel, self.label_kernel = _split_label_rows(_float32(packed.x_kernel), label_rows)
+        self.x_bias = _float32(packed.x_bias)  # with x_kernel, the first layer's table
         self.x_kernel_t, self.x_bias_t = tf.cast(self.x_kernel, dtype), tf.constant(self.x_bias)
         self.h_kernel = tf.cast(_float32(packed.h_kernel), dtype)
         self.h_bias = None if packed.h_bias is None else tf.constant(_float32(packed.h_bias))
@@ -131,7 +135,10 @@ class RecurrentStepper:
     def __init__(self, model: keras.Model, dtype=tf.float32):
         embedding, rnns, kinds = _check_architecture(model)
         self.dtype = dtype
-        self.layers = [_RowLayer(kind, layer.cell, dtype) for kind, layer in zip(kinds, rnns)]
+        self.labels = find_label_embedding(model)
+        label_rows = concatenated_label_width(self.labels)
+        self.layers = [_RowLayer(kind, layer.cell, dtype, label_rows if i == 0 else 0)
+                       for i, (kind, layer) in enumerate(zip(kinds, rnns))]
         first = self.layers[0]
         matrix = _float32(embedding.embeddings.numpy())
         if embedding.input_dim * first.x_kernel.shape[1] * 4 <= TABLE_MAX_BYTES:
@@ -140,13 +147,12 @@ class RecurrentStepper:
         else:
             self.table, self.embeddings = None, tf.constant(matrix)
         self.head_kernel, self.head_bias = _head(model)
-        self.labels = find_label_embedding(model)
 
     def initial_states(self, batch_size: int, labels=None):
         states = [[tf.zeros([batch_size, layer.units]) for _ in range(layer.kind.states)] for layer in self.layers]
         vectors = label_rows(self.labels, batch_size, labels)
-        if vectors is not None:  # label @ x_kernel: the label's part of the first layer's input projection
-            states.append([tf.matmul(vectors, self.layers[0].x_kernel)])
+        if vectors is not None:  # the label's part of the first layer's input projection
+            states.append([tf.matmul(vectors, self.layers[0].label_kernel)])
         return states
 
     def tile_states(self, states, copies: int):
@@ -238,18 +244,19 @@ class PackedColumnStepper:
         # By default one-hot tokens when that product is no bigger than the embedding's.
         self.one_hot = self.vocab_size <= width if one_hot is None else one_hot
         self.embeddings = None if self.one_hot else tf.constant(matrix)
-        self.layers = []
+        self.labels = find_label_embedding(model)
+        self.layers, label_kernel = [], None
         for i, (kind, layer) in enumerate(zip(kinds, rnns)):
             packed = kind.pack(layer.cell)
             x_kernel = _float32(packed.x_kernel)
-            if i == 0 and self.one_hot:
-                x_kernel = matrix @ x_kernel  # the table: row v is token v's contribution to every block
+            if i == 0:
+                x_kernel, label_kernel = _split_label_rows(x_kernel, concatenated_label_width(self.labels))
+                if self.one_hot:
+                    x_kernel = matrix @ x_kernel  # the table: row v is token v's contribution to every block
             self.layers.append(_ColumnLayer(kind, layer.cell.units, packed, x_kernel, dtype))
         self.head_kernel, self.head_bias = _head(model)
-        self.labels = find_label_embedding(model)
         # A label vector's part of every first-layer block; it joins the pre-activations in float32.
-        self.label_kernel = None if self.labels is None else \
-            self.layers[0].x_blocks(_float32(kinds[0].pack(rnns[0].cell).x_kernel))
+        self.label_kernel = None if self.labels is None else self.layers[0].x_blocks(label_kernel)
 
     @staticmethod
     def supports(model: keras.Model) -> bool:
@@ -285,6 +292,14 @@ class PackedColumnStepper:
             x = tf.cast(h, self.dtype)
         logits = tf.matmul(h, self.head_kernel, transpose_a=True)
         return (logits + self.head_bias if self.head_bias is not None else logits), new_states + labels
+
+
+def _split_label_rows(x_kernel: np.ndarray, label_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the token's input kernel, the label's): a concatenated label's `label_rows` come last;
+    an added label (label_rows 0) goes through the same kernel as the token."""
+    if not label_rows:
+        return x_kernel, x_kernel
+    return x_kernel[:-label_rows], x_kernel[-label_rows:]
 
 
 def _head(model):
@@ -343,7 +358,9 @@ class CellStepper:
     def step(self, token_ids, states):
         x = self.embedding(token_ids)
         labels = states[len(self.cells):]  # [[label vectors]] of a conditioned model, else []
-        if labels:
+        if labels and concatenated_label_width(self.labels):
+            x = tf.concat([x, tf.cast(labels[0][0], x.dtype)], axis=-1)
+        elif labels:
             x = x + tf.cast(labels[0][0], x.dtype)
         new_states = []
         for cell, state in zip(self.cells, states):

@@ -26,8 +26,9 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     alike; `config.type` and `config.mode` choose what sits between the embedding and the
     logits (docs/architectures.md).
     With `labels` the model is conditioned: it takes `[token_ids, label_ids]`, label ids
-    (batch, time, groups) as textgen.labels numbers them, and adds their learned vectors
-    (LabelEmbedding) to every token's embedding; the card's `labels` entry holds the groups.
+    (batch, time, groups) as textgen.labels numbers them, and joins their learned vectors
+    (LabelEmbedding) to every token's embedding as `label_merge` says; the card's `labels`
+    entry holds the groups.
     `l2` adds an L2 penalty on the recurrent (or transformer) and output kernels to the
     training loss; the embedding is left out so a large word vocabulary keeps sparse gradients.
     `fused_kernels` builds the recurrent layers whose cell kind has a training twin as that
@@ -45,9 +46,11 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     x = TokenEmbedding(vocab_size, config.embedding_dim, tokenizer=tokenizer, model_card=card,
                        name="token_embedding")(ids)
     if labels is not None:
+        merge = label_merge(config)
         label_ids = keras.Input(shape=(None, len(labels.groups)), dtype="int32", name="label_ids")
-        vectors = LabelEmbedding(labels.to_card(), config.embedding_dim, name="label_embedding")(label_ids)
-        x = keras.layers.Add(name="add_labels")([x, vectors])
+        vectors = LabelEmbedding(labels.to_card(), config.embedding_dim, merge=merge, name="label_embedding")(label_ids)
+        join = keras.layers.Concatenate(name="concat_labels") if merge == "concat" else keras.layers.Add(name="add_labels")
+        x = join([x, vectors])
     inputs = ids if labels is None else [ids, label_ids]
     if config.type == "transformer":
         x = PositionEmbedding(config.context_length, config.embedding_dim, name="position_embedding")(x)
@@ -65,6 +68,15 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
     # Logits stay float32 even under a mixed-precision policy, so the loss is computed in full precision.
     logits = keras.layers.Dense(vocab_size, dtype="float32", kernel_regularizer=penalty, name="logits")(x)
     return keras.Model(inputs, logits, name=f"textgen_{config.cell}")
+
+
+def label_merge(config: ModelConfig) -> str:
+    """How a conditioned model joins label vectors to token embeddings: model.label_merge, with
+    auto resolved as measured (docs/conditioning.md): concatenated for sequence-mode recurrent
+    layers, whose input kernel then learns the label's own weights, added elsewhere."""
+    if config.label_merge != "auto":
+        return config.label_merge
+    return "concat" if config.type == "rnn" and config.mode == "sequence" else "add"
 
 
 def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, return_sequences: bool):

@@ -81,18 +81,23 @@ class LabelEmbedding(keras.layers.Layer):
     """A learned vector per label of every group; a position's vector is the sum over its groups.
 
     Input: label ids (batch, time, groups), each an index into its group's labels
-    (textgen.labels; 0 is `any`). Output: (batch, time, output_dim), added to the token
-    embedding, so the labels condition every step of every architecture.
+    (textgen.labels; 0 is `any`). Output: (batch, time, output_dim), which the model joins to
+    every token's embedding, so the labels condition every step of every architecture.
 
     Args:
         groups: the model card's `labels` entry, `[{"name": ..., "labels": ["any", ...]}, ...]`.
         output_dim: the token embedding's width.
+        merge: how the model joins the vectors to the embedding, which generation's steppers
+            follow: "add" (an Add layer) or "concat" (a Concatenate layer, the label last).
     """
 
-    def __init__(self, groups, output_dim, **kwargs):
+    def __init__(self, groups, output_dim, merge="add", **kwargs):
         super().__init__(**kwargs)
+        if merge not in ("add", "concat"):
+            raise ValueError(f"merge must be add or concat, got {merge!r}")
         self.groups = [{"name": g["name"], "labels": list(g["labels"])} for g in groups]
         self.output_dim = output_dim
+        self.merge = merge
         sizes = [len(g["labels"]) for g in self.groups]
         self._offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         self.embeddings = self.add_weight(shape=(sum(sizes), output_dim), initializer="uniform", name="embeddings")
@@ -112,8 +117,13 @@ class LabelEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(groups=self.groups, output_dim=self.output_dim)
+        config.update(groups=self.groups, output_dim=self.output_dim, merge=self.merge)
         return config
+
+
+def concatenated_label_width(layer: LabelEmbedding | None) -> int:
+    """How many of the first layer's input columns a concatenated label takes (0: none, or added)."""
+    return layer.output_dim if layer is not None and layer.merge == "concat" else 0
 
 
 def find_label_embedding(model) -> LabelEmbedding | None:
