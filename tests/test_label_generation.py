@@ -41,6 +41,8 @@ ARCHITECTURES = {
     "simple_rnn": ModelConfig(cell="simple_rnn", embedding_dim=8, units=12),
     "peephole_lstm": ModelConfig(cell="peephole_lstm", embedding_dim=8, units=12),
     "window": ModelConfig(cell="gru", mode="window", window=5, units=8, embedding_dim=6, attention=True),
+    "window-add": ModelConfig(cell="gru", mode="window", window=5, units=8, embedding_dim=6, attention=True,
+                              label_merge="add"),
     "transformer": ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=CONTEXT),
 }
 

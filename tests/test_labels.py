@@ -71,14 +71,14 @@ def test_any_belongs_to_the_group_when_there_is_one_and_is_ambiguous_otherwise()
 @pytest.mark.parametrize("config, merge", [
     (ModelConfig(cell="lstm", embedding_dim=8, units=16), "concat"),
     (ModelConfig(cell="lstm", embedding_dim=8, units=16, label_merge="add"), "add"),
-    (ModelConfig(cell="gru", embedding_dim=8, units=16, mode="window", window=5, attention=True), "add"),
+    (ModelConfig(cell="gru", embedding_dim=8, units=16, mode="window", window=5, attention=True), "concat"),
     (ModelConfig(type="transformer", embedding_dim=8, heads=2, layers=1, context_length=16), "add"),
 ], ids=["lstm", "lstm-add", "window", "transformer"])
 def test_labels_condition_every_architecture_and_survive_a_keras_round_trip(config, merge, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model(config, TOKENIZER, labels=SPACE)
     assert find_label_embedding(model).merge == merge
-    if merge == "concat":  # the first recurrent layer reads the token's 8 columns, then the label's 8
+    if merge == "concat" and config.mode == "sequence":  # the LSTM reads the token's 8 columns, then the label's 8
         assert model.get_layer("lstm_1").cell.kernel.shape == (16, 64)
     ids = np.tile(np.arange(8), (2, 1))
     labels = np.zeros((2, 8, 2), np.int32)
@@ -103,9 +103,9 @@ def test_a_label_layer_saved_without_a_merge_adds():
 
 @pytest.mark.parametrize("settings, message", [
     ({"label_merge": "sum"}, "model.label_merge must be one of auto, add, concat"),
-    ({"label_merge": "concat", "mode": "window"}, "model.label_merge concat widens the first recurrent layer's input"),
     ({"label_merge": "concat", "type": "transformer", "embedding_dim": 8, "heads": 2},
-     "set model.label_merge=add"),
+     "model.label_merge concat would widen a transformer, whose width is model.embedding_dim; set "
+     "model.label_merge=add"),
 ])
 def test_label_merge_is_checked(settings, message):
     with pytest.raises(ConfigError, match=message):

@@ -127,7 +127,7 @@ class ModelConfig:
     context_length: int = 256  # transformer: most tokens attended to (positions learned); >= training.seq_length
     dropout: float = 0.0  # dropout after each recurrent layer or on each block's outputs, in [0, 1)
     embedding_dropout: float | None = None  # dropout on the embedding output, in [0, 1); null = same as dropout
-    label_merge: str = "auto"  # a conditioned model: auto | add | concat, how a label's vector joins each token's embedding (auto: concat for sequence-mode recurrent layers, else add; docs/conditioning.md)
+    label_merge: str = "auto"  # a conditioned model: auto | add | concat, how a label's vector joins each token's embedding (auto: concat for rnn, add for a transformer; docs/conditioning.md)
 
     def __post_init__(self):
         _require_choice(self.type, MODEL_TYPES, "model.type")
@@ -141,9 +141,9 @@ class ModelConfig:
         _require(self.embedding_dropout is None or 0.0 <= self.embedding_dropout < 1.0, "model.embedding_dropout",
                  f"must be in [0, 1) or null, got {self.embedding_dropout}")
         _require_choice(self.label_merge, LABEL_MERGES, "model.label_merge")
-        _require(self.label_merge != "concat" or (self.type == "rnn" and self.mode == "sequence"), "model.label_merge",
-                 "concat widens the first recurrent layer's input, which window models and transformers do not "
-                 "have; set model.label_merge=add (or auto)")
+        _require(self.label_merge != "concat" or self.type == "rnn", "model.label_merge",
+                 "concat would widen a transformer, whose width is model.embedding_dim; set model.label_merge=add "
+                 "(or auto)")
         if self.type == "transformer":
             for name, default in (("mode", "sequence"), ("bidirectional", False), ("attention", False)):
                 _require(getattr(self, name) == default, f"model.{name}",

@@ -72,11 +72,12 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
 
 def label_merge(config: ModelConfig) -> str:
     """How a conditioned model joins label vectors to token embeddings: model.label_merge, with
-    auto resolved as measured (docs/conditioning.md): concatenated for sequence-mode recurrent
-    layers, whose input kernel then learns the label's own weights, added elsewhere."""
+    auto resolved as measured (docs/conditioning.md): concatenated for recurrent layers (in
+    sequence or window mode), whose input kernel then learns the label's own weights; added for
+    a transformer, whose width is the embedding's."""
     if config.label_merge != "auto":
         return config.label_merge
-    return "concat" if config.type == "rnn" and config.mode == "sequence" else "add"
+    return "concat" if config.type == "rnn" else "add"
 
 
 def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, return_sequences: bool):
@@ -100,7 +101,7 @@ def _window_model(config: ModelConfig, inputs, ids, x, vocab_size: int, penalty,
     concatenated with the embedding (skip connections). Training on all positions at once
     costs `window` recurrent steps per predicted token, which is what window mode costs.
     """
-    frames = keras.Input(shape=(config.window, config.embedding_dim), name="window")
+    frames = keras.Input(shape=(config.window, x.shape[-1]), name="window")  # a concatenated label widens it
     h, outputs = frames, [frames]
     for i in range(config.layers):
         last = i == config.layers - 1 and not config.attention

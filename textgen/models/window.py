@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from textgen.errors import ModelFileError
-from textgen.models.layers import find_label_embedding, find_token_embedding, label_rows
+from textgen.models.layers import concatenated_label_width, find_label_embedding, find_token_embedding, label_rows
 
 
 @keras.saving.register_keras_serializable(package="textgen")
@@ -95,8 +95,9 @@ class WindowStepper:
     are what every generation loop calls. States: [[history (batch, window) int32, filled (batch,)
     int32]]: the tokens so far, newest last, and how many of them are real; earlier slots
     are zero vectors, as in training (`WindowFrames`). A conditioned model's states end in
-    [[label vectors (batch, embedding_dim)]], added to every real token's embedding as the
-    model adds them before cutting the windows (textgen.generation.steppers).
+    [[label vectors (batch, embedding_dim)]], joined to every real token's embedding (added or
+    concatenated) as the model joins them before cutting the windows
+    (textgen.generation.steppers).
     """
 
     batch_axis = 0
@@ -124,6 +125,8 @@ class WindowStepper:
         real = tf.range(self.window)[None, :] >= (self.window - filled)[:, None]  # (batch, window)
         x = self.embedding(history)
         if labels:
-            x = x + tf.cast(labels[0][0], x.dtype)[:, None, :]
+            vectors = tf.cast(labels[0][0], x.dtype)[:, None, :]
+            x = tf.concat([x, tf.broadcast_to(vectors, [tf.shape(x)[0], self.window, vectors.shape[-1]])], axis=-1) \
+                if concatenated_label_width(self.labels) else x + vectors
         x = x * tf.cast(real, x.dtype)[..., None]
         return tf.cast(self.network(x), tf.float32), [[history, filled]] + labels
