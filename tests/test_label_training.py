@@ -109,6 +109,20 @@ def test_fine_tuning_keeps_the_models_labels_for_a_corpus_with_fewer(trained, tm
     assert find_token_embedding(model).model_card["labels"][0]["labels"] == ["any", "austen", "melville"]
 
 
+def test_fine_tuning_joins_labels_as_the_model_does(trained, tmp_path):
+    corpus, out, _ = trained
+    assert find_label_embedding(load_keras_model(out / "model.keras")).merge == "concat"  # an LSTM's, by auto
+    # A model whose labels are added, its card written before model.label_merge existed
+    added = tmp_path / "added"
+    _train(*_settings(corpus, added, **{"model.label_merge": "add"}))
+    model = load_keras_model(added / "model.keras")
+    card = find_token_embedding(model).model_card
+    del card["config"]["model"]["label_merge"]
+    model.save(added / "old.keras")
+    _train("--init-from", str(added / "old.keras"), *_settings(corpus, tmp_path / "ft"))
+    assert find_label_embedding(load_keras_model(tmp_path / "ft" / "model.keras")).merge == "add"
+
+
 def test_a_labelled_corpus_cannot_fine_tune_a_model_without_labels(trained, tmp_path, small_corpus):
     corpus, _, _ = trained
     _train(*_settings(small_corpus, tmp_path / "plain", **{"corpus.labels": "none"}))

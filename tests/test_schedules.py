@@ -8,7 +8,7 @@ import pytest
 from textgen.config import load_config
 from textgen.errors import ConfigError
 from textgen.training.schedules import (BudgetClock, BudgetCosineSchedule, CosineSchedule, ExponentialSchedule,
-                                       Schedule, budget_clock, make_optimizer)
+                                       Schedule, budget_clock, learning_rate_schedule, make_optimizer)
 
 
 def training(*overrides):
@@ -160,3 +160,12 @@ def test_the_budget_clock_spends_max_minutes_across_resumes(monkeypatch):
     # a step-counted schedule keeps the plain budget; no budget, no deadline
     assert budget_clock(CosineSchedule(0.01, total_steps=9), t, 2000.0, None) == (2600.0, None)
     assert budget_clock(CosineSchedule(0.01, total_steps=9), training(), 2000.0, None) == (None, None)
+
+
+def test_the_schedule_is_found_inside_a_loss_scale_optimizer():
+    # compile wraps the optimizer so under mixed_float16; the budget clock must still reach its schedule
+    t = training("training.lr_schedule=cosine", "training.decay_over=time", "training.max_minutes=1")
+    optimizer = make_optimizer(t, steps_per_epoch=5)
+    for wrapped in (optimizer, keras.optimizers.LossScaleOptimizer(optimizer)):
+        assert isinstance(learning_rate_schedule(wrapped), BudgetCosineSchedule)
+        assert learning_rate_schedule(wrapped) is optimizer._learning_rate

@@ -27,7 +27,8 @@ from textgen.saving import FORMAT_VERSION, check_model_contents, check_model_pat
 # list against Keras's registry, so a new registered class cannot be missed here.
 TEXTGEN_OBJECTS = frozenset(f"textgen>{name}" for name in (
     "TokenEmbedding", "LabelEmbedding", "PositionEmbedding", "TransformerBlock", "WindowFrames", "WindowUnframe",
-    "AttentionPooling", "MGUCell", "PeepholeLSTMCell", "ConstantSchedule", "ExponentialSchedule", "CosineSchedule"))
+    "AttentionPooling", "MGUCell", "PeepholeLSTMCell", "ConstantSchedule", "ExponentialSchedule", "CosineSchedule",
+    "BudgetCosineSchedule"))
 # Keras's markers for values that are not objects: tensors in the graph, tuples.
 _VALUE_MARKERS = frozenset({"__keras_tensor__", "__tuple__"})
 

@@ -19,7 +19,7 @@ from textgen.config import (ARCHITECTURE_KEYS, Config, ModelConfig, TokenizerCon
                             model_config_from_dict)
 from textgen.errors import ConfigError, ModelFileError, UsageError
 from textgen.models.builder import architecture_summary
-from textgen.models.layers import find_token_embedding
+from textgen.models.layers import find_label_embedding, find_token_embedding
 from textgen.training.advice import SAME_CORPUS
 from textgen.training.rundir import CONFIG_FILE
 
@@ -121,6 +121,9 @@ def adopt_architecture(config: Config, parent: keras.Model) -> Config:
     except ConfigError as exc:
         raise ModelFileError(f"{config.training.init_from} holds a config this version cannot read ({exc})") from None
     model = dataclasses.replace(config.model, **{key: getattr(shape, key) for key in ARCHITECTURE_KEYS})
+    labels = find_label_embedding(parent)
+    if labels is not None:  # the layer knows how its labels join the embedding, also in files older than label_merge
+        model = dataclasses.replace(model, label_merge=labels.merge)
     known = {f.name for f in dataclasses.fields(TokenizerConfig)}
     tokenizer = dataclasses.replace(config.tokenizer, **{k: v for k, v in embedding.tokenizer.items() if k in known})
     return dataclasses.replace(config, model=model, tokenizer=tokenizer)

@@ -160,8 +160,9 @@ def budget_clock(schedule, training, started: float, resumed_progress: float | N
 
 
 def learning_rate_schedule(optimizer: keras.optimizers.Optimizer) -> Schedule:
-    """The schedule make_optimizer gave `optimizer` (Keras keeps it without a public getter)."""
-    return optimizer._learning_rate
+    """The schedule make_optimizer gave `optimizer`, also once compile has wrapped it in a
+    LossScaleOptimizer (mixed_float16). Keras keeps it without a public getter."""
+    return getattr(optimizer, "inner_optimizer", optimizer)._learning_rate
 
 
 def make_schedule(training, steps_per_epoch: int) -> Schedule:
