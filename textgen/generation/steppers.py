@@ -50,7 +50,8 @@ __all__ = ["CellStepper", "PackedColumnStepper", "RecurrentStepper", "Transforme
 
 TABLE_MAX_BYTES = 64 * 2**20  # largest first-layer lookup table; bigger vocabularies multiply instead
 _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout)
-_LABEL_LAYERS = (LabelEmbedding, keras.layers.Add, keras.layers.Concatenate)  # a conditioned model's labels, joined to the embedding
+# A conditioned model's labels and the layer joining them to the embedding.
+_LABEL_LAYERS = (LabelEmbedding, keras.layers.Add, keras.layers.Concatenate)
 
 
 def make_stepper(model: keras.Model, dtype=tf.float32, columns: bool = False):
