@@ -22,7 +22,10 @@ from textgen.config.presets import packaged_corpus
 from textgen.errors import ConfigError
 from textgen.models import cells
 
-MODEL_TYPES = ("rnn", "transformer")
+MODEL_TYPES = ("rnn", "transformer", "seq2seq")
+SEQ2SEQ_CELLS = ("lstm", "gru")
+SEQ2SEQ_ATTENTION = ("none", "additive", "multiplicative", "local")
+LONG_PAIRS = ("drop", "truncate")
 CELLS = cells.names()  # every registered cell kind (textgen.models.cells)
 MODES = ("sequence", "window")
 LABEL_MERGES = ("auto", "add", "concat")
@@ -57,6 +60,9 @@ class CorpusConfig:
     # (1 = as the corpus has them, 0 = every combination equally)
     label_balance: float = 0.5
     label_dropout: float = 0.1  # share of training windows shown without labels (any), in [0, 1)
+    # seq2seq: pairs files (as corpus.paths) validated on instead of the tail of corpus.paths
+    validation_paths: tuple[str, ...] = ()
+    long_pairs: str = "drop"  # seq2seq: a pair with a side longer than training.seq_length tokens -> drop | truncate
 
     def __post_init__(self):
         _require(len(self.paths) > 0, "corpus.paths", "must name at least one file, directory or glob")
@@ -88,6 +94,9 @@ class CorpusConfig:
                  f"got {self.label_balance}")
         _require(0.0 <= self.label_dropout < 1.0, "corpus.label_dropout",
                  f"must be in [0, 1), got {self.label_dropout}")
+        _require(all(p.strip() for p in self.validation_paths), "corpus.validation_paths",
+                 "holds an empty path; name the files, a directory or a glob")
+        _require_choice(self.long_pairs, LONG_PAIRS, "corpus.long_pairs")
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class TokenizerConfig:
     max_vocab: int | None = None  # word level: keep at most this many words (others -> <unk>)
     min_count: int = 1  # word level: words seen fewer times become <unk>
     pattern: str | None = None  # word level: regular expression for one token
+    shared_vocabulary: bool = True  # seq2seq: one vocabulary for sources and targets (false: one each)
 
     def __post_init__(self):
         _require_choice(self.level, LEVELS, "tokenizer.level")
@@ -113,15 +123,18 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    type: str = "rnn"  # rnn | transformer (docs/architectures.md compares them)
-    cell: str = "lstm"  # rnn: a registered cell kind, e.g. lstm | gru | simple_rnn (all: textgen.models.cells)
+    type: str = "rnn"  # rnn | transformer | seq2seq (docs/architectures.md compares them; docs/seq2seq.md)
+    cell: str = "lstm"  # rnn: a registered cell kind, e.g. lstm | gru | simple_rnn (all: textgen.models.cells); seq2seq: lstm | gru
     mode: str = "sequence"  # rnn: sequence (a prediction at every step) | window (a window of tokens predicts the next)
     window: int = 40  # window mode: tokens each prediction sees; generation re-feeds this many per token
-    bidirectional: bool = False  # window mode: each recurrent layer also reads the window backwards
+    bidirectional: bool = False  # window mode, seq2seq encoder: each recurrent layer also reads backwards
     attention: bool = False  # window mode: attention-weighted average of the outputs of every layer and the embedding
     embedding_dim: int = 256  # size of each token's vector (a transformer's width)
     units: int = 512  # rnn: recurrent units per layer
-    layers: int = 1  # stacked recurrent layers, or transformer blocks
+    layers: int = 1  # stacked recurrent layers (seq2seq: the encoder's), or transformer blocks
+    decoder_layers: int = 1  # seq2seq: the decoder's stacked recurrent layers
+    attention_type: str = "additive"  # seq2seq: none | additive | multiplicative | local (docs/seq2seq.md)
+    attention_window: int = 4  # seq2seq, local attention: D, the source positions either side of the predicted one
     heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
     mlp_dim: int | None = None  # transformer: hidden size of each block's MLP; null = 4 x embedding_dim
     context_length: int = 256  # transformer: most tokens attended to (positions learned); >= training.seq_length
@@ -133,7 +146,8 @@ class ModelConfig:
         _require_choice(self.type, MODEL_TYPES, "model.type")
         _require_choice(self.cell, CELLS, "model.cell")
         _require_choice(self.mode, MODES, "model.mode")
-        for name in ("embedding_dim", "units", "layers", "window", "heads", "context_length"):
+        for name in ("embedding_dim", "units", "layers", "window", "heads", "context_length", "decoder_layers",
+                     "attention_window"):
             _require_positive(getattr(self, name), f"model.{name}")
         if self.mlp_dim is not None:
             _require_positive(self.mlp_dim, "model.mlp_dim")
@@ -144,7 +158,15 @@ class ModelConfig:
         _require(self.label_merge != "concat" or self.type == "rnn", "model.label_merge",
                  "concat would widen a transformer, whose width is model.embedding_dim; set model.label_merge=add "
                  "(or auto)")
-        if self.type == "transformer":
+        _require_choice(self.attention_type, SEQ2SEQ_ATTENTION, "model.attention_type")
+        if self.type == "seq2seq":
+            _require(self.cell in SEQ2SEQ_CELLS, "model.cell",
+                     f"must be one of {', '.join(SEQ2SEQ_CELLS)} for model.type=seq2seq, got {self.cell!r}")
+            for name, default in (("mode", "sequence"), ("attention", False)):
+                _require(getattr(self, name) == default, f"model.{name}",
+                         "applies to language models; a seq2seq model's attention is model.attention_type "
+                         f"(drop model.{name})")
+        elif self.type == "transformer":
             for name, default in (("mode", "sequence"), ("bidirectional", False), ("attention", False)):
                 _require(getattr(self, name) == default, f"model.{name}",
                          "applies to model.type=rnn; a transformer is a causal decoder that already attends "
@@ -171,11 +193,17 @@ def ignored_settings(config: "Config") -> list[str]:
     config may switch `model.type` or `tokenizer.level` with --set and keep the rest."""
     model, tokenizer = config.model, config.tokenizer
     unread = {}  # "section.key" -> what reads it
+    seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window",
+                    "tokenizer.shared_vocabulary", "corpus.validation_paths", "corpus.long_pairs")
+    if model.type != "seq2seq":
+        unread.update(dict.fromkeys(seq2seq_keys, "seq2seq only"))
+    elif model.attention_type != "local":
+        unread["model.attention_window"] = "local attention only"
     if model.type == "transformer":
         unread.update({"model.cell": "rnn only", "model.units": "rnn only"})
     else:
         unread.update(dict.fromkeys(("model.heads", "model.mlp_dim", "model.context_length"), "transformer only"))
-    if model.type == "transformer" or model.mode == "sequence":
+    if model.type != "rnn" or model.mode == "sequence":
         unread["model.window"] = "window mode only"
     if tokenizer.level == "char":
         unread.update(dict.fromkeys(("tokenizer.lowercase", "tokenizer.max_vocab", "tokenizer.min_count",
@@ -290,6 +318,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self):
+        _require(self.model.type != "seq2seq" or self.corpus.labels == "none", "corpus.labels",
+                 f"({self.corpus.labels}) conditions a language model; a seq2seq model is conditioned on its "
+                 "source text, so set corpus.labels=none")
         # The checks that need two sections: a transformer has a position vector per context slot,
         _require(self.model.type != "transformer" or self.training.seq_length <= self.model.context_length,
                  "training.seq_length", f"({self.training.seq_length}) exceeds model.context_length "

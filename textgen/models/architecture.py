@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 _WINDOW_KEYS = ("window", "bidirectional", "attention")
 _RNN_KEYS = ("cell", "layers", "units", "embedding_dim")
 _TRANSFORMER_KEYS = ("layers", "embedding_dim", "heads", "mlp_dim", "context_length")
+_SEQ2SEQ_KEYS = ("cell", "layers", "decoder_layers", "units", "embedding_dim", "bidirectional", "attention_type",
+                 "attention_window")
 
 
 def architecture_card(config: ModelConfig) -> dict:
     """The model card's `architecture` entry for a network built from `config`."""
+    if config.type == "seq2seq":
+        return {"type": "seq2seq", **{key: getattr(config, key) for key in _SEQ2SEQ_KEYS}}
     if config.type == "transformer":
         keys = {key: getattr(config, key) for key in _TRANSFORMER_KEYS}
         return {"type": "transformer", **keys, "mlp_dim": config.mlp_dim or 4 * config.embedding_dim}
@@ -50,13 +54,13 @@ def architecture(model: keras.Model) -> dict:
 
 
 def model_kind(model: keras.Model) -> str:
-    """sequence (recurrent, a prediction per step) | window | transformer."""
+    """sequence (recurrent, a prediction per step) | window | transformer | seq2seq."""
     return kind_of(architecture(model))
 
 
 def kind_of(facts: dict) -> str:
-    """The kind an architecture entry (`architecture_card`'s) describes: sequence | window | transformer."""
-    return "transformer" if facts["type"] == "transformer" else facts["mode"]
+    """The kind an architecture entry (`architecture_card`'s) describes: sequence | window | transformer | seq2seq."""
+    return facts["type"] if facts["type"] in ("transformer", "seq2seq") else facts["mode"]
 
 
 def architecture_problem(facts) -> str | None:
@@ -71,7 +75,10 @@ def architecture_problem(facts) -> str | None:
             return f"architecture.mode is {facts.get('mode')!r}, not one of {', '.join(MODES)}"
         if facts.get("cell") not in cells.names():
             return f"architecture.cell is {facts.get('cell')!r}, not one of {', '.join(cells.names())}"
-    for key in ("layers", "units", "embedding_dim", "window", "heads", "mlp_dim", "context_length"):
+    if kind == "seq2seq" and facts.get("cell") not in ("lstm", "gru"):
+        return f"architecture.cell is {facts.get('cell')!r}, not lstm or gru"
+    for key in ("layers", "units", "embedding_dim", "window", "heads", "mlp_dim", "context_length", "decoder_layers",
+                "attention_window"):
         value = facts.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             return f"architecture.{key} is {value!r}, not a whole number of 1 or more"
