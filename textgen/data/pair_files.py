@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Iterator
 
 from textgen.data.corpus import check_regular_file, resolve_paths
-from textgen.errors import CorpusError
+from textgen.errors import CorpusError, UsageError
+from textgen.files import write_text_atomic
 
 JSON_SUFFIXES = (".jsonl", ".json")
 _SHOWN_CHARS = 40  # characters of a bad line quoted in its error
@@ -84,6 +85,21 @@ def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
         except UnicodeError as exc:
             raise CorpusError(f"pairs file {path} cannot be read as {encoding}: {exc}; set corpus.encoding "
                               "to its encoding (utf-16-le, utf-16-be, ...)") from None
+
+
+def write_pairs(path: str | Path, pairs: list[tuple[str, str]], *, overwrite: bool = False) -> None:
+    """Write `pairs` as a tab-separated pairs file, all of it or nothing.
+
+    An existing file is replaced only with `overwrite` (the scripts' --overwrite): the writer
+    cannot tell a file it made earlier from one it did not, so it asks.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} already exists; pass --overwrite to replace it or give another --output")
+    for number, (source, target) in enumerate(pairs, start=1):
+        if any(c in text for text in (source, target) for c in "\t\r\n") or not (source.strip() and target.strip()):
+            raise ValueError(f"pair {number} cannot be one tab-separated line: {(source, target)!r}")
+    write_text_atomic(path, "".join(f"{source}\t{target}\n" for source, target in pairs))
 
 
 def _tsv_pair(line: str, path: Path, number: int) -> tuple[str, str]:
