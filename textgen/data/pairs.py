@@ -191,11 +191,12 @@ def pair_dataset(encoded: EncodedPairs, batch_size: int, *, shuffle: bool, seed:
     if repeat:
         rows = rows.repeat()
     if shuffle:
-        # Bucketing: a random batch of the restore pairs (20-160 characters) pads every row to
-        # the batch's longest, so about half its decoder tokens are PAD; batching within length
-        # buckets cuts that to a tenth or less (tests/test_pairs.py measures it on the shipped
-        # files). Each bucket's last batch of a pass may be short, so a pass makes a few more
-        # than `pair_steps` batches; with `repeat` the buckets simply carry over.
+        # Bucketing: batches of 64 random restore pairs (20-160 characters) are half PAD (49.5%
+        # of source and decoder-target tokens, about 10,000 a batch; dates: 34%), all of it
+        # computed and thrown away. Batching within 12 length buckets cuts that to 7% (dates:
+        # 2.5%), measured on the shipped files. Each bucket's last batch of a pass may be short,
+        # so a pass makes a few more batches than `pair_steps` (196 for 191 on restore_train);
+        # with `repeat` the buckets carry over from one pass to the next.
         boundaries = _bucket_boundaries(encoded)
         batches = rows.bucket_by_sequence_length(
             _row_length, boundaries, [batch_size] * (len(boundaries) + 1),
