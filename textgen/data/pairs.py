@@ -28,8 +28,6 @@ RESERVED = 3  # ids below this are the marks above; tokenizer id i is model id i
 __all__ = ["END", "PAD", "RESERVED", "START", "EncodedPairs", "PairTokenizers", "encode_pairs", "pair_dataset",
            "pair_steps", "read_pairs", "split_pairs", "stream_pairs"]
 
-_FIT_BLOCK = 4096  # sentences joined into one block when a vocabulary is counted
-
 
 @dataclass(frozen=True)
 class PairTokenizers:
@@ -46,11 +44,12 @@ class PairTokenizers:
     def fit(cls, pairs: list[tuple[str, str]], tokenizer_config, shared: bool = True) -> "PairTokenizers":
         """Count the vocabularies of `pairs` with the `TokenizerConfig` options: one over both sides
         when `shared`, else one per side."""
+        level = tokenizer_config.level
         if shared:
-            both = fit_tokenizer_stream(_blocks(text for pair in pairs for text in pair), tokenizer_config)
+            both = fit_tokenizer_stream(_blocks((text for pair in pairs for text in pair), level), tokenizer_config)
             return cls(both, both)
-        return cls(fit_tokenizer_stream(_blocks(s for s, _ in pairs), tokenizer_config),
-                   fit_tokenizer_stream(_blocks(t for _, t in pairs), tokenizer_config))
+        return cls(fit_tokenizer_stream(_blocks((s for s, _ in pairs), level), tokenizer_config),
+                   fit_tokenizer_stream(_blocks((t for _, t in pairs), level), tokenizer_config))
 
     @property
     def source_vocab_size(self) -> int:
@@ -77,17 +76,13 @@ class PairTokenizers:
         return _decode(self.target, model_ids)
 
 
-def _blocks(texts: Iterable[str]) -> Iterator[str]:
-    """Texts as newline-ended blocks of many sentences: a word tokenizer cuts its blocks at
-    newlines, so no word joins the end of one sentence to the start of the next."""
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(text)
-        if len(chunk) == _FIT_BLOCK:
-            yield "\n".join(chunk) + "\n"
-            chunk = []
-    if chunk:
-        yield "\n".join(chunk) + "\n"
+def _blocks(texts: Iterable[str], level: str) -> list[str]:
+    """The texts as blocks to count a vocabulary from, with nothing added that is no token of
+    theirs: characters are counted block by block, so the texts are blocks of their own; words
+    may not run from one text into the next, and a word tokenizer's blocks are cut only at
+    newlines (a token in its vocabulary), so the texts are joined by spaces into one block."""
+    texts = list(texts)
+    return [" ".join(texts)] if level == "word" else texts
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
