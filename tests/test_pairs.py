@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +194,11 @@ def test_shuffled_batches_are_deterministic_hold_every_pair_and_bucket_lengths(d
 def test_repeat_goes_on_past_one_pass(dates):
     _, _, encoded = dates
     assert len(list(pair_dataset(encoded, 256, shuffle=True, seed=1, repeat=True).take(12))) == 12
+
+
+def test_reading_encoding_and_metrics_need_no_tensorflow():
+    code = ("import sys, textgen.data.pairs, textgen.evaluation.text_metrics; "
+            "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.strip() == "[]"

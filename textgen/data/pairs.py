@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-import tensorflow as tf
 
 from textgen.data.pair_files import read_pairs, stream_pairs
 from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream
 from textgen.errors import CorpusError, UsageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PAD, START, END = 0, 1, 2
 RESERVED = 3  # ids below this are the marks above; tokenizer id i is model id i + RESERVED
@@ -178,6 +180,8 @@ def pair_dataset(encoded: EncodedPairs, batch_size: int, *, shuffle: bool, seed:
     from `seed` and batches pairs of similar length together; without, the pairs come in
     order, `pair_steps` batches a pass.
     """
+    import tensorflow as tf  # here, so the ids and encoding above serve commands that never load TensorFlow
+
     sources = _ragged(encoded.sources)
     targets = _ragged(encoded.targets)
     rows = tf.data.Dataset.from_tensor_slices((sources, targets)).map(_shift, num_parallel_calls=tf.data.AUTOTUNE)
@@ -202,6 +206,8 @@ def pair_dataset(encoded: EncodedPairs, batch_size: int, *, shuffle: bool, seed:
 
 
 def _ragged(rows: list[np.ndarray]) -> tf.RaggedTensor:
+    import tensorflow as tf
+
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     values = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, dtype=np.int32)
     return tf.RaggedTensor.from_row_lengths(values, lengths)
@@ -209,12 +215,16 @@ def _ragged(rows: list[np.ndarray]) -> tf.RaggedTensor:
 
 def _shift(source, target):
     """The decoder's teacher forcing: it reads START + target and must write target + END."""
+    import tensorflow as tf
+
     target_in = tf.concat([[START], target], axis=0)
     target_out = tf.concat([target, [END]], axis=0)
     return (source, target_in), target_out
 
 
 def _row_length(inputs, target_out):
+    import tensorflow as tf
+
     return tf.maximum(tf.shape(inputs[0])[0], tf.shape(target_out)[0])
 
 
