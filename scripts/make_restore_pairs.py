@@ -15,13 +15,16 @@ the same sentence with its case and punctuation taken away. The rules:
 - The source is the sentence lower-cased with every character but letters, digits, spaces and
   apostrophes inside words (don't, Bingley's: part of the spelling, not the punctuation)
   turned into a space, and runs of spaces collapsed.
+- With --characters-from, a sentence is kept only if each of its characters occurs in those
+  pairs files: a held-out book's sentences, which a character model trained on those files
+  can read and write (Moby Dick has em dashes and "æ" that the training books lack).
 - Repeated sentences are written once. With --max-pairs, that many are drawn at random
   (--seed) and written in book order.
 
     python scripts/make_restore_pairs.py --books textgen/corpora/pride_and_prejudice.txt \\
         textgen/corpora/mysterious_island.txt --max-pairs 40000 --seed 1 --output textgen/corpora/restore_train.tsv
     python scripts/make_restore_pairs.py --books textgen/corpora/moby_dick.txt --max-pairs 1000 --seed 1 \\
-        --output textgen/corpora/restore_val.tsv
+        --characters-from textgen/corpora/restore_train.tsv --output textgen/corpora/restore_val.tsv
 
 An existing output file is replaced only with --overwrite.
 """
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from textgen.data.corpus import stream_corpus  # noqa: E402
-from textgen.data.pair_files import write_pairs  # noqa: E402
+from textgen.data.pair_files import read_pairs, write_pairs  # noqa: E402
 from textgen.errors import TextgenError  # noqa: E402
 
 MIN_CHARS, MAX_CHARS = 20, 160
@@ -90,15 +93,16 @@ def unpunctuated(sentence: str) -> str:
     return " ".join(text.split())
 
 
-def restore_pairs(books: list[str]) -> list[tuple[str, str]]:
-    """(source, target) for every kept sentence of the books, in order, each sentence once."""
+def restore_pairs(books: list[str], characters: set[str] | None = None) -> list[tuple[str, str]]:
+    """(source, target) for every kept sentence of the books, in order, each sentence once;
+    with `characters`, only sentences made of them."""
     pairs, seen = [], set()
     for book in books:
         for paragraph in paragraphs(stream_corpus([book])):
             for sentence in sentences(paragraph.replace("_", "")):
                 if not MIN_CHARS <= len(sentence) <= MAX_CHARS or sentence in seen:
                     continue
-                if not is_prose(sentence):
+                if not is_prose(sentence) or (characters is not None and not set(sentence) <= characters):
                     continue
                 source = unpunctuated(sentence)
                 if source:
@@ -113,12 +117,17 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="the .tsv file to write")
     parser.add_argument("--max-pairs", type=int, default=None, help="write at most this many pairs, drawn at random")
     parser.add_argument("--seed", type=int, default=1, help="random seed for --max-pairs")
+    parser.add_argument("--characters-from", nargs="+", default=None, metavar="PAIRS",
+                        help="keep only sentences whose characters all occur in these pairs files")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args()
     if args.max_pairs is not None and args.max_pairs < 1:
         parser.error("--max-pairs must be at least 1")
     try:
-        pairs = restore_pairs(args.books)
+        characters = None
+        if args.characters_from:
+            characters = {c for pair in read_pairs(args.characters_from) for text in pair for c in text}
+        pairs = restore_pairs(args.books, characters)
         if not pairs:
             sys.exit(f"error: no sentence of {MIN_CHARS}-{MAX_CHARS} characters in {', '.join(args.books)}")
         if args.max_pairs is not None and len(pairs) > args.max_pairs:

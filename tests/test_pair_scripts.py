@@ -154,3 +154,13 @@ def test_restore_script_on_a_slice_of_a_shipped_book(tmp_path):
         assert re.sub(r"\W", "", source) == re.sub(r"\W", "", target.lower()), (source, target)
     result = run("make_restore_pairs.py", "--books", book, "--output", tmp_path / "a.tsv", check=False)
     assert result.returncode != 0 and "--overwrite" in result.stderr
+
+
+def test_restore_keeps_only_sentences_of_known_characters_when_asked(tmp_path):
+    book = tmp_path / "book.txt"
+    book.write_text(BOOK, encoding="utf-8")
+    known = tmp_path / "known.tsv"
+    known.write_text("x\t" + BOOK.replace("!", "").replace("\n", " ") + "\n", encoding="utf-8")
+    run("make_restore_pairs.py", "--books", book, "--characters-from", known, "--output", tmp_path / "out.tsv")
+    targets = [t for _, t in pairs_of(tmp_path / "out.tsv")]
+    assert len(targets) == 4 and not any("!" in t for t in targets)

@@ -137,8 +137,18 @@ def test_long_pairs_are_dropped_or_truncated_and_counted():
     assert max(len(t) for t in cut.targets) == 4 and max(len(s) for s in cut.sources) == 4
     assert tokenizers.decode_target(cut.targets[2]) == "abcd"
     assert cut.describe() == "4 pairs; 2 longer than 4 tokens truncated"
-    with pytest.raises(CorpusError, match="all 4 pairs are longer than 1 tokens"):
+    with pytest.raises(CorpusError, match="none of the 4 pairs is left: 4 longer than 1 tokens"):
         encode_pairs(pairs, tokenizers, max_length=1)
+
+
+def test_pairs_with_characters_the_vocabulary_lacks_are_named_or_dropped_and_counted():
+    tokenizers = PairTokenizers.fit([("abc", "abc")], CHAR)
+    pairs = [("ab", "ba"), ("aé", "b"), ("c", "cz")]
+    with pytest.raises(UsageError, match=r"pair 2 \('aé'\): character 'é' is not in the model's vocabulary"):
+        encode_pairs(pairs, tokenizers, max_length=8)
+    encoded = encode_pairs(pairs, tokenizers, max_length=8, unknown="drop")
+    assert len(encoded) == 1 and encoded.unknown == 2
+    assert encoded.describe() == "1 pair; 2 with characters the vocabulary lacks dropped"
 
 
 def test_split_holds_out_the_tail_or_nothing():

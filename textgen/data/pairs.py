@@ -103,13 +103,15 @@ def _decode(tokenizer: Tokenizer, model_ids) -> str:
 
 @dataclass(frozen=True)
 class EncodedPairs:
-    """Pairs as model ids without marks; `dropped`/`truncated` count the pairs longer than `max_length`."""
+    """Pairs as model ids without marks. `dropped`/`truncated` count the pairs longer than
+    `max_length`, `unknown` those left out because a character vocabulary lacked one of their characters."""
 
     sources: list[np.ndarray]
     targets: list[np.ndarray]
     max_length: int
     dropped: int = 0
     truncated: int = 0
+    unknown: int = 0
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -121,36 +123,49 @@ class EncodedPairs:
             text += f"; {self.dropped:,} longer than {self.max_length} tokens dropped"
         if self.truncated:
             text += f"; {self.truncated:,} longer than {self.max_length} tokens truncated"
+        if self.unknown:
+            text += f"; {self.unknown:,} with characters the vocabulary lacks dropped"
         return text
 
 
 def encode_pairs(pairs: list[tuple[str, str]], tokenizers: PairTokenizers, max_length: int,
-                 long_pairs: str = "drop") -> EncodedPairs:
+                 long_pairs: str = "drop", unknown: str = "error") -> EncodedPairs:
     """Encode every pair; a pair with a side longer than `max_length` tokens is dropped or, with
     `long_pairs="truncate"`, cut to `max_length` on that side. The target then holds at most
-    `max_length` tokens before END, so decoder rows have at most max_length + 1."""
-    if long_pairs not in ("drop", "truncate"):
-        raise ValueError(f"long_pairs must be drop or truncate, got {long_pairs!r}")
+    `max_length` tokens before END, so decoder rows have at most max_length + 1.
+
+    unknown: what to do with a pair holding characters a character vocabulary lacks (pairs
+        validated on, read from other files than the vocabulary): "error" raises a UsageError
+        naming the pair and the characters, "drop" leaves the pair out and counts it. Word
+        vocabularies encode unknown words as <unk> either way.
+    """
+    if long_pairs not in ("drop", "truncate") or unknown not in ("error", "drop"):
+        raise ValueError(f"long_pairs must be drop or truncate and unknown error or drop, got {long_pairs!r}, "
+                         f"{unknown!r}")
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
-    sources, targets, dropped, truncated = [], [], 0, 0
+    sources, targets, counts = [], [], {"dropped": 0, "truncated": 0, "unknown": 0}
     for number, (source, target) in enumerate(pairs, start=1):
         try:
             src, tgt = tokenizers.encode_source(source), tokenizers.encode_target(target)
         except UsageError as exc:
-            raise UsageError(f"pair {number:,} ({source[:30]!r}): {exc}") from None
+            if unknown == "error":
+                raise UsageError(f"pair {number:,} ({source[:30]!r}): {exc}") from None
+            counts["unknown"] += 1
+            continue
         if len(src) > max_length or len(tgt) > max_length:
             if long_pairs == "drop":
-                dropped += 1
+                counts["dropped"] += 1
                 continue
             src, tgt = src[:max_length], tgt[:max_length]
-            truncated += 1
+            counts["truncated"] += 1
         sources.append(src)
         targets.append(tgt)
     if not sources:
-        raise CorpusError(f"all {len(pairs):,} pairs are longer than {max_length} tokens and were dropped; raise "
+        raise CorpusError(f"none of the {len(pairs):,} pairs is left: {counts['dropped']:,} longer than {max_length} "
+                          f"tokens, {counts['unknown']:,} with characters the vocabulary lacks; raise "
                           "training.seq_length or set corpus.long_pairs: truncate")
-    return EncodedPairs(sources, targets, max_length, dropped, truncated)
+    return EncodedPairs(sources, targets, max_length, **counts)
 
 
 def split_pairs(encoded: EncodedPairs, validation_fraction: float) -> tuple[EncodedPairs, EncodedPairs]:
