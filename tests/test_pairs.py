@@ -33,6 +33,18 @@ def test_tsv_with_attribution_column_bom_crlf_and_blank_lines(tmp_path):
     assert read_pairs([str(path)]) == [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours\u202f!")]
 
 
+def test_lone_carriage_returns_end_lines_too(tmp_path):
+    path = write(tmp_path / "mac.tsv", b"a\tb\rc\td\r\rno tab\r")
+    with pytest.raises(CorpusError, match=r"line 4: no tab in 'no tab'"):
+        read_pairs([str(path)])
+    assert read_pairs([str(write(tmp_path / "ok.tsv", b"a\tb\rc\td\r"))]) == [("a", "b"), ("c", "d")]
+
+
+def test_utf16_files_are_read_when_named(tmp_path):
+    path = write(tmp_path / "wide.tsv", "Go.\tVa !\r\nHi.\tSalut !\n".encode("utf-16"))
+    assert read_pairs([str(path)], encoding="utf-16") == [("Go.", "Va !"), ("Hi.", "Salut !")]
+
+
 def test_jsonl_reads_source_and_target_and_ignores_other_fields(tmp_path):
     lines = [json.dumps({"id": 1, "source": "a\tb", "target": "x"}), "", json.dumps({"target": "y", "source": "c"})]
     path = write(tmp_path / "pairs.jsonl", "\n".join(lines).encode())

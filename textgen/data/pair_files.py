@@ -70,16 +70,22 @@ def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     number = 0
     with handle:
         try:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.decode(encoding) if ascii_lines else raw
+            for raw in handle:
+                number += 1
+                text = raw.decode(encoding) if ascii_lines else raw
                 if number == 1:
-                    line = line.lstrip("\ufeff")
-                if "\x00" in line:
+                    text = text.lstrip("\ufeff")
+                if "\x00" in text:
                     raise CorpusError(f"pairs file {path}, line {number}: a NUL character (the file looks "
                                       "binary); give a text file of pairs")
-                yield number, line.rstrip("\n").removesuffix("\r")
+                # CRLF ends a line like LF; a lone CR (old Mac files) does too, as in a corpus.
+                *earlier, last = text.rstrip("\n").removesuffix("\r").split("\r")
+                for line in earlier:
+                    yield number, line
+                    number += 1
+                yield number, last
         except UnicodeDecodeError as exc:
-            where = number if ascii_lines else number + 1
+            where = number + (0 if ascii_lines else 1)
             raise CorpusError(f"pairs file {path}, line {where}: bytes that are not {encoding} ({exc.reason}); "
                               "convert the file or set corpus.encoding to its encoding") from None
         except UnicodeError as exc:
@@ -112,7 +118,7 @@ def _tsv_pair(line: str, path: Path, number: int) -> tuple[str, str]:
 
 
 def _json_pair(line: str, path: Path, number: int) -> tuple[str, str]:
-    fix = 'write one object a line such as {"source": "...", "target": "..."}'
+    fix = 'write one JSON object a line (JSON Lines) such as {"source": "...", "target": "..."}'
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
