@@ -78,13 +78,19 @@ class PairTokenizers:
         return _decode(self.target, model_ids)
 
 
+_FIT_CHUNK = 4096  # texts whose characters are counted together
+
+
 def _blocks(texts: Iterable[str], level: str) -> list[str]:
     """The texts as blocks to count a vocabulary from, with nothing added that is no token of
-    theirs: characters are counted block by block, so the texts are blocks of their own; words
-    may not run from one text into the next, and a word tokenizer's blocks are cut only at
-    newlines (a token in its vocabulary), so the texts are joined by spaces into one block."""
+    theirs. Characters are counted block by block, so the texts are simply concatenated a few
+    thousand at a time. Words must not run from one text into the next, and a word tokenizer
+    cuts its blocks only at newlines (a token it would count), so the texts are joined by
+    spaces into one block."""
     texts = list(texts)
-    return [" ".join(texts)] if level == "word" else texts
+    if level == "word":
+        return [" ".join(texts)]
+    return ["".join(texts[i:i + _FIT_CHUNK]) for i in range(0, len(texts), _FIT_CHUNK)]
 
 
 def _encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
