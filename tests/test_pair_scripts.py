@@ -130,7 +130,8 @@ def test_restore_pairs_follow_the_documented_rules(tmp_path):
          "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want "
          "of a wife."),
         ("my dear mr bennet said his lady to him one day have you heard that netherfield park is let at last",
-         "“My dear Mr. Bennet,” said his lady to him one day, “have you heard that Netherfield Park is let at last?”"),
+         "“My dear Mr. Bennet,” said his lady to him one day, “have you heard that Netherfield Park is let at "
+         "last?”"),
         ("mr bennet replied that he had not", "Mr. Bennet replied that he had not."),
         ("she said well bred people don’t do that", "She said, “well-bred people don’t do that!”"),
         ("and twas true the only rule", "And 'twas true; the only rule."),

@@ -68,9 +68,11 @@ def test_chrf_sums_counts_over_the_corpus_before_scoring():
 
 def test_chrf_agrees_with_sacrebleus_published_examples():
     # The scores the Hugging Face chrF metric card shows for sacrebleu's CHRF with its defaults.
-    assert chrf(["The relationship between Obama and Netanyahu is not exactly friendly."],
-                ["The ties between Obama and Netanyahu are not particularly friendly."]) == pytest.approx(61.576379378113785)
-    assert chrf(["The relationship between cats and dogs is not exactly friendly.",
-                 "a good bookshop is just a genteel black hole that knows how to read."],
-                ["The relationship between dogs and cats is not exactly friendly.",
-                 "A good bookshop is just a genteel Black Hole that knows how to read."]) == pytest.approx(84.64214891738334)
+    one = chrf(["The relationship between Obama and Netanyahu is not exactly friendly."],
+               ["The ties between Obama and Netanyahu are not particularly friendly."])
+    assert one == pytest.approx(61.576379378113785)
+    two = chrf(["The relationship between cats and dogs is not exactly friendly.",
+                "a good bookshop is just a genteel black hole that knows how to read."],
+               ["The relationship between dogs and cats is not exactly friendly.",
+                "A good bookshop is just a genteel Black Hole that knows how to read."])
+    assert two == pytest.approx(84.64214891738334)
