@@ -165,3 +165,12 @@ def test_restore_keeps_only_sentences_of_known_characters_when_asked(tmp_path):
     run("make_restore_pairs.py", "--books", book, "--characters-from", known, "--output", tmp_path / "out.tsv")
     targets = [t for _, t in pairs_of(tmp_path / "out.tsv")]
     assert len(targets) == 4 and not any("!" in t for t in targets)
+
+
+def test_shipped_restore_files_are_what_sources_md_says(tmp_path):
+    run("make_restore_pairs.py", "--books", CORPORA / "pride_and_prejudice.txt", CORPORA / "mysterious_island.txt",
+        "--max-pairs", 40000, "--seed", 1, "--output", tmp_path / "train.tsv")
+    run("make_restore_pairs.py", "--books", CORPORA / "moby_dick.txt", "--max-pairs", 1000, "--seed", 1,
+        "--characters-from", CORPORA / "restore_train.tsv", "--output", tmp_path / "val.tsv")
+    for made, shipped in (("train.tsv", "restore_train.tsv"), ("val.tsv", "restore_val.tsv")):
+        assert (tmp_path / made).read_bytes() == (CORPORA / shipped).read_bytes()
