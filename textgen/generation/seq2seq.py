@@ -173,16 +173,20 @@ class Translator:
     def _sample(self, sampler, source_ids, limit: int, uniforms, record: bool = False):
         """(tokens (batch, steps) numpy, attention weights (steps, batch, S) numpy or None)."""
         key = (type(sampler), record)
-        if key not in self._compiled:
-            self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record),
-                                              reduce_retracing=True)
         values = {name: tf.constant(value) for name, value in sampler.values().items()}
+        if key not in self._compiled:  # one trace per strategy: every batch and source length fits its signature
+            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                         tf.TensorSpec([None, None], tf.float32),
+                         {name: tf.TensorSpec([], value.dtype) for name, value in values.items()}]
+            self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record),
+                                              input_signature=signature)
         tokens, weights = self._compiled[key](tf.constant(source_ids), tf.constant(limit), uniforms, values)
         return tokens.numpy().T, (weights.numpy() if record else None)
 
     def _beam(self, source_ids, limit: int, width: int) -> np.ndarray:
         if "beam" not in self._compiled:
-            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), reduce_retracing=True)
+            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
+            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), input_signature=signature)
         tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limit), tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
 
