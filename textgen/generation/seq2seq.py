@@ -185,7 +185,8 @@ class Translator:
 
     def _beam(self, source_ids, limit: int, width: int) -> np.ndarray:
         if "beam" not in self._compiled:
-            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
+            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                         tf.TensorSpec([], tf.int32)]
             self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), input_signature=signature)
         tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limit), tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
@@ -249,10 +250,10 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned):
             parent, token = index // vocab, index % vocab
             flat = tf.reshape(parent + offsets, [-1])
             states = tf.nest.map_structure(lambda s: tf.gather(s, flat), states)
+            tokens, parents = tokens.write(t, token), parents.write(t, parent)
             token = tf.reshape(token, [-1])
             done = tf.gather(done, flat) | (token == END)
-            return (t + 1, token, states, tf.reshape(best, [-1]), done, tokens.write(t, tf.reshape(token, [rows, width])),
-                    parents.write(t, parent))
+            return t + 1, token, states, tf.reshape(best, [-1]), done, tokens, parents
 
         def going(t, _last, _states, _scores, done, *_):
             return (t < limit) & ~tf.reduce_all(tf.reshape(done, [rows, width])[:, 0])
