@@ -23,6 +23,7 @@ def load_keras_objects() -> None:
     """Import TensorFlow and register textgen's Keras objects. Calling it again does nothing."""
     import textgen.generation.generate  # noqa: F401  (imports every module that defines a Keras object)
     import textgen.models.layers  # noqa: F401
+    import textgen.models.seq2seq  # noqa: F401  (seq2seq's attention and mask layers)
 
 
 # Public name -> the module defining it, imported on first use; all but the config's need TensorFlow.

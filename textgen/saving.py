@@ -180,8 +180,15 @@ def check_model_contents(path: str | Path, tokenizer: dict | None, card: dict | 
         tokenizer = tokenizer_from_config(tokenizer)
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{damaged} its tokenizer cannot be used ({_first_line(exc)}); {fix}") from None
-    if tokenizer.vocab_size != input_dim or outputs not in (None, tokenizer.vocab_size):
-        raise ModelFileError(f"{damaged} its vocabulary has {tokenizer.vocab_size} tokens but the network reads "
+    size = tokenizer.vocab_size
+    if (card.get("architecture") or {}).get("type") == "seq2seq":
+        # The source tokenizer's ids sit above the reserved marks (textgen.data.pairs); the logits
+        # are the target vocabulary's, which the target embedding carries.
+        from textgen.data.pairs import RESERVED
+
+        size, outputs = size + RESERVED, None
+    if size != input_dim or outputs not in (None, size):
+        raise ModelFileError(f"{damaged} its vocabulary has {size} tokens but the network reads "
                              f"{input_dim} and predicts {outputs}; {fix}")
 
 
