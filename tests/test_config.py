@@ -10,6 +10,8 @@ import pytest
 
 from textgen.config import Config, ignored_settings, load_config
 from textgen.errors import ConfigError
+from textgen.data.pairs import RESERVED
+from textgen.models.seq2seq import build_seq2seq
 from textgen.models.builder import build_model
 from textgen.data.tokenizer import CharTokenizer
 
@@ -174,9 +176,15 @@ def test_every_shipped_config_validates_builds_and_is_listed_in_the_readme(path)
     config = load_config(path)
     for corpus in config.corpus.paths:
         assert (ROOT / corpus).exists(), f"{path.name} trains on {corpus}, which the project does not ship"
+    for corpus in config.corpus.validation_paths:
+        assert (ROOT / corpus).exists(), f"{path.name} validates on {corpus}, which the project does not ship"
     tokenizer = CharTokenizer.fit("a shipped config builds\n").get_config()
-    model = build_model(config.model, tokenizer, fused_kernels=True)
-    assert model.count_params() > 0 and model.output_shape[-1] == len(tokenizer["vocabulary"])
+    if config.model.type == "seq2seq":
+        model = build_seq2seq(config.model, tokenizer, tokenizer)
+        assert model.count_params() > 0 and model.output_shape[-1] == len(tokenizer["vocabulary"]) + RESERVED
+    else:
+        model = build_model(config.model, tokenizer, fused_kernels=True)
+        assert model.count_params() > 0 and model.output_shape[-1] == len(tokenizer["vocabulary"])
     assert f"| `{path.stem}` |" in (ROOT / "README.md").read_text(encoding="utf-8")  # a row of its presets table
 
 

@@ -100,7 +100,7 @@ def test_an_unknown_name_is_one_error_listing_the_presets(tmp_path, monkeypatch)
         load_config("quik")
     result = run("prepare", "--config", "quik")
     assert result.exit_code == 2
-    assert "presets: authors, moby-dick-word" in one_error_line(result)
+    assert "presets: authors, dates, moby-dick-word" in one_error_line(result)
     assert not (tmp_path / "runs").exists()
 
 

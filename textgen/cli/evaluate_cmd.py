@@ -21,6 +21,14 @@ from textgen.config.schema import LABEL_SOURCES
 @click.option("--config", "config_name", default=None,
               help="Instead of --text: the labelled corpus of this config (a preset name or a YAML file), "
                    "scored label by label; with --validation-split, the held-out tails training uses.")
+@click.option("--pairs", "pairs_path", multiple=True, metavar="PATH",
+              help="For a seq2seq model, instead of --text: a pairs file (tab-separated or JSON Lines, as "
+                   "training reads them) whose sources are decoded and scored against their targets: exact "
+                   "match, character error rate and chrF. Repeatable.")
+@click.option("--beam-width", type=click.IntRange(min=1), default=None,
+              help="With --pairs: decode with beam search of this width.  [default: greedy]")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="With --pairs: score the first N pairs only.  [default: all]")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Windows scored per step.")
@@ -43,8 +51,8 @@ from textgen.config.schema import LABEL_SOURCES
 @click.option("--validation-split", is_flag=True,
               help="With labels: score only the tail of each label's text that training holds out "
                    "(corpus.validation_fraction): on the training corpus, the run's validation split.")
-def evaluate(model_path, text_path, config_name, as_json, batch_size, seq_length, encoding, skip_unknown,
-             label_source, label_columns, text_column, validation_split):
+def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, as_json, batch_size, seq_length,
+             encoding, skip_unknown, label_source, label_columns, text_column, validation_split):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     Without --model, the pretrained model shipped with textgen is measured.
@@ -58,13 +66,22 @@ def evaluate(model_path, text_path, config_name, as_json, batch_size, seq_length
     A model trained on labelled text (corpus.labels) scores a labelled --text label by
     label, each token under its own label, reading it as its corpus was read unless
     --labels says otherwise; --labels none scores plain text as text without a label.
+
+    A seq2seq model is scored on --pairs: its outputs against the targets.
     """
     from textgen.data.progress import ReadProgress
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
+    if pairs_path:
+        if text_path is not None or config_name is not None:
+            raise click.UsageError("--pairs scores a seq2seq model, --text and --config a language model; give one")
+        return _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json)
+    if beam_width is not None or limit is not None:
+        raise click.UsageError("--beam-width and --limit go with --pairs, which scores a seq2seq model")
     if (text_path is None) == (config_name is None):
-        raise click.UsageError("give the text to score with --text FILE, or a labelled corpus with --config NAME")
+        raise click.UsageError("give the text to score with --text FILE, or a labelled corpus with --config NAME "
+                               "(a seq2seq model: pairs with --pairs FILE)")
     if config_name is not None:
         _evaluate_config(model_path, config_name, as_json, batch_size, seq_length, skip_unknown, validation_split,
                          other_options=label_source or label_columns or text_column)
@@ -101,6 +118,21 @@ def evaluate(model_path, text_path, config_name, as_json, batch_size, seq_length
     click.echo(f"loss: {result.loss:.4f} nats per token")
     click.echo(f"perplexity: {result.perplexity:.3f}")
     click.echo(f"bits per character: {result.bits_per_char:.4f}")
+
+
+def _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json) -> None:
+    from textgen.evaluation.pairs_eval import describe_scores, evaluate_pairs
+    from textgen.generation.seq2seq import Translator
+
+    if model_path is None:
+        raise click.UsageError("--pairs scores a seq2seq model; give it with --model")
+    translator = Translator.load(model_path)
+    scores = evaluate_pairs(translator, pairs_path, encoding=encoding, beam_width=beam_width, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"model": str(model_path), **scores}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"model: {model_path}")
+    click.echo(describe_scores(scores))
 
 
 def _is_folder(path: str) -> bool:

@@ -94,7 +94,11 @@ def _is_stdin(path: str) -> bool:
 @click.option("--seed-file", metavar="PATH", default=None,
               help="Read the seed from this UTF-8 file (at most 1 MiB), or from stdin for -; kept as it is, "
                    "final newline included.")
-@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate (at most).")
+@click.option("--input-file", metavar="PATH", default=None,
+              help="For a seq2seq model, instead of --seed: one source a line (UTF-8; - reads stdin). One "
+                   "output a line is printed, in order; the sources are decoded as a batch.")
+@click.option("--length", type=click.IntRange(min=0), default=None,
+              help="Tokens to generate (at most).  [default: 500; a seq2seq model: its training.seq_length]")
 @click.option("--temperature", type=click.FloatRange(min=0), multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
                    "Repeat the flag for one sample per temperature.  [default: 1.0]")
@@ -131,29 +135,51 @@ def _is_stdin(path: str) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with samples, settings and timing.")
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
-def generate(model_path, seed, seed_file, length, temperature, top_k, top_p, beam_width, repetition_penalty,
-             num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed, output_path, as_json,
-             interactive):
+def generate(model_path, seed, seed_file, input_file, length, temperature, top_k, top_p, beam_width,
+             repetition_penalty, num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed,
+             output_path, as_json, interactive):
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from
     --num-samples or repeated --temperature) are printed when done. --beam-width returns
     the most likely continuation instead of a random one. --label picks the voice of a
     model trained with labels.
+
+    A seq2seq model (model.type seq2seq) writes the output for the source SEED, or for every
+    line of --input-file, greedily unless --temperature or --beam-width say otherwise.
     """
+    from textgen.cli.translate_out import is_seq2seq_file, read_sources, translate_and_show
     from textgen.errors import UsageError
 
-    _check_seed_flags(seed, seed_file, interactive)
     if model_path is None:
+        if input_file is not None:
+            raise UsageError("--input-file gives sources to a seq2seq model; name it with --model")
         from textgen.pretrained import default_model_path
 
         model_path = default_model_path()
+    seq2seq = input_file is not None or is_seq2seq_file(model_path)
+    if seq2seq and sum(x is not None for x in (seed, seed_file, input_file)) != 1:
+        raise UsageError("give a seq2seq model its sources with one of --seed, --seed-file or --input-file")
+    if not seq2seq:
+        _check_seed_flags(seed, seed_file, interactive)
     output_path = output_target(output_path, model_path)
     if output_path and output_path.fd == 1 and (as_json or interactive):
         raise UsageError(f"--output {output_path.name} is stdout, where {'--json' if as_json else '--interactive'} "
                          "already writes; give --output a file")
     if seed_file is not None:
         seed = _read_seed_file(seed_file)
+    if seq2seq:
+        clashing = [name for name, given in (
+            ("--interactive", interactive), ("--num-samples", num_samples != 1), ("--stop", bool(stop)),
+            ("--min-length", min_length != 0), ("--end-at-sentence", end_at_sentence), ("--label", bool(labels)),
+            ("--repetition-penalty", repetition_penalty != 1.0), ("--strict", strict)) if given]
+        # A seed file's last line end ends the source, as a line of --input-file's does.
+        sources = read_sources(input_file) if input_file is not None else \
+            [seed.removesuffix("\n") if seed_file is not None else seed]
+        return translate_and_show(model_path, sources, length=length, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, beam_width=beam_width, random_seed=random_seed,
+                                  output_path=output_path, as_json=as_json, clashing=clashing)
+    length = 500 if length is None else length
     if interactive:
         clashing = [name for name, given in (
             ("--beam-width", beam_width is not None), ("--top-p", top_p is not None),

@@ -23,8 +23,8 @@ import sys
 import click
 
 from textgen import __version__
-from textgen.cli import (evaluate_cmd, export_cmd, generate_cmd, info_cmd, init_cmd, plot_cmd, prepare_cmd,
-                         presets_cmd, serve_cmd, train_cmd)
+from textgen.cli import (attention_cmd, evaluate_cmd, export_cmd, generate_cmd, info_cmd, init_cmd, plot_cmd,
+                         prepare_cmd, presets_cmd, serve_cmd, train_cmd)
 from textgen.errors import TextgenError, UsageError
 
 
@@ -228,5 +228,5 @@ def _die_by(signum: int) -> None:
 
 for _command in (prepare_cmd.prepare, train_cmd.train, generate_cmd.generate, evaluate_cmd.evaluate,
                  export_cmd.export, info_cmd.info, plot_cmd.plot, presets_cmd.presets, init_cmd.init,
-                 serve_cmd.serve):
+                 serve_cmd.serve, attention_cmd.attention):
     cli.add_command(_command)

@@ -102,10 +102,11 @@ def _refuse_the_model(output_path, model_path) -> None:
         raise UsageError(f"--output {output_path} is the model being read; write the samples to another file")
 
 
-def write_output(target: OutputTarget, texts: list[str]) -> None:
+def write_output(target: OutputTarget, texts: list[str], separator: str = "\n\n") -> None:
+    """`texts` joined by `separator` (samples: a blank line; a seq2seq model's outputs: a line end)."""
     from textgen.files import remove_temporaries, write_text_atomic
 
-    text = "\n\n".join(texts) + "\n"
+    text = separator.join(texts) + "\n"
     if target.path is not None and not target.append:
         write_text_atomic(target.path, text)
         remove_temporaries(target.path.parent, {target.path.name: ".tmp"})  # ones a killed generate left

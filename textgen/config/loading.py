@@ -59,35 +59,38 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         _set_dotted(raw, key, value)
     config = config_from_dict(raw)
     cwd = os.getcwd()
-    paths = []
-    for p in config.corpus.paths:
-        absolute = absolute_path(p, cwd)
-        origins.setdefault(absolute, f"{p} (relative to the working directory {cwd})" if absolute != p else p)
-        paths.append(absolute)
+    paths, validation_paths = [], []
+    for given, out in ((config.corpus.paths, paths), (config.corpus.validation_paths, validation_paths)):
+        for p in given:
+            absolute = absolute_path(p, cwd)
+            origins.setdefault(absolute, f"{p} (relative to the working directory {cwd})" if absolute != p else p)
+            out.append(absolute)
     init_from = config.training.init_from
     config = dataclasses.replace(
         config,
-        corpus=dataclasses.replace(config.corpus, paths=tuple(paths)),
+        corpus=dataclasses.replace(config.corpus, paths=tuple(paths), validation_paths=tuple(validation_paths)),
         training=dataclasses.replace(config.training, init_from=init_from and absolute_path(init_from, cwd)),
         output=dataclasses.replace(config.output, dir=os.path.expanduser(config.output.dir)))
     if check_corpus:
-        for p in config.corpus.paths:
-            if p != STDIN and not _has_glob(p) and not os.path.lexists(p):
-                raise ConfigError(f"corpus path {origins.get(p, p)} does not exist; fix corpus.paths")
+        for key in ("paths", "validation_paths"):
+            for p in getattr(config.corpus, key):
+                if p != STDIN and not _has_glob(p) and not os.path.lexists(p):
+                    raise ConfigError(f"corpus path {origins.get(p, p)} does not exist; fix corpus.{key}")
     return config
 
 
 def _resolve_file_paths(raw: dict, folder: Path, origins: dict, where: str) -> None:
     """Make the paths a config file gives absolute, from the file's folder (types are checked later)."""
     corpus, training = raw.get("corpus"), raw.get("training")
-    if isinstance(corpus, dict) and "paths" in corpus:
-        given = corpus["paths"]
-        items = given if isinstance(given, list) else [given]
-        if all(isinstance(p, str) and p.strip() for p in items):
-            resolved = [absolute_path(p, str(folder)) for p in items]
-            for p, r in zip(items, resolved):
-                origins[r] = f"{p} (relative to {where})" if r != p else p
-            corpus["paths"] = resolved
+    for key in ("paths", "validation_paths"):
+        if isinstance(corpus, dict) and key in corpus:
+            given = corpus[key]
+            items = given if isinstance(given, list) else [given]
+            if all(isinstance(p, str) and p.strip() for p in items):
+                resolved = [absolute_path(p, str(folder)) for p in items]
+                for p, r in zip(items, resolved):
+                    origins[r] = f"{p} (relative to {where})" if r != p else p
+                corpus[key] = resolved
     if isinstance(training, dict) and isinstance(training.get("init_from"), str) and training["init_from"]:
         training["init_from"] = absolute_path(training["init_from"], str(folder))
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from textgen.data.pair_files import read_pairs, stream_pairs
-from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream
+from textgen.data.tokenizer import Tokenizer, fit_tokenizer_stream, tokenizer_from_config
 from textgen.errors import CorpusError, UsageError
 
 if TYPE_CHECKING:
@@ -52,6 +52,15 @@ class PairTokenizers:
             return cls(both, both)
         return cls(fit_tokenizer_stream(_blocks((s for s, _ in pairs), level), tokenizer_config),
                    fit_tokenizer_stream(_blocks((t for _, t in pairs), level), tokenizer_config))
+
+    def get_config(self) -> dict:
+        """Both tokenizers' configs, JSON-able: what a run's checkpoint keeps for --resume."""
+        return {"shared": self.shared, "source": self.source.get_config(), "target": self.target.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PairTokenizers":
+        source = tokenizer_from_config(config["source"])
+        return cls(source, source if config.get("shared") else tokenizer_from_config(config["target"]))
 
     @property
     def source_vocab_size(self) -> int:

@@ -137,6 +137,11 @@ def recurrent_layers(model: keras.Model) -> list:
 
 def architecture_summary(config: ModelConfig) -> str:
     """One line naming the network a model config builds: "lstm x 2, 512 units", "transformer ..."."""
+    if config.type == "seq2seq":
+        reads = "bidirectional " if config.bidirectional else ""
+        attention = "no attention" if config.attention_type == "none" else f"{config.attention_type} attention"
+        return (f"seq2seq: {reads}{config.cell} encoder x {config.layers}, decoder x {config.decoder_layers}, "
+                f"{config.units} units, {attention}")
     if config.type == "transformer":
         return (f"transformer, {config.layers} blocks x {config.heads} heads, width {config.embedding_dim}, "
                 f"context {config.context_length}")

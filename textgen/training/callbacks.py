@@ -245,6 +245,26 @@ class SamplePrinter(keras.callbacks.Callback):
             self.every = 0
 
 
+class PairSamplePrinter(keras.callbacks.Callback):
+    """A seq2seq run's samples: a few sources and the model's greedy output for each, at the end
+    of every `every` epochs, from the weights `weights` puts in the model."""
+
+    def __init__(self, every: int, sources: list[str], echo: Callable[[str], None],
+                 weights: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+        super().__init__()
+        self.every, self.sources, self.echo, self.weights = every, sources, echo, weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.every or (epoch + 1) % self.every or not self.sources:
+            return
+        from textgen.generation.seq2seq import Translator
+
+        with self.weights():
+            outputs = Translator(self.model).translate(self.sources)
+        lines = [f"{source}  ->  {output}" for source, output in zip(self.sources, outputs)]
+        self.echo(f"--- greedy outputs after epoch {epoch + 1}:\n" + "\n".join(lines) + "\n---")
+
+
 class TrainingStopped(Exception):
     """Raised by StopGuard out of `fit`; `reason` is interrupt, time or nan."""
 

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import keras
 import numpy as np
@@ -30,7 +30,8 @@ from textgen.models.builder import architecture_summary
 from textgen.saving import update_model_card
 from textgen.training import advice
 from textgen.training.averaging import WeightAverager
-from textgen.training.callbacks import (CROSS_ENTROPY, Checkpointer, RunProgressBar, RunRecorder, SamplePrinter,
+from textgen.training.callbacks import (CROSS_ENTROPY, Checkpointer, PairSamplePrinter, RunProgressBar, RunRecorder,
+                                        SamplePrinter,
                                         StopGuard, TrainingStopped, global_step, metric_values, set_metric_values,
                                         stop_on_signals)
 from textgen.training.checkpoint import has_checkpoint
@@ -39,6 +40,9 @@ from textgen.training.plot import HISTORY_FILE
 from textgen.training.rundir import LOGS_DIR, MODEL_FILE
 from textgen.training.schedules import BudgetCosineSchedule, budget_clock, learning_rate_schedule
 from textgen.training.tensorboard_log import TensorBoardLog
+
+if TYPE_CHECKING:
+    from textgen.training.pairs_run import PairSplit
 
 
 @dataclass
@@ -105,6 +109,7 @@ class Run:
     train_labels: np.ndarray | None = None  # a conditioned model: each training token's label ids (tokens, groups)
     val_labels: np.ndarray | None = None  # ... and each validation token's
     label_space: LabelSpace | None = None  # a conditioned model's label groups
+    pairs: "PairSplit | None" = None  # a seq2seq model's pairs (textgen.training.pairs_run), instead of ids
 
     @property
     def first_step(self) -> int:
@@ -167,7 +172,8 @@ def _fit_epochs(run: Run, callbacks: list, recorder: RunRecorder, val_ds, val_st
     for start_epoch, end_epoch, epoch_steps in calls:
         first = start_epoch * steps + steps - epoch_steps
         corpus = run.config.corpus
-        stream = distributed(run.plan, lambda context, first=first: make_training_stream(
+        stream = run.pairs.training_stream(training.batch_size, training.seed, first) if run.pairs else \
+            distributed(run.plan, lambda context, first=first: make_training_stream(
             run.train_ids, training.seq_length, training.batch_size, seed=training.seed, start_step=first,
             shift_windows=training.shift_windows, input_context=context, labels=run.train_labels,
             label_balance=corpus.label_balance, label_dropout=corpus.label_dropout))
@@ -212,6 +218,8 @@ def _validation_data(run: Run):
     that simply ends can hand replicas empty batches that still count in the mean.
     """
     training = run.config.training
+    if run.pairs is not None:
+        return run.pairs.validation(training.batch_size)
     val_steps = validation_steps(len(run.val_ids), training.seq_length, training.batch_size, run.plan.replicas)
     if not val_steps:
         return None, 0
@@ -246,6 +254,9 @@ def _budget_progress(schedule, clock) -> float | None:
 
 def _sample_printer(run: Run, weights, echo) -> SamplePrinter:
     training = run.config.training
+    if run.pairs is not None:
+        return PairSamplePrinter(training.sample_every if run.plan.chief else 0, run.pairs.val_or_train_sources(3),
+                                 echo, weights=weights)
     seed_text = training.sample_seed or default_sample_seed(run.tokenizer, run.val_ids, run.train_ids)
     every = _sample_every(run, seed_text, echo) if run.plan.chief else 0
     return SamplePrinter(every, training.sample_temperatures, training.sample_length, seed_text, echo,
@@ -291,14 +302,10 @@ def _averager(run: Run, echo) -> WeightAverager | None:
 def describe_run(run: Run, echo) -> None:
     """The corpus, the model, where it trains and which recurrent kernels it can use."""
     config, plan = run.config, run.plan
-    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
-         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
-         f"{run.steps_per_epoch} steps per epoch")
-    if config.corpus.validation_fraction and not len(run.val_ids):
-        echo(f"warning: the validation tail ({config.corpus.validation_fraction:g} of the corpus) is shorter than "
-             f"one window of training.seq_length + 1 = {config.training.seq_length + 1} tokens, so nothing is held "
-             "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
-             "corpus.validation_fraction or lower training.seq_length")
+    if run.pairs is not None:
+        echo(f"{run.pairs.describe()}; {run.steps_per_epoch} steps per epoch")
+    else:
+        _describe_corpus(run, echo)
     if run.label_space is not None:
         echo(f"labels: {run.label_space.describe().replace(chr(10), '; ')}"
              + ("" if config.corpus.labels != "none" else f" (this corpus has none: it trains as {ANY})"))
@@ -309,6 +316,19 @@ def describe_run(run: Run, echo) -> None:
     echo(plan.describe(config.training.batch_size))
     for line in kernel_report(run.model, plan):
         echo(line)
+
+
+def _describe_corpus(run: Run, echo) -> None:
+    """A language model's corpus line, and a warning when nothing could be held out."""
+    config = run.config
+    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
+         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
+         f"{run.steps_per_epoch} steps per epoch")
+    if config.corpus.validation_fraction and not len(run.val_ids):
+        echo(f"warning: the validation tail ({config.corpus.validation_fraction:g} of the corpus) is shorter than "
+             f"one window of training.seq_length + 1 = {config.training.seq_length + 1} tokens, so nothing is held "
+             "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
+             "corpus.validation_fraction or lower training.seq_length")
 
 
 def _validation_loss(model: keras.Model, val_ds, val_steps: int) -> float:

@@ -48,8 +48,10 @@ def with_absolute_paths(saved: Config) -> Config:
     """
     cwd = os.getcwd()
     paths = tuple(absolute_path(p, cwd) for p in saved.corpus.paths)
+    validation_paths = tuple(absolute_path(p, cwd) for p in saved.corpus.validation_paths)
     init_from = saved.training.init_from and absolute_path(saved.training.init_from, cwd)
-    return dataclasses.replace(saved, corpus=dataclasses.replace(saved.corpus, paths=paths),
+    return dataclasses.replace(saved, corpus=dataclasses.replace(saved.corpus, paths=paths,
+                                                                 validation_paths=validation_paths),
                                training=dataclasses.replace(saved.training, init_from=init_from))
 
 

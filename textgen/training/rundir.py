@@ -212,7 +212,7 @@ def check_new_run(config: Config, *, overwrite: bool = False) -> Path:
     corpus has been read and its model built.
     """
     run_dir = Path(config.output.dir)
-    check_outside_corpus(run_dir, config.corpus.paths)
+    check_outside_corpus(run_dir, config.corpus.paths + config.corpus.validation_paths)
     if not overwrite:
         if unfinished(run_dir):
             raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --overwrite "

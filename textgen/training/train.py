@@ -52,6 +52,7 @@ from textgen.training.checkpoint import read_averages, read_state, read_tokenize
 from textgen.training.distribute import DevicePlan, check_resumable_precision, plan_devices, private_dir
 from textgen.training.fit import Run, TrainingInterrupted, TrainResult, fit
 from textgen.training.multiworker import prepare_for_multi_worker_fit
+from textgen.training.pairs_run import resume_pairs_run, start_pairs_run
 from textgen.training.reconcile import (CORPUS_CHANGED, adopt_architecture, check_can_continue, check_same_corpus,
                                         describe_adoption, merge_for_resume, with_absolute_paths)
 from textgen.training.rundir import (CONFIG_FILE, MODEL_FILE, RunDirectory, check_new_run, check_outside_corpus,
@@ -104,6 +105,9 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
     `train` does this itself and reuses the cache; running it first separates the long
     encoding pass from training (`textgen prepare`).
     """
+    if config.model.type == "seq2seq":
+        raise UsageError("a seq2seq run reads its pairs into memory when it starts, so there is no token cache "
+                         "to prepare; run textgen train")
     check_outside_corpus(Path(config.output.dir), config.corpus.paths)
     with RunDirectory(config.output.dir, "textgen prepare") as directory:
         _, config, tokenizer = _fine_tuned(config)
@@ -118,6 +122,8 @@ def prepare(config: Config, *, progress: TextIO | bool | None = True) -> Prepare
 def _start_run(config: Config, plan: DevicePlan, own_dir: Path | None, directory: RunDirectory | None, echo,
                progress) -> Run:
     """A new run in `directory`; `own_dir` (a non-chief worker's private directory) takes the files instead."""
+    if config.model.type == "seq2seq":
+        return start_pairs_run(config, plan, own_dir, directory, echo)
     run_dir = own_dir or Path(config.output.dir)
     given = config
     parent, config, tokenizer = _fine_tuned(config)
@@ -242,6 +248,8 @@ def _resume_run(config: Config, plan: DevicePlan, own_dir: Path | None, echo, pr
     private directory) takes the files written from here on."""
     saved_dir = Path(config.output.dir)
     state = read_state(saved_dir)
+    if state["config"]["model"]["type"] == "seq2seq":
+        return resume_pairs_run(config, plan, own_dir, echo)
     config = merge_for_resume(config, with_absolute_paths(config_from_dict(state["config"])), saved_dir)
     check_can_continue(config, state, saved_dir)
     check_resumable_precision(state.get("precision"), plan.precision)
