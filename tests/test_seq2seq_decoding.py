@@ -11,7 +11,7 @@ from textgen.config import ModelConfig
 from textgen.data.pairs import END, RESERVED, START
 from textgen.errors import UsageError
 from textgen.generation import seq2seq as decoding
-from textgen.generation.seq2seq import Translator, pad_rows, reference_greedy
+from textgen.generation.seq2seq import Seq2SeqStepper, Translator, pad_rows, reference_greedy
 from textgen.models.builder import build_model
 from textgen.models.seq2seq import build_seq2seq
 from textgen.saving import save_model_atomic
@@ -45,8 +45,8 @@ def trained(attention: str, epochs: int = 1) -> keras.Model:
     source = pad_rows([ids(s) for s, _ in pairs])
     target_in = pad_rows([[START, *ids(t)] for _, t in pairs])
     target_out = pad_rows([[*ids(t), END] for _, t in pairs])
-    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                                         ignore_class=0))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    model.compile(keras.optimizers.Adam(0.02), loss, jit_compile=False)  # XLA's compile outlasts 12 steps
     model.fit([source, target_in], target_out, batch_size=64, epochs=epochs, verbose=0)
     return model
 
@@ -69,6 +69,23 @@ def log_probability(model, source: str, target_ids) -> float:
     top = logits.max(-1, keepdims=True)
     log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     return float(sum(log_probs[t, token] for t, token in enumerate(target_ids)))
+
+
+@pytest.mark.parametrize("attention", list(SETUPS))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(attention, cell):
+    config = ModelConfig(type="seq2seq", cell=cell, layers=2, decoder_layers=2, units=12, embedding_dim=6,
+                         bidirectional=cell == "gru", attention_type=attention, attention_window=1)
+    keras.utils.set_random_seed(5)
+    model = build_seq2seq(config, TOKENIZER, TOKENIZER)
+    source = pad_rows([ids("abcdef"), ids("hg")])
+    target_in = pad_rows([[START, *ids("fedc")], [START, *ids("ghh")]])
+    full = model([source, target_in]).numpy()
+    stepper = Seq2SeqStepper(model)
+    states = stepper.start(source)
+    for t in range(target_in.shape[1]):
+        logits, states = stepper.step(target_in[:, t], states)
+        np.testing.assert_allclose(logits.numpy(), full[:, t], atol=2e-5)
 
 
 @pytest.mark.parametrize("attention", list(SETUPS))
