@@ -179,3 +179,20 @@ def test_an_empty_source_decodes_without_nans(models):
     translator = Translator(models("local"))
     rows = translator.translate_ids(["", "abc"], max_length=5)
     assert len(rows) == 2 and all(set(row.tolist()) <= set(range(RESERVED, RESERVED + 8)) for row in rows)
+
+
+def test_a_word_model_reads_unknown_words_as_unk_and_never_writes_unk():
+    from textgen.data.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.fit("the cat sat on the mat . a dog ran").get_config()
+    keras.utils.set_random_seed(2)
+    model = build_seq2seq(ModelConfig(type="seq2seq", cell="gru", units=8, embedding_dim=4,
+                                      attention_type="multiplicative"), tokenizer, tokenizer)
+    translator = Translator(model)
+    source_tokens, target_tokens, _ = translator.attention_weights("the cow sat")
+    assert source_tokens == ["the", "<unk>", "sat"]
+    unk = translator.target_tokenizer.unk_id + RESERVED
+    rows = translator.translate_ids(["the cow sat", "a dog", "mat", "cat ran", "on a", "dog"] * 2, method="sample", temperature=5.0, random_seed=1,
+                                    max_length=30)
+    assert all(unk not in row.tolist() for row in rows) and sum(len(row) for row in rows) > 10
+    assert "<unk>" not in target_tokens
