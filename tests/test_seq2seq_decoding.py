@@ -168,6 +168,8 @@ def test_bad_requests_are_one_line_usage_errors(models):
         translator.translate(["abc"], max_length=0)
     with pytest.raises(UsageError, match="beam width"):
         translator.translate(["abc"], method="beam", beam_width=0)
+    with pytest.raises(UsageError, match="random seed"):
+        translator.translate(["abc"], method="sample", random_seed=-1)
     with pytest.raises(UsageError, match="list of source strings"):
         translator.translate("abc")
     language_model = build_model(ModelConfig(units=8, embedding_dim=4), TOKENIZER)
