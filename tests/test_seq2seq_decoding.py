@@ -198,3 +198,18 @@ def test_a_word_model_reads_unknown_words_as_unk_and_never_writes_unk():
                                     max_length=30)
     assert all(unk not in row.tolist() for row in rows) and sum(len(row) for row in rows) > 10
     assert "<unk>" not in target_tokens
+
+
+def test_a_model_under_a_mixed_precision_policy_decodes_as_training_samples_it():
+    """Training's sample callback decodes the model it trains, which may still be bfloat16."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_seq2seq(ModelConfig(type="seq2seq", cell="lstm", decoder_layers=2, units=8, embedding_dim=4,
+                                          bidirectional=True, attention_type="local"), TOKENIZER, TOKENIZER)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    translator = Translator(model)
+    for method in ("greedy", "beam", "sample"):
+        rows = translator.translate_ids(["abc", "hgfe"], method=method, max_length=4, random_seed=0)
+        assert len(rows) == 2
+        assert all(len(row) <= 4 and set(row.tolist()) <= set(range(RESERVED, RESERVED + 8)) for row in rows)

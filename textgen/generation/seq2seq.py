@@ -54,7 +54,9 @@ class Seq2SeqStepper:
             values, mask, first = (tf.nest.map_structure(lambda x: tf.repeat(x, copies, axis=0), part)
                                    for part in (values, mask, first))
         rows = tf.shape(values)[0]
-        states = [list(first)] + [[tf.zeros([rows, size]) for size in _state_sizes(cell)]
+        # In the cells' compute dtype: a model still under a mixed-precision policy (sampled during
+        # training) keeps bfloat16 states, and a loop's states keep their dtype.
+        states = [list(first)] + [[tf.zeros([rows, size], cell.compute_dtype) for size in _state_sizes(cell)]
                                   for cell in self.parts.decoder_cells[1:]]
         keys = self.parts.attention.keys(values) if self.parts.attention is not None else values
         return states, values, keys, mask
