@@ -13,7 +13,7 @@ The model: `--model PATH` (a seq2seq .keras file), else a small one trained for 
 on the date pairs (textgen/corpora/dates_train.tsv) where they are shipped, else on generated
 string reversals. The target is textgen >= 10x the plain loop's sources per second.
 
-Usage: python scripts/bench_seq2seq.py [--model PATH] [--train-seconds 60] [--sources 64]
+Usage: python scripts/bench_seq2seq.py [--model PATH] [--pairs TSV] [--train-seconds 60] [--sources 64]
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATES = ROOT / "textgen" / "corpora" / "dates_train.tsv"
 
 
-def bench_pairs(n: int = 20000) -> tuple[str, list[tuple[str, str]]]:
-    """(what they are, pairs): the shipped date pairs, or generated reversals of letter strings."""
-    if DATES.exists():
-        lines = DATES.read_text(encoding="utf-8").splitlines()[:n]
-        return DATES.name, [tuple(line.split("\t")[:2]) for line in lines if line.count("\t") >= 1]
+def bench_pairs(path: Path | None, n: int = 20000) -> tuple[str, list[tuple[str, str]]]:
+    """(what they are, pairs): a tab-separated pairs file (default: the shipped date pairs, where they
+    are), or generated reversals of letter strings."""
+    path = path or (DATES if DATES.exists() else None)
+    if path is not None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()[:n]
+        return Path(path).name, [tuple(line.split("\t")[:2]) for line in lines if line.count("\t") >= 1]
     rng = np.random.default_rng(0)
     sources = ["".join(rng.choice(list("abcdefghij"), rng.integers(3, 15))) for _ in range(n)]
     return "generated reversals", [(s, s[::-1]) for s in sources]
@@ -121,9 +123,11 @@ def main() -> None:
     parser.add_argument("--model", help="a seq2seq .keras file (default: train a small one)")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--sources", type=int, default=64)
+    parser.add_argument("--pairs", type=Path, help="a source<TAB>target file to train on and take sources from "
+                                                   "(default: textgen/corpora/dates_train.tsv where shipped)")
     args = parser.parse_args()
     textgen.load_keras_objects()
-    name, pairs = bench_pairs()
+    name, pairs = bench_pairs(args.pairs)
     if args.model:
         translator = Translator.load(args.model)
         print(f"model: {args.model}")

@@ -11,7 +11,7 @@ from textgen.config import ModelConfig
 from textgen.data.pairs import END, RESERVED, START
 from textgen.errors import UsageError
 from textgen.generation import seq2seq as decoding
-from textgen.generation.seq2seq import Translator, pad_rows, reference_greedy
+from textgen.generation.seq2seq import Seq2SeqStepper, Translator, pad_rows, reference_greedy
 from textgen.models.builder import build_model
 from textgen.models.seq2seq import build_seq2seq
 from textgen.saving import save_model_atomic
@@ -45,8 +45,8 @@ def trained(attention: str, epochs: int = 1) -> keras.Model:
     source = pad_rows([ids(s) for s, _ in pairs])
     target_in = pad_rows([[START, *ids(t)] for _, t in pairs])
     target_out = pad_rows([[*ids(t), END] for _, t in pairs])
-    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                                         ignore_class=0))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    model.compile(keras.optimizers.Adam(0.02), loss, jit_compile=False)  # XLA's compile outlasts 12 steps
     model.fit([source, target_in], target_out, batch_size=64, epochs=epochs, verbose=0)
     return model
 
@@ -69,6 +69,23 @@ def log_probability(model, source: str, target_ids) -> float:
     top = logits.max(-1, keepdims=True)
     log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     return float(sum(log_probs[t, token] for t, token in enumerate(target_ids)))
+
+
+@pytest.mark.parametrize("attention", list(SETUPS))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(attention, cell):
+    config = ModelConfig(type="seq2seq", cell=cell, layers=2, decoder_layers=2, units=12, embedding_dim=6,
+                         bidirectional=cell == "gru", attention_type=attention, attention_window=1)
+    keras.utils.set_random_seed(5)
+    model = build_seq2seq(config, TOKENIZER, TOKENIZER)
+    source = pad_rows([ids("abcdef"), ids("hg")])
+    target_in = pad_rows([[START, *ids("fedc")], [START, *ids("ghh")]])
+    full = model([source, target_in]).numpy()
+    stepper = Seq2SeqStepper(model)
+    states = stepper.start(source)
+    for t in range(target_in.shape[1]):
+        logits, states = stepper.step(target_in[:, t], states)
+        np.testing.assert_allclose(logits.numpy(), full[:, t], atol=2e-5)
 
 
 @pytest.mark.parametrize("attention", list(SETUPS))
@@ -151,6 +168,8 @@ def test_bad_requests_are_one_line_usage_errors(models):
         translator.translate(["abc"], max_length=0)
     with pytest.raises(UsageError, match="beam width"):
         translator.translate(["abc"], method="beam", beam_width=0)
+    with pytest.raises(UsageError, match="random seed"):
+        translator.translate(["abc"], method="sample", random_seed=-1)
     with pytest.raises(UsageError, match="list of source strings"):
         translator.translate("abc")
     language_model = build_model(ModelConfig(units=8, embedding_dim=4), TOKENIZER)
@@ -162,3 +181,35 @@ def test_an_empty_source_decodes_without_nans(models):
     translator = Translator(models("local"))
     rows = translator.translate_ids(["", "abc"], max_length=5)
     assert len(rows) == 2 and all(set(row.tolist()) <= set(range(RESERVED, RESERVED + 8)) for row in rows)
+
+
+def test_a_word_model_reads_unknown_words_as_unk_and_never_writes_unk():
+    from textgen.data.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.fit("the cat sat on the mat . a dog ran").get_config()
+    keras.utils.set_random_seed(2)
+    model = build_seq2seq(ModelConfig(type="seq2seq", cell="gru", units=8, embedding_dim=4,
+                                      attention_type="multiplicative"), tokenizer, tokenizer)
+    translator = Translator(model)
+    source_tokens, target_tokens, _ = translator.attention_weights("the cow sat")
+    assert source_tokens == ["the", "<unk>", "sat"]
+    unk = translator.target_tokenizer.unk_id + RESERVED
+    rows = translator.translate_ids(["the cow sat", "a dog", "mat", "cat ran", "on a", "dog"] * 2, method="sample", temperature=5.0, random_seed=1,
+                                    max_length=30)
+    assert all(unk not in row.tolist() for row in rows) and sum(len(row) for row in rows) > 10
+    assert "<unk>" not in target_tokens
+
+
+def test_a_model_under_a_mixed_precision_policy_decodes_as_training_samples_it():
+    """Training's sample callback decodes the model it trains, which may still be bfloat16."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_seq2seq(ModelConfig(type="seq2seq", cell="lstm", decoder_layers=2, units=8, embedding_dim=4,
+                                          bidirectional=True, attention_type="local"), TOKENIZER, TOKENIZER)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    translator = Translator(model)
+    for method in ("greedy", "beam", "sample"):
+        rows = translator.translate_ids(["abc", "hgfe"], method=method, max_length=4, random_seed=0)
+        assert len(rows) == 2
+        assert all(len(row) <= 4 and set(row.tolist()) <= set(range(RESERVED, RESERVED + 8)) for row in rows)

@@ -26,7 +26,8 @@ from textgen.data.pairs import END, PAD, RESERVED, START
 from textgen.data.tokenizer import tokenizer_from_config
 from textgen.errors import UsageError
 from textgen.generation.request import fresh_random_seed
-from textgen.generation.samplers import make_sampler
+from textgen.generation.loops import MAX_RANDOM_SEED
+from textgen.generation.samplers import make_sampler, require_whole
 from textgen.models.architecture import model_kind
 from textgen.models.seq2seq import Seq2SeqParts, decoder_step, encode
 from textgen.saving import load_keras_model
@@ -53,7 +54,9 @@ class Seq2SeqStepper:
             values, mask, first = (tf.nest.map_structure(lambda x: tf.repeat(x, copies, axis=0), part)
                                    for part in (values, mask, first))
         rows = tf.shape(values)[0]
-        states = [list(first)] + [[tf.zeros([rows, size]) for size in _state_sizes(cell)]
+        # In the cells' compute dtype: a model still under a mixed-precision policy (sampled during
+        # training) keeps bfloat16 states, and a loop's states keep their dtype.
+        states = [list(first)] + [[tf.zeros([rows, size], cell.compute_dtype) for size in _state_sizes(cell)]
                                   for cell in self.parts.decoder_cells[1:]]
         keys = self.parts.attention.keys(values) if self.parts.attention is not None else values
         return states, values, keys, mask
@@ -105,13 +108,10 @@ class Translator:
                       top_p=None, beam_width: int = 4, max_length: int | None = None,
                       random_seed: int | None = None) -> list[np.ndarray]:
         """The targets as model ids, END and what follows it left out."""
-        if method not in METHODS:
-            raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        sampler = (make_sampler(beam_width=beam_width) if method == "beam" else make_sampler(temperature=0)
-                   if method == "greedy" else make_sampler(temperature=temperature, top_k=top_k, top_p=top_p))
+        sampler = method_sampler(method, temperature=temperature, top_k=top_k, top_p=top_p, beam_width=beam_width)
         encoded = self.encode_sources(sources)
         limit = self.length_limit(encoded, max_length)
-        seed = fresh_random_seed() if random_seed is None else int(random_seed)
+        seed = fresh_random_seed() if random_seed is None else checked_seed(random_seed)
         results: list[np.ndarray | None] = [None] * len(sources)
         order = np.argsort([len(row) for row in encoded], kind="stable")
         for number, start in enumerate(range(0, len(order), CHUNK_ROWS)):
@@ -120,7 +120,8 @@ class Translator:
             if sampler.beam:
                 tokens = self._beam(source_ids, limit, sampler.beam_width)
             else:
-                uniforms = tf.random.stateless_uniform([limit, len(rows)], seed=[seed % 2**31, number])
+                key = tf.constant([seed, number], tf.int64)  # the same numbers for a seed, in every process
+                uniforms = tf.random.stateless_uniform([limit, len(rows)], seed=key, alg="philox")
                 tokens = self._sample(sampler, source_ids, limit, uniforms)[0]
             for row, ids in zip(rows, tokens):
                 results[row] = until_end(ids)
@@ -190,6 +191,24 @@ class Translator:
             self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), input_signature=signature)
         tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limit), tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
+
+
+def method_sampler(method: str, *, temperature, top_k, top_p, beam_width):
+    """textgen's sampler for a decoding method (greedy | sample | beam) and its options."""
+    if method == "greedy":
+        return make_sampler(temperature=0)
+    if method == "beam":
+        return make_sampler(beam_width=beam_width)
+    if method == "sample":
+        return make_sampler(temperature=temperature, top_k=top_k, top_p=top_p)
+    raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def checked_seed(random_seed) -> int:
+    require_whole(random_seed, "random seed")
+    if not 0 <= random_seed <= MAX_RANDOM_SEED:
+        raise UsageError(f"random seed must be between 0 and 2**63-1, got {random_seed}")
+    return int(random_seed)
 
 
 def banned_ids(target_tokenizer) -> tf.Tensor:

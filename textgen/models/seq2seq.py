@@ -81,8 +81,10 @@ class Seq2SeqParts:
     def of(cls, model: keras.Model) -> "Seq2SeqParts":
         """The parts of a model `build_seq2seq` built, found by their names."""
         names = {layer.name: layer for layer in model.layers}
-        numbered = lambda prefix: [names[f"{prefix}_{i}"] for i in range(1, len(names) + 1)  # noqa: E731
-                                   if f"{prefix}_{i}" in names]
+
+        def numbered(prefix):  # prefix_1, prefix_2, ... in order
+            return [names[f"{prefix}_{i}"] for i in range(1, len(names) + 1) if f"{prefix}_{i}" in names]
+
         return cls(names["source_embedding"], names["target_embedding"], names["source_mask"], numbered("encoder"),
                    numbered("bridge"), names.get("bridge_concat"), numbered("decoder"), names.get("attention"),
                    names.get("concat_context"), names.get("attentional"), names["logits"],
