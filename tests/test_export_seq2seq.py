@@ -24,23 +24,15 @@ from textgen.saving import save_model_atomic
 
 from test_seq2seq_decoding import SOURCES, trained  # tiny models trained on reversing strings
 
-KINDS = ("additive", "local")  # local also steps two decoder layers
+WORDS = ["the", "king", "said", ",", "no", ".", "yes", "!", '"', "queen"]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """attention kind -> (Translator, the loaded SavedModel), each trained and exported once."""
-    cache = {}
-
-    def get(kind):
-        if kind not in cache:
-            model = trained(kind)
-            folder = tmp_path_factory.mktemp(kind) / "export"
-            facts = export_saved_model(model, folder)
-            assert facts["kind"] == "seq2seq" and facts["strings_in_graph"] is True
-            cache[kind] = Translator(model), tf.saved_model.load(str(folder)), folder
-        return cache[kind]
-    return get
+def word_model() -> keras.Model:
+    """An untrained word-level model: its greedy outputs mix words, punctuation, quotes and spacing markers."""
+    tokenizer = {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *WORDS]}
+    config = ModelConfig(type="seq2seq", cell="gru", layers=1, units=16, embedding_dim=8, attention_type="additive")
+    keras.utils.set_random_seed(4)
+    return build_seq2seq(config, tokenizer, tokenizer, model_card={"config": {"training": {"seq_length": 12}}})
 
 
 def _texts(loaded, sources, max_length=0, temperature=0.0, random_seed=1):
@@ -50,9 +42,18 @@ def _texts(loaded, sources, max_length=0, temperature=0.0, random_seed=1):
     return [text.decode("utf-8") for text in out["text"].numpy()]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_exported_text_equals_the_translators(exported, kind):
-    translator, loaded, _ = exported(kind)
+def _ids(loaded, source_ids):
+    return loaded.signatures["translate_ids"](source_ids=tf.constant(source_ids, tf.int32), max_length=tf.constant(0),
+                                              temperature=tf.constant(0.0),
+                                              random_seed=tf.constant(0, tf.int64))["ids"].numpy()
+
+
+def test_an_exported_char_model_translates_as_the_translator(tmp_path):
+    """One test, so the model is trained and exported once however the tests are spread over workers."""
+    model = trained("local")  # local attention, two decoder layers, a GRU encoder
+    facts = export_saved_model(model, tmp_path / "export")
+    assert facts["kind"] == "seq2seq" and facts["strings_in_graph"] is True
+    translator, loaded = Translator(model), tf.saved_model.load(str(tmp_path / "export"))
     sources = [*SOURCES, ""]
     greedy = translator.translate(sources, method="greedy")
     assert len(set(greedy)) > 3  # the model reads its sources, so a wrong row order would show
@@ -64,75 +65,57 @@ def test_exported_text_equals_the_translators(exported, kind):
         assert _texts(loaded, sources, temperature=0.8, random_seed=seed) == sampled
     assert _texts(loaded, sources, temperature=0.8, random_seed=3) != _texts(loaded, sources, temperature=0.8,
                                                                              random_seed=11)
-
-
-def test_translate_ids_takes_and_returns_model_ids(exported):
-    translator, loaded, folder = exported("additive")
-    sources = ["abc", "hgfedc", "a"]
-    encoded = translator.encode_sources(sources)
-    padded = np.zeros((3, 6), np.int32)
+    # translate_ids: model ids in (PAD-padded), the target out with END where it ended and PAD after it.
+    encoded = translator.encode_sources(SOURCES[:3])
+    padded = np.zeros((3, max(map(len, encoded)) + 1), np.int32)
     for row, ids in zip(padded, encoded):
         row[:len(ids)] = ids
-    out = loaded.signatures["translate_ids"](source_ids=tf.constant(padded), max_length=tf.constant(0),
-                                             temperature=tf.constant(0.0),
-                                             random_seed=tf.constant(0, tf.int64))["ids"].numpy()
-    for row, want in zip(out, translator.translate_ids(sources, method="greedy")):
+    for row, want in zip(_ids(loaded, padded), translator.translate_ids(SOURCES[:3], method="greedy")):
         assert row[:len(want)].tolist() == want.tolist()
-        rest = row[len(want):].tolist()  # END where the target ended, PAD after it (or the limit was reached)
+        rest = row[len(want):].tolist()
         assert rest == [] or (rest[0] == END and set(rest[1:]) <= {PAD})
-    card = json.loads((folder / "assets.extra" / "textgen.json").read_text(encoding="utf-8"))
+    card = json.loads((tmp_path / "export" / "assets.extra" / "textgen.json").read_text(encoding="utf-8"))
     assert card["kind"] == "seq2seq" and card["reserved_ids"] == {"PAD": PAD, "END": END, "RESERVED": RESERVED}
     assert card["signatures"] == {"serving_default": "text", "translate_ids": "ids"}
     assert card["target_tokenizer"]["vocabulary"] == list("abcdefgh")
+    # What the graph refuses: ids past the vocabulary, characters it does not know, no source at all.
     with pytest.raises(tf.errors.InvalidArgumentError, match="past the source vocabulary"):
-        loaded.signatures["translate_ids"](source_ids=tf.constant([[3, 99]]), max_length=tf.constant(0),
-                                           temperature=tf.constant(0.0), random_seed=tf.constant(0, tf.int64))
-
-
-def test_the_graph_refuses_unknown_characters_and_an_empty_batch(exported):
-    _, loaded, _ = exported("additive")
+        _ids(loaded, [[3, 99]])
     with pytest.raises(tf.errors.InvalidArgumentError, match="not in its vocabulary"):
         _texts(loaded, ["abc", "abz"])
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one source"):
         _texts(loaded, np.array([], dtype=object))
 
 
-def test_a_word_level_model_exports_its_word_tokenizers(tmp_path):
+def test_the_export_command_writes_a_word_model_that_translates_as_the_translator(tmp_path):
     """Word targets are laid out with spaces by the tokenizer's in-graph twin, as `decode` lays them out."""
-    words = ["the", "king", "said", ",", "no", ".", "yes", "!", '"', "queen"]
-    tokenizer = {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *words]}
-    config = ModelConfig(type="seq2seq", cell="gru", layers=1, units=16, embedding_dim=8, attention_type="additive")
-    keras.utils.set_random_seed(4)  # untrained: its outputs mix words, punctuation, quotes and markers
-    model = build_seq2seq(config, tokenizer, tokenizer, model_card={"config": {"training": {"seq_length": 12}}})
-    folder = tmp_path / "words"
-    export_saved_model(model, folder)
+    model = word_model()
+    save_model_atomic(model, tmp_path / "model.keras")
+    result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path / "model.keras"), "--output",
+                                      str(tmp_path / "served")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith(f"wrote {tmp_path / 'served'} (") and "source=" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "served"]  # nothing temporary left
     sources = ["the king said no.", "Yes!", 'the "queen"', "", "the jester"]  # "jester" reads as <unk>
-    translator = Translator(model)
-    want = translator.translate(sources, method="greedy")
+    want = Translator(model).translate(sources, method="greedy")
     assert any(" " in text for text in want)
-    assert _texts(tf.saved_model.load(str(folder)), sources) == want
+    assert _texts(tf.saved_model.load(str(tmp_path / "served")), sources) == want
 
 
-def test_export_refuses_an_existing_folder_and_tflite_in_one_line(tmp_path, exported):
-    translator, _, _ = exported("additive")
+def test_export_refuses_an_existing_folder_and_tflite_in_one_line(tmp_path):
+    model = word_model()
     existing = tmp_path / "there"
     existing.mkdir()
     (existing / "mine.txt").write_text("user's")
     with pytest.raises(UsageError, match="already exists and textgen never replaces it"):
-        export_saved_model(translator.model, existing)
+        export_saved_model(model, existing)
     with pytest.raises(UsageError, match="cannot be exported as tflite yet; use --format saved_model"):
-        export_tflite(translator.model, tmp_path / "phone.zip")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["there"]
-    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
-
-    path = tmp_path / "model.keras"
-    save_model_atomic(translator.model, path)
-    result = CliRunner().invoke(cli, ["export", "--model", str(path), "--format", "tflite", "--output",
-                                      str(tmp_path / "phone.zip")])
+        export_tflite(model, tmp_path / "phone.zip")
+    save_model_atomic(model, tmp_path / "model.keras")
+    result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path / "model.keras"), "--format", "tflite",
+                                      "--output", str(tmp_path / "phone.zip")])
     assert result.exit_code != 0 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and "use --format saved_model" in lines[0], result.output
-    result = CliRunner().invoke(cli, ["export", "--model", str(path), "--output", str(tmp_path / "served")])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].startswith(f"wrote {tmp_path / 'served'} (") and "source=" in result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "served", "there"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "there"]
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
