@@ -51,9 +51,15 @@ def create_app(engine, model_facts: dict, *, token: str | None = None, limits: L
     """The application serving `engine` (started and drained with the app's lifespan).
 
     `model_facts` is what GET /v1/model answers (`describe_model`); with a `token`, every endpoint
-    but /healthz and the page itself needs `Authorization: Bearer <token>`.
+    but /healthz and the page itself needs `Authorization: Bearer <token>`. A seq2seq model's facts
+    (`textgen.serve.translate.describe_seq2seq`) come with its `Seq2SeqEngine`.
     """
-    api = _Api(engine, model_facts, token, limits)
+    if model_facts.get("kind") == "seq2seq":  # sources in, targets out: its own generate and page
+        from textgen.serve.translate import TranslateApi
+
+        api = TranslateApi(engine, model_facts, token, limits)
+    else:
+        api = _Api(engine, model_facts, token, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
