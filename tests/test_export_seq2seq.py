@@ -99,7 +99,10 @@ def test_the_export_command_writes_a_word_model_that_translates_as_the_translato
     sources = ["the king said no.", "Yes!", 'the "queen"', "", "the jester"]  # "jester" reads as <unk>
     want = Translator(model).translate(sources, method="greedy")
     assert any(" " in text for text in want)
-    assert _texts(tf.saved_model.load(str(tmp_path / "served")), sources) == want
+    loaded = tf.saved_model.load(str(tmp_path / "served"))
+    assert _texts(loaded, sources) == want
+    sampled = Translator(model).translate(sources, method="sample", temperature=1.5, random_seed=9)
+    assert _texts(loaded, sources, temperature=1.5, random_seed=9) == sampled
 
 
 def test_export_refuses_an_existing_folder_and_tflite_in_one_line(tmp_path):

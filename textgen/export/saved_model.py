@@ -232,7 +232,8 @@ def export_saved_model(model: keras.Model, output: str | Path, xla: bool = True)
 
     All or nothing: the folder is written under a temporary name beside `output` and renamed
     into place. `assets.extra/textgen.json` holds the model card, the tokenizer's config and
-    what the signatures take. A seq2seq model's folder is textgen.export.seq2seq_export's.
+    what the signatures take. A seq2seq model's folder is textgen.export.seq2seq_export's
+    (its loop runs without XLA, as textgen's own seq2seq decoding does: `xla` is not used).
     """
     if model_kind(model) == "seq2seq":  # source strings in, target strings out: its own module
         from textgen.export.seq2seq_export import export_seq2seq

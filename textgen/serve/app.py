@@ -40,11 +40,16 @@ def describe_model(generator, name: str) -> dict:
     """
     from textgen.models.architecture import architecture
 
-    card = json.loads(json.dumps(generator.model_card, default=str))
+    return {**public_card(generator.model_card), "name": name, "level": generator.tokenizer.level,
+            "vocab_size": int(generator.tokenizer.vocab_size), "architecture": architecture(generator.model)}
+
+
+def public_card(model_card: dict) -> dict:
+    """The model card as JSON a client reads: without the training config's output folder."""
+    card = json.loads(json.dumps(model_card, default=str))
     if isinstance(card.get("config"), dict):
         card["config"] = {key: value for key, value in card["config"].items() if key != "output"}
-    return {**card, "name": name, "level": generator.tokenizer.level,
-            "vocab_size": int(generator.tokenizer.vocab_size), "architecture": architecture(generator.model)}
+    return card
 
 
 def create_app(engine, model_facts: dict, *, token: str | None = None, limits: Limits = Limits()) -> Starlette:

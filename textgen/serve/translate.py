@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import json
 import time
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from textgen.errors import TextgenError, UsageError
 from textgen.generation.request import fresh_random_seed
-from textgen.serve.app import RETRY_AFTER, _Api, _disconnect, error
+from textgen.serve.app import RETRY_AFTER, _Api, _disconnect, error, public_card
 from textgen.serve.body import MAX_RANDOM_SEED, BodyError, Limits, _kind, _number, _whole, decode
 
 __all__ = ["TranslateApi", "TranslateRequest", "describe_seq2seq", "read_translate_body"]
@@ -58,9 +57,7 @@ def describe_seq2seq(translator, name: str) -> dict:
     """What GET /v1/model answers for a seq2seq model: its card, `kind: seq2seq` and both vocabularies' sizes."""
     from textgen.models.architecture import architecture
 
-    card = json.loads(json.dumps(translator.stepper.parts.source_embedding.model_card, default=str))
-    if isinstance(card.get("config"), dict):  # a path on the machine that trained it, nothing to a client
-        card["config"] = {key: value for key, value in card["config"].items() if key != "output"}
+    card = public_card(translator.stepper.parts.source_embedding.model_card)
     source, target = translator.source_tokenizer, translator.target_tokenizer
     return {**card, "name": name, "kind": "seq2seq", "level": source.level,
             "source_vocab_size": int(source.vocab_size), "target_vocab_size": int(target.vocab_size),
