@@ -65,6 +65,10 @@ def test_an_exported_char_model_translates_as_the_translator(tmp_path):
         assert _texts(loaded, sources, temperature=0.8, random_seed=seed) == sampled
     assert _texts(loaded, sources, temperature=0.8, random_seed=3) != _texts(loaded, sources, temperature=0.8,
                                                                              random_seed=11)
+    many = [source + "ab"[i % 2] for i, source in enumerate(SOURCES * 7)]  # past one chunk of 64 sources
+    assert _texts(loaded, many) == translator.translate(many, method="greedy")
+    assert _texts(loaded, many, temperature=0.8, random_seed=5) == translator.translate(
+        many, method="sample", temperature=0.8, random_seed=5)
     # translate_ids: model ids in (PAD-padded), the target out with END where it ended and PAD after it.
     encoded = translator.encode_sources(SOURCES[:3])
     padded = np.zeros((3, max(map(len, encoded)) + 1), np.int32)

@@ -13,9 +13,10 @@ rows hold END where a target ended and PAD after it.
 Inside, the graph runs the decoder's own loop (`textgen.generation.seq2seq.make_sample_loop`
 over a `Seq2SeqStepper`) with a `TensorSampler`, so greedy output equals
 `Translator.translate(method="greedy")`. Sources are sorted by length before the loop, as the
-Translator sorts a chunk, so each row draws the Translator's column of the same uniform numbers:
-sampled output equals the Translator's for the same random seed when there are at most
-CHUNK_ROWS sources (past that the Translator draws per chunk of 64). Beam search is not exported.
+Translator sorts them, and each row draws the uniform numbers the Translator draws for it (a
+table per chunk of CHUNK_ROWS sorted sources): sampled output equals the Translator's for the
+same random seed. All rows step as one batch: they do not touch each other, so the Translator's
+chunks need not be kept. Beam search is not exported.
 Both tokenizers run in the graph (textgen.export.graph_text); a word tokenizer whose pattern
 RE2 cannot run leaves `translate_ids` as the only signature, and the default one.
 """
@@ -31,7 +32,7 @@ from textgen.data.pairs import END, PAD, RESERVED
 from textgen.export.graph_text import GraphCharTokenizer, graph_tokenizer
 from textgen.export.re2_pattern import Unsupported
 from textgen.generation.samplers import TensorSampler
-from textgen.generation.seq2seq import Translator, make_sample_loop
+from textgen.generation.seq2seq import CHUNK_ROWS, Translator, make_sample_loop
 
 __all__ = ["Seq2SeqModule", "export_seq2seq", "seq2seq_facts"]
 
@@ -97,9 +98,8 @@ class Seq2SeqModule(tf.Module):
             source_ids = tf.pad(source_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(source_ids)[1], 0)]])
         default = self.seq_length + 1 if self.seq_length else 2 * tf.reduce_max(lengths) + 10
         limit = tf.where(max_length > 0, max_length, default)
-        order = tf.argsort(lengths, stable=True)  # the Translator's order within a chunk
-        seed = tf.stack([tf.math.floormod(random_seed, 2**31), tf.constant(0, tf.int64)])
-        uniforms = tf.random.stateless_uniform(tf.stack([limit, rows]), seed=seed)
+        order = tf.argsort(lengths, stable=True)  # the Translator's order, which its chunks slice
+        uniforms = chunk_uniforms(random_seed, limit, rows)
         values = {"temperature": temperature, "top_k": tf.constant(0), "top_p": tf.constant(1.0)}
         tokens, _ = self._loop(tf.gather(source_ids, order), limit, uniforms, values)
         return tf.gather(tf.transpose(tokens), tf.argsort(order))  # back to the callers' order
@@ -115,6 +115,23 @@ class Seq2SeqModule(tf.Module):
         batch = tf.shape(ids)[0]
         empty = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.zeros([batch], tf.int64))
         return self.target_tokens.decode(empty, tf.fill([batch], ""), ids)
+
+
+def chunk_uniforms(random_seed, limit, rows):
+    """(limit, rows) float32: the uniform numbers `Translator.translate` draws for `rows` sources sorted
+    by length: chunk c of CHUNK_ROWS of them draws its own table, seeded (random_seed % 2**31, c)."""
+    seed = tf.math.floormod(random_seed, 2**31)
+    chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+
+    def table(c):
+        width = tf.minimum(CHUNK_ROWS, rows - c * CHUNK_ROWS)
+        drawn = tf.random.stateless_uniform(tf.stack([limit, width]), seed=tf.stack([seed, tf.cast(c, tf.int64)]))
+        return tf.pad(drawn, [[0, 0], [0, CHUNK_ROWS - width]])
+
+    tables = tf.map_fn(table, tf.range(chunks), fn_output_signature=tf.TensorSpec([None, CHUNK_ROWS], tf.float32))
+    row = tf.range(rows)
+    return tf.transpose(tf.gather_nd(tf.transpose(tables, [0, 2, 1]), tf.stack([row // CHUNK_ROWS,
+                                                                                 row % CHUNK_ROWS], axis=1)))
 
 
 def seq2seq_facts(module: Seq2SeqModule) -> dict:
