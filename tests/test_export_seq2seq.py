@@ -60,11 +60,11 @@ def test_an_exported_char_model_translates_as_the_translator(tmp_path):
     assert _texts(loaded, sources) == greedy
     assert _texts(loaded, sources[::-1]) == greedy[::-1]
     assert _texts(loaded, sources, max_length=2) == translator.translate(sources, method="greedy", max_length=2)
-    for seed in (3, 11):
+    for seed in (3, 2**40 + 11):  # a seed is used whole, as the Translator uses it
         sampled = translator.translate(sources, method="sample", temperature=0.8, random_seed=seed)
         assert _texts(loaded, sources, temperature=0.8, random_seed=seed) == sampled
     assert _texts(loaded, sources, temperature=0.8, random_seed=3) != _texts(loaded, sources, temperature=0.8,
-                                                                             random_seed=11)
+                                                                             random_seed=2**40 + 3)
     many = [source + "ab"[i % 2] for i, source in enumerate(SOURCES * 7)]  # past one chunk of 64 sources
     assert _texts(loaded, many) == translator.translate(many, method="greedy")
     assert _texts(loaded, many, temperature=0.8, random_seed=5) == translator.translate(
@@ -89,6 +89,8 @@ def test_an_exported_char_model_translates_as_the_translator(tmp_path):
         _texts(loaded, ["abc", "abz"])
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one source"):
         _texts(loaded, np.array([], dtype=object))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="random_seed must be 0 or more"):
+        _texts(loaded, ["abc"], temperature=0.5, random_seed=-1)
 
 
 def test_the_export_command_writes_a_word_model_that_translates_as_the_translator(tmp_path):

@@ -92,10 +92,12 @@ class Seq2SeqModule(tf.Module):
     def _translate(self, source_ids, lengths, max_length, temperature, random_seed):
         """(batch, steps) model ids: each row's target, END where it ended, PAD after."""
         rows = tf.shape(source_ids)[0]
-        checks = [tf.debugging.assert_greater(rows, 0, message="give at least one source")]
+        checks = [tf.debugging.assert_greater(rows, 0, message="give at least one source"),
+                  tf.debugging.assert_non_negative(random_seed, message="random_seed must be 0 or more")]
         with tf.control_dependencies(checks):
             # At least one column, as Translator's pad_rows gives an empty source one PAD to read.
             source_ids = tf.pad(source_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(source_ids)[1], 0)]])
+            random_seed = tf.identity(random_seed)
         default = self.seq_length + 1 if self.seq_length else 2 * tf.reduce_max(lengths) + 10
         limit = tf.where(max_length > 0, max_length, default)
         order = tf.argsort(lengths, stable=True)  # the Translator's order, which its chunks slice
@@ -119,13 +121,13 @@ class Seq2SeqModule(tf.Module):
 
 def chunk_uniforms(random_seed, limit, rows):
     """(limit, rows) float32: the uniform numbers `Translator.translate` draws for `rows` sources sorted
-    by length: chunk c of CHUNK_ROWS of them draws its own table, seeded (random_seed % 2**31, c)."""
-    seed = tf.math.floormod(random_seed, 2**31)
+    by length: chunk c of CHUNK_ROWS of them draws its own table, keyed (random_seed, c) with Philox."""
     chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
 
     def table(c):
         width = tf.minimum(CHUNK_ROWS, rows - c * CHUNK_ROWS)
-        drawn = tf.random.stateless_uniform(tf.stack([limit, width]), seed=tf.stack([seed, tf.cast(c, tf.int64)]))
+        key = tf.stack([random_seed, tf.cast(c, tf.int64)])  # as the Translator keys chunk c
+        drawn = tf.random.stateless_uniform(tf.stack([limit, width]), seed=key, alg="philox")
         return tf.pad(drawn, [[0, 0], [0, CHUNK_ROWS - width]])
 
     tables = tf.map_fn(table, tf.range(chunks), fn_output_signature=tf.TensorSpec([None, CHUNK_ROWS], tf.float32))
