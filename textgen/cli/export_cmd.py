@@ -17,6 +17,9 @@ TRY_SAVED_MODEL = ("try it: saved_model_cli run --dir {path} --tag_set serve --s
                    "--input_exprs 'seed=[\"{seed}\"];{labels}length=200;temperature=0.8;top_k=0;top_p=1.0;"
                    "random_seed=1'")
 
+TRY_SEQ2SEQ = ("try it: saved_model_cli run --dir {path} --tag_set serve --signature_def serving_default "
+               "--input_exprs 'source=[\"SOURCE TEXT\"];max_length=0;temperature=0.0;random_seed=1'")
+
 TRY_TFLITE = ("try it: unzip -p {path} generate.py > generate.py && "
               "python generate.py {path} --seed \"ROMEO:\" --temperature 0.8  (pip install numpy ai-edge-litert)")
 
@@ -86,11 +89,15 @@ def export(ctx, model_path, export_format, output, xla, as_json):
         return
     click.echo(f"wrote {output} ({facts['bytes'] / 1e6:.1f} MB, {export_format})")
     if export_format == "saved_model":
+        if facts.get("kind") == "seq2seq":
+            note("a seq2seq model: serving_default translates source strings; greedy at temperature 0, "
+                 "max_length 0 is the model's own limit", err=False)
         if not facts["strings_in_graph"]:
             note(f"the tokenizer cannot run in the graph ({facts['unsupported']}); serving_default takes and "
                  "returns token ids: docs/deploy.md says what the app must do", err=False)
         else:
-            note(TRY_SAVED_MODEL.format(path=output, seed="ROMEO:", labels=_label_input(facts["labels"])), err=False)
+            try_it = TRY_SEQ2SEQ if facts.get("kind") == "seq2seq" else TRY_SAVED_MODEL
+            note(try_it.format(path=output, seed="ROMEO:", labels=_label_input(facts["labels"])), err=False)
     else:
         note(TRY_TFLITE.format(path=output), err=False)
     if facts.get("labels"):

@@ -50,7 +50,8 @@ def _token(ctx, param, value: str | None) -> str | None:
               help="Largest `length` (tokens per sample) a request may ask for (422 above it).")
 @click.option("--max-num-samples", type=click.IntRange(min=1), default=_DEFAULTS.max_num_samples,
               show_default=True,
-              help="Most samples one request may ask for: num_samples times its temperatures (422 above it).")
+              help="Most samples one request may ask for: num_samples times its temperatures (422 above it); "
+                   "for a seq2seq model, the most sources.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
               help="Requests waiting for the engine to start them; more are refused with 429 and Retry-After.")
 @click.option("--max-streams", type=click.IntRange(min=1), default=_DEFAULTS.max_streams, show_default=True,
@@ -65,14 +66,15 @@ def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_nu
           batch_window_ms, warm_up):
     """Serve a model over HTTP: a JSON and streaming API, and a playground page.
 
+    A seq2seq model answers {"source": ...} or {"sources": [...]} with its targets (no streaming,
+    no playground).
+
     Requests that arrive together run as one batch. Ctrl-C or SIGTERM stops accepting
     connections, answers the requests in flight, then exits with 0. Open the printed
     address in a browser for the playground; docs/serve.md has the API.
     """
     from textgen.errors import UsageError
-    from textgen.generation.generate import load
-    from textgen.serve.app import create_app, describe_model
-    from textgen.serve.engine import BatchEngine
+    from textgen.serve.app import create_app
     from textgen.serve.server import bind, serve as run_server, url_of
 
     if model_path is None:
@@ -85,13 +87,12 @@ def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_nu
         raise UsageError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}); "
                          "pick another --port or --host") from None
     with sock:
-        generator = load(model_path)
-        facts = describe_model(generator, _model_name(Path(model_path)))
-        engine = BatchEngine(generator, window_ms=batch_window_ms, max_queue=max_queue)
+        engine, facts = _engine(model_path, batch_window_ms, max_queue)
         limits = Limits(max_body_bytes=max_body_bytes, max_length=max_length, max_num_samples=max_num_samples,
                         max_streams=max_streams)
         if warm_up:
-            note("compiling the generation loop for every batch size...")
+            note("compiling the decoding loops..." if facts.get("kind") == "seq2seq"
+                 else "compiling the generation loop for every batch size...")
             engine.warm_up()
         app = create_app(engine, facts, token=token, limits=limits)
         if token is None and not _loopback(host):
@@ -100,6 +101,28 @@ def serve(ctx, model_path, host, port, token, max_body_bytes, max_length, max_nu
         click.echo(f"serving {facts['name']} at {url_of(sock)}  (Ctrl-C or SIGTERM to stop)")
         run_server(app, sock, verbose=ctx.obj["verbose"])
     note("stopped: every request in flight was answered")
+
+
+def _engine(model_path, window_ms: float, max_queue: int):
+    """(the engine, what GET /v1/model answers) for the model file: a seq2seq model translates, the
+    others generate."""
+    from textgen.generation.generate import Generator
+    from textgen.models.architecture import model_kind
+    from textgen.saving import load_keras_model
+
+    model, name = load_keras_model(model_path), _model_name(Path(model_path))
+    if model_kind(model) == "seq2seq":
+        from textgen.generation.seq2seq import Translator
+        from textgen.serve.seq2seq_engine import Seq2SeqEngine
+        from textgen.serve.translate import describe_seq2seq
+
+        translator = Translator(model)
+        return Seq2SeqEngine(translator, window_ms=window_ms, max_queue=max_queue), describe_seq2seq(translator, name)
+    from textgen.serve.app import describe_model
+    from textgen.serve.engine import BatchEngine
+
+    generator = Generator(model)
+    return BatchEngine(generator, window_ms=window_ms, max_queue=max_queue), describe_model(generator, name)
 
 
 def _model_name(path: Path) -> str:

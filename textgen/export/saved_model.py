@@ -45,6 +45,7 @@ from textgen.generation.loops import banned_mask
 from textgen.generation.samplers import TensorSampler
 from textgen.generation.steppers import RecurrentStepper
 from textgen.labels import ANY, LabelSpace
+from textgen.models.architecture import model_kind
 from textgen.models.layers import find_label_embedding, find_token_embedding
 from textgen.files import publish_directory
 
@@ -231,21 +232,33 @@ def export_saved_model(model: keras.Model, output: str | Path, xla: bool = True)
 
     All or nothing: the folder is written under a temporary name beside `output` and renamed
     into place. `assets.extra/textgen.json` holds the model card, the tokenizer's config and
-    what the signatures take.
+    what the signatures take. A seq2seq model's folder is textgen.export.seq2seq_export's
+    (its loop runs without XLA, as textgen's own seq2seq decoding does: `xla` is not used).
     """
-    output = Path(output)
+    if model_kind(model) == "seq2seq":  # source strings in, target strings out: its own module
+        from textgen.export.seq2seq_export import export_seq2seq
+
+        return export_seq2seq(model, output)
     module = GenerationModule(model, xla=xla)
     embedding = module.embedding
-    facts = {"format": "saved_model", "export_version": EXPORT_VERSION, "xla": xla,
+    facts = {"xla": xla,
              "signatures": {"serving_default": "text" if module.tokens is not None else "ids",
                             "generate_ids": "ids"},
              "strings_in_graph": module.tokens is not None, "unsupported": module.unsupported,
              "tokenizer": embedding.tokenizer, "model_card": embedding.model_card,
              "labels": label_facts(module.label_space)}
+    return write_saved_model(module, module.signatures(), facts, output)
+
+
+def write_saved_model(module: tf.Module, signatures: dict, facts: dict, output: str | Path) -> dict:
+    """Save `module` with `signatures` as the new folder `output`, `facts` in assets.extra/textgen.json,
+    all or nothing (`publish_directory`); returns what the CLI prints about it."""
+    output = Path(output)
+    facts = {"format": "saved_model", "export_version": EXPORT_VERSION, **facts}
 
     def write(folder: Path) -> None:
         try:
-            tf.saved_model.save(module, str(folder), signatures=module.signatures())
+            tf.saved_model.save(module, str(folder), signatures=signatures)
         except tf.errors.OpError as exc:  # TensorFlow's file writes fail with its own errors, not OSError
             full = "No space left" in exc.message or "Disk quota" in exc.message
             raise OSError(errno.ENOSPC if full else errno.EIO, exc.message.splitlines()[0]) from None
@@ -254,8 +267,8 @@ def export_saved_model(model: keras.Model, output: str | Path, xla: bool = True)
         (extra / "textgen.json").write_text(json.dumps(facts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
     publish_directory(output, write)
-    return {"path": str(output), "bytes": folder_bytes(output), **{k: facts[k] for k in
-            ("format", "xla", "signatures", "strings_in_graph", "unsupported", "labels")}}
+    kept = ("kind", "format", "xla", "signatures", "strings_in_graph", "unsupported", "labels")
+    return {"path": str(output), "bytes": folder_bytes(output), **{k: facts[k] for k in kept if k in facts}}
 
 
 def label_facts(space: LabelSpace | None) -> dict | None:

@@ -59,6 +59,8 @@ def export_tflite(model: keras.Model, output: Path) -> dict:
     existing `output` is a UsageError and stays as it was.
     """
     output = Path(output)
+    if model_kind(model) == "seq2seq":
+        raise UsageError("a seq2seq model cannot be exported as tflite yet; use --format saved_model")
     if os.path.lexists(output):
         raise _exists(output)
     embedding = find_token_embedding(model)

@@ -40,20 +40,31 @@ def describe_model(generator, name: str) -> dict:
     """
     from textgen.models.architecture import architecture
 
-    card = json.loads(json.dumps(generator.model_card, default=str))
+    return {**public_card(generator.model_card), "name": name, "level": generator.tokenizer.level,
+            "vocab_size": int(generator.tokenizer.vocab_size), "architecture": architecture(generator.model)}
+
+
+def public_card(model_card: dict) -> dict:
+    """The model card as JSON a client reads: without the training config's output folder."""
+    card = json.loads(json.dumps(model_card, default=str))
     if isinstance(card.get("config"), dict):
         card["config"] = {key: value for key, value in card["config"].items() if key != "output"}
-    return {**card, "name": name, "level": generator.tokenizer.level,
-            "vocab_size": int(generator.tokenizer.vocab_size), "architecture": architecture(generator.model)}
+    return card
 
 
 def create_app(engine, model_facts: dict, *, token: str | None = None, limits: Limits = Limits()) -> Starlette:
     """The application serving `engine` (started and drained with the app's lifespan).
 
     `model_facts` is what GET /v1/model answers (`describe_model`); with a `token`, every endpoint
-    but /healthz and the page itself needs `Authorization: Bearer <token>`.
+    but /healthz and the page itself needs `Authorization: Bearer <token>`. A seq2seq model's facts
+    (`textgen.serve.translate.describe_seq2seq`) come with its `Seq2SeqEngine`.
     """
-    api = _Api(engine, model_facts, token, limits)
+    if model_facts.get("kind") == "seq2seq":  # sources in, targets out: its own generate and page
+        from textgen.serve.translate import TranslateApi
+
+        api = TranslateApi(engine, model_facts, token, limits)
+    else:
+        api = _Api(engine, model_facts, token, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
