@@ -130,6 +130,7 @@ def test_attention_draws_a_png_and_never_replaces_a_file(trained, tmp_path):
     assert picture.read_bytes() == b"mine"
 
 
+@pytest.mark.slow  # two more training runs; resume itself is tested for every run in make test
 def test_a_seq2seq_run_resumes_where_it_stopped(trained, tmp_path):
     pairs, out, _ = trained
     run = tmp_path / "run"
@@ -171,3 +172,12 @@ def test_the_seq2seq_presets_name_their_shipped_pairs(preset):
     config = load_config(preset, check_corpus=True)
     assert config.model.type == "seq2seq"
     assert config.training.decay_over == "time" and config.training.max_minutes
+
+
+def test_info_describes_the_encoder_decoder_from_the_file(trained):
+    _, out, _ = trained
+    facts = json.loads(_run("info", str(out / "model.keras"), "--json").output)
+    assert facts["type"] == "seq2seq" and facts["cell"] == "gru" and facts["bidirectional"] is True
+    assert facts["layers"] == 1 and facts["decoder_layers"] == 1 and facts["attention_type"] == "additive"
+    assert facts["vocabulary_size"] == facts["target_vocabulary_size"]  # shared by default
+    assert "coverage" not in facts

@@ -27,17 +27,19 @@ SEED = "ROMEO:"
 
 
 class Server:
-    """An app served by uvicorn in a thread, on a free loopback port."""
+    """An app served by uvicorn in a thread, on a free loopback port: a language model's
+    generator in a BatchEngine, or any `engine` with its model's `facts`."""
 
-    def __init__(self, generator, *, token=None, max_queue=64, name="tiny", **limits):
+    def __init__(self, generator=None, *, token=None, max_queue=64, name="tiny", engine=None, facts=None, **limits):
         from textgen.serve.app import create_app, describe_model
         from textgen.serve.engine import BatchEngine
         from textgen.serve.server import DrainingServer, bind
 
         import uvicorn
 
-        self.engine = BatchEngine(generator, max_queue=max_queue)
-        app = create_app(self.engine, describe_model(generator, name), token=token, limits=Limits(**limits))
+        self.engine = engine or BatchEngine(generator, max_queue=max_queue)
+        facts = facts or describe_model(generator, name)
+        app = create_app(self.engine, facts, token=token, limits=Limits(**limits))
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.server = DrainingServer(uvicorn.Config(app, log_level="warning", lifespan="on"))

@@ -18,7 +18,7 @@ from textgen.generation.seq2seq import Translator  # noqa: E402
 from textgen.models.seq2seq import build_seq2seq  # noqa: E402
 from textgen.serve.body import Limits  # noqa: E402
 
-from test_serve_http import call, generate, wait_for  # noqa: E402
+from test_serve_http import Server, call, generate, wait_for  # noqa: E402
 
 LETTERS = "abcdefgh"
 TOKENIZER = {"level": "char", "vocabulary": list(LETTERS)}
@@ -27,29 +27,13 @@ TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Seq2SeqServer:
+def Seq2SeqServer(translator, **limits) -> Server:
     """A seq2seq model's app served by uvicorn in a thread, on a free loopback port."""
+    from textgen.serve.seq2seq_engine import Seq2SeqEngine
+    from textgen.serve.translate import describe_seq2seq
 
-    def __init__(self, translator, **limits):
-        import uvicorn
-
-        from textgen.serve.app import create_app
-        from textgen.serve.seq2seq_engine import Seq2SeqEngine
-        from textgen.serve.server import DrainingServer, bind
-        from textgen.serve.translate import describe_seq2seq
-
-        self.engine = Seq2SeqEngine(translator, window_ms=100)  # wide enough that threads started together share it
-        app = create_app(self.engine, describe_seq2seq(translator, "reverser"), token=TOKEN, limits=Limits(**limits))
-        self.sock = bind("127.0.0.1", 0)
-        self.port = self.sock.getsockname()[1]
-        self.server = DrainingServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.server.started, "the server to start")
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(60)
+    engine = Seq2SeqEngine(translator, window_ms=100)  # wide enough that threads started together share it
+    return Server(engine=engine, facts=describe_seq2seq(translator, "reverser"), token=TOKEN, **limits)
 
 
 @pytest.fixture(scope="module")

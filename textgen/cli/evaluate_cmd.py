@@ -73,12 +73,9 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, 
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
-    if pairs_path:
-        if text_path is not None or config_name is not None:
-            raise click.UsageError("--pairs scores a seq2seq model, --text and --config a language model; give one")
-        return _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json)
-    if beam_width is not None or limit is not None:
-        raise click.UsageError("--beam-width and --limit go with --pairs, which scores a seq2seq model")
+    if pairs_path or beam_width is not None or limit is not None:
+        return _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json,
+                               language_model_input=text_path is not None or config_name is not None)
     if (text_path is None) == (config_name is None):
         raise click.UsageError("give the text to score with --text FILE, or a labelled corpus with --config NAME "
                                "(a seq2seq model: pairs with --pairs FILE)")
@@ -106,6 +103,10 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, 
     with ReadProgress(f"scoring {text_path}:", None, shown, unit="characters") as progress:
         result = evaluate_file(model, text_path, encoding=encoding, seq_length=seq_length, batch_size=batch_size,
                                skip_unknown=skip_unknown, progress=progress)
+    _print_plain(result, model_path, text_path, skip_unknown, as_json)
+
+
+def _print_plain(result, model_path, text_path, skip_unknown, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"model": str(model_path), **result.to_dict()}, indent=2))
         return
@@ -120,10 +121,14 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, 
     click.echo(f"bits per character: {result.bits_per_char:.4f}")
 
 
-def _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json) -> None:
+def _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json, language_model_input) -> None:
     from textgen.evaluation.pairs_eval import describe_scores, evaluate_pairs
     from textgen.generation.seq2seq import Translator
 
+    if not pairs_path:
+        raise click.UsageError("--beam-width and --limit go with --pairs, which scores a seq2seq model")
+    if language_model_input:
+        raise click.UsageError("--pairs scores a seq2seq model, --text and --config a language model; give one")
     if model_path is None:
         raise click.UsageError("--pairs scores a seq2seq model; give it with --model")
     translator = Translator.load(model_path)

@@ -73,9 +73,14 @@ def facts_from_config(config: dict, parameters: int) -> dict:
     }
     if arch["type"] == "transformer":  # blocks, not recurrent cells
         del facts["cell"], facts["units"]
+    if arch["type"] == "seq2seq":  # the source's vocabulary above; the target's may be another
+        target = next(layer for layer in layers(config) if layer["config"].get("name") == "target_embedding")
+        facts["target_vocabulary_size"] = len(target["config"]["tokenizer"].get("vocabulary", []))
+        del facts["coverage"]  # a corpus's share of known tokens: pairs have a vocabulary fitted on all of them
     if card.get("labels"):  # a conditioned model: its label groups, as `generate --label` names them
         facts["labels"] = card["labels"]
-    for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length"):
+    for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length",
+                "decoder_layers", "attention_type", "attention_window"):
         if key in arch:
             facts[key] = arch[key]
     if "generation" in arch:  # window models re-feed their window per token; transformers past their context
@@ -126,8 +131,15 @@ def describe_config(config: dict, parameters: int) -> dict:
     takes it for a sequence model.
     """
     kind = _kind(config)
-    facts = {"name": config["config"]["name"], "type": "transformer" if kind == "transformer" else "rnn"}
-    if kind == "transformer":
+    facts = {"name": config["config"]["name"], "type": kind if kind in ("transformer", "seq2seq") else "rnn"}
+    if kind == "seq2seq":  # its card's architecture says it all; units: the encoder's layers, then the decoder's
+        found = model_card(token_embedding(config)).get("architecture")
+        facts.update(cell=found["cell"], layers=found["layers"], decoder_layers=found["decoder_layers"],
+                     units=[found["units"]] * (found["layers"] + found["decoder_layers"]),
+                     bidirectional=found["bidirectional"], attention_type=found["attention_type"])
+        if found["attention_type"] == "local":
+            facts["attention_window"] = found["attention_window"]
+    elif kind == "transformer":
         blocks = _textgen_layers(config, "TransformerBlock")
         context = _textgen_layers(config, "PositionEmbedding")[0]["max_length"]
         facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0]["num_heads"],
@@ -152,7 +164,7 @@ def describe_config(config: dict, parameters: int) -> dict:
 
 
 def _kind(config: dict) -> str:
-    """sequence | window | transformer: the card's architecture, or for a file without one, its layers'."""
+    """sequence | window | transformer | seq2seq: the card's architecture, or for a file without one, its layers'."""
     found = model_card(token_embedding(config) or {}).get("architecture")
     if found:
         return kind_of(found)

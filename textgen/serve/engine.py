@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections import deque
 
@@ -30,6 +29,7 @@ from textgen.errors import UsageError
 from textgen.generation.request import Request
 from textgen.serve.batch import SERVED_SAMPLERS, RowBatch, warm_up
 from textgen.serve.job import GenerationFailed, Job, JobCancelled
+from textgen.serve.worker import EngineThread
 
 __all__ = ["BatchEngine", "GenerationFailed", "Job", "JobCancelled", "QueueFull"]
 
@@ -40,7 +40,7 @@ class QueueFull(UsageError):
     """The engine's queue holds max_queue requests already; try again later."""
 
 
-class BatchEngine:
+class BatchEngine(EngineThread):
     """Runs many requests' rows as one batch through the compiled generation loop, in one background thread.
 
     Args:
@@ -56,34 +56,22 @@ class BatchEngine:
         if window_ms < 0 or max_batch < 1 or max_queue < 1 or chunk < 1:
             raise UsageError(f"the batch engine needs window_ms >= 0, max_batch >= 1, max_queue >= 1 and chunk >= 1, "
                              f"got {window_ms}, {max_batch}, {max_queue}, {chunk}")
+        super().__init__()
         self.generator = generator
         self.window, self.max_batch, self.max_queue, self.chunk = window_ms / 1000.0, max_batch, max_queue, chunk
         self._context = getattr(generator.stepper, "context", None) if _steps_one_position(generator) else None
-        self._lock = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._batches: list[RowBatch] = []
-        self._thread: threading.Thread | None = None
-        self._accepting, self._drain, self._stopping = True, True, False
+
+    thread_name = "textgen-batch-engine"
 
     def warm_up(self) -> None:
         """Compile the generation loop for every batch size the engine can run (seconds; call before serving)."""
         warm_up(self.generator, self.max_batch, self.chunk)
 
-    def start(self) -> None:
-        """Start the worker thread (once; later calls do nothing)."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="textgen-batch-engine", daemon=True)
-                self._thread.start()
-
     def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
         """Stop accepting jobs; with `drain` finish the accepted ones first, else cancel them."""
-        with self._lock:
-            self._accepting, self._drain, self._stopping = False, drain, True
-            thread = self._thread
-            self._lock.notify_all()
-        if thread is not None:
-            thread.join(timeout)
+        thread = self._stop_thread(drain, timeout)
         if thread is None or thread.is_alive():  # never started, or still busy: end what is left
             with self._lock:
                 jobs = list(self._waiting) + [job for batch in self._batches for job in batch.jobs]

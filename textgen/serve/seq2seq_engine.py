@@ -16,6 +16,7 @@ from collections import deque
 
 from textgen.errors import TextgenError, UsageError
 from textgen.serve.engine import QueueFull
+from textgen.serve.worker import EngineThread
 
 __all__ = ["QueueFull", "Seq2SeqEngine", "TranslateJob"]
 
@@ -61,7 +62,7 @@ class TranslateJob:
             self._future.set_result(self._outputs)
 
 
-class Seq2SeqEngine:
+class Seq2SeqEngine(EngineThread):
     """Decodes requests for one `Translator` in a background thread, alike ones as one batch.
 
     Args:
@@ -73,13 +74,13 @@ class Seq2SeqEngine:
     def __init__(self, translator, *, window_ms: float = 5.0, max_queue: int = 256):
         if window_ms < 0 or max_queue < 1:
             raise UsageError(f"the engine needs window_ms >= 0 and max_queue >= 1, got {window_ms}, {max_queue}")
+        super().__init__()
         self.translator = translator
         self.window, self.max_queue = window_ms / 1000.0, max_queue
-        self._lock = threading.Condition()
         self._waiting: deque[TranslateJob] = deque()
         self._running = 0
-        self._thread: threading.Thread | None = None
-        self._accepting, self._drain, self._stopping = True, True, False
+
+    thread_name = "textgen-seq2seq-engine"
 
     def warm_up(self) -> None:
         """Trace the greedy and beam loops once (each has one trace for every batch and length)."""
@@ -87,20 +88,9 @@ class Seq2SeqEngine:
         self.translator.translate(probe, method="greedy", max_length=2)
         self.translator.translate(probe, method="beam", beam_width=2, max_length=2)
 
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="textgen-seq2seq-engine", daemon=True)
-                self._thread.start()
-
     def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
         """Stop accepting requests; with `drain` decode the queued ones first, else end them with an error."""
-        with self._lock:
-            self._accepting, self._drain, self._stopping = False, drain, True
-            thread = self._thread
-            self._lock.notify_all()
-        if thread is not None:
-            thread.join(timeout)
+        self._stop_thread(drain, timeout)
         with self._lock:
             left = list(self._waiting)
             self._waiting.clear()

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Callable
 import keras
 import numpy as np
 
-from textgen.config import Config, ignored_settings
+from textgen.config import Config
 from textgen.data.dataset import make_dataset, make_training_stream, validation_steps
 from textgen.data.unknown import encode_known
 from textgen.data.tokenizer import Tokenizer
 from textgen.errors import TextgenError, UsageError
-from textgen.labels import ANY, LabelSpace
-from textgen.models.builder import architecture_summary
+from textgen.labels import LabelSpace
 from textgen.saving import update_model_card
 from textgen.training import advice
 from textgen.training.averaging import WeightAverager
@@ -35,7 +34,8 @@ from textgen.training.callbacks import (CROSS_ENTROPY, Checkpointer, PairSampleP
                                         StopGuard, TrainingStopped, global_step, metric_values, set_metric_values,
                                         stop_on_signals)
 from textgen.training.checkpoint import has_checkpoint
-from textgen.training.distribute import DevicePlan, kernel_report
+from textgen.training.describe import describe_run
+from textgen.training.distribute import DevicePlan
 from textgen.training.plot import HISTORY_FILE
 from textgen.training.rundir import LOGS_DIR, MODEL_FILE
 from textgen.training.schedules import BudgetCosineSchedule, budget_clock, learning_rate_schedule
@@ -297,38 +297,6 @@ def _averager(run: Run, echo) -> WeightAverager | None:
         echo(f"weight averaging: momentum {momentum:g}; validation, samples and {MODEL_FILE} use the averaged "
              "weights, training continues from the trained ones")
     return WeightAverager(momentum, run.averages, saved.get("count", 0) if run.averages is not None else 0)
-
-
-def describe_run(run: Run, echo) -> None:
-    """The corpus, the model, where it trains and which recurrent kernels it can use."""
-    config, plan = run.config, run.plan
-    if run.pairs is not None:
-        echo(f"{run.pairs.describe()}; {run.steps_per_epoch} steps per epoch")
-    else:
-        _describe_corpus(run, echo)
-    if run.label_space is not None:
-        echo(f"labels: {run.label_space.describe().replace(chr(10), '; ')}"
-             + ("" if config.corpus.labels != "none" else f" (this corpus has none: it trains as {ANY})"))
-    echo(f"model: {architecture_summary(config.model)}, {run.model.count_params():,} parameters")
-    ignored = ignored_settings(config)
-    if ignored:
-        echo(f"note: not read by this model, so ignored: {', '.join(ignored)}")
-    echo(plan.describe(config.training.batch_size))
-    for line in kernel_report(run.model, plan):
-        echo(line)
-
-
-def _describe_corpus(run: Run, echo) -> None:
-    """A language model's corpus line, and a warning when nothing could be held out."""
-    config = run.config
-    echo(f"corpus: {len(run.train_ids) + len(run.val_ids):,} tokens ({run.tokenizer.level} level, vocabulary "
-         f"{run.tokenizer.vocab_size}); training on {len(run.train_ids):,}, validating on {len(run.val_ids):,}; "
-         f"{run.steps_per_epoch} steps per epoch")
-    if config.corpus.validation_fraction and not len(run.val_ids):
-        echo(f"warning: the validation tail ({config.corpus.validation_fraction:g} of the corpus) is shorter than "
-             f"one window of training.seq_length + 1 = {config.training.seq_length + 1} tokens, so nothing is held "
-             "out and the kept model is the one with the lowest training loss; use a longer corpus, raise "
-             "corpus.validation_fraction or lower training.seq_length")
 
 
 def _validation_loss(model: keras.Model, val_ds, val_steps: int) -> float:

@@ -1,0 +1,40 @@
+"""The worker thread both serving engines run their batches in: started once, stopped by
+refusing new work, then draining or ending what is queued."""
+
+from __future__ import annotations
+
+import threading
+
+
+class EngineThread:
+    """The thread and the flags an engine's `_work` loop reads under `_lock`: `_accepting` (new
+    requests are queued), `_stopping` (the loop should end) and `_drain` (finish what is queued
+    first). A subclass names its thread and provides `_work`."""
+
+    thread_name = "textgen-engine"
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._accepting, self._drain, self._stopping = True, True, False
+
+    def start(self) -> None:
+        """Start the worker thread (once; later calls do nothing)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
+                self._thread.start()
+
+    def _stop_thread(self, drain: bool, timeout: float) -> threading.Thread | None:
+        """Refuse new requests, tell the loop to end (after the queued ones, with `drain`) and wait
+        up to `timeout` seconds for it; the thread, or None if it never started."""
+        with self._lock:
+            self._accepting, self._drain, self._stopping = False, drain, True
+            thread = self._thread
+            self._lock.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        return thread
+
+    def _work(self) -> None:
+        raise NotImplementedError
