@@ -147,6 +147,7 @@ def test_transformer_cached_steps_equal_window_refeed_past_the_context():
         np.testing.assert_allclose(a, model(window).numpy()[:, -1], atol=1e-4)
 
 
+@pytest.mark.slow  # test_transformer checks the cached steps against the full pass in make test
 def test_transformer_cached_generation_equals_uncached_generation():
     model = _transformer(context=8)
     cached = Generator(model)

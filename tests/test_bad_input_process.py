@@ -292,7 +292,7 @@ def test_ctrl_c_ends_every_command_with_130_and_no_message(files, tmp_path, comm
 
 
 @pytest.mark.parametrize("signum", [pytest.param(signal.SIGTERM, id="SIGTERM"),
-                                    pytest.param(signal.SIGHUP, id="SIGHUP")])
+                                    pytest.param(signal.SIGHUP, id="SIGHUP", marks=pytest.mark.slow)])
 def test_sigterm_and_sighup_stop_training_with_a_checkpoint_and_say_how_to_continue(files, tmp_path, signum):
     out = tmp_path / "run"
     sets = [a for s in tiny_overrides(files.corpus, out, **{"training.epochs": 500}) for a in ("--set", s)]

@@ -121,6 +121,7 @@ def check_saved_model(name: str, tmp_path: Path) -> None:
     assert want[4][0] != want[4][1] and all(len(set(text)) > 5 for text in want[4] + want[5])  # varied samples
 
 
+@pytest.mark.slow  # the lstm_export fixture's tests export a conditioned LSTM in make test
 def test_a_conditioned_lstm_exports_what_generate_writes_under_each_label(tmp_path):
     check_saved_model("lstm", tmp_path)
 

@@ -28,6 +28,7 @@ def error_line(output: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # test_generate checks the same across processes in make test
 def test_same_random_seed_same_text_across_processes_and_different_seed_differs(trained_model):
     def command(seed):
         return [sys.executable, "-m", "textgen", "generate", "--model", str(trained_model), "--seed", "ROMEO:",

@@ -263,6 +263,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+@pytest.mark.slow  # a real file system filled up; 24 s
 def test_a_real_full_disk_during_training_is_one_line_then_resumes(small_disk, small_corpus):
     from textgen.training.checkpoint import read_state
 

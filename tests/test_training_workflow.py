@@ -378,6 +378,7 @@ class RateRecorder(keras.callbacks.Callback):
         self.rates.append(float(self.model.optimizer.learning_rate))
 
 
+@pytest.mark.slow  # a real timed run; test_schedules checks the curve in make test
 def test_a_cosine_over_the_time_budget_reaches_its_floor_when_the_budget_ends(small_corpus, tmp_path):
     settings = {"training.lr_schedule": "cosine", "training.decay_over": "time", "training.max_minutes": 0.1,
                 "training.learning_rate": 0.01, "training.min_learning_rate": 0.001, "training.epochs": 1000,
