@@ -181,3 +181,18 @@ def test_info_describes_the_encoder_decoder_from_the_file(trained):
     assert facts["layers"] == 1 and facts["decoder_layers"] == 1 and facts["attention_type"] == "additive"
     assert facts["vocabulary_size"] == facts["target_vocabulary_size"]  # shared by default
     assert "coverage" not in facts
+
+
+def test_seq2seq_commands_refuse_a_language_model_in_one_line(trained_model, tmp_path):
+    for args in (["attention", "--model", str(trained_model), "--seed", "abc", "--output", str(tmp_path / "a.png")],
+                 ["evaluate", "--model", str(trained_model), "--pairs", str(DATES), "--limit", "2"]):
+        result = _run(*args, ok=False)
+        assert result.exit_code == 2, result.output
+        assert "not a seq2seq model" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_a_missing_pairs_file_is_a_usage_error(trained, tmp_path):
+    _, out, _ = trained
+    result = _run("evaluate", "--model", str(out / "model.keras"), "--pairs", str(tmp_path / "none.tsv"), ok=False)
+    assert result.exit_code == 2 and "none.tsv does not exist" in result.output.strip().splitlines()[-1]

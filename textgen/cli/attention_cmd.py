@@ -7,11 +7,12 @@ import os
 import click
 
 from textgen.cli.command import LibraryCommand
-from textgen.cli.params import model_option
+from textgen.cli.params import ModelFile
 
 
 @click.command(cls=LibraryCommand)
-@model_option()
+@click.option("--model", "model_path", type=ModelFile(), required=True,
+              help="A seq2seq model.keras file written by `textgen train`, or its run directory.")
 @click.option("--seed", required=True, help="The source text to decode (greedily) and draw the attention of.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default="attention.png", show_default=True,
               help="The PNG file to write; a new file (an existing one is never replaced).")
@@ -25,8 +26,6 @@ def attention(model_path, seed, output_path):
     from textgen.evaluation.attention_map import draw_attention
     from textgen.generation.seq2seq import Translator
 
-    if model_path is None:
-        raise click.UsageError("textgen attention draws a seq2seq model's attention; name it with --model")
     if os.path.lexists(output_path):  # before the model loads: the answer comes at once
         raise click.UsageError(f"{output_path} exists; give --output a new file name")
     translator = Translator.load(model_path)
