@@ -137,3 +137,17 @@ def test_a_damaged_weights_file_is_one_line(tmp_path):
     with pytest.raises(TextgenError, match=r"checkpoint .*step-000000001\.weights\.h5 cannot be loaded .*; start "
                                            "again with --overwrite"):
         restore_checkpoint(tmp_path, compiled_model(), read_state(tmp_path))
+
+
+def test_a_killed_saves_temporaries_are_removed_and_nothing_else(tmp_path):
+    from textgen.training.checkpoint import checkpoint_dir, remove_checkpoint_temporaries
+
+    directory = checkpoint_dir(tmp_path)
+    directory.mkdir(parents=True)
+    left = [".state.json.ab12cd34.tmp", ".tokenizer.json.zz99yy88.tmp",
+            ".step-000000024.weights.h5.k3j4h5g6.tmp.weights.h5"]
+    kept = ["state.json", "step-000000024.weights.h5", ".state.json.notours", "notes.tmp"]
+    for name in left + kept:
+        (directory / name).write_text("x")
+    remove_checkpoint_temporaries(tmp_path)
+    assert sorted(p.name for p in directory.iterdir()) == sorted(kept)

@@ -27,6 +27,7 @@ from textgen.training.checkpoint import checkpoint_dir, has_checkpoint
 from textgen.config import load_config
 from textgen.saving import load_keras_model
 from textgen.training.train import train
+from textgen.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 10
@@ -90,6 +91,11 @@ def test_sigkill_at_random_moments_never_costs_the_model_or_the_run(small_corpus
             if not done:
                 result = train(config, resume=True, echo=lambda _: None, verbose=0, progress=None)
                 assert len(result.history) == EPOCHS and result.global_step == EPOCHS * STEPS, context
+            else:  # killed during the run's last saves: the next command on the run clears what they left
+                try:
+                    train(config, resume=True, echo=lambda _: None, verbose=0, progress=None)
+                except UsageError as exc:
+                    assert "already finished" in str(exc), context
         else:  # killed before the first checkpoint: nothing to resume, a fresh start must be allowed
             assert not model_path.exists(), context
             result = train(config, echo=lambda _: None, verbose=0, progress=None)

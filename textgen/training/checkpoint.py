@@ -91,6 +91,21 @@ _OWN_FILE = re.compile(r"(\.)?step-\d{9,}\.(weights\.h5|average\.npz)(?(1)\.[a-z
                        r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
 
 
+_TEMPORARY = re.compile(r"\.step-\d{9,}\.(weights\.h5|average\.npz)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz)"
+                        r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_checkpoint_temporaries(run_dir: str | Path) -> None:
+    """Remove the temporary files a process killed while saving left in checkpoint/ (only
+    those: committed files stay). The next save removes them too, but a run killed during its
+    very last save has no next save."""
+    directory = checkpoint_dir(run_dir)
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file():
+                remove_file(str(entry))
+
+
 def _committed(directory: Path) -> set[str]:
     """The files the current state.json names (and that exist)."""
     try:

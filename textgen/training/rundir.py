@@ -35,7 +35,7 @@ from textgen.data.prepare import cache_dir
 from textgen.errors import TextgenError, UsageError
 from textgen.files import remove_temporaries, write_file_atomic, write_text_atomic
 from textgen.training import advice
-from textgen.training.checkpoint import has_checkpoint, read_state
+from textgen.training.checkpoint import has_checkpoint, read_state, remove_checkpoint_temporaries
 
 MANIFEST_FILE = ".textgen-run.json"
 LOCK_FILE = ".textgen-run.lock"
@@ -90,6 +90,7 @@ class RunDirectory:
             self._claim()
             remove_temporaries(self.path, TEMPORARIES)  # safe under the lock: no other writer is at work
             remove_temporaries(cache_dir(self.path), {STDIN_FILE: ".tmp"})
+            remove_checkpoint_temporaries(self.path)
         except BaseException:
             self._release(remove_if_empty=True)
             raise
