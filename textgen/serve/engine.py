@@ -20,7 +20,6 @@ float32 output; it never blocks the caller: `submit` only validates and queues.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections import deque
@@ -29,15 +28,11 @@ from textgen.errors import UsageError
 from textgen.generation.request import Request
 from textgen.serve.batch import SERVED_SAMPLERS, RowBatch, warm_up
 from textgen.serve.job import GenerationFailed, Job, JobCancelled
-from textgen.serve.worker import EngineThread
+from textgen.serve.worker import EngineThread, QueueFull
 
 __all__ = ["BatchEngine", "GenerationFailed", "Job", "JobCancelled", "QueueFull"]
 
 ENGINE_CHUNK = 16  # tokens per compiled call, how often rows join, leave and stream: 16 beat 32 and 64 (measured)
-
-
-class QueueFull(UsageError):
-    """The engine's queue holds max_queue requests already; try again later."""
 
 
 class BatchEngine(EngineThread):
@@ -93,19 +88,7 @@ class BatchEngine(EngineThread):
         labels, rows = self.generator.label_vectors(request.labels, request.num_samples)
         if rows != request.num_samples:
             request = dataclasses.replace(request, num_samples=rows)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            if not self._accepting:
-                raise UsageError("the server is shutting down and takes no new requests; try again shortly")
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"the queue holds {self.max_queue} requests already; try again shortly")
-            job = Job(request, seed_ids, self.generator.tokenizer, loop, labels)
-            self._waiting.append(job)
-            self._lock.notify_all()
-        return job
+        return self._enqueue(lambda loop: Job(request, seed_ids, self.generator.tokenizer, loop, labels))
 
     @property
     def pending(self) -> int:

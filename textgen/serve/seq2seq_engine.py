@@ -15,8 +15,7 @@ import time
 from collections import deque
 
 from textgen.errors import TextgenError, UsageError
-from textgen.serve.engine import QueueFull
-from textgen.serve.worker import EngineThread
+from textgen.serve.worker import EngineThread, QueueFull
 
 __all__ = ["QueueFull", "Seq2SeqEngine", "TranslateJob"]
 
@@ -100,19 +99,7 @@ class Seq2SeqEngine(EngineThread):
     def submit(self, request) -> TranslateJob:
         """Check `request`'s sources against the vocabulary and queue it; returns at once."""
         self.translator.encode_sources(list(request.sources))  # a UsageError names the source and characters
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            if not self._accepting:
-                raise UsageError("the server is shutting down and takes no new requests; try again shortly")
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"the queue holds {self.max_queue} requests already; try again shortly")
-            job = TranslateJob(request, loop)
-            self._waiting.append(job)
-            self._lock.notify_all()
-        return job
+        return self._enqueue(lambda loop: TranslateJob(request, loop))
 
     @property
     def pending(self) -> int:

@@ -3,7 +3,14 @@ refusing new work, then draining or ending what is queued."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+
+from textgen.errors import UsageError
+
+
+class QueueFull(UsageError):
+    """The engine's queue holds max_queue requests already; try again later."""
 
 
 class EngineThread:
@@ -35,6 +42,23 @@ class EngineThread:
         if thread is not None:
             thread.join(timeout)
         return thread
+
+    def _enqueue(self, make_job):
+        """Queue the job `make_job(loop)` makes (loop: the caller's asyncio loop, or None), unless
+        the engine is stopping or its queue (`_waiting`, at most `max_queue`) is full."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            if not self._accepting:
+                raise UsageError("the server is shutting down and takes no new requests; try again shortly")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"the queue holds {self.max_queue} requests already; try again shortly")
+            job = make_job(loop)
+            self._waiting.append(job)
+            self._lock.notify_all()
+        return job
 
     def _work(self) -> None:
         raise NotImplementedError
