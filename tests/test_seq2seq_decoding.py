@@ -12,6 +12,7 @@ from textgen.data.pairs import END, RESERVED, START
 from textgen.errors import UsageError
 from textgen.generation import seq2seq as decoding
 from textgen.generation.seq2seq import Seq2SeqStepper, Translator, pad_rows, reference_greedy
+from textgen.models.attention import ATTENTION_KINDS
 from textgen.models.builder import build_model
 from textgen.models.seq2seq import build_seq2seq
 from textgen.saving import save_model_atomic
@@ -20,6 +21,7 @@ LETTERS = "abcdefgh"
 TOKENIZER = {"level": "char", "vocabulary": list(LETTERS)}
 # One per attention kind, covering both cells and both encoder directions between them.
 SETUPS = {"none": ("lstm", False), "additive": ("gru", True), "multiplicative": ("lstm", True), "local": ("gru", False)}
+PLACED = "multiplicative, positions"  # model.attention_positions 8: gru, bidirectional, dropout
 SOURCES = ["abc", "hgfedc", "dd", "bca", "efgh", "a", "cafe", "hhab", "gebd", "dcbaf"]
 
 
@@ -35,10 +37,12 @@ def ids(text: str) -> list[int]:
 
 def trained(attention: str, epochs: int = 1) -> keras.Model:
     """A tiny model trained a few steps on reversing short strings: its outputs differ by source."""
-    cell, bidirectional = SETUPS[attention]
+    placed = attention == PLACED
+    cell, bidirectional = ("gru", True) if placed else SETUPS[attention]
     config = ModelConfig(type="seq2seq", cell=cell, layers=1, decoder_layers=2 if attention == "local" else 1,
-                         units=24, embedding_dim=8, bidirectional=bidirectional, attention_type=attention,
-                         attention_window=2)
+                         units=24, embedding_dim=8, bidirectional=bidirectional,
+                         attention_type="multiplicative" if placed else attention, attention_window=2,
+                         attention_positions=8 if placed else 0, dropout=0.1 if placed else 0.0)
     keras.utils.set_random_seed(1)
     model = build_seq2seq(config, TOKENIZER, TOKENIZER, model_card={"config": {"training": {"seq_length": 8}}})
     pairs = reversal_pairs(768)
@@ -71,11 +75,13 @@ def log_probability(model, source: str, target_ids) -> float:
     return float(sum(log_probs[t, token] for t, token in enumerate(target_ids)))
 
 
-@pytest.mark.parametrize("attention", list(SETUPS))
+@pytest.mark.parametrize("attention,positions", [*((kind, 0) for kind in SETUPS),
+                                                  *((kind, 4) for kind in ATTENTION_KINDS)])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(attention, cell):
+def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(attention, positions, cell):
     config = ModelConfig(type="seq2seq", cell=cell, layers=2, decoder_layers=2, units=12, embedding_dim=6,
-                         bidirectional=cell == "gru", attention_type=attention, attention_window=1)
+                         bidirectional=cell == "gru", attention_type=attention, attention_window=1,
+                         attention_positions=positions)
     keras.utils.set_random_seed(5)
     model = build_seq2seq(config, TOKENIZER, TOKENIZER)
     source = pad_rows([ids("abcdef"), ids("hg")])
@@ -89,7 +95,7 @@ def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(att
 
 
 @pytest.mark.parametrize("attention", [pytest.param(kind, marks=pytest.mark.slow) if kind in ("none", "multiplicative")
-                                       else kind for kind in SETUPS])  # two kinds in make test, all four in CI
+                                       else kind for kind in [*SETUPS, PLACED]])  # three in make test, all in CI
 def test_batched_greedy_equals_the_reference_decoder_token_for_token(attention, models, monkeypatch):
     model = models(attention)
     monkeypatch.setattr(decoding, "CHUNK_ROWS", 4)  # several chunks, sorted by length, put back in order
@@ -110,7 +116,7 @@ def test_translations_are_text_and_the_file_round_trip_keeps_them(models, tmp_pa
     assert all(set(text) <= set(LETTERS) for text in texts)
 
 
-@pytest.mark.parametrize("attention", ["multiplicative", "local"])
+@pytest.mark.parametrize("attention", ["multiplicative", "local", PLACED])
 def test_beam_search_of_width_one_is_greedy_and_a_wider_beam_scores_at_least_as_well(attention, models):
     model = models(attention)
     translator = Translator(model)

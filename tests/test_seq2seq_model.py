@@ -8,9 +8,10 @@ import pytest
 
 from textgen.config import ModelConfig
 from textgen.data.pairs import RESERVED
+from textgen.errors import ConfigError
 from textgen.models import cells
 from textgen.models.architecture import model_kind
-from textgen.models.attention import PaddingMask, SourceAttention
+from textgen.models.attention import PaddingMask, SourceAttention, TokenNoise, position_signal
 from textgen.models.layers import find_token_embedding
 from textgen.models.seq2seq import Seq2SeqParts, attention_model, build_seq2seq
 from textgen.saving import load_keras_model, save_model_atomic
@@ -33,10 +34,10 @@ def batch():
     return source, target
 
 
-@pytest.mark.parametrize("attention", KINDS)
+@pytest.mark.parametrize("attention,positions", [*((kind, 0) for kind in KINDS), ("additive", 6), ("local", 6)])
 @pytest.mark.parametrize("cell,bidirectional", [("lstm", False), ("gru", True)])
-def test_a_rows_logits_do_not_depend_on_the_padding_of_its_batch(attention, cell, bidirectional):
-    model = tiny(attention, cell, bidirectional)
+def test_a_rows_logits_do_not_depend_on_the_padding_of_its_batch(attention, positions, cell, bidirectional):
+    model = tiny(attention, cell, bidirectional, attention_positions=positions)
     source, target = batch()
     padded = model([source, target]).numpy()[0]
     alone = model([source[:1, :3], target[:1]]).numpy()[0]
@@ -74,7 +75,7 @@ def test_an_empty_source_row_attends_nowhere_instead_of_to_nan():
 
 
 def test_the_layers_configs_round_trip():
-    for layer in (SourceAttention("local", units=5, window=3, name="a"), PaddingMask(pad_id=0, name="m")):
+    for layer in (SourceAttention("local", units=5, window=3, positions=4, name="a"), PaddingMask(pad_id=0, name="m")):
         config = layer.get_config()
         assert type(layer).from_config(config).get_config() == config
     with pytest.raises(ValueError, match="attention kind"):
@@ -103,10 +104,10 @@ def test_every_recurrent_layer_keeps_the_cudnn_path_open(cell):
         assert getattr(layer.cell, "reset_after", True)
 
 
-@pytest.mark.parametrize("attention", KINDS)
-def test_a_model_saves_to_one_keras_file_and_loads_with_identical_logits(attention, tmp_path):
+@pytest.mark.parametrize("attention,positions", [*((kind, 0) for kind in KINDS), ("multiplicative", 4)])
+def test_a_model_saves_to_one_keras_file_and_loads_with_identical_logits(attention, positions, tmp_path):
     model = tiny(attention, cell="gru" if attention == "local" else "lstm", bidirectional=attention != "none",
-                 dropout=0.1)
+                 dropout=0.1, attention_positions=positions)
     source, target = batch()
     path = tmp_path / "model.keras"
     save_model_atomic(model, path)
@@ -117,3 +118,63 @@ def test_a_model_saves_to_one_keras_file_and_loads_with_identical_logits(attenti
     if attention != "none":
         np.testing.assert_array_equal(attention_model(plain)([source, target]).numpy(),
                                       attention_model(model)([source, target]).numpy())
+
+
+def test_position_features_are_sines_and_cosines_over_wavelengths_from_4_to_1024_tokens():
+    signal = keras.ops.convert_to_numpy(position_signal(np.array([[0, 1, 256]]), 6))
+    assert signal.shape == (1, 3, 6)
+    np.testing.assert_allclose(signal[0, 0], [0, 0, 0, 1, 1, 1], atol=1e-6)
+    wavelengths = np.array([4.0, 64.0, 1024.0])  # geometric, 3 of them
+    np.testing.assert_allclose(signal[0, 1], np.concatenate([np.sin(2 * np.pi / wavelengths),
+                                                             np.cos(2 * np.pi / wavelengths)]), atol=1e-6)
+    np.testing.assert_allclose(signal[0, 2, [0, 3]], [0, 1], atol=1e-4)  # 256 is a whole number of 4s
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_with_positions_a_repeated_source_token_is_scored_by_where_it_is(kind):
+    values = np.zeros((1, 12, 4), "float32")
+    values[0, [2, 9]] = [1.0, -0.5, 0.25, 2.0]  # one phrase at two places: content cannot tell them apart
+    query = np.random.default_rng(1).normal(size=(1, 3, 5)).astype("float32")
+    mask = np.ones((1, 12), bool)
+    for positions in (0, 8):
+        layer = SourceAttention(kind, units=6, positions=positions)
+        _, weights = layer([query, values, mask])
+        weights = keras.ops.convert_to_numpy(weights)
+        if positions:
+            assert np.abs(weights[0, :, 2] - weights[0, :, 9]).min() > 1e-4
+            # a later query position gives other weights to the same query vector
+            _, later = layer.attend(query, layer.keys(values), values, mask, np.array([5], "int32"))
+            assert not np.allclose(keras.ops.convert_to_numpy(later), weights, atol=1e-4)
+        else:
+            np.testing.assert_allclose(weights[0, :, 2], weights[0, :, 9], rtol=1e-6)
+
+
+def test_attention_positions_must_be_an_even_count():
+    with pytest.raises(ConfigError, match="model.attention_positions must be an even number"):
+        ModelConfig(type="seq2seq", attention_positions=5)
+    with pytest.raises(ValueError, match="positions must be an even number"):
+        SourceAttention("additive", positions=3)
+
+
+def test_token_noise_replaces_a_share_of_real_tokens_in_training_only():
+    layer = TokenNoise(rate=0.2, low=3, high=11, seed=4)
+    ids = np.tile(np.array([[1, 3, 4, 5, 6, 7, 8, 9, 10, 0]], np.int32), (2000, 1))
+    noisy = keras.ops.convert_to_numpy(layer(ids, training=True))
+    real = ids >= 3
+    assert np.array_equal(noisy[~real], ids[~real])  # START and padding stay
+    changed = (noisy != ids)[real].mean()
+    assert abs(changed - 0.2 * 7 / 8) < 0.01  # a draw may pick the same id: 1 in 8 of them do
+    assert noisy[real].min() >= 3 and noisy[real].max() <= 10
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(ids, training=False)), ids)
+    assert TokenNoise.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_a_model_with_target_noise_decodes_without_it_and_trains_with_it():
+    model = tiny("multiplicative", cell="gru", target_noise=0.5)
+    assert Seq2SeqParts.of(model).target_noise.rate == 0.5
+    source, target = batch()
+    plain = model([source, target], training=False).numpy()
+    np.testing.assert_array_equal(model([source, target]).numpy(), plain)
+    noisy = [model([source, target], training=True).numpy() for _ in range(3)]
+    assert any(not np.allclose(n[:, 1:], plain[:, 1:], atol=1e-5) for n in noisy)
+    np.testing.assert_allclose(noisy[0][:, 0], plain[:, 0], atol=1e-6)  # START is never replaced

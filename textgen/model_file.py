@@ -28,7 +28,7 @@ from textgen.saving import FORMAT_VERSION, check_model_contents, check_model_pat
 TEXTGEN_OBJECTS = frozenset(f"textgen>{name}" for name in (
     "TokenEmbedding", "LabelEmbedding", "PositionEmbedding", "TransformerBlock", "WindowFrames", "WindowUnframe",
     "AttentionPooling", "MGUCell", "PeepholeLSTMCell", "ConstantSchedule", "ExponentialSchedule", "CosineSchedule",
-    "BudgetCosineSchedule", "PaddingMask", "SourceAttention"))
+    "BudgetCosineSchedule", "PaddingMask", "SourceAttention", "TokenNoise"))
 # Keras's markers for values that are not objects: tensors in the graph, tuples.
 _VALUE_MARKERS = frozenset({"__keras_tensor__", "__tuple__"})
 

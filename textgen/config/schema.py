@@ -135,6 +135,8 @@ class ModelConfig:
     decoder_layers: int = 1  # seq2seq: the decoder's stacked recurrent layers
     attention_type: str = "additive"  # seq2seq: none | additive | multiplicative | local (docs/seq2seq.md)
     attention_window: int = 4  # seq2seq, local attention: D, the source positions either side of the predicted one
+    target_noise: float = 0.0  # seq2seq: in training, this share of the decoder's true previous tokens is replaced by random ones, in [0, 1) (docs/seq2seq.md)
+    attention_positions: int = 0  # seq2seq with attention: sinusoidal features of the target and source positions joining the scores, an even number; 0: none (docs/seq2seq.md)
     heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
     mlp_dim: int | None = None  # transformer: hidden size of each block's MLP; null = 4 x embedding_dim
     context_length: int = 256  # transformer: most tokens attended to (positions learned); >= training.seq_length
@@ -159,6 +161,10 @@ class ModelConfig:
                  "concat would widen a transformer, whose width is model.embedding_dim; set model.label_merge=add "
                  "(or auto)")
         _require_choice(self.attention_type, SEQ2SEQ_ATTENTION, "model.attention_type")
+        _require(0.0 <= self.target_noise < 1.0, "model.target_noise", f"must be in [0, 1), got {self.target_noise}")
+        _require(self.attention_positions >= 0 and self.attention_positions % 2 == 0, "model.attention_positions",
+                 f"must be an even number of features (a sine and a cosine per wavelength), 0 or more, "
+                 f"got {self.attention_positions}")
         if self.type == "seq2seq":
             _require(self.cell in SEQ2SEQ_CELLS, "model.cell",
                      f"must be one of {', '.join(SEQ2SEQ_CELLS)} for model.type=seq2seq, got {self.cell!r}")
@@ -193,8 +199,8 @@ def ignored_settings(config: "Config") -> list[str]:
     config may switch `model.type` or `tokenizer.level` with --set and keep the rest."""
     model, tokenizer = config.model, config.tokenizer
     unread = {}  # "section.key" -> what reads it
-    seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window",
-                    "tokenizer.shared_vocabulary", "corpus.validation_paths", "corpus.long_pairs")
+    seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window", "model.attention_positions",
+                    "model.target_noise", "tokenizer.shared_vocabulary", "corpus.validation_paths", "corpus.long_pairs")
     if model.type != "seq2seq":
         unread.update(dict.fromkeys(seq2seq_keys, "seq2seq only"))
     elif model.attention_type != "local":

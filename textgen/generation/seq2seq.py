@@ -59,6 +59,8 @@ class Seq2SeqStepper:
         states = [list(first)] + [[tf.zeros([rows, size], cell.compute_dtype) for size in _state_sizes(cell)]
                                   for cell in self.parts.decoder_cells[1:]]
         keys = self.parts.attention.keys(values) if self.parts.attention is not None else values
+        if self.parts.attention is not None and self.parts.attention.positions:
+            states.append([tf.zeros([rows], tf.int32)])  # the target position the attention reads
         return states, values, keys, mask
 
     def step(self, token_ids, states):

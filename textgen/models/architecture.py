@@ -28,7 +28,7 @@ _WINDOW_KEYS = ("window", "bidirectional", "attention")
 _RNN_KEYS = ("cell", "layers", "units", "embedding_dim")
 _TRANSFORMER_KEYS = ("layers", "embedding_dim", "heads", "mlp_dim", "context_length")
 _SEQ2SEQ_KEYS = ("cell", "layers", "decoder_layers", "units", "embedding_dim", "bidirectional", "attention_type",
-                 "attention_window")
+                 "attention_window", "attention_positions")
 
 
 def architecture_card(config: ModelConfig) -> dict:

@@ -140,6 +140,7 @@ def architecture_summary(config: ModelConfig) -> str:
     if config.type == "seq2seq":
         reads = "bidirectional " if config.bidirectional else ""
         attention = "no attention" if config.attention_type == "none" else f"{config.attention_type} attention"
+        attention += f" with {config.attention_positions} position features" if config.attention_positions else ""
         return (f"seq2seq: {reads}{config.cell} encoder x {config.layers}, decoder x {config.decoder_layers}, "
                 f"{config.units} units, {attention}")
     if config.type == "transformer":

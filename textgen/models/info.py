@@ -80,7 +80,7 @@ def facts_from_config(config: dict, parameters: int) -> dict:
     if card.get("labels"):  # a conditioned model: its label groups, as `generate --label` names them
         facts["labels"] = card["labels"]
     for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length",
-                "decoder_layers", "attention_type", "attention_window"):
+                "decoder_layers", "attention_type", "attention_window", "attention_positions"):
         if key in arch:
             facts[key] = arch[key]
     if "generation" in arch:  # window models re-feed their window per token; transformers past their context
@@ -139,6 +139,8 @@ def describe_config(config: dict, parameters: int) -> dict:
                      bidirectional=found["bidirectional"], attention_type=found["attention_type"])
         if found["attention_type"] == "local":
             facts["attention_window"] = found["attention_window"]
+        if found.get("attention_positions"):  # absent from the cards of files saved before the key existed
+            facts["attention_positions"] = found["attention_positions"]
     elif kind == "transformer":
         blocks = _textgen_layers(config, "TransformerBlock")
         context = _textgen_layers(config, "PositionEmbedding")[0]["max_length"]

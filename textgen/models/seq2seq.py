@@ -5,7 +5,7 @@ with teacher forcing, attention lets every decoder position look back at the sou
                   source mask keeps padding out) -> encoder outputs s_j, final states
     final states -> bridge (Dense tanh per state; only with a bidirectional encoder, whose
                   concatenated forward and backward states are twice the decoder's width)
-    target_in  -> target_embedding -> decoder_1..M (LSTM/GRU; decoder_1 starts from the bridged
+    target_in  -> (target_noise, in training) -> target_embedding -> decoder_1..M (LSTM/GRU; decoder_1 starts from the bridged
                   encoder states, the others from zeros: the encoder's last layer is the summary
                   of the source, and attention gives every layer's output the rest) -> h_t
     [h_t, s_j, mask] -> attention (SourceAttention, textgen.models.attention) -> c_t, weights
@@ -31,7 +31,7 @@ from textgen.config import ModelConfig
 from textgen.data.pairs import RESERVED
 from textgen.models import cells
 from textgen.models.architecture import architecture_card
-from textgen.models.attention import PaddingMask, SourceAttention
+from textgen.models.attention import PaddingMask, SourceAttention, TokenNoise
 from textgen.models.layers import TokenEmbedding
 
 __all__ = ["Seq2SeqParts", "attention_model", "build_seq2seq", "decoder_step", "encode"]
@@ -47,7 +47,7 @@ def build_seq2seq(config: ModelConfig, source_tokenizer: dict, target_tokenizer:
     parts = _make_parts(config, len(source_tokenizer["vocabulary"]) + RESERVED,
                         len(target_tokenizer["vocabulary"]) + RESERVED, source_tokenizer, target_tokenizer, card)
     values, mask, states = encode(parts, source_ids)
-    h = parts.target_embedding(target_in)
+    h = parts.target_embedding(parts.target_noise(target_in) if parts.target_noise is not None else target_in)
     for i, layer in enumerate(parts.decoder):
         h = layer(h, initial_state=states if i == 0 else None)
         if parts.decoder_dropout:
@@ -76,6 +76,7 @@ class Seq2SeqParts:
     logits: keras.layers.Dense
     encoder_dropout: list  # a Dropout after each encoder layer, or [] (model.dropout 0)
     decoder_dropout: list  # the same after each decoder layer
+    target_noise: TokenNoise | None  # model.target_noise: wrong previous tokens in training
 
     @classmethod
     def of(cls, model: keras.Model) -> "Seq2SeqParts":
@@ -88,7 +89,7 @@ class Seq2SeqParts:
         return cls(names["source_embedding"], names["target_embedding"], names["source_mask"], numbered("encoder"),
                    numbered("bridge"), names.get("bridge_concat"), numbered("decoder"), names.get("attention"),
                    names.get("concat_context"), names.get("attentional"), names["logits"],
-                   numbered("encoder_dropout"), numbered("decoder_dropout"))
+                   numbered("encoder_dropout"), numbered("decoder_dropout"), names.get("target_noise"))
 
     @property
     def decoder_cells(self) -> list:
@@ -115,7 +116,8 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
     bridge = [keras.layers.Dense(config.units, activation="tanh", name=f"bridge_{i + 1}")
               for i in range(n_states)] if config.bidirectional else []
     attention = None if config.attention_type == "none" else SourceAttention(
-        config.attention_type, units=config.units, window=config.attention_window, name="attention")
+        config.attention_type, units=config.units, window=config.attention_window,
+        positions=config.attention_positions, name="attention")
     return Seq2SeqParts(
         source_embedding=TokenEmbedding(source_vocab, config.embedding_dim, tokenizer=source_tokenizer,
                                         model_card=card, mask_zero=False, name="source_embedding"),
@@ -131,7 +133,9 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
                                        name="attentional") if attention else None,
         # Logits stay float32 even under a mixed-precision policy, so the loss is computed in full precision.
         logits=keras.layers.Dense(target_vocab, dtype="float32", name="logits"),
-        encoder_dropout=dropouts("encoder", config.layers), decoder_dropout=dropouts("decoder", config.decoder_layers))
+        encoder_dropout=dropouts("encoder", config.layers), decoder_dropout=dropouts("decoder", config.decoder_layers),
+        target_noise=TokenNoise(config.target_noise, RESERVED, target_vocab, name="target_noise")
+        if config.target_noise else None)
 
 
 def encode(parts: Seq2SeqParts, source_ids):
@@ -158,7 +162,8 @@ def decoder_step(parts: Seq2SeqParts, token_ids, states: list, memory: tuple):
     """One decoder position for a batch: (float32 logits (batch, vocab), new states, attention
     weights (batch, S) or None).
 
-    `states` holds each decoder layer's state list; `memory` is (values, keys, mask) from
+    `states` holds each decoder layer's state list (and, when the attention reads positions,
+    then the target position (batch,) int32 as a last one-entry list); `memory` is (values, keys, mask) from
     `encode` and `SourceAttention.keys`, computed once per source batch.
     """
     h = parts.target_embedding(token_ids)
@@ -169,7 +174,11 @@ def decoder_step(parts: Seq2SeqParts, token_ids, states: list, memory: tuple):
     weights = None
     if parts.attention is not None:
         values, keys, mask = memory
-        context, weights = parts.attention.attend(h[:, None], keys, values, mask)
+        position = None
+        if parts.attention.positions:  # the target position, counted in the states' last entry
+            position = states[-1][0]
+            new_states.append([position + 1])
+        context, weights = parts.attention.attend(h[:, None], keys, values, mask, position)
         h = parts.attentional(keras.ops.concatenate([context[:, 0], h], axis=-1))
         weights = weights[:, 0]
     return keras.ops.cast(parts.logits(h), "float32"), new_states, weights
