@@ -199,8 +199,9 @@ def ignored_settings(config: "Config") -> list[str]:
     config may switch `model.type` or `tokenizer.level` with --set and keep the rest."""
     model, tokenizer = config.model, config.tokenizer
     unread = {}  # "section.key" -> what reads it
-    seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window", "model.attention_positions",
-                    "model.target_noise", "tokenizer.shared_vocabulary", "corpus.validation_paths", "corpus.long_pairs")
+    seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window",
+                    "model.attention_positions", "model.target_noise", "tokenizer.shared_vocabulary",
+                    "corpus.validation_paths", "corpus.long_pairs")
     if model.type != "seq2seq":
         unread.update(dict.fromkeys(seq2seq_keys, "seq2seq only"))
     elif model.attention_type != "local":

@@ -5,9 +5,10 @@ with teacher forcing, attention lets every decoder position look back at the sou
                   source mask keeps padding out) -> encoder outputs s_j, final states
     final states -> bridge (Dense tanh per state; only with a bidirectional encoder, whose
                   concatenated forward and backward states are twice the decoder's width)
-    target_in  -> (target_noise, in training) -> target_embedding -> decoder_1..M (LSTM/GRU; decoder_1 starts from the bridged
-                  encoder states, the others from zeros: the encoder's last layer is the summary
-                  of the source, and attention gives every layer's output the rest) -> h_t
+    target_in  -> target_noise (in training only; model.target_noise) -> target_embedding
+               -> decoder_1..M (LSTM/GRU; decoder_1 starts from the bridged encoder states, the
+                  others from zeros: the encoder's last layer is the summary of the source, and
+                  attention gives every layer's output the rest) -> h_t
     [h_t, s_j, mask] -> attention (SourceAttention, textgen.models.attention) -> c_t, weights
     tanh(W_c [c_t; h_t]) ("attentional") -> logits (float32)
 
@@ -162,9 +163,9 @@ def decoder_step(parts: Seq2SeqParts, token_ids, states: list, memory: tuple):
     """One decoder position for a batch: (float32 logits (batch, vocab), new states, attention
     weights (batch, S) or None).
 
-    `states` holds each decoder layer's state list (and, when the attention reads positions,
-    then the target position (batch,) int32 as a last one-entry list); `memory` is (values, keys, mask) from
-    `encode` and `SourceAttention.keys`, computed once per source batch.
+    `states` holds each decoder layer's state list and, when the attention reads positions, the
+    target position (batch,) int32 as a last one-entry list; `memory` is (values, keys, mask)
+    from `encode` and `SourceAttention.keys`, computed once per source batch.
     """
     h = parts.target_embedding(token_ids)
     new_states = []
