@@ -154,6 +154,26 @@ def test_a_failed_start_leaves_no_folder_behind(tmp_path):
     assert result.exit_code == 1 and list((tmp_path / "empty").iterdir()) == []
 
 
+def test_a_folder_killed_while_being_claimed_opens_as_a_new_run_directory(tmp_path):
+    """SIGKILL between creating the manifest's temporary file and renaming it leaves only that
+    file and the lock: the folder is textgen's, and opening it removes the temporary."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_FILE).write_text("")
+    (folder / f".{MANIFEST_FILE}.abcd1234.tmp").write_text("{")
+    with RunDirectory(folder, "textgen train"):
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == sorted([LOCK_FILE, MANIFEST_FILE])
+    # beside a file of the user's, the folder is still refused, and nothing in it is touched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f".{MANIFEST_FILE}.abcd1234.tmp").write_text("{")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a textgen run directory"):
+        RunDirectory(other, "textgen train").__enter__()
+    assert sorted(p.name for p in other.iterdir()) == sorted([f".{MANIFEST_FILE}.abcd1234.tmp", "notes.txt"])
+
+
 # --------------------------------------------------------------------------- one writer
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from textgen.config import STDIN, Config
 from textgen.data.prepare import cache_dir
 from textgen.errors import TextgenError, UsageError
-from textgen.files import remove_temporaries, write_file_atomic, write_text_atomic
+from textgen.files import remove_temporaries, temporary_name_pattern, write_file_atomic, write_text_atomic
 from textgen.training import advice
 from textgen.training.checkpoint import has_checkpoint, read_state, remove_checkpoint_temporaries
 
@@ -109,7 +109,10 @@ class RunDirectory:
             raise _cannot_write(path, "it is a file")
         if (path / MANIFEST_FILE).is_file():
             return
-        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+        # A process killed while claiming the folder leaves the lock and the manifest's temporary
+        # file: the folder is still a new one, and opening it removes that file.
+        claiming = temporary_name_pattern(MANIFEST_FILE, TEMPORARIES[MANIFEST_FILE])
+        entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE and not claiming.fullmatch(p.name))
         if not entries:
             return
         foreign = [name for name in entries if name not in ENTRIES]
