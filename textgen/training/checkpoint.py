@@ -84,15 +84,13 @@ def save_checkpoint(run_dir: str | Path, model: keras.Model, state: dict,
             remove_file(str(old))
 
 
-# The names save_checkpoint gives weights and averages files and their temporaries (mkstemp's
-# eight characters), and the temporaries of state.json and tokenizer.json: the only files in
-# checkpoint/ it ever removes.
-_OWN_FILE = re.compile(r"(\.)?step-\d{9,}\.(weights\.h5|average\.npz)(?(1)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz))"
-                       r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
-
-
-_TEMPORARY = re.compile(r"\.step-\d{9,}\.(weights\.h5|average\.npz)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz)"
-                        r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
+# The temporaries save_checkpoint writes (mkstemp's eight characters): of the weights and
+# averages files, and of state.json and tokenizer.json.
+_TEMPORARY_NAME = (r"\.step-\d{9,}\.(weights\.h5|average\.npz)\.[a-z0-9_]{8}\.tmp\.(weights\.h5|npz)"
+                   r"|\.(state|tokenizer)\.json\.[a-z0-9_]{8}\.tmp")
+_TEMPORARY = re.compile(_TEMPORARY_NAME)
+# Those and the weights and averages files themselves: the only files in checkpoint/ it ever removes.
+_OWN_FILE = re.compile(r"step-\d{9,}\.(weights\.h5|average\.npz)|" + _TEMPORARY_NAME)
 
 
 def remove_checkpoint_temporaries(run_dir: str | Path) -> None:
