@@ -28,11 +28,12 @@ WORDS = ["the", "king", "said", ",", "no", ".", "yes", "!", '"', "queen"]
 
 
 def word_model() -> keras.Model:
-    """An untrained word-level model: its greedy outputs mix words, punctuation, quotes and spacing markers."""
+    """An untrained word-level model: its greedy outputs mix words, punctuation, quotes and spacing markers.
+    Its card names no training length, so each source's length limit is its own (twice its length + 10)."""
     tokenizer = {"level": "word", "vocabulary": [*SPECIAL_TOKENS, *WORDS]}
     config = ModelConfig(type="seq2seq", cell="gru", layers=1, units=16, embedding_dim=8, attention_type="additive")
     keras.utils.set_random_seed(4)
-    return build_seq2seq(config, tokenizer, tokenizer, model_card={"config": {"training": {"seq_length": 12}}})
+    return build_seq2seq(config, tokenizer, tokenizer)
 
 
 def _texts(loaded, sources, max_length=0, temperature=0.0, random_seed=1):
@@ -105,6 +106,7 @@ def test_the_export_command_writes_a_word_model_that_translates_as_the_translato
     sources = ["the king said no.", "Yes!", 'the "queen"', "", "the jester"]  # "jester" reads as <unk>
     want = Translator(model).translate(sources, method="greedy")
     assert any(" " in text for text in want)
+    assert len(Translator(model).translate_ids(sources)[2]) == 18  # 'the "queen"' loops to its own limit
     loaded = tf.saved_model.load(str(tmp_path / "served"))
     assert _texts(loaded, sources) == want
     sampled = Translator(model).translate(sources, method="sample", temperature=1.5, random_seed=9)

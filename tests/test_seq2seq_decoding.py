@@ -143,14 +143,32 @@ def test_sampling_is_reproducible_with_a_random_seed_and_varies_without_one(mode
             == translator.translate(SOURCES, max_length=9))
 
 
-def test_the_length_limit_defaults_to_the_training_length_then_to_the_source(models):
+def test_each_source_may_have_twice_its_length_and_ten_more_at_most_the_training_length(models):
     translator = Translator(models("none"))
-    encoded = translator.encode_sources(["abc", "abcdefgh"])
-    assert translator.length_limit(encoded, None) == 9  # the card's seq_length 8, and END
-    assert translator.length_limit(encoded, 3) == 3
+    encoded = translator.encode_sources(["", "a", "abcdefgh"])
+    assert translator.length_limits(encoded, None).tolist() == [9, 9, 9]  # the card's seq_length 8, and END
+    assert translator.length_limits(encoded, 3).tolist() == [3, 3, 3]
+    translator.seq_length = 11
+    assert translator.length_limits(encoded, None).tolist() == [10, 12, 12]
     translator.seq_length = None
-    assert translator.length_limit(encoded, None) == 2 * 8 + 10
+    assert translator.length_limits(encoded, None).tolist() == [10, 12, 26]
     assert all(len(row) <= 2 for row in translator.translate_ids(SOURCES, max_length=2))
+
+
+def test_a_decoder_that_never_ends_stops_each_row_at_its_own_limit():
+    """An untrained model with no training length in its card loops; greedy, beam and the reference
+    decoder all stop each source at twice its length + 10."""
+    config = ModelConfig(type="seq2seq", cell="gru", layers=1, units=16, embedding_dim=8, attention_type="additive")
+    keras.utils.set_random_seed(2)
+    model = build_seq2seq(config, TOKENIZER, TOKENIZER)
+    translator = Translator(model)
+    sources = ["a", "abc", "hgfedc", "ab"]
+    limits = translator.length_limits(translator.encode_sources(sources), None).tolist()
+    assert limits == [12, 16, 22, 14]
+    greedy = translator.translate_ids(sources)
+    assert [row.tolist() for row in greedy] == [row.tolist() for row in reference_greedy(model, sources)]
+    assert [len(row) for row in greedy] == limits
+    assert [len(row) for row in translator.translate_ids(sources, method="beam", beam_width=3)] == limits
 
 
 def test_attention_weights_follow_the_greedy_translation(models):

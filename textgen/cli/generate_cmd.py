@@ -98,7 +98,8 @@ def _is_stdin(path: str) -> bool:
               help="For a seq2seq model, instead of --seed: one source a line (UTF-8; - reads stdin). One "
                    "output a line is printed, in order; the sources are decoded as a batch.")
 @click.option("--length", type=click.IntRange(min=0), default=None,
-              help="Tokens to generate (at most).  [default: 500; a seq2seq model: its training.seq_length]")
+              help="Tokens to generate (at most).  [default: 500; a seq2seq model: twice the source's tokens + 10, "
+                   "at most its training.seq_length]")
 @click.option("--temperature", type=click.FloatRange(min=0), multiple=True,
               help="Sampling temperature; 0 is greedy (always the most likely token). "
                    "Repeat the flag for one sample per temperature.  [default: 1.0]")

@@ -5,8 +5,8 @@
     translate_ids(source_ids: int32[batch, S], max_length, temperature, random_seed)
                     -> {"ids": int32[batch, T]}
 
-`max_length` of 0 or less means the model's own limit, as `Translator.length_limit` chooses it
-(the training seq_length + 1, else twice the longest source + 10). `temperature` 0 is greedy.
+`max_length` of 0 or less means each source's own limit, as `Translator.length_limits` chooses
+it (twice the source's length + 10, at most the training seq_length + 1). `temperature` 0 is greedy.
 `translate_ids` speaks model ids (a tokenizer id + RESERVED, PAD = 0 pads a source row); its
 rows hold END where a target ended and PAD after it.
 
@@ -32,7 +32,7 @@ from textgen.data.pairs import END, PAD, RESERVED
 from textgen.export.graph_text import GraphCharTokenizer, graph_tokenizer
 from textgen.export.re2_pattern import Unsupported
 from textgen.generation.samplers import TensorSampler
-from textgen.generation.seq2seq import CHUNK_ROWS, Translator, make_sample_loop
+from textgen.generation.seq2seq import CHUNK_ROWS, LENGTH_EXTRA, LENGTH_RATIO, Translator, make_sample_loop
 
 __all__ = ["Seq2SeqModule", "export_seq2seq", "seq2seq_facts"]
 
@@ -97,13 +97,15 @@ class Seq2SeqModule(tf.Module):
         with tf.control_dependencies(checks):
             # At least one column, as Translator's pad_rows gives an empty source one PAD to read.
             source_ids = tf.pad(source_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(source_ids)[1], 0)]])
-            random_seed = tf.identity(random_seed)
-        default = self.seq_length + 1 if self.seq_length else 2 * tf.reduce_max(lengths) + 10
-        limit = tf.where(max_length > 0, max_length, default)
+            random_seed, lengths = tf.identity(random_seed), tf.identity(lengths)
+        default = LENGTH_RATIO * lengths + LENGTH_EXTRA
+        if self.seq_length:
+            default = tf.minimum(default, self.seq_length + 1)
+        limits = tf.where(max_length > 0, tf.fill([rows], max_length), default)
         order = tf.argsort(lengths, stable=True)  # the Translator's order, which its chunks slice
-        uniforms = chunk_uniforms(random_seed, limit, rows)
+        uniforms = chunk_uniforms(random_seed, tf.reduce_max(limits), rows)
         values = {"temperature": temperature, "top_k": tf.constant(0), "top_p": tf.constant(1.0)}
-        tokens, _ = self._loop(tf.gather(source_ids, order), limit, uniforms, values)
+        tokens, _ = self._loop(tf.gather(source_ids, order), tf.gather(limits, order), uniforms, values)
         return tf.gather(tf.transpose(tokens), tf.argsort(order))  # back to the callers' order
 
     def _detokenize(self, tokens):
@@ -119,15 +121,15 @@ class Seq2SeqModule(tf.Module):
         return self.target_tokens.decode(empty, tf.fill([batch], ""), ids)
 
 
-def chunk_uniforms(random_seed, limit, rows):
-    """(limit, rows) float32: the uniform numbers `Translator.translate` draws for `rows` sources sorted
+def chunk_uniforms(random_seed, steps, rows):
+    """(steps, rows) float32: the uniform numbers `Translator.translate` draws for `rows` sources sorted
     by length: chunk c of CHUNK_ROWS of them draws its own table, keyed (random_seed, c) with Philox."""
     chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
 
     def table(c):
         width = tf.minimum(CHUNK_ROWS, rows - c * CHUNK_ROWS)
         key = tf.stack([random_seed, tf.cast(c, tf.int64)])  # as the Translator keys chunk c
-        drawn = tf.random.stateless_uniform(tf.stack([limit, width]), seed=key, alg="philox")
+        drawn = tf.random.stateless_uniform(tf.stack([steps, width]), seed=key, alg="philox")
         return tf.pad(drawn, [[0, 0], [0, CHUNK_ROWS - width]])
 
     tables = tf.map_fn(table, tf.range(chunks), fn_output_signature=tf.TensorSpec([None, CHUNK_ROWS], tf.float32))

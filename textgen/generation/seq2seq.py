@@ -1,8 +1,8 @@
 """Decoding a seq2seq model: sources in, targets out, a batch at a time.
 
 The encoder runs once per batch of sources; the decoder then steps all rows at once inside one
-compiled `tf.function` (a `tf.while_loop`) that stops when every row has written END or the
-length limit is reached. `Seq2SeqStepper` is the model's step in the shape every textgen loop
+compiled `tf.function` (a `tf.while_loop`) that stops when every row has written END or reached
+its length limit. `Seq2SeqStepper` is the model's step in the shape every textgen loop
 uses (`step(token_ids, states) -> (logits, states)`): its states carry the decoder's recurrent
 states and, as constant parts, the encoder outputs, their precomputed attention keys and the
 source mask, so gathering states (beam search) gathers the source memory with them. The loops
@@ -35,6 +35,10 @@ from textgen.saving import load_keras_model
 __all__ = ["CHUNK_ROWS", "METHODS", "Seq2SeqStepper", "Translator", "reference_greedy"]
 
 CHUNK_ROWS = 64  # sources encoded and decoded together
+# Unless max_length is given, a target may have twice its source's tokens and 10 more (and no more
+# than the training seq_length and END): room for any rewrite of a sentence, while a decoder caught
+# in a loop stops near the length the answer should have, not at the longest a pair may be.
+LENGTH_RATIO, LENGTH_EXTRA = 2, 10
 METHODS = ("greedy", "sample", "beam")
 
 
@@ -112,7 +116,8 @@ class Translator:
         """The targets as model ids, END and what follows it left out."""
         sampler = method_sampler(method, temperature=temperature, top_k=top_k, top_p=top_p, beam_width=beam_width)
         encoded = self.encode_sources(sources)
-        limit = self.length_limit(encoded, max_length)
+        limits = self.length_limits(encoded, max_length)
+        steps = int(limits.max(initial=1))  # the random table's rows: one per step of the longest limit
         seed = fresh_random_seed() if random_seed is None else checked_seed(random_seed)
         results: list[np.ndarray | None] = [None] * len(sources)
         order = np.argsort([len(row) for row in encoded], kind="stable")
@@ -120,11 +125,11 @@ class Translator:
             rows = order[start:start + CHUNK_ROWS]
             source_ids = pad_rows([encoded[i] for i in rows])
             if sampler.beam:
-                tokens = self._beam(source_ids, limit, sampler.beam_width)
+                tokens = self._beam(source_ids, limits[rows], sampler.beam_width)
             else:
                 key = tf.constant([seed, number], tf.int64)  # the same numbers for a seed, in every process
-                uniforms = tf.random.stateless_uniform([limit, len(rows)], seed=key, alg="philox")
-                tokens = self._sample(sampler, source_ids, limit, uniforms)[0]
+                uniforms = tf.random.stateless_uniform([steps, len(rows)], seed=key, alg="philox")
+                tokens = self._sample(sampler, source_ids, limits[rows], uniforms)[0]
             for row, ids in zip(rows, tokens):
                 results[row] = until_end(ids)
         return results
@@ -141,15 +146,15 @@ class Translator:
                 raise UsageError(f"source {number}: {exc}") from None
         return encoded
 
-    def length_limit(self, encoded: list[np.ndarray], max_length: int | None) -> int:
-        """Decoder steps allowed: `max_length`, else the training seq_length (+ END), else 2 x the longest + 10."""
+    def length_limits(self, encoded: list[np.ndarray], max_length: int | None) -> np.ndarray:
+        """(sources,) int32, the decoder steps each source is allowed: `max_length` for all, else
+        LENGTH_RATIO x its length + LENGTH_EXTRA, at most the training seq_length and END."""
         if max_length is not None:
             if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
                 raise UsageError(f"max_length must be a whole number of 1 or more, got {max_length!r}")
-            return int(max_length)
-        if self.seq_length:
-            return int(self.seq_length) + 1
-        return 2 * max((len(row) for row in encoded), default=0) + 10
+            return np.full(len(encoded), int(max_length), np.int32)
+        limits = LENGTH_RATIO * np.array([len(row) for row in encoded], np.int32) + LENGTH_EXTRA
+        return np.minimum(limits, int(self.seq_length) + 1) if self.seq_length else limits
 
     def detokenize(self, ids) -> str:
         ids = np.asarray(ids, np.int64)
@@ -161,9 +166,9 @@ class Translator:
         if self.stepper.parts.attention is None:
             raise UsageError("this model was trained with model.attention_type: none; it has no attention to draw")
         encoded = self.encode_sources([source])
-        limit = self.length_limit(encoded, None)
-        tokens, weights = self._sample(make_sampler(temperature=0), pad_rows(encoded), limit,
-                                       tf.zeros([limit, 1]), record=True)
+        limits = self.length_limits(encoded, None)
+        tokens, weights = self._sample(make_sampler(temperature=0), pad_rows(encoded), limits,
+                                       tf.zeros([limits[0], 1]), record=True)
         ids = tokens[0]
         steps = len(until_end(ids)) + (1 if END in ids.tolist() else 0)
         source_tokens = [self.source_tokenizer.vocabulary[i - RESERVED] for i in encoded[0].tolist()]
@@ -173,25 +178,26 @@ class Translator:
 
     # ------------------------------------------------------------------ the compiled loops
 
-    def _sample(self, sampler, source_ids, limit: int, uniforms, record: bool = False):
+    def _sample(self, sampler, source_ids, limits, uniforms, record: bool = False):
         """(tokens (batch, steps) numpy, attention weights (steps, batch, S) numpy or None)."""
         key = (type(sampler), record)
         values = {name: tf.constant(value) for name, value in sampler.values().items()}
         if key not in self._compiled:  # one trace per strategy: every batch and source length fits its signature
-            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([None, None], tf.float32),
                          {name: tf.TensorSpec([], value.dtype) for name, value in values.items()}]
             self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record),
                                               input_signature=signature)
-        tokens, weights = self._compiled[key](tf.constant(source_ids), tf.constant(limit), uniforms, values)
+        tokens, weights = self._compiled[key](tf.constant(source_ids), tf.constant(limits, tf.int32), uniforms, values)
         return tokens.numpy().T, (weights.numpy() if record else None)
 
-    def _beam(self, source_ids, limit: int, width: int) -> np.ndarray:
+    def _beam(self, source_ids, limits, width: int) -> np.ndarray:
         if "beam" not in self._compiled:
-            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+            signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([], tf.int32)]
             self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), input_signature=signature)
-        tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limit), tf.constant(width))
+        tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limits, tf.int32),
+                                                 tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
 
 
@@ -223,9 +229,9 @@ def banned_ids(target_tokenizer) -> tf.Tensor:
 
 
 def make_sample_loop(stepper: Seq2SeqStepper, banned, sampler, record: bool):
-    """Greedy or sampled decoding of a batch; finished rows write PAD. `record` also returns each
-    step's attention weights, for the attention picture."""
-    def loop(source_ids, limit, uniforms, values):
+    """Greedy or sampled decoding of a batch, row i for at most limits[i] steps; finished rows write
+    PAD. `record` also returns each step's attention weights, for the attention picture."""
+    def loop(source_ids, limits, uniforms, values):
         states = stepper.start(source_ids)
         rows = tf.shape(source_ids)[0]
         out = tf.TensorArray(tf.int32, size=0, dynamic_size=True)  # holds exactly the steps taken
@@ -239,11 +245,11 @@ def make_sample_loop(stepper: Seq2SeqStepper, banned, sampler, record: bool):
                 logits, states = stepper.step(last, states)
             logits = tf.where(banned, tf.constant(-np.inf, tf.float32), logits)
             token = tf.where(done, PAD, sampler.next_token(logits, uniforms[t], values))
-            return t + 1, token, states, done | (token == END), out.write(t, token), seen
+            done = done | (token == END) | (t + 1 >= limits)
+            return t + 1, token, states, done, out.write(t, token), seen
 
-        start = (tf.constant(0), tf.fill([rows], START), states, tf.zeros([rows], tf.bool), out, seen)
-        *_, out, seen = tf.while_loop(lambda t, _l, _s, done, *_: (t < limit) & ~tf.reduce_all(done),
-                                              body, start)
+        start = (tf.constant(0), tf.fill([rows], START), states, limits < 1, out, seen)
+        *_, out, seen = tf.while_loop(lambda t, _l, _s, done, *_: ~tf.reduce_all(done), body, start)
         return out.stack(), (seen.stack() if record else tf.zeros([0]))
     return loop
 
@@ -252,14 +258,16 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned):
     """Beam search for every source of a batch at once: `width` beams per source, each step keeps a
     source's `width` best extensions by summed log-probability. A finished beam extends only with
     PAD, at no cost, so its score is final; a source is done when its best beam is finished, since
-    every other beam's score can only fall. Returns tokens and parent beams, (steps, batch, width)."""
-    def loop(source_ids, limit, width):
+    every other beam's score can only fall, or when it has taken its limits[i] steps. Returns
+    tokens and parent beams, (steps, batch, width)."""
+    def loop(source_ids, limits, width):
         rows = tf.shape(source_ids)[0]
         states = stepper.start(source_ids, copies=width)
         vocab = tf.shape(banned)[0]
         pad_only = tf.where(tf.range(vocab) == PAD, 0.0, -np.inf)
         first = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -np.inf)], 0), [rows])
         offsets = tf.range(rows)[:, None] * width
+        beam_limits = tf.repeat(limits, width)
         tokens, parents = (tf.TensorArray(tf.int32, size=0, dynamic_size=True) for _ in range(2))
 
         def body(t, last, states, scores, done, tokens, parents):
@@ -273,14 +281,13 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned):
             states = tf.nest.map_structure(lambda s: tf.gather(s, flat), states)
             tokens, parents = tokens.write(t, token), parents.write(t, parent)
             token = tf.reshape(token, [-1])
-            done = tf.gather(done, flat) | (token == END)
+            done = tf.gather(done, flat) | (token == END) | (t + 1 >= beam_limits)
             return t + 1, token, states, tf.reshape(best, [-1]), done, tokens, parents
 
         def going(t, _last, _states, _scores, done, *_):
-            return (t < limit) & ~tf.reduce_all(tf.reshape(done, [rows, width])[:, 0])
+            return ~tf.reduce_all(tf.reshape(done, [rows, width])[:, 0])
 
-        start = (tf.constant(0), tf.fill([rows * width], START), states, first, tf.zeros([rows * width], tf.bool),
-                 tokens, parents)
+        start = (tf.constant(0), tf.fill([rows * width], START), states, first, beam_limits < 1, tokens, parents)
         *_, tokens, parents = tf.while_loop(going, body, start)
         return tokens.stack(), parents.stack()
     return loop
@@ -312,16 +319,18 @@ def until_end(ids) -> np.ndarray:
     return ids[:ends[0]] if len(ends) else ids[ids != PAD]
 
 
-def reference_greedy(model: keras.Model, sources: list[str], max_length: int) -> list[np.ndarray]:
+def reference_greedy(model: keras.Model, sources: list[str], max_length: int | None = None) -> list[np.ndarray]:
     """Greedy decoding the plain way, for tests: per source, the full model re-run on the growing
     target prefix, the argmax of its last position (PAD, START and <unk> excluded, as the engine
-    excludes them), until END or `max_length` tokens. Model ids, END left out."""
+    excludes them), until END or the source's length limit (`Translator.length_limits`). Model ids,
+    END left out."""
     translator = Translator(model)
     banned = translator.banned.numpy()
     results = []
-    for source in translator.encode_sources(sources):
+    encoded = translator.encode_sources(sources)
+    for source, limit in zip(encoded, translator.length_limits(encoded, max_length)):
         prefix = [START]
-        for _ in range(max_length):
+        for _ in range(limit):
             logits = model([pad_rows([source]), np.array([prefix], np.int32)])[0, -1].numpy()
             token = int(np.argmax(np.where(banned, -np.inf, logits)))
             prefix.append(token)

@@ -44,7 +44,7 @@ class TranslateRequest:
     method: str = "greedy"  # greedy | sample | beam
     temperature: float = 1.0
     beam_width: int = 1
-    max_length: int | None = None  # None: the model's own limit (Translator.length_limit)
+    max_length: int | None = None  # None: each source's own limit (Translator.length_limits)
     random_seed: int | None = None  # sampling only
 
     @property
