@@ -14,7 +14,13 @@ With --variants it also times every way the engine can compile its loop (float32
 bfloat16 products, with or without XLA) for both cases: the measurements behind the
 choices `Generator` makes by default.
 
+With --transformer it times instead a transformer (4 blocks x 4 heads, width 128, context
+256: compare_architectures.py's) with learned and with rotary positions, one sample, inside
+its context (the first 250 characters) and past it (the next --length): learned positions
+re-feed the context per character there, rotary ones keep stepping one position.
+
 Usage: python scripts/bench_generate.py [--length 1000] [--repeats 3] [--window-chars 100] [--variants]
+       python scripts/bench_generate.py --transformer [--length 1000]
 """
 
 from __future__ import annotations
@@ -116,7 +122,11 @@ def main() -> None:
     parser.add_argument("--window-chars", type=int, default=100, help="characters the slow baseline A makes")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case; the best is reported")
     parser.add_argument("--variants", action="store_true", help="also time each precision / XLA combination")
+    parser.add_argument("--transformer", action="store_true", help="time a transformer inside and past its context")
     args = parser.parse_args()
+    if args.transformer:
+        time_transformer(args)
+        return
 
     generator = reference_generator()
     model = generator.model
@@ -167,6 +177,28 @@ def time_variants(model, args) -> None:
                                                            random_seed=3), args.repeats)
             rates.append(samples * args.length / seconds)
         print(f"{precision + (' + XLA' if jit else ''):32s} {rates[0]:12,.0f} {rates[1]:12,.0f}")
+
+
+def time_transformer(args) -> None:
+    """Characters per second of one sample inside a transformer's context and past it."""
+    text = (ROOT / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    tokenizer = CharTokenizer.fit(text)
+    inside = 250  # characters generated from a 6-character seed: all inside the 256 context
+    print(f"{'positions':10s} {'inside the context':>20s} {f'past it ({args.length} chars)':>24s}")
+    for positions in ("learned", "rotary"):
+        tf.keras.utils.set_random_seed(1234)
+        config = ModelConfig(type="transformer", embedding_dim=128, heads=4, layers=4, context_length=256,
+                             positions=positions)
+        generator = Generator(build_model(config, tokenizer.get_config()))
+        seed = "ROMEO:"
+        first = best_time(lambda: generator.generate(seed, length=inside, temperature=1.0, random_seed=3),
+                          args.repeats)
+        long_seed = text[:300]  # primed past the context, so every timed character is past it
+        past = best_time(lambda: generator.generate(long_seed, length=args.length, temperature=1.0, random_seed=3),
+                         args.repeats)
+        prime = best_time(lambda: generator.generate(long_seed, length=1, temperature=1.0, random_seed=3),
+                          args.repeats)
+        print(f"{positions:10s} {inside / first:20,.0f} {args.length / max(past - prime, 1e-9):24,.0f}")
 
 
 if __name__ == "__main__":

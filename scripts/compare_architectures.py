@@ -60,6 +60,8 @@ ARCHITECTURES = {
                      "model.layers": 4, "model.context_length": 256, "training.seq_length": 256,
                      "training.batch_size": 16, "training.learning_rate": 0.001, "training.warmup_steps": 50}),
 }
+ARCHITECTURES["transformer_rotary"] = ("the same transformer, rotary positions",
+                                       {**ARCHITECTURES["transformer"][1], "model.positions": "rotary"})
 
 
 def main() -> None:

@@ -256,6 +256,8 @@ CARD_CASES = {
     "mgu": dict(cell="mgu"),
     "window": dict(cell="gru", mode="window", window=5, bidirectional=True, attention=True, layers=2),
     "transformer": dict(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=8),
+    "transformer_rotary": dict(type="transformer", embedding_dim=16, heads=2, layers=2, context_length=8,
+                               positions="rotary"),
 }
 
 

@@ -35,6 +35,8 @@ MODELS = {
     "window": ("char", ModelConfig(cell="gru", mode="window", window=8, units=16, embedding_dim=8, attention=True)),
     "transformer": ("char", ModelConfig(type="transformer", embedding_dim=32, heads=4, layers=2, context_length=32,
                                         dropout=0.0)),
+    "transformer_rotary": ("char", ModelConfig(type="transformer", embedding_dim=32, heads=4, layers=2,
+                                               context_length=32, positions="rotary")),
     "word": ("word", ModelConfig(cell="lstm", units=32, embedding_dim=16)),
 }
 LENGTH = 70  # past the transformer's context of 32, so its re-feeding step is exported too
@@ -120,7 +122,7 @@ def test_exported_lstm_generates_what_generate_does_without_textgen(tmp_path_fac
 
 @pytest.mark.slow
 def test_every_kind_exports_greedy_and_sampled_text_equal_to_generate(tmp_path_factory):
-    _check_kinds(["gru", "peephole", "window", "transformer", "word"], tmp_path_factory)
+    _check_kinds(["gru", "peephole", "window", "transformer", "transformer_rotary", "word"], tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ KINDS = {
     "window-attention": dict(mode="window", window=5, cell="gru", embedding_dim=8, units=24, layers=1,
                              bidirectional=True, attention=True),
     "transformer": dict(type="transformer", embedding_dim=16, layers=2, heads=2, context_length=CONTEXT),
+    "transformer-rotary": dict(type="transformer", embedding_dim=16, layers=2, heads=2, context_length=CONTEXT,
+                               positions="rotary"),  # past its context, its step writes a ring
 }
 # Run in the subprocess before generate.py: TensorFlow, Keras and textgen cannot be imported there.
 NO_TENSORFLOW = ("import runpy, sys\n"
@@ -134,10 +136,10 @@ def test_the_step_model_has_builtin_ops_only_and_the_keras_models_logits(kind, e
         logits, states = stepper.step(tf.constant([token], tf.int32), states)
         expected.append(logits.numpy()[0])
     np.testing.assert_allclose(got, np.stack(expected), atol=2e-4)
-    within = CONTEXT if kind == "transformer" else len(ids)  # the whole network sees at most its context
+    within = CONTEXT if kind == "transformer" else len(ids)  # learned positions: the network sees its context
     np.testing.assert_allclose(got[:within], model(ids[None, :within]).numpy()[0], atol=2e-4)
     assert facts["kind"] == {"window": "window", "window-attention": "window",
-                             "transformer": "transformer"}.get(kind, "sequence")
+                             "transformer": "transformer", "transformer-rotary": "transformer"}.get(kind, "sequence")
     assert facts["states"] == [spec["shape"] for spec in step_facts(tflite)["inputs"][1:]]
 
 

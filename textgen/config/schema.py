@@ -23,6 +23,7 @@ from textgen.errors import ConfigError
 from textgen.models import cells
 
 MODEL_TYPES = ("rnn", "transformer", "seq2seq")
+POSITIONS = ("learned", "rotary")
 SEQ2SEQ_CELLS = ("lstm", "gru")
 SEQ2SEQ_ATTENTION = ("none", "additive", "multiplicative", "local")
 LONG_PAIRS = ("drop", "truncate")
@@ -139,7 +140,8 @@ class ModelConfig:
     attention_positions: int = 0  # seq2seq with attention: sinusoidal features of the target and source positions joining the scores, an even number; 0: none (docs/seq2seq.md)
     heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
     mlp_dim: int | None = None  # transformer: hidden size of each block's MLP; null = 4 x embedding_dim
-    context_length: int = 256  # transformer: most tokens attended to (positions learned); >= training.seq_length
+    context_length: int = 256  # transformer: most tokens attended to; >= training.seq_length
+    positions: str = "learned"  # transformer: learned (a vector per position; past the context generation re-feeds it per token) | rotary (queries and keys rotated by position, each token attends to the last context_length; generation keeps a rolling cache) (docs/architectures.md)
     dropout: float = 0.0  # dropout after each recurrent layer or on each block's outputs, in [0, 1)
     embedding_dropout: float | None = None  # dropout on the embedding output, in [0, 1); null = same as dropout
     label_merge: str = "auto"  # a conditioned model: auto | add | concat, how a label's vector joins each token's embedding (auto: concat for rnn, add for a transformer; docs/conditioning.md)
@@ -157,6 +159,7 @@ class ModelConfig:
         _require(self.embedding_dropout is None or 0.0 <= self.embedding_dropout < 1.0, "model.embedding_dropout",
                  f"must be in [0, 1) or null, got {self.embedding_dropout}")
         _require_choice(self.label_merge, LABEL_MERGES, "model.label_merge")
+        _require_choice(self.positions, POSITIONS, "model.positions")
         _require(self.label_merge != "concat" or self.type == "rnn", "model.label_merge",
                  "concat would widen a transformer, whose width is model.embedding_dim; set model.label_merge=add "
                  "(or auto)")
@@ -180,6 +183,9 @@ class ModelConfig:
             _require(self.embedding_dim % self.heads == 0, "model.heads",
                      f"({self.heads}) must divide model.embedding_dim ({self.embedding_dim}), the transformer's "
                      f"width; e.g. model.heads={_divisor_near(self.embedding_dim, self.heads)}")
+            _require(self.positions != "rotary" or (self.embedding_dim // self.heads) % 2 == 0, "model.positions",
+                     f"rotary turns pairs of features, so each head's width (model.embedding_dim / model.heads = "
+                     f"{self.embedding_dim // self.heads}) must be even")
         elif self.mode == "sequence":
             _require(not self.bidirectional, "model.bidirectional",
                      "would let sequence mode see the future: its backward pass reads the very tokens it "
@@ -209,7 +215,8 @@ def ignored_settings(config: "Config") -> list[str]:
     if model.type == "transformer":
         unread.update({"model.cell": "rnn only", "model.units": "rnn only"})
     else:
-        unread.update(dict.fromkeys(("model.heads", "model.mlp_dim", "model.context_length"), "transformer only"))
+        unread.update(dict.fromkeys(("model.heads", "model.mlp_dim", "model.context_length", "model.positions"),
+                                    "transformer only"))
     if model.type != "rnn" or model.mode == "sequence":
         unread["model.window"] = "window mode only"
     if tokenizer.level == "char":

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 _WINDOW_KEYS = ("window", "bidirectional", "attention")
 _RNN_KEYS = ("cell", "layers", "units", "embedding_dim")
-_TRANSFORMER_KEYS = ("layers", "embedding_dim", "heads", "mlp_dim", "context_length")
+_TRANSFORMER_KEYS = ("layers", "embedding_dim", "heads", "mlp_dim", "context_length", "positions")
 _SEQ2SEQ_KEYS = ("cell", "layers", "decoder_layers", "units", "embedding_dim", "bidirectional", "attention_type",
                  "attention_window", "attention_positions")
 
@@ -97,9 +97,10 @@ def _legacy_architecture(model: keras.Model) -> dict:
     width = embedding.output_dim if embedding is not None else None
     blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
     if blocks:
-        positions = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+        window = blocks[0].window  # rotary positions: the blocks hold the context
+        context = window or next(layer for layer in model.layers if isinstance(layer, PositionEmbedding)).max_length
         return {"type": "transformer", "layers": len(blocks), "embedding_dim": width, "heads": blocks[0].num_heads,
-                "mlp_dim": blocks[0].mlp_dim, "context_length": positions.max_length}
+                "mlp_dim": blocks[0].mlp_dim, "context_length": context, "positions": "rotary" if window else "learned"}
     frames = [layer for layer in model.layers if isinstance(layer, WindowFrames)]
     network = next((layer for layer in model.layers if isinstance(layer, keras.Model)), model) if frames else model
     wrapped = [layer for layer in network.layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]

@@ -52,7 +52,7 @@ def build_model(config: ModelConfig, tokenizer: dict, *, model_card: dict | None
         join = keras.layers.Concatenate(name="concat_labels") if merge == "concat" else keras.layers.Add(name="add_labels")
         x = join([x, vectors])
     inputs = ids if labels is None else [ids, label_ids]
-    if config.type == "transformer":
+    if config.type == "transformer" and config.positions == "learned":
         x = PositionEmbedding(config.context_length, config.embedding_dim, name="position_embedding")(x)
     embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
     if embedding_dropout:
@@ -122,8 +122,9 @@ def _window_model(config: ModelConfig, inputs, ids, x, vocab_size: int, penalty,
 def _transformer(config: ModelConfig, inputs, x, vocab_size: int, penalty) -> keras.Model:
     """A causal decoder: N pre-norm blocks of masked self-attention and MLP, a final norm, the logits."""
     mlp_dim = config.mlp_dim or 4 * config.embedding_dim
+    window = config.context_length if config.positions == "rotary" else None
     for i in range(config.layers):
-        x = TransformerBlock(config.heads, mlp_dim, dropout=config.dropout, kernel_regularizer=penalty,
+        x = TransformerBlock(config.heads, mlp_dim, dropout=config.dropout, kernel_regularizer=penalty, window=window,
                              name=f"block_{i + 1}")(x)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = keras.layers.Dense(vocab_size, dtype="float32", kernel_regularizer=penalty, name="logits")(x)
@@ -145,7 +146,7 @@ def architecture_summary(config: ModelConfig) -> str:
                 f"{config.units} units, {attention}")
     if config.type == "transformer":
         return (f"transformer, {config.layers} blocks x {config.heads} heads, width {config.embedding_dim}, "
-                f"context {config.context_length}")
+                f"context {config.context_length}" + (", rotary positions" if config.positions == "rotary" else ""))
     shape = f"{config.cell} x {config.layers}, {config.units} units"
     if config.mode == "window":
         extras = [name for name in ("bidirectional", "attention") if getattr(config, name)]

@@ -79,7 +79,7 @@ def facts_from_config(config: dict, parameters: int) -> dict:
         del facts["coverage"]  # a corpus's share of known tokens: pairs have a vocabulary fitted on all of them
     if card.get("labels"):  # a conditioned model: its label groups, as `generate --label` names them
         facts["labels"] = card["labels"]
-    for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length",
+    for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length", "positions",
                 "decoder_layers", "attention_type", "attention_window", "attention_positions"):
         if key in arch:
             facts[key] = arch[key]
@@ -143,11 +143,14 @@ def describe_config(config: dict, parameters: int) -> dict:
             facts["attention_positions"] = found["attention_positions"]
     elif kind == "transformer":
         blocks = _textgen_layers(config, "TransformerBlock")
-        context = _textgen_layers(config, "PositionEmbedding")[0]["max_length"]
+        window = blocks[0].get("window")  # rotary positions; absent from files saved before they existed
+        context = window or _textgen_layers(config, "PositionEmbedding")[0]["max_length"]
+        generation = (f"cached keys and values of the last {context} tokens (rotary positions), one position a token"
+                      if window else f"cached keys and values up to {context} tokens of context, "
+                                     f"then the last {context} tokens re-fed for every new token")
         facts.update(cell="none", layers=len(blocks), units=[], heads=blocks[0]["num_heads"],
-                     mlp_dim=blocks[0]["mlp_dim"], context_length=context,
-                     generation=f"cached keys and values up to {context} tokens of context, "
-                                f"then the last {context} tokens re-fed for every new token")
+                     mlp_dim=blocks[0]["mlp_dim"], context_length=context, positions="rotary" if window else "learned",
+                     generation=generation)
     else:
         network = next(layer for layer in layers(config) if layers(layer)) if kind == "window" else config
         wrapped = [layer for layer in layers(network) if layer["class_name"] in (*_RECURRENT, "Bidirectional")]

@@ -54,7 +54,10 @@ class BatchEngine(EngineThread):
         super().__init__()
         self.generator = generator
         self.window, self.max_batch, self.max_queue, self.chunk = window_ms / 1000.0, max_batch, max_queue, chunk
-        self._context = getattr(generator.stepper, "context", None) if _steps_one_position(generator) else None
+        # A transformer's rows step at one shared position: a batch is keyed by it, up to the
+        # position from which every row steps alike (its context; never, with rotary positions).
+        self._shared_position = _steps_one_position(generator)
+        self._position_limit = getattr(generator.stepper, "position_limit", None)
         self._waiting: deque[Job] = deque()
         self._batches: list[RowBatch] = []
 
@@ -163,7 +166,7 @@ class BatchEngine(EngineThread):
 
     def _batch_for(self, job: Job, joining: dict[RowBatch, list[Job]]) -> RowBatch | None:
         """A batch `job` may join, counting the rows of the jobs already `joining` each batch."""
-        key = None if self._context is None else min(len(job.seed_ids) - 1, self._context)
+        key = self._position_key(len(job.seed_ids) - 1)
         rows = job.request.num_samples
         for batch in self._batches:
             incoming = sum(other.request.num_samples for other in joining.get(batch, ()))
@@ -193,8 +196,14 @@ class BatchEngine(EngineThread):
                 job.fail(message)
             batch.keep([])
             return
-        if self._context is not None:
-            batch.key = min(batch.key + self.chunk, self._context)
+        if self._shared_position:
+            batch.key = self._position_key(batch.key + self.chunk)
+
+    def _position_key(self, position: int) -> int | None:
+        """The key of a batch whose rows are at `position`: None where rows at any position mix."""
+        if not self._shared_position:
+            return None
+        return position if self._position_limit is None else min(position, self._position_limit)
 
 
 def _steps_one_position(generator) -> bool:
