@@ -126,15 +126,17 @@ def held_out_loss(model: keras.Model, val_ids: np.ndarray) -> float:
 # --------------------------------------------------------------------------- hardware
 
 
-def matmul_peak(dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """GFLOP/s of repeated n x n products on this CPU."""
-    a = tf.cast(tf.random.normal((n, n)), dtype)
-    b = tf.cast(tf.random.normal((n, n)), dtype)
+def matmul_peak(dtype, m: int = 2048, k: int | None = None, n: int | None = None, seconds: float = 2.0) -> float:
+    """GFLOP/s of repeated (m x k) @ (k x n) products on this CPU (m x m x m unless k and n are given)."""
+    k, n = k or m, n or m
+    a = tf.cast(tf.random.normal((m, k)), dtype)
+    b = tf.cast(tf.random.normal((k, n)), dtype)
+    repeats = max(10, int(2e9 // (2 * m * k * n)))  # about 2 GFLOP a call, so a small shape's call overhead hides
 
     @tf.function
     def products(a, b):
         total = tf.constant(0.0)
-        for _ in tf.range(10):
+        for _ in tf.range(repeats):
             total += tf.cast(tf.matmul(a, b)[0, 0], tf.float32)
         return total
 
@@ -142,8 +144,8 @@ def matmul_peak(dtype, n: int = 2048, seconds: float = 2.0) -> float:
     start, runs = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         products(a, b).numpy()
-        runs += 10
-    return 2 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
+        runs += repeats
+    return 2 * m * k * n * runs / (time.perf_counter() - start) / 1e9
 
 
 def flops_per_step(vocab: int) -> float:
