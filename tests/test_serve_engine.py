@@ -191,11 +191,12 @@ def test_an_error_in_the_worker_ends_its_jobs_and_the_engine_keeps_serving(char_
 
 
 @pytest.mark.slow
-def test_transformer_jobs_share_a_batch_only_at_one_position():
+@pytest.mark.parametrize("positions", ["learned", "rotary"])  # rotary: past the context, positions stay apart
+def test_transformer_jobs_share_a_batch_only_at_one_position(positions):
     keras.utils.set_random_seed(1)
     tokenizer = CharTokenizer(sorted(set(SHAKESPEARE)))
     model = doubled(build_model(ModelConfig(type="transformer", embedding_dim=16, heads=2, layers=2,
-                                            context_length=32), tokenizer.get_config()))
+                                            context_length=32, positions=positions), tokenizer.get_config()))
     generator = Generator(model, precision="float32")
     requests = [request("ROMEO:", 60, 0.9, num_samples=2, random_seed=1),
                 request("JULIET", 50, 1.1, top_k=8, random_seed=2),  # same seed length: one batch
