@@ -88,7 +88,8 @@ def products_only(dtype, vocab: int, seconds: float = 3.0) -> float:
     def step():
         total = tf.constant(0.0)
         for a, b, grad in operands:  # forward, then the input's and the weight's gradients
-            for product in (tf.matmul(a, b), tf.matmul(grad, b, transpose_b=True), tf.matmul(a, grad, transpose_a=True)):
+            products = (tf.matmul(a, b), tf.matmul(grad, b, transpose_b=True), tf.matmul(a, grad, transpose_a=True))
+            for product in products:
                 total += tf.cast(product[0, 0], tf.float32)
         return total
 
@@ -114,6 +115,86 @@ def step_costs(model) -> tuple[int, int, float]:
     return 4 * textgen, 4 * full, 2.0 * ((EMBED + UNITS) * 4 * UNITS + UNITS * vocab)
 
 
+GATE = EMBED + UNITS, 4 * UNITS  # the LSTM's gate product: (rows x GATE[0]) @ (GATE[0] x GATE[1])
+ROW_BLOCK = f"{BATCH}x{GATE[0]}x{GATE[1]}"
+
+
+def measure_limits(weight_bytes: int, plain_bytes: int) -> tuple[dict, dict, float]:
+    """(matrix-product peaks in GFLOP/s, read bandwidths in GB/s, the one-row product's bandwidth)."""
+    peaks = {
+        "float32 2048^3": matmul_peak(tf.float32),
+        "bfloat16 2048^3": matmul_peak(tf.bfloat16),
+        f"float32 {ROW_BLOCK}": matmul_peak(tf.float32, BATCH, *GATE),
+        f"bfloat16 {ROW_BLOCK}": matmul_peak(tf.bfloat16, BATCH, *GATE),
+        f"float32 1x{GATE[0]}x{GATE[1]}": matmul_peak(tf.float32, 1, *GATE),
+    }
+    bandwidth = {f"sum of {weight_bytes / 2**20:.1f} MB (textgen's step)": read_bandwidth(weight_bytes),
+                 f"sum of {plain_bytes / 2**20:.1f} MB (the one-step loop's)": read_bandwidth(plain_bytes),
+                 "sum of 512 MB (main memory)": read_bandwidth(512 * 2**20)}
+    gemv = peaks[f"float32 1x{GATE[0]}x{GATE[1]}"] * 2  # GB/s: 2 FLOPs per 4-byte weight read
+    print("\nmeasured peaks")
+    for name, value in peaks.items():
+        print(f"  matmul {name:28s} {value:9,.1f} GFLOP/s")
+    for name, value in bandwidth.items():
+        print(f"  read  {name:29s} {value:9,.1f} GB/s")
+    print(f"  (the 1-row product reads its weights at {gemv:,.1f} GB/s)")
+    return peaks, bandwidth, gemv
+
+
+def training_rows(args, native: bool, peaks: dict) -> list[tuple]:
+    """The plain Keras way and textgen, against the large-product peak, the recurrent product's
+    peak and the step's products alone."""
+    big_name = "bfloat16 2048^3" if native else "float32 2048^3"
+    shape = f"{'bfloat16' if native else 'float32'} {ROW_BLOCK}"
+    text = "".join(stream_corpus([str(CORPUS)]))
+    with tempfile.TemporaryDirectory() as scratch:
+        _, plain = baseline(text, args.steps, args.warmup)
+        _, timer, lines = textgen_run(args.steps, args.warmup, Path(scratch) / "textgen")
+    chosen = next(line for line in lines if line.startswith("devices:")).split("; ", 1)[1].splitlines()[0]
+    train_flops = flops_per_step(len(set(text)))
+    rows = []
+    for name, wall in (("training: plain Keras fit", plain.wall), (f"training: textgen ({chosen})", timer.wall)):
+        gflops = train_flops / wall / 1e9
+        rows.append((name, gflops, f"GFLOP/s ({TOKENS_PER_STEP / wall:,.0f} tokens/s)", big_name, peaks[big_name],
+                     gflops / peaks[big_name]))
+    rows.append(("training: textgen (against its shape)", gflops, "GFLOP/s", shape, peaks[shape],
+                 gflops / peaks[shape]))
+    alone = products_only(tf.bfloat16 if native else tf.float32, len(set(text)))
+    rows.append(("training: textgen (against its products alone)", gflops, "GFLOP/s", "the step's products",
+                 alone, gflops / alone))
+    rows.append(("the step's products alone", alone, "GFLOP/s", big_name, peaks[big_name], alone / peaks[big_name]))
+    return rows
+
+
+def generation_rows(args, generator, native: bool, peaks: dict, bandwidths: tuple[float, float]) -> list[tuple]:
+    """One sample (the one-step loop and textgen) against the read bandwidth, 64 samples against
+    the large-product peak and the 64-row product's."""
+    weight_bytes, plain_bytes, step_flops = step_costs(generator.model)
+    textgen_bandwidth, plain_bandwidth = bandwidths
+    big_name = "bfloat16 2048^3" if native else "float32 2048^3"
+    shape = f"{'bfloat16' if native else 'float32'} {ROW_BLOCK}"
+    seconds = best_time(lambda: one_step_function(generator.model)(generator.tokenizer.encode(SEED_TEXT),
+                                                                   args.length), args.repeats)
+    steps_per_s = args.length / seconds
+    rows = [("1 sample: one-step tf.function loop", plain_bytes * steps_per_s / 1e9,
+             f"GB/s ({steps_per_s:,.0f} chars/s)", "read bandwidth", plain_bandwidth,
+             plain_bytes * steps_per_s / 1e9 / plain_bandwidth)]
+    seconds = best_time(lambda: generator.generate(SEED_TEXT, length=args.length, random_seed=3), args.repeats)
+    steps_per_s = args.length / seconds
+    achieved = weight_bytes * steps_per_s / 1e9
+    rows.append(("1 sample: textgen", achieved, f"GB/s ({steps_per_s:,.0f} chars/s)", "read bandwidth",
+                 textgen_bandwidth, achieved / textgen_bandwidth))
+    seconds = best_time(lambda: generator.generate(SEED_TEXT, length=args.length, num_samples=BATCH, random_seed=3),
+                        args.repeats)
+    steps_per_s = args.length / seconds
+    achieved = BATCH * step_flops * steps_per_s / 1e9
+    rows.append((f"{BATCH} samples: textgen", achieved, f"GFLOP/s ({BATCH * steps_per_s:,.0f} chars/s)", big_name,
+                 peaks[big_name], achieved / peaks[big_name]))
+    rows.append((f"{BATCH} samples: textgen (against its shape)", achieved, "GFLOP/s", shape, peaks[shape],
+                 achieved / peaks[shape]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps per trainer")
@@ -123,80 +204,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    native = cpu_has_native_bf16()
+    native = cpu_has_native_bf16()  # the yardstick is the precision textgen runs in here
     flags = sorted(f for f in FLAGS_SHOWN if f in cpu_flags())
     results: dict = {"machine": {"cpu": cpu_model(), "flags": flags, "cores": os.cpu_count(),
                                  "date": date.today().isoformat(), "load_before": load()}}
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores; {' '.join(flags) or 'no flags read'}); "
           f"TensorFlow {tf.__version__}; load {load():.2f}")
-
     generator = reference_generator()
-    # A single sample steps in float32 (Generator's choice below 32 samples).
-    weight_bytes, plain_bytes, step_flops = step_costs(generator.model)
-    gate = EMBED + UNITS, 4 * UNITS
-    peaks = {
-        "float32 2048^3": matmul_peak(tf.float32),
-        "bfloat16 2048^3": matmul_peak(tf.bfloat16),
-        f"float32 {BATCH}x{gate[0]}x{gate[1]}": matmul_peak(tf.float32, BATCH, *gate),
-        f"bfloat16 {BATCH}x{gate[0]}x{gate[1]}": matmul_peak(tf.bfloat16, BATCH, *gate),
-        f"float32 1x{gate[0]}x{gate[1]}": matmul_peak(tf.float32, 1, *gate),
-    }
-    bandwidth = {f"sum of {weight_bytes / 2**20:.1f} MB (textgen's step)": read_bandwidth(weight_bytes),
-                 f"sum of {plain_bytes / 2**20:.1f} MB (the one-step loop's)": read_bandwidth(plain_bytes),
-                 "sum of 512 MB (main memory)": read_bandwidth(512 * 2**20)}
+    weight_bytes, plain_bytes, _ = step_costs(generator.model)  # a single sample steps in float32
+    peaks, bandwidth, gemv = measure_limits(weight_bytes, plain_bytes)
     results["peaks_gflops"], results["bandwidth_gbs"] = peaks, bandwidth
-    print("\nmeasured peaks")
-    for name, value in peaks.items():
-        print(f"  matmul {name:28s} {value:9,.1f} GFLOP/s")
-    gemv_bandwidth = peaks[f"float32 1x{gate[0]}x{gate[1]}"] * 2  # GB/s: 2 FLOPs per 4-byte weight read
-    for name, value in bandwidth.items():
-        print(f"  read  {name:29s} {value:9,.1f} GB/s")
-    print(f"  (the 1-row product reads its weights at {gemv_bandwidth:,.1f} GB/s)")
-
-    # The yardstick: the precision the workload runs in here (bfloat16 where the CPU has it).
-    big = peaks["bfloat16 2048^3"] if native else peaks["float32 2048^3"]
-    big_name = "bfloat16 2048^3" if native else "float32 2048^3"
-    textgen_bandwidth, plain_bandwidth = (max(value, gemv_bandwidth) for value in list(bandwidth.values())[:2])
-
-    rows = []  # (workload, achieved, unit, yardstick name, yardstick value, share)
-    text = "".join(stream_corpus([str(CORPUS)]))
-    with tempfile.TemporaryDirectory() as scratch:
-        _, plain = baseline(text, args.steps, args.warmup)
-        _, timer, lines = textgen_run(args.steps, args.warmup, Path(scratch) / "textgen")
-    chosen = next(line for line in lines if line.startswith("devices:")).split("; ", 1)[1]
-    train_flops = flops_per_step(len(set(text)))
-    chosen = chosen.splitlines()[0]  # the precision and XLA line, not the reasons after it
-    for name, wall in (("training: plain Keras fit", plain.wall), (f"training: textgen ({chosen})", timer.wall)):
-        gflops = train_flops / wall / 1e9
-        rows.append((name, gflops, f"GFLOP/s ({TOKENS_PER_STEP / wall:,.0f} tokens/s)", big_name, big, gflops / big))
-    shape = f"{'bfloat16' if native else 'float32'} {BATCH}x{gate[0]}x{gate[1]}"  # the recurrent product's
-    rows.append(("training: textgen (against its shape)", gflops, "GFLOP/s", shape, peaks[shape], gflops / peaks[shape]))
-    alone = products_only(tf.bfloat16 if native else tf.float32, len(set(text)))
-    rows.append(("training: textgen (against its products alone)", gflops, "GFLOP/s", "the step's products",
-                 alone, gflops / alone))
-    rows.append(("the step's products alone", alone, "GFLOP/s", big_name, big, alone / big))
-
-    seed_ids = generator.tokenizer.encode(SEED_TEXT)
-    one_step = one_step_function(generator.model)
-    seconds = best_time(lambda: one_step(seed_ids, args.length), args.repeats)
-    steps_per_s = args.length / seconds
-    rows.append(("1 sample: one-step tf.function loop", plain_bytes * steps_per_s / 1e9,
-                 f"GB/s ({steps_per_s:,.0f} chars/s)", "read bandwidth", plain_bandwidth,
-                 plain_bytes * steps_per_s / 1e9 / plain_bandwidth))
-    for samples in (1, BATCH):
-        seconds = best_time(lambda: generator.generate(SEED_TEXT, length=args.length, num_samples=samples,
-                                                       random_seed=3), args.repeats)
-        steps_per_s = args.length / seconds
-        if samples == 1:
-            achieved = weight_bytes * steps_per_s / 1e9
-            rows.append(("1 sample: textgen", achieved, f"GB/s ({steps_per_s:,.0f} chars/s)", "read bandwidth",
-                         textgen_bandwidth, achieved / textgen_bandwidth))
-        else:
-            achieved = samples * step_flops * steps_per_s / 1e9
-            rows.append((f"{samples} samples: textgen", achieved,
-                         f"GFLOP/s ({samples * steps_per_s:,.0f} chars/s)", big_name, big, achieved / big))
-            rows.append((f"{samples} samples: textgen (against its shape)", achieved,
-                         "GFLOP/s", shape, peaks[shape], achieved / peaks[shape]))
+    bandwidths = tuple(max(value, gemv) for value in list(bandwidth.values())[:2])
+    rows = training_rows(args, native, peaks) + generation_rows(args, generator, native, peaks, bandwidths)
 
     print(f"\n{'workload':58s} {'achieved':>10s} {'':28s} {'against':>24s} {'peak':>9s} {'share':>6s}")
     for name, achieved, unit, against, peak, share in rows:

@@ -268,7 +268,8 @@ def _without_architecture(config):
     return config
 
 
-@pytest.mark.parametrize("name", CARD_CASES)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "transformer_rotary" else name
+                                  for name in CARD_CASES])  # test_rotary round-trips a rotary file in make test
 def test_the_model_card_names_the_architecture_and_older_files_read_the_same(name, tmp_path):
     keras.utils.set_random_seed(4)
     config = ModelConfig(**{"embedding_dim": 8, "units": 8, **CARD_CASES[name]})

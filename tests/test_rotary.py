@@ -72,6 +72,7 @@ def test_ring_steps_equal_the_whole_model_over_the_whole_text_past_the_context()
     assert np.abs(full[:, -1] - model(ids[:, -CONTEXT:]).numpy()[:, -1]).max() > 1e-4
 
 
+@pytest.mark.slow  # make test holds the ring's steps to the whole model; this adds the Generator's loops
 def test_greedy_text_past_the_context_equals_re_feeding_the_whole_text_each_token():
     model = rotary(layers=2, seed=3)
     generator = Generator(model)

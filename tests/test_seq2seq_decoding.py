@@ -94,8 +94,9 @@ def test_stepping_the_decoder_gives_the_full_models_logits_at_every_position(att
         np.testing.assert_allclose(logits.numpy(), full[:, t], atol=2e-5)
 
 
-@pytest.mark.parametrize("attention", [pytest.param(kind, marks=pytest.mark.slow) if kind in ("none", "multiplicative")
-                                       else kind for kind in [*SETUPS, PLACED]])  # three in make test, all in CI
+@pytest.mark.parametrize("attention", [pytest.param(kind, marks=pytest.mark.slow)
+                                       if kind in ("none", "additive", "multiplicative") else kind
+                                       for kind in [*SETUPS, PLACED]])  # two in make test, all in CI
 def test_batched_greedy_equals_the_reference_decoder_token_for_token(attention, models, monkeypatch):
     model = models(attention)
     monkeypatch.setattr(decoding, "CHUNK_ROWS", 4)  # several chunks, sorted by length, put back in order

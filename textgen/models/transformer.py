@@ -23,10 +23,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-ROTARY_BASE = 10000.0  # the slowest of a head's rotations turns once in about 2 pi x this many positions
-
 from textgen.errors import ModelFileError
 from textgen.models.layers import find_label_embedding, find_token_embedding, label_rows, output_layer
+
+ROTARY_BASE = 10000.0  # the slowest of a head's rotations turns once in about 2 pi x this many positions
 
 
 @keras.saving.register_keras_serializable(package="textgen")
