@@ -39,7 +39,7 @@ test-slow: $(STAMP)
 CHECK_SKIPS = bad_input bad_input_process cli distribute export export_labels export_seq2seq export_tflite \
 	export_word_graph generate generate_cli json_errors label_generation label_training package quiet \
 	run_directory seq2seq_decoding seq2seq_workflow serve_browser serve_http train training_workflow \
-	architectures averaging config_paths_cli serve_engine serve_labels tensorboard word_model
+	architectures averaging config_paths_cli serve_engine serve_labels tensorboard word_model same_letters
 check: $(STAMP)
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow" $(foreach name,$(CHECK_SKIPS),--ignore=tests/test_$(name).py)
 

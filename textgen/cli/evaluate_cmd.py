@@ -27,6 +27,9 @@ from textgen.config.schema import LABEL_SOURCES
                    "match, character error rate and chrF. Repeatable.")
 @click.option("--beam-width", type=click.IntRange(min=1), default=None,
               help="With --pairs: decode with beam search of this width.  [default: greedy]")
+@click.option("--same-letters/--any-letters", "same_letters", default=None,
+              help="With --pairs: hold each output to its source's letters and digits, in order (case, "
+                   "punctuation and spaces free), or let it write any.  [default: the model's model.same_letters]")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="With --pairs: score the first N pairs only.  [default: all]")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
@@ -51,7 +54,7 @@ from textgen.config.schema import LABEL_SOURCES
 @click.option("--validation-split", is_flag=True,
               help="With labels: score only the tail of each label's text that training holds out "
                    "(corpus.validation_fraction): on the training corpus, the run's validation split.")
-def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, as_json, batch_size, seq_length,
+def evaluate(model_path, text_path, config_name, pairs_path, beam_width, same_letters, limit, as_json, batch_size, seq_length,
              encoding, skip_unknown, label_source, label_columns, text_column, validation_split):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
@@ -73,8 +76,8 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, limit, 
     from textgen.evaluation.evaluate import check_text_path, evaluate_file
     from textgen.generation.generate import load_keras_model
 
-    if pairs_path or beam_width is not None or limit is not None:
-        return _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json,
+    if pairs_path or beam_width is not None or limit is not None or same_letters is not None:
+        return _evaluate_pairs(model_path, pairs_path, beam_width, same_letters, limit, encoding, as_json,
                                language_model_input=text_path is not None or config_name is not None)
     if (text_path is None) == (config_name is None):
         raise click.UsageError("give the text to score with --text FILE, or a labelled corpus with --config NAME "
@@ -121,17 +124,19 @@ def _print_plain(result, model_path, text_path, skip_unknown, as_json) -> None:
     click.echo(f"bits per character: {result.bits_per_char:.4f}")
 
 
-def _evaluate_pairs(model_path, pairs_path, beam_width, limit, encoding, as_json, language_model_input) -> None:
+def _evaluate_pairs(model_path, pairs_path, beam_width, same_letters, limit, encoding, as_json,
+                    language_model_input) -> None:
     from textgen.evaluation.pairs_eval import describe_scores, evaluate_pairs
     from textgen.generation.seq2seq import Translator
 
     if not pairs_path:
-        raise click.UsageError("--beam-width and --limit go with --pairs, which scores a seq2seq model")
+        raise click.UsageError("--beam-width, --same-letters/--any-letters and --limit go with --pairs, which "
+                               "scores a seq2seq model")
     if language_model_input:
         raise click.UsageError("--pairs scores a seq2seq model, --text and --config a language model; give one")
     if model_path is None:
         raise click.UsageError("--pairs scores a seq2seq model; give it with --model")
-    translator = Translator.load(model_path)
+    translator = Translator.load(model_path, same_letters)
     scores = evaluate_pairs(translator, pairs_path, encoding=encoding, beam_width=beam_width, limit=limit)
     if as_json:
         click.echo(json.dumps({"model": str(model_path), **scores}, indent=2, ensure_ascii=False))

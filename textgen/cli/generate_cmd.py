@@ -109,6 +109,9 @@ def _is_stdin(path: str) -> bool:
               help="Nucleus sampling: the smallest set of tokens with probability mass P.")
 @click.option("--beam-width", type=click.IntRange(min=1), default=None,
               help="Beam search with B beams: the most likely continuation instead of a sample.")
+@click.option("--same-letters/--any-letters", "same_letters", default=None,
+              help="A seq2seq model: hold each output to its source's letters and digits, in order (case, "
+                   "punctuation and spaces free), or let it write any.  [default: the model's model.same_letters]")
 @click.option("--repetition-penalty", type=click.FloatRange(min=1), default=1.0, show_default=True,
               help="Above 1 discourages tokens already in the seed or the sample.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
@@ -137,7 +140,7 @@ def _is_stdin(path: str) -> bool:
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
 def generate(model_path, seed, seed_file, input_file, length, temperature, top_k, top_p, beam_width,
-             repetition_penalty, num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed,
+             same_letters, repetition_penalty, num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed,
              output_path, as_json, interactive):
     """Generate text from a trained model, continuing SEED.
 
@@ -178,8 +181,11 @@ def generate(model_path, seed, seed_file, input_file, length, temperature, top_k
         sources = read_sources(input_file) if input_file is not None else \
             [seed.removesuffix("\n") if seed_file is not None else seed]
         return translate_and_show(model_path, sources, length=length, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, beam_width=beam_width, random_seed=random_seed,
-                                  output_path=output_path, as_json=as_json, clashing=clashing)
+                                  top_p=top_p, beam_width=beam_width, same_letters=same_letters,
+                                  random_seed=random_seed, output_path=output_path, as_json=as_json, clashing=clashing)
+    if same_letters is not None:
+        raise UsageError(f"--{'same' if same_letters else 'any'}-letters holds a seq2seq model's outputs to their "
+                         "sources; this is a language model")
     length = 500 if length is None else length
     if interactive:
         clashing = [name for name, given in (

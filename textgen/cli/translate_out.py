@@ -64,7 +64,7 @@ def read_sources(path: str) -> list[str]:
 
 
 def translate_and_show(model_path, sources: list[str], *, length, temperature, top_k, top_p, beam_width,
-                       random_seed, output_path, as_json, clashing: list[str]) -> None:
+                       same_letters, random_seed, output_path, as_json, clashing: list[str]) -> None:
     """Decode `sources` and print one output a line (or a JSON document), and write --output."""
     from textgen.generation.seq2seq import Translator
 
@@ -77,7 +77,7 @@ def translate_and_show(model_path, sources: list[str], *, length, temperature, t
     method = "beam" if beam_width else ("sample" if t > 0 else "greedy")
     if method != "sample" and (top_k is not None or top_p is not None):
         raise UsageError("--top-k and --top-p shape sampling; give --temperature above 0 too")
-    translator = Translator.load(model_path)
+    translator = Translator.load(model_path, same_letters)
     started = time.perf_counter()
     outputs = translator.translate(sources, method=method, temperature=t or 1.0, top_k=top_k, top_p=top_p,
                                    beam_width=beam_width or 1, max_length=length, random_seed=random_seed)
@@ -87,6 +87,7 @@ def translate_and_show(model_path, sources: list[str], *, length, temperature, t
         click.echo(json.dumps({"sources": sources, "outputs": outputs, "decoding": method,
                                "settings": {"temperature": t if method == "sample" else None, "top_k": top_k,
                                             "top_p": top_p, "beam_width": beam_width, "max_length": length,
+                                            "same_letters": translator.letters is not None,
                                             "random_seed": random_seed if method == "sample" else None},
                                "seconds": round(seconds, 4)}, indent=2, ensure_ascii=False))
     elif not to_stdout:

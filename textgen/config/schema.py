@@ -138,6 +138,7 @@ class ModelConfig:
     attention_window: int = 4  # seq2seq, local attention: D, the source positions either side of the predicted one
     target_noise: float = 0.0  # seq2seq: in training, this share of the decoder's true previous tokens is replaced by random ones, in [0, 1) (docs/seq2seq.md)
     attention_positions: int = 0  # seq2seq with attention: sinusoidal features of the target and source positions joining the scores, an even number; 0: none (docs/seq2seq.md)
+    same_letters: bool = False  # seq2seq: decoding holds each output to its source's letters and digits, in order, case and the rest free (restoring case and punctuation; docs/seq2seq.md)
     heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
     mlp_dim: int | None = None  # transformer: hidden size of each block's MLP; null = 4 x embedding_dim
     context_length: int = 256  # transformer: most tokens attended to; >= training.seq_length
@@ -195,8 +196,9 @@ class ModelConfig:
 
 
 # The model keys that shape the weights: a resumed run must keep them, and fine-tuning takes
-# them from the model it starts from. Dropout may change in either.
-ARCHITECTURE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if "dropout" not in f.name)
+# them from the model it starts from. Dropout, and same_letters (a rule of decoding), may change in either.
+ARCHITECTURE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                          if "dropout" not in f.name and f.name != "same_letters")
 
 
 def ignored_settings(config: "Config") -> list[str]:
@@ -206,7 +208,7 @@ def ignored_settings(config: "Config") -> list[str]:
     model, tokenizer = config.model, config.tokenizer
     unread = {}  # "section.key" -> what reads it
     seq2seq_keys = ("model.decoder_layers", "model.attention_type", "model.attention_window",
-                    "model.attention_positions", "model.target_noise", "tokenizer.shared_vocabulary",
+                    "model.attention_positions", "model.target_noise", "model.same_letters", "tokenizer.shared_vocabulary",
                     "corpus.validation_paths", "corpus.long_pairs")
     if model.type != "seq2seq":
         unread.update(dict.fromkeys(seq2seq_keys, "seq2seq only"))

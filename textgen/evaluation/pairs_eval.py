@@ -26,13 +26,15 @@ def evaluate_pairs(translator, paths, *, encoding: str = "utf-8", beam_width: in
     return {"pairs": len(pairs), "exact_match": exact_match(outputs, targets),
             "cer": character_error_rate(outputs, targets), "chrf": chrf(outputs, targets),
             "source_cer": character_error_rate(sources, targets), "decoding": "beam" if beam_width else "greedy",
-            "beam_width": beam_width, "seconds": round(seconds, 3),
+            "beam_width": beam_width, "same_letters": translator.letters is not None, "seconds": round(seconds, 3),
             "examples": [{"source": s, "target": t, "output": o} for s, t, o in zip(sources, targets, outputs)][:5]}
 
 
 def describe_scores(scores: dict) -> str:
     """The scores as the lines `textgen evaluate --pairs` prints."""
-    lines = [f"pairs:                {scores['pairs']:,} ({scores['decoding']} decoding, {scores['seconds']:.1f} s)",
+    held = ", the sources' letters" if scores["same_letters"] else ""
+    lines = [f"pairs:                {scores['pairs']:,} ({scores['decoding']} decoding{held}, "
+             f"{scores['seconds']:.1f} s)",
              f"exact match:          {scores['exact_match']:.2%}",
              f"character error rate: {scores['cer']:.4f} (the sources themselves: {scores['source_cer']:.4f})",
              f"chrF:                 {scores['chrf']:.2f}"]

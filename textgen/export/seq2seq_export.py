@@ -49,6 +49,7 @@ class Seq2SeqModule(tf.Module):
         self.model = model  # tracked: the stepper calls the model's own layers, whose variables must be saved
         self.stepper = translator.stepper
         self.seq_length = int(translator.seq_length or 0)
+        self.same_letters = translator.letters is not None  # the outputs held to their sources' letters
         self.source_vocab = translator.source_tokenizer.vocab_size + RESERVED
         self.source_tokens = self.target_tokens = None
         self.unsupported = None  # why strings cannot go in and out, or None
@@ -58,7 +59,8 @@ class Seq2SeqModule(tf.Module):
         except Unsupported as exc:
             self.source_tokens = self.target_tokens = None
             self.unsupported = str(exc)
-        self._loop = tf.function(make_sample_loop(self.stepper, translator.banned, TensorSampler(), False))
+        self._loop = tf.function(make_sample_loop(self.stepper, translator.banned, TensorSampler(), False,
+                                                     translator.letters))
         if self.source_tokens is not None:
             self.text = tf.function(self._text, input_signature=[tf.TensorSpec([None], tf.string, name="source"),
                                                                  *OPTIONS])
@@ -148,7 +150,7 @@ def seq2seq_facts(module: Seq2SeqModule) -> dict:
             "tokenizer": parts.source_embedding.tokenizer, "target_tokenizer": parts.target_embedding.tokenizer,
             "model_card": parts.source_embedding.model_card, "reserved_ids": {"PAD": PAD, "END": END,
                                                                                "RESERVED": RESERVED},
-            "labels": None}
+            "same_letters": module.same_letters, "labels": None}
 
 
 def export_seq2seq(model: keras.Model, output: str | Path) -> dict:

@@ -25,6 +25,7 @@ import tensorflow as tf
 from textgen.data.pairs import END, PAD, RESERVED, START
 from textgen.data.tokenizer import tokenizer_from_config
 from textgen.errors import UsageError
+from textgen.generation.constraints import SameLetters, vocabulary_keys
 from textgen.generation.request import fresh_random_seed
 from textgen.generation.loops import MAX_RANDOM_SEED
 from textgen.generation.samplers import make_sampler, require_whole
@@ -82,9 +83,11 @@ def _state_sizes(cell) -> list[int]:
 
 
 class Translator:
-    """Translates source strings with a loaded seq2seq model (`Translator.load(path)`)."""
+    """Translates source strings with a loaded seq2seq model (`Translator.load(path)`).
+    `same_letters` holds the outputs to their sources' letters and digits
+    (`textgen.generation.constraints`); None follows the model's `model.same_letters`."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, same_letters: bool | None = None):
         if model_kind(model) != "seq2seq":
             raise UsageError(f"model {model.name} is a {model_kind(model)} language model, not a seq2seq model; "
                              "give a model trained with model.type: seq2seq")
@@ -93,14 +96,17 @@ class Translator:
         parts = self.stepper.parts
         self.source_tokenizer = tokenizer_from_config(parts.source_embedding.tokenizer)
         self.target_tokenizer = tokenizer_from_config(parts.target_embedding.tokenizer)
-        card = parts.source_embedding.model_card
-        self.seq_length = ((card.get("config") or {}).get("training") or {}).get("seq_length")
+        config = parts.source_embedding.model_card.get("config") or {}
+        self.seq_length = (config.get("training") or {}).get("seq_length")
+        if same_letters is None:
+            same_letters = bool((config.get("model") or {}).get("same_letters", False))
+        self.letters = SameLetters(self.source_tokenizer, self.target_tokenizer) if same_letters else None
         self.banned = banned_ids(self.target_tokenizer)
         self._compiled = {}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Translator":
-        return cls(load_keras_model(path))
+    def load(cls, path: str | Path, same_letters: bool | None = None) -> "Translator":
+        return cls(load_keras_model(path), same_letters)
 
     def translate(self, sources: list[str], *, method: str = "greedy", temperature: float = 1.0, top_k=None,
                   top_p=None, beam_width: int = 4, max_length: int | None = None,
@@ -186,7 +192,7 @@ class Translator:
             signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([None, None], tf.float32),
                          {name: tf.TensorSpec([], value.dtype) for name, value in values.items()}]
-            self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record),
+            self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record, self.letters),
                                               input_signature=signature)
         tokens, weights = self._compiled[key](tf.constant(source_ids), tf.constant(limits, tf.int32), uniforms, values)
         return tokens.numpy().T, (weights.numpy() if record else None)
@@ -195,7 +201,7 @@ class Translator:
         if "beam" not in self._compiled:
             signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([], tf.int32)]
-            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned), input_signature=signature)
+            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned, self.letters), input_signature=signature)
         tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limits, tf.int32),
                                                  tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
@@ -228,41 +234,49 @@ def banned_ids(target_tokenizer) -> tf.Tensor:
     return tf.constant(banned)
 
 
-def make_sample_loop(stepper: Seq2SeqStepper, banned, sampler, record: bool):
+def make_sample_loop(stepper: Seq2SeqStepper, banned, sampler, record: bool, letters: SameLetters | None = None):
     """Greedy or sampled decoding of a batch, row i for at most limits[i] steps; finished rows write
-    PAD. `record` also returns each step's attention weights, for the attention picture."""
+    PAD. `record` also returns each step's attention weights, for the attention picture; `letters`
+    holds every row to its source's letters."""
     def loop(source_ids, limits, uniforms, values):
         states = stepper.start(source_ids)
         rows = tf.shape(source_ids)[0]
+        expected, position = letters.start(source_ids) if letters else (None, tf.zeros([rows], tf.int32))
         out = tf.TensorArray(tf.int32, size=0, dynamic_size=True)  # holds exactly the steps taken
         seen = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
 
-        def body(t, last, states, done, out, seen):
+        def body(t, last, states, position, done, out, seen):
             if record:
                 logits, states, weights = stepper.step_with_weights(last, states)
                 seen = seen.write(t, weights)
             else:
                 logits, states = stepper.step(last, states)
             logits = tf.where(banned, tf.constant(-np.inf, tf.float32), logits)
+            if letters:
+                logits = letters.mask(logits, expected, position)
             token = tf.where(done, PAD, sampler.next_token(logits, uniforms[t], values))
+            if letters:
+                position = letters.advance(position, token)
             done = done | (token == END) | (t + 1 >= limits)
-            return t + 1, token, states, done, out.write(t, token), seen
+            return t + 1, token, states, position, done, out.write(t, token), seen
 
-        start = (tf.constant(0), tf.fill([rows], START), states, limits < 1, out, seen)
-        *_, out, seen = tf.while_loop(lambda t, _l, _s, done, *_: ~tf.reduce_all(done), body, start)
+        start = (tf.constant(0), tf.fill([rows], START), states, position, limits < 1, out, seen)
+        *_, out, seen = tf.while_loop(lambda t, _l, _s, _p, done, *_: ~tf.reduce_all(done), body, start)
         return out.stack(), (seen.stack() if record else tf.zeros([0]))
     return loop
 
 
-def make_beam_loop(stepper: Seq2SeqStepper, banned):
+def make_beam_loop(stepper: Seq2SeqStepper, banned, letters: SameLetters | None = None):
     """Beam search for every source of a batch at once: `width` beams per source, each step keeps a
     source's `width` best extensions by summed log-probability. A finished beam extends only with
     PAD, at no cost, so its score is final; a source is done when its best beam is finished, since
-    every other beam's score can only fall, or when it has taken its limits[i] steps. Returns
-    tokens and parent beams, (steps, batch, width)."""
+    every other beam's score can only fall, or when it has taken its limits[i] steps. `letters`
+    holds every beam to its source's letters. Returns tokens and parent beams, (steps, batch, width)."""
     def loop(source_ids, limits, width):
         rows = tf.shape(source_ids)[0]
         states = stepper.start(source_ids, copies=width)
+        expected, position = (letters.start(source_ids, copies=width) if letters
+                              else (None, tf.zeros([rows * width], tf.int32)))
         vocab = tf.shape(banned)[0]
         pad_only = tf.where(tf.range(vocab) == PAD, 0.0, -np.inf)
         first = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -np.inf)], 0), [rows])
@@ -270,9 +284,12 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned):
         beam_limits = tf.repeat(limits, width)
         tokens, parents = (tf.TensorArray(tf.int32, size=0, dynamic_size=True) for _ in range(2))
 
-        def body(t, last, states, scores, done, tokens, parents):
+        def body(t, last, states, position, scores, done, tokens, parents):
             logits, states = stepper.step(last, states)
-            log_probs = tf.nn.log_softmax(tf.where(banned, tf.constant(-np.inf, tf.float32), logits))
+            logits = tf.where(banned, tf.constant(-np.inf, tf.float32), logits)
+            if letters:
+                logits = letters.mask(logits, expected, position)
+            log_probs = tf.nn.log_softmax(logits)
             log_probs = tf.where(done[:, None], pad_only[None], log_probs)
             totals = tf.reshape(scores[:, None] + log_probs, [rows, width * vocab])
             best, index = tf.math.top_k(totals, k=width, sorted=True)
@@ -281,13 +298,17 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned):
             states = tf.nest.map_structure(lambda s: tf.gather(s, flat), states)
             tokens, parents = tokens.write(t, token), parents.write(t, parent)
             token = tf.reshape(token, [-1])
+            position = tf.gather(position, flat)
+            if letters:
+                position = letters.advance(position, token)
             done = tf.gather(done, flat) | (token == END) | (t + 1 >= beam_limits)
-            return t + 1, token, states, tf.reshape(best, [-1]), done, tokens, parents
+            return t + 1, token, states, position, tf.reshape(best, [-1]), done, tokens, parents
 
-        def going(t, _last, _states, _scores, done, *_):
+        def going(t, _last, _states, _position, _scores, done, *_):
             return ~tf.reduce_all(tf.reshape(done, [rows, width])[:, 0])
 
-        start = (tf.constant(0), tf.fill([rows * width], START), states, first, beam_limits < 1, tokens, parents)
+        start = (tf.constant(0), tf.fill([rows * width], START), states, position, first, beam_limits < 1,
+                 tokens, parents)
         *_, tokens, parents = tf.while_loop(going, body, start)
         return tokens.stack(), parents.stack()
     return loop
@@ -319,20 +340,33 @@ def until_end(ids) -> np.ndarray:
     return ids[:ends[0]] if len(ends) else ids[ids != PAD]
 
 
-def reference_greedy(model: keras.Model, sources: list[str], max_length: int | None = None) -> list[np.ndarray]:
+def reference_greedy(model: keras.Model, sources: list[str], max_length: int | None = None,
+                     same_letters: bool | None = None) -> list[np.ndarray]:
     """Greedy decoding the plain way, for tests: per source, the full model re-run on the growing
     target prefix, the argmax of its last position (PAD, START and <unk> excluded, as the engine
-    excludes them), until END or the source's length limit (`Translator.length_limits`). Model ids,
-    END left out."""
-    translator = Translator(model)
+    excludes them), until END or the source's length limit (`Translator.length_limits`). With
+    `same_letters` (None: the model's setting) the argmax is over the tokens the rule of
+    textgen.generation.constraints allows, worked out from the tokens' strings. Model ids, END
+    left out."""
+    translator = Translator(model, same_letters)
     banned = translator.banned.numpy()
+    target_keys = [""] * RESERVED + vocabulary_keys(translator.target_tokenizer)
+    all_source_keys = vocabulary_keys(translator.source_tokenizer)
     results = []
     encoded = translator.encode_sources(sources)
     for source, limit in zip(encoded, translator.length_limits(encoded, max_length)):
+        lettered = [all_source_keys[i - RESERVED] for i in source.tolist()]
+        source_keys = [key for key in lettered if key and key in target_keys]  # the ones a target token can write
         prefix = [START]
         for _ in range(limit):
             logits = model([pad_rows([source]), np.array([prefix], np.int32)])[0, -1].numpy()
-            token = int(np.argmax(np.where(banned, -np.inf, logits)))
+            allowed = ~banned
+            if translator.letters is not None:
+                written = sum(1 for token in prefix[1:] if target_keys[token])
+                want = source_keys[written] if written < len(source_keys) else None
+                allowed &= np.array([want is None if i == END else i >= RESERVED and target_keys[i] in ("", want)
+                                     for i in range(len(target_keys))])
+            token = int(np.argmax(np.where(allowed, logits, -np.inf)))
             prefix.append(token)
             if token == END:
                 break

@@ -77,6 +77,7 @@ def facts_from_config(config: dict, parameters: int) -> dict:
         target = next(layer for layer in layers(config) if layer["config"].get("name") == "target_embedding")
         facts["target_vocabulary_size"] = len(target["config"]["tokenizer"].get("vocabulary", []))
         del facts["coverage"]  # a corpus's share of known tokens: pairs have a vocabulary fitted on all of them
+        facts["same_letters"] = bool(((card.get("config") or {}).get("model") or {}).get("same_letters", False))
     if card.get("labels"):  # a conditioned model: its label groups, as `generate --label` names them
         facts["labels"] = card["labels"]
     for key in ("mode", "window", "bidirectional", "attention", "heads", "mlp_dim", "context_length", "positions",

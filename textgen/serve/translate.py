@@ -54,14 +54,15 @@ class TranslateRequest:
 
 
 def describe_seq2seq(translator, name: str) -> dict:
-    """What GET /v1/model answers for a seq2seq model: its card, `kind: seq2seq` and both vocabularies' sizes."""
+    """What GET /v1/model answers for a seq2seq model: its card, `kind: seq2seq`, both vocabularies' sizes
+    and whether its outputs are held to their sources' letters."""
     from textgen.models.architecture import architecture
 
     card = public_card(translator.stepper.parts.source_embedding.model_card)
     source, target = translator.source_tokenizer, translator.target_tokenizer
     return {**card, "name": name, "kind": "seq2seq", "level": source.level,
             "source_vocab_size": int(source.vocab_size), "target_vocab_size": int(target.vocab_size),
-            "architecture": architecture(translator.model)}
+            "same_letters": translator.letters is not None, "architecture": architecture(translator.model)}
 
 
 def read_translate_body(value: dict, limits: Limits) -> TranslateRequest:
