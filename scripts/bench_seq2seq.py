@@ -7,7 +7,8 @@ Both decode the same 64 sources greedily with the same model, in one process, af
            layers, the decoder's cells wrapped to return their states) with its states, argmax,
            until END. Models are called directly (faster than `predict`).
   textgen  `Translator.translate_ids` on all 64 at once: the encoder once, the decoder stepped
-           for every row inside one compiled loop.
+           for every row inside one compiled loop; without `model.same_letters`, which the plain
+           loop lacks.
 
 The model: `--model PATH` (a seq2seq .keras file), else a small one trained for `--train-seconds`
 on the date pairs (textgen/corpora/dates_train.tsv) where they are shipped, else on generated
@@ -70,13 +71,27 @@ def train_model(pairs, seconds: float) -> keras.Model:
     return model
 
 
+class PositionedAttention(keras.layers.Layer):
+    """The trained attention layer at an explicit target position, which a model with
+    model.attention_positions scores with (the layer's own call assumes position 0)."""
+
+    def __init__(self, attention, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = attention
+
+    def call(self, query, values, mask, position):
+        return self.attention.attend(query, self.attention.keys(values), values, mask, position)
+
+
 def plain_models(model: keras.Model):
-    """The keras.io-style inference pair: an encoder model and a one-step decoder model with states."""
+    """The keras.io-style inference pair: an encoder model and a one-step decoder model with states
+    (and, for a model whose attention reads positions, the target position as one more input)."""
     parts = Seq2SeqParts.of(model)
     source = keras.Input((None,), dtype="int32")
     values, mask, first = encode(parts, source)
     encoder = keras.Model(source, [values, mask, *first])
     token = keras.Input((1,), dtype="int32")
+    position = keras.Input((), dtype="int32")
     state_inputs = [[keras.Input((size,)) for size in np.atleast_1d(cell.state_size)] for cell in parts.decoder_cells]
     memory = [keras.Input(values.shape[1:]), keras.Input(mask.shape[1:], dtype="bool")]
     h, new_states = parts.target_embedding(token), []
@@ -84,10 +99,10 @@ def plain_models(model: keras.Model):
         h, *layer_states = keras.layers.RNN(cell, return_sequences=True, return_state=True)(h, initial_state=states)
         new_states += layer_states
     if parts.attention is not None:
-        context, _ = parts.attention([h, *memory])
+        context, _ = PositionedAttention(parts.attention)(h, *memory, position)
         h = parts.attentional(parts.concatenate([context, h]))
     flat = [s for states in state_inputs for s in states]
-    decoder = keras.Model([token, *flat, *memory], [parts.logits(h), *new_states])
+    decoder = keras.Model([token, position, *flat, *memory], [parts.logits(h), *new_states])
     return encoder, decoder, [len(states) for states in state_inputs]
 
 
@@ -97,8 +112,9 @@ def plain_decode(encoder, decoder, sizes, source_ids: np.ndarray, limit: int) ->
     # the first decoder layer starts from the encoder's states, the others from zeros
     states = list(first) + [keras.ops.zeros((1, first[0].shape[-1]))] * (sum(sizes) - len(first))
     token, out = START, []
-    for _ in range(limit):
-        logits, *states = decoder([keras.ops.convert_to_tensor([[token]], "int32"), *states, values, mask])
+    for t in range(limit):
+        logits, *states = decoder([keras.ops.convert_to_tensor([[token]], "int32"),
+                                   keras.ops.convert_to_tensor([t], "int32"), *states, values, mask])
         logits = logits.numpy()[0, -1]
         logits[[0, START]] = -np.inf
         token = int(np.argmax(logits))
@@ -129,7 +145,7 @@ def main() -> None:
     textgen.load_keras_objects()
     name, pairs = bench_pairs(args.pairs)
     if args.model:
-        translator = Translator.load(args.model)
+        translator = Translator.load(args.model, same_letters=False)  # the plain loop has no such rule
         print(f"model: {args.model}")
     else:
         translator = Translator(train_model(pairs, args.train_seconds))
