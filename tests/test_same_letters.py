@@ -70,7 +70,8 @@ def model() -> keras.Model:
 
 
 def test_a_tokens_key_is_its_letters_and_digits_lower_cased_and_a_word_models_marks_have_none():
-    assert [token_key(t) for t in ("Mr.", ",", "Bingley's", "É", "1833", "’")] == ["mr", "", "bingleys", "é", "1833", ""]
+    assert [token_key(t) for t in ("Mr.", ",", "Bingley's", "É", "1833", "’")] == \
+        ["mr", "", "bingleys", "é", "1833", ""]
     tokenizer = WordTokenizer.fit("The cat, the Cat.")
     assert dict(zip(tokenizer.vocabulary, vocabulary_keys(tokenizer))) == {
         "<unk>": "", "<space>": "", "<nospace>": "", ",": "", ".": "", "Cat": "cat", "The": "the", "cat": "cat",
@@ -136,7 +137,8 @@ def test_a_word_model_writes_the_sources_words_in_any_case_with_free_punctuation
     written = [[key for key in (target_keys[i - RESERVED] for i in row.tolist()) if key] for row in rows]
     assert written == [source.split() for source in sources]
     texts = [translator.detokenize(row) for row in rows]
-    assert any(set(text) & set("!,.") for text in texts) and any(word in " ".join(texts) for word in ("The", "Cat", "A"))
+    assert any(set(text) & set("!,.") for text in texts)
+    assert any(word in " ".join(texts) for word in ("The", "Cat", "A"))
 
 
 def test_the_file_keeps_the_rule_and_a_translator_may_set_it_aside(model, tmp_path):
@@ -176,5 +178,6 @@ def test_the_command_line_sets_the_rule_for_a_seq2seq_model_and_refuses_it_for_a
 
 
 def test_the_key_is_read_by_seq2seq_models_only():
-    assert "model.same_letters=true (seq2seq only)" in ignored_settings(config_from_dict({"model": {"same_letters": True}}))
+    language_model = config_from_dict({"model": {"same_letters": True}})
+    assert "model.same_letters=true (seq2seq only)" in ignored_settings(language_model)
     assert ignored_settings(config_from_dict({"model": {"type": "seq2seq", "same_letters": True}})) == []

@@ -54,8 +54,8 @@ from textgen.config.schema import LABEL_SOURCES
 @click.option("--validation-split", is_flag=True,
               help="With labels: score only the tail of each label's text that training holds out "
                    "(corpus.validation_fraction): on the training corpus, the run's validation split.")
-def evaluate(model_path, text_path, config_name, pairs_path, beam_width, same_letters, limit, as_json, batch_size, seq_length,
-             encoding, skip_unknown, label_source, label_columns, text_column, validation_split):
+def evaluate(model_path, text_path, config_name, pairs_path, beam_width, same_letters, limit, as_json, batch_size,
+             seq_length, encoding, skip_unknown, label_source, label_columns, text_column, validation_split):
     """Measure a model on held-out text: loss, perplexity and bits per character.
 
     Without --model, the pretrained model shipped with textgen is measured.

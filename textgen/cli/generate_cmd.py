@@ -140,8 +140,9 @@ def _is_stdin(path: str) -> bool:
 @click.option("--interactive", is_flag=True,
               help="Choose every next token yourself from the model's top candidates.")
 def generate(model_path, seed, seed_file, input_file, length, temperature, top_k, top_p, beam_width,
-             same_letters, repetition_penalty, num_samples, min_length, stop, end_at_sentence, strict, labels, random_seed,
-             output_path, as_json, interactive):
+             same_letters, repetition_penalty, num_samples, min_length, stop, end_at_sentence, strict, labels,
+             random_seed, output_path, as_json, interactive):
+
     """Generate text from a trained model, continuing SEED.
 
     A single sample streams to the terminal as it is produced; several samples (from

@@ -192,8 +192,8 @@ class Translator:
             signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([None, None], tf.float32),
                          {name: tf.TensorSpec([], value.dtype) for name, value in values.items()}]
-            self._compiled[key] = tf.function(make_sample_loop(self.stepper, self.banned, sampler, record, self.letters),
-                                              input_signature=signature)
+            loop = make_sample_loop(self.stepper, self.banned, sampler, record, self.letters)
+            self._compiled[key] = tf.function(loop, input_signature=signature)
         tokens, weights = self._compiled[key](tf.constant(source_ids), tf.constant(limits, tf.int32), uniforms, values)
         return tokens.numpy().T, (weights.numpy() if record else None)
 
@@ -201,7 +201,8 @@ class Translator:
         if "beam" not in self._compiled:
             signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                          tf.TensorSpec([], tf.int32)]
-            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned, self.letters), input_signature=signature)
+            self._compiled["beam"] = tf.function(make_beam_loop(self.stepper, self.banned, self.letters),
+                                                 input_signature=signature)
         tokens, parents = self._compiled["beam"](tf.constant(source_ids), tf.constant(limits, tf.int32),
                                                  tf.constant(width))
         return backtrack_best(tokens.numpy(), parents.numpy())
