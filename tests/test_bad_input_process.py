@@ -156,7 +156,8 @@ OUTPUTS_AND_SIGNALS = [
     ProcessCase("train with stdout closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tiny_train(f, o, '>&-')} && test -s {o / 'model.keras'}"),
     ProcessCase("train with stdout and stderr closed", lambda f, o: [], 0, "",
-                shell=lambda f, o: f"{tiny_train(f, o, '>&-', '2>&-')} && test -s {o / 'model.keras'}"),
+                shell=lambda f, o: f"{tiny_train(f, o, '>&-', '2>&-')} && test -s {o / 'model.keras'}",
+                marks=(pytest.mark.slow,)),  # a training process; stdout closed alone stays in make test
     ProcessCase("info with stdout and stderr closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tg('info', f.model)} >&- 2>&-"),
     ProcessCase("evaluate with stderr closed", lambda f, o: [], 0, "",

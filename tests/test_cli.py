@@ -91,7 +91,7 @@ def test_ctrl_c_while_tensorflow_imports_ends_quietly_by_the_signal(trained_mode
     assert (process.returncode, out, err) == (-signal.SIGINT, "", "")  # a shell shows 130
 
 
-@pytest.mark.parametrize("where", ["before the command", "after it"])
+@pytest.mark.parametrize("where", [pytest.param("before the command", marks=pytest.mark.slow), "after it"])
 def test_verbose_shows_what_tensorflow_logs_and_the_default_hides(trained_model, where):
     args = ["generate", "--model", trained_model, "--seed", "a", "--length", "20", "--random-seed", "1"]
     quiet = textgen_process(*args)
