@@ -166,10 +166,11 @@ def training_rows(args, native: bool, peaks: dict) -> list[tuple]:
     return rows
 
 
-def generation_rows(args, generator, native: bool, peaks: dict, bandwidths: tuple[float, float]) -> list[tuple]:
+def generation_rows(args, generator, native: bool, peaks: dict, bandwidths: tuple[float, float],
+                    costs: tuple[int, int, float]) -> list[tuple]:
     """One sample (the one-step loop and textgen) against the read bandwidth, 64 samples against
-    the large-product peak and the 64-row product's."""
-    weight_bytes, plain_bytes, step_flops = step_costs(generator.model)
+    the large-product peak and the 64-row product's; `costs` is `step_costs` of the model."""
+    weight_bytes, plain_bytes, step_flops = costs
     textgen_bandwidth, plain_bandwidth = bandwidths
     big_name = "bfloat16 2048^3" if native else "float32 2048^3"
     shape = f"{'bfloat16' if native else 'float32'} {ROW_BLOCK}"
@@ -211,11 +212,11 @@ def main() -> None:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores; {' '.join(flags) or 'no flags read'}); "
           f"TensorFlow {tf.__version__}; load {load():.2f}")
     generator = reference_generator()
-    weight_bytes, plain_bytes, _ = step_costs(generator.model)  # a single sample steps in float32
-    peaks, bandwidth, gemv = measure_limits(weight_bytes, plain_bytes)
+    costs = step_costs(generator.model)  # a single sample steps in float32
+    peaks, bandwidth, gemv = measure_limits(*costs[:2])
     results["peaks_gflops"], results["bandwidth_gbs"] = peaks, bandwidth
     bandwidths = tuple(max(value, gemv) for value in list(bandwidth.values())[:2])
-    rows = training_rows(args, native, peaks) + generation_rows(args, generator, native, peaks, bandwidths)
+    rows = training_rows(args, native, peaks) + generation_rows(args, generator, native, peaks, bandwidths, costs)
 
     print(f"\n{'workload':58s} {'achieved':>10s} {'':28s} {'against':>24s} {'peak':>9s} {'share':>6s}")
     for name, achieved, unit, against, peak, share in rows:

@@ -299,9 +299,8 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned, letters: SameLetters | None 
             states = tf.nest.map_structure(lambda s: tf.gather(s, flat), states)
             tokens, parents = tokens.write(t, token), parents.write(t, parent)
             token = tf.reshape(token, [-1])
-            position = tf.gather(position, flat)
             if letters:
-                position = letters.advance(position, token)
+                position = letters.advance(tf.gather(position, flat), token)
             done = tf.gather(done, flat) | (token == END) | (t + 1 >= beam_limits)
             return t + 1, token, states, position, tf.reshape(best, [-1]), done, tokens, parents
 
