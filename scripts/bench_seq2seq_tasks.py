@@ -15,10 +15,13 @@ saved model.keras, the one `textgen evaluate --pairs` would score.
            Alice (restore_frankenstein.tsv, restore_alice.tsv), greedily and with a beam of 4.
 
 Each --set is applied to the preset (e.g. --set model.attention_type=none); --label names the
-variant in the output. Usage:
+variant in the output. With --step-time N it trains nothing to the end: it times N training
+steps of the preset (after 10 untimed ones), with Keras's recurrent loops and with textgen's
+fused CPU kernels (`training.fused_kernels`), twice each in turn, and prints the milliseconds
+per step. Usage:
 
   python scripts/bench_seq2seq_tasks.py --task dates [--set KEY=VALUE ...] [--label NAME]
-       [--limit N] [--out runs/bench-seq2seq-dates]
+       [--limit N] [--out runs/bench-seq2seq-dates] [--step-time 60]
 """
 
 from __future__ import annotations
@@ -61,6 +64,28 @@ class Curve(keras.callbacks.Callback):
         print(f"curve: {json.dumps(row)}", flush=True)
 
 
+def step_times(task: str, overrides: list[str], steps: int, warmup: int = 10) -> None:
+    """Milliseconds per training step of the preset, Keras's loops against the fused kernels."""
+    import tempfile
+
+    from bench_seq2seq import cpu_model
+    from bench_train import StepTimer
+    from textgen.config import load_config
+    from textgen.training.train import train
+
+    print(f"machine: {cpu_model()}")
+    for _ in range(2):
+        for fused in (False, True):
+            timer = StepTimer(warmup)
+            with tempfile.TemporaryDirectory() as scratch:
+                config = load_config(task, [*overrides, f"training.fused_kernels={str(fused).lower()}",
+                                            "training.epochs=1", f"training.steps_per_epoch={steps + warmup}",
+                                            "training.sample_every=0", f"output.dir={scratch}/run"])
+                train(config, overwrite=True, verbose=0, callbacks=(timer,), echo=lambda *_: None, progress=None)
+            kernels = "fused kernels" if fused else "Keras's loops"
+            print(f"{task}, {kernels}: {timer.wall * 1000:.1f} ms per step (CPU {timer.cpu * 1000:.1f} ms)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +95,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="score the first N held-out pairs at each epoch end (the saved model: all of them)")
     parser.add_argument("--out", default=None, help="run directory [runs/bench-seq2seq-TASK-LABEL]")
+    parser.add_argument("--step-time", type=int, default=0, metavar="N",
+                        help="only time N training steps with and without the fused kernels")
     args = parser.parse_args()
+    if args.step_time:
+        step_times(args.task, args.overrides, args.step_time)
+        return
 
     import textgen
     from bench_seq2seq import cpu_model  # the script beside this one

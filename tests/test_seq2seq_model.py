@@ -178,3 +178,42 @@ def test_a_model_with_target_noise_decodes_without_it_and_trains_with_it():
     noisy = [model([source, target], training=True).numpy() for _ in range(3)]
     assert any(not np.allclose(n[:, 1:], plain[:, 1:], atol=1e-5) for n in noisy)
     np.testing.assert_allclose(noisy[0][:, 0], plain[:, 0], atol=1e-6)  # START is never replaced
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_fused_decoder_trains_the_same_function_and_saves_as_keras_layers(cell, monkeypatch, tmp_path):
+    import tensorflow as tf
+
+    from textgen.models import fused_rnn
+
+    config = ModelConfig(type="seq2seq", cell=cell, layers=1, decoder_layers=2, units=8, embedding_dim=6,
+                         bidirectional=True, attention_type="multiplicative", attention_positions=4)
+    keras.utils.set_random_seed(3)
+    plain = build_seq2seq(config, SOURCE, TARGET)
+    fused = build_seq2seq(config, SOURCE, TARGET, fused_kernels=True)
+    fused.set_weights([w * 2 for w in plain.get_weights()])  # larger weights: saturated gates count too
+    plain.set_weights(fused.get_weights())
+    assert [type(layer) for layer in Seq2SeqParts.of(fused).decoder] == [cells.get(cell).fused_class] * 2
+    runs = []
+    run_sequence = fused_rnn.run_sequence
+    monkeypatch.setattr(fused_rnn, "run_sequence", lambda *args: runs.append(1) or run_sequence(*args))
+    source, target = batch()
+
+    def loss_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model([source, target], training=True)
+            loss = tf.reduce_sum(logits * tf.sin(logits))
+        return logits, tape.gradient(loss, model.trainable_weights)
+
+    logits_fused, grads_fused = loss_and_gradients(fused)
+    assert len(runs) == 2  # both decoder layers took the fused kernel (the encoder reads a mask: Keras's loop)
+    logits_plain, grads_plain = loss_and_gradients(plain)
+    assert len(runs) == 2
+    np.testing.assert_allclose(logits_fused, logits_plain, atol=1e-5)
+    for a, b in zip(grads_fused, grads_plain):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-4)
+    path = tmp_path / "model.keras"
+    save_model_atomic(fused, path)
+    loaded = load_keras_model(path)
+    assert [type(layer) for layer in Seq2SeqParts.of(loaded).decoder] == [cells.get(cell).layer_class] * 2
+    np.testing.assert_allclose(loaded([source, target]).numpy(), fused([source, target]).numpy(), atol=1e-6)

@@ -39,14 +39,20 @@ __all__ = ["Seq2SeqParts", "attention_model", "build_seq2seq", "decoder_step", "
 
 
 def build_seq2seq(config: ModelConfig, source_tokenizer: dict, target_tokenizer: dict, *,
-                  model_card: dict | None = None) -> keras.Model:
+                  model_card: dict | None = None, fused_kernels: bool = False) -> keras.Model:
     """A functional model [source_ids (batch, S), target_in (batch, T)] int32 -> float32 logits
-    (batch, T, target vocabulary + RESERVED); ids as textgen.data.pairs numbers them."""
+    (batch, T, target vocabulary + RESERVED); ids as textgen.data.pairs numbers them.
+
+    `fused_kernels` builds the decoder's layers as their training twins, which train through
+    textgen's fused CPU kernel (textgen.models.fused_rnn) and compute the same function. The
+    encoder keeps Keras's layers: it reads a padding mask, which the fused kernel does not.
+    """
     source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")
     target_in = keras.Input(shape=(None,), dtype="int32", name="target_in")
     card = {**(model_card or {}), "architecture": architecture_card(config)}
     parts = _make_parts(config, len(source_tokenizer["vocabulary"]) + RESERVED,
-                        len(target_tokenizer["vocabulary"]) + RESERVED, source_tokenizer, target_tokenizer, card)
+                        len(target_tokenizer["vocabulary"]) + RESERVED, source_tokenizer, target_tokenizer, card,
+                        fused_kernels)
     values, mask, states = encode(parts, source_ids)
     h = parts.target_embedding(parts.target_noise(target_in) if parts.target_noise is not None else target_in)
     for i, layer in enumerate(parts.decoder):
@@ -98,10 +104,11 @@ class Seq2SeqParts:
 
 
 def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, source_tokenizer: dict,
-                target_tokenizer: dict, card: dict) -> Seq2SeqParts:
-    layer_class = cells.get(config.cell).layer_class  # keras LSTM / GRU: their defaults keep cuDNN open
+                target_tokenizer: dict, card: dict, fused_kernels: bool = False) -> Seq2SeqParts:
+    kind = cells.get(config.cell)  # keras LSTM / GRU (or their fused twins): their defaults keep cuDNN open
 
-    def recurrent(name, return_state=False):
+    def recurrent(name, return_state=False, fused=False):
+        layer_class = kind.fused_class if fused and kind.fused_class else kind.layer_class
         return layer_class(config.units, return_sequences=True, return_state=return_state, name=name)
 
     def dropouts(side, n):
@@ -127,7 +134,7 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
         padding_mask=PaddingMask(name="source_mask"),
         encoder=encoder, bridge=bridge,
         bridge_concat=keras.layers.Concatenate(name="bridge_concat") if bridge else None,
-        decoder=[recurrent(f"decoder_{i + 1}") for i in range(config.decoder_layers)],
+        decoder=[recurrent(f"decoder_{i + 1}", fused=fused_kernels) for i in range(config.decoder_layers)],
         attention=attention,
         concatenate=keras.layers.Concatenate(name="concat_context") if attention else None,
         attentional=keras.layers.Dense(config.units, activation="tanh", use_bias=False,

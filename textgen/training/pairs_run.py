@@ -151,7 +151,7 @@ def compiled_seq2seq(config: Config, tokenizers: PairTokenizers, card: dict, ste
     keras.utils.set_random_seed(config.training.seed)
     with plan.strategy.scope():
         model = build_seq2seq(config.model, tokenizers.source.get_config(), tokenizers.target.get_config(),
-                              model_card=card)
+                              model_card=card, fused_kernels=plan.fused_kernels)
         model.compile(optimizer=make_optimizer(config.training, steps_per_epoch),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD),
                       jit_compile=plan.jit_compile)
