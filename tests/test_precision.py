@@ -54,7 +54,7 @@ def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, ret
 def test_fused_kernels_fall_back_to_keras_where_they_would_differ(monkeypatch):
     keras.utils.set_random_seed(4)
     x = tf.random.normal((2, 6, 4))
-    for options in ({"go_backwards": True}, {"activation": "relu"}):
+    for options in ({"unroll": True}, {"activation": "relu"}):
         plain, fused = keras.layers.LSTM(8, **options), FusedLSTM(8, **options)
         plain(x), fused(x)
         fused.set_weights(plain.get_weights())
@@ -72,11 +72,52 @@ def test_fused_kernels_fall_back_to_keras_where_they_would_differ(monkeypatch):
             assert layer_class(8, **options)(x, training=True).shape == (2, 8)
     monkeypatch.undo()
     masked = np.ones((2, 6), dtype=bool)
-    masked[0, 4:] = False  # a mask: Keras's loop, which holds the state over masked steps
+    masked[0, 4:] = False  # a mask where masked steps repeat the last output (Keras's default): Keras's loop
     plain, fused = keras.layers.GRU(8), FusedGRU(8)
     plain(x), fused(x)
     fused.set_weights(plain.get_weights())
     np.testing.assert_allclose(fused(x, mask=masked), plain(x, mask=masked), atol=1e-6)
+
+
+@pytest.mark.parametrize("keras_class, fused_class", [(keras.layers.LSTM, FusedLSTM), (keras.layers.GRU, FusedGRU)])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_fused_kernels_follow_a_mask_as_bidirectional_layers_do(keras_class, fused_class, go_backwards, monkeypatch):
+    """With zero_output_for_mask (Bidirectional sets it) masked steps keep the states and output
+    zeros; masks that start, end and break off mid-row, run either way in time."""
+    from textgen.models import fused_rnn
+
+    keras.utils.set_random_seed(6)
+    options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
+    plain, fused = keras_class(6, **options), fused_class(6, **options)
+    plain.zero_output_for_mask = fused.zero_output_for_mask = True
+    x = tf.random.normal((3, 7, 4))
+    initial = [tf.random.normal((3, 6)) for _ in range(2 if keras_class is keras.layers.LSTM else 1)]
+    plain(x, initial_state=initial), fused(x, initial_state=initial)
+    fused.set_weights([w * 2 for w in plain.get_weights()])
+    plain.set_weights(fused.get_weights())
+    mask = np.ones((3, 7), dtype=bool)
+    mask[0, 4:] = mask[1, :2] = mask[1, 5] = mask[2, 6] = False
+    runs = []
+    run_sequence = fused_rnn.run_sequence
+    monkeypatch.setattr(fused_rnn, "run_sequence", lambda *args: runs.append(1) or run_sequence(*args))
+
+    def outputs_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            tape.watch(initial)
+            outputs = layer(x, mask=tf.constant(mask), initial_state=initial, training=True)
+            loss = sum(tf.reduce_sum(y * tf.sin(y * (k + 1))) for k, y in enumerate(outputs))
+        return outputs, tape.gradient(loss, [x, *initial, *layer.trainable_weights])
+
+    y_fused, g_fused = outputs_and_gradients(fused)
+    assert len(runs) == 1
+    y_plain, g_plain = outputs_and_gradients(plain)
+    in_order = mask[:, ::-1] if go_backwards else mask  # backwards, the outputs come last step first
+    assert len(runs) == 1 and not np.any(y_fused[0].numpy()[~in_order])  # zeros where masked
+    for a, b in zip(y_fused, y_plain):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
 def test_fused_kernels_under_mixed_bfloat16_stay_close_to_float32():

@@ -181,7 +181,7 @@ def test_a_model_with_target_noise_decodes_without_it_and_trains_with_it():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_a_fused_decoder_trains_the_same_function_and_saves_as_keras_layers(cell, monkeypatch, tmp_path):
+def test_fused_kernels_train_the_same_function_and_save_as_keras_layers(cell, monkeypatch, tmp_path):
     import tensorflow as tf
 
     from textgen.models import fused_rnn
@@ -193,7 +193,12 @@ def test_a_fused_decoder_trains_the_same_function_and_saves_as_keras_layers(cell
     fused = build_seq2seq(config, SOURCE, TARGET, fused_kernels=True)
     fused.set_weights([w * 2 for w in plain.get_weights()])  # larger weights: saturated gates count too
     plain.set_weights(fused.get_weights())
-    assert [type(layer) for layer in Seq2SeqParts.of(fused).decoder] == [cells.get(cell).fused_class] * 2
+    def recurrent_classes(model):
+        parts = Seq2SeqParts.of(model)
+        return [type(layer) for wrapper in parts.encoder for layer in (wrapper.forward_layer, wrapper.backward_layer)
+                ] + [type(layer) for layer in parts.decoder]
+
+    assert recurrent_classes(fused) == [cells.get(cell).fused_class] * 4
     runs = []
     run_sequence = fused_rnn.run_sequence
     monkeypatch.setattr(fused_rnn, "run_sequence", lambda *args: runs.append(1) or run_sequence(*args))
@@ -206,14 +211,14 @@ def test_a_fused_decoder_trains_the_same_function_and_saves_as_keras_layers(cell
         return logits, tape.gradient(loss, model.trainable_weights)
 
     logits_fused, grads_fused = loss_and_gradients(fused)
-    assert len(runs) == 2  # both decoder layers took the fused kernel (the encoder reads a mask: Keras's loop)
+    assert len(runs) == 4  # both encoder directions (through the sources' padding mask) and both decoder layers
     logits_plain, grads_plain = loss_and_gradients(plain)
-    assert len(runs) == 2
+    assert len(runs) == 4
     np.testing.assert_allclose(logits_fused, logits_plain, atol=1e-5)
     for a, b in zip(grads_fused, grads_plain):
         np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-4)
     path = tmp_path / "model.keras"
     save_model_atomic(fused, path)
     loaded = load_keras_model(path)
-    assert [type(layer) for layer in Seq2SeqParts.of(loaded).decoder] == [cells.get(cell).layer_class] * 2
+    assert recurrent_classes(loaded) == [cells.get(cell).layer_class] * 4
     np.testing.assert_allclose(loaded([source, target]).numpy(), fused([source, target]).numpy(), atol=1e-6)

@@ -12,6 +12,7 @@ import keras
 from textgen.config import ModelConfig
 from textgen.models import cells
 from textgen.models.architecture import architecture_card, model_kind  # noqa: F401  (model_kind: for callers)
+from textgen.models.fused_rnn import bidirectional
 from textgen.labels import LabelSpace
 from textgen.models.layers import LabelEmbedding, TokenEmbedding
 from textgen.models.transformer import PositionEmbedding, TransformerBlock
@@ -82,14 +83,9 @@ def label_merge(config: ModelConfig) -> str:
 
 def _recurrent_layer(config: ModelConfig, i: int, penalty, fused_kernels: bool, return_sequences: bool):
     name = f"{config.cell}_{i + 1}"
-    # Bidirectional rebuilds its layer from a config, which the unregistered fused twins cannot
-    # survive; their kernel runs forward in time only anyway.
     layer = cells.get(config.cell).build_layer(config.units, name=name, penalty=penalty,
-                                               return_sequences=return_sequences,
-                                               fused=fused_kernels and not config.bidirectional)
-    if config.bidirectional:
-        return keras.layers.Bidirectional(layer, name=f"bidirectional_{name}")
-    return layer
+                                               return_sequences=return_sequences, fused=fused_kernels)
+    return bidirectional(layer, name=f"bidirectional_{name}") if config.bidirectional else layer
 
 
 def _window_model(config: ModelConfig, inputs, ids, x, vocab_size: int, penalty, fused_kernels: bool) -> keras.Model:

@@ -25,8 +25,9 @@ kernel. `run_sequence` does on a CPU what cuDNN does, for the gates of a cell ki
 
 A fused layer (`FusedRecurrent` mixed into Keras's layer class, e.g. the LSTM kind's
 FusedLSTM) has Keras's weights, configuration and results (to float32 rounding); it takes
-the fused path only where it computes exactly what Keras would: no mask, forward in time,
-no dropout inside the cell, a cell its kind's gates cover (default activations, GRU
+the fused path only where it computes exactly what Keras would: no mask, or one whose masked
+steps output zeros (`zero_output_for_mask`, which Bidirectional sets) and keep the states,
+forward or backward in time, no dropout inside the cell, a cell its kind's gates cover (default activations, GRU
 `reset_after`), biases, no GPU (where cuDNN is faster) and no TPU. Otherwise it falls back
 to Keras. Fused layers are training-time classes: a saved model holds Keras's own layers
 (`textgen.models.cells.stand_ins` and `textgen.saving`).
@@ -110,11 +111,14 @@ def _backward_step(kind, saved, count, d_output, dh_recurrent, d_direct, d_biase
     return tf.cast(d_x, low), tf.cast(d_h, low), d_direct, d_biases
 
 
-def run_sequence(kind, x, initial_states, packed):
+def run_sequence(kind, x, initial_states, packed, mask=None):
     """Run a cell of `kind` over time-major `x` (time, batch, features) with `packed` weights.
 
     Products run in `x.dtype` (the kernels are cast to it); gates and states in float32.
     Returns (outputs (time, batch, units) in `x.dtype`, the last states in float32).
+    With a time-major bool `mask` (time, batch), as Keras's loop does for a layer with
+    `zero_output_for_mask`: a masked step leaves the row's states as they were and outputs
+    zeros.
     """
     dtype = x.dtype
     x_kernel, h_kernel = tf.cast(packed.x_kernel, dtype), tf.cast(packed.h_kernel, dtype)
@@ -132,19 +136,27 @@ def run_sequence(kind, x, initial_states, packed):
         projected = tf.reshape(tf.matmul(inputs, x_kernel), [steps, batch, x_kernel.shape[-1]])
 
         def forward(t, h_low, states, hs, saved):
-            states, h_low, kept = forward_step(projected[t], tf.matmul(h_low, h_kernel), x_bias, h_bias, states)
-            return t + 1, h_low, states, hs.write(t, h_low), saved.write(t, kept)
+            new_states, new_h_low, kept = forward_step(projected[t], tf.matmul(h_low, h_kernel), x_bias, h_bias,
+                                                       states)
+            if mask is not None:  # a masked row keeps its states
+                keep = mask[t][:, None]
+                new_states = [tf.where(keep, new, old) for new, old in zip(new_states, states)]
+                new_h_low = tf.where(keep, new_h_low, h_low)
+            return t + 1, new_h_low, new_states, hs.write(t, new_h_low), saved.write(t, kept)
 
         start = (0, tf.cast(states[0], dtype), states, tf.TensorArray(dtype, size=steps),
                  tf.TensorArray(tf.float32, size=steps))
         _, _, last, hs, saved = tf.while_loop(lambda t, *_: t < steps, forward, start)
-        outputs, saved = hs.stack(), saved.stack()
+        hs, saved = hs.stack(), saved.stack()  # hs: h after each step, held over masked steps
+        outputs = hs if mask is None else tf.where(mask[:, :, None], hs, tf.zeros_like(hs))
 
         def grad(d_outputs, *d_last):
             d_outputs = _zeros_if_none(d_outputs, outputs)
+            if mask is not None:
+                d_outputs = tf.where(mask[:, :, None], d_outputs, tf.zeros_like(d_outputs))
             d_last = [_zeros_if_none(d, s) for d, s in zip(d_last, last)]
-            return _backward(kind, backward_step, x, inputs, outputs, saved, d_outputs, d_last, states,
-                             x_kernel, h_kernel, biases)
+            return _backward(kind, backward_step, x, inputs, hs, saved, d_outputs, d_last, states,
+                             x_kernel, h_kernel, biases, mask)
 
         return (outputs, *last), grad
 
@@ -152,19 +164,29 @@ def run_sequence(kind, x, initial_states, packed):
     return outputs, last
 
 
-def _backward(kind, backward_step, x, inputs, outputs, saved, d_outputs, d_last, states, x_kernel, h_kernel,
-              biases):
+def _backward(kind, backward_step, x, inputs, hs, saved, d_outputs, d_last, states, x_kernel, h_kernel,
+              biases, mask=None):
     """The gradients of `run_sequence`'s inputs: a loop back through time for the gates and the
-    recurrent product, then the big products of the kernel and input gradients."""
+    recurrent product, then the big products of the kernel and input gradients. `hs` holds h
+    after each step; under a `mask` a masked row's gradients pass its step by, untouched."""
     dtype, steps = x.dtype, tf.shape(x)[0]
     count = saved.shape[-1] // h_kernel.shape[0]  # tensors `gates` saved per step, each `units` wide
     h_kernel_t = tf.transpose(h_kernel)  # once, not transpose_b per step (module docstring)
     split = kind.blocks != kind.shared  # x's and h's blocks differ (else one gradient serves both)
 
     def backward(t, dh_recurrent, d_direct, d_biases, dx_all, dh_all):
-        d_x, d_h, d_direct, d_biases = backward_step(saved[t], count, d_outputs[t], dh_recurrent, d_direct,
-                                                     d_biases)
-        return (t - 1, tf.matmul(d_h, h_kernel_t), d_direct, d_biases, dx_all.write(t, d_x),
+        if mask is None:
+            d_x, d_h, d_direct, d_biases = backward_step(saved[t], count, d_outputs[t], dh_recurrent, d_direct,
+                                                         d_biases)
+            dh_previous = tf.matmul(d_h, h_kernel_t)
+        else:  # the step sees only its unmasked rows' gradients (so the rest get zeros from it)
+            keep = mask[t][:, None]
+            d_x, d_h, d_step, d_biases = backward_step(
+                saved[t], count, d_outputs[t], tf.where(keep, dh_recurrent, tf.zeros_like(dh_recurrent)),
+                [tf.where(keep, d, tf.zeros_like(d)) for d in d_direct], d_biases)
+            dh_previous = tf.matmul(d_h, h_kernel_t) + tf.where(keep, tf.zeros_like(dh_recurrent), dh_recurrent)
+            d_direct = [tf.where(keep, new, old) for new, old in zip(d_step, d_direct)]
+        return (t - 1, dh_previous, d_direct, d_biases, dx_all.write(t, d_x),
                 dh_all.write(t, d_h) if split else dh_all)
 
     if kind.gates_read_h:  # the last h's gradient reaches it directly, as the gates' does
@@ -177,7 +199,7 @@ def _backward(kind, backward_step, x, inputs, outputs, saved, d_outputs, d_last,
     d_x = _flat(dx_all.stack())
     d_h = _flat(dh_all.stack()) if split else d_x
     d_x_kernel = tf.matmul(inputs, d_x, transpose_a=True)
-    d_h_kernel = tf.matmul(_flat(_previous(tf.cast(states[0], dtype), outputs)), d_h, transpose_a=True)
+    d_h_kernel = tf.matmul(_flat(_previous(tf.cast(states[0], dtype), hs)), d_h, transpose_a=True)
     dx = tf.reshape(tf.matmul(d_x, x_kernel, transpose_b=True), tf.shape(x))
     dh0 = tf.cast(dh_recurrent, tf.float32)
     d_states = [dh0 + d_direct[0], *d_direct[1:]] if kind.gates_read_h else [dh0, *d_direct]
@@ -189,7 +211,7 @@ def fused_kernel_applies(layer, mask, training) -> bool:
     cell = layer.cell
     kind = cells.for_cell(cell)
     plain = (kind is not None and kind.fused_class is not None and kind.supports(cell)
-             and mask is None and not layer.go_backwards and not layer.unroll and cell.use_bias
+             and (mask is None or layer.zero_output_for_mask) and not layer.unroll and cell.use_bias
              and not (training and (cell.dropout or cell.recurrent_dropout)))
     return plain and keras.backend.backend() == "tensorflow" and not _accelerator_present()
 
@@ -199,6 +221,14 @@ def _accelerator_present() -> bool:
     if tf.config.list_logical_devices("GPU"):
         return True
     return tf.distribute.has_strategy() and "TPU" in type(tf.distribute.get_strategy()).__name__
+
+
+def bidirectional(layer, name: str):
+    """Keras's Bidirectional around `layer`, which may be a fused twin. Bidirectional copies its
+    layer through the layer's config, and twins are not registered for loading (saved models
+    hold Keras's classes): in this scope the twin's name resolves to its class."""
+    with keras.saving.custom_object_scope({type(layer).__name__: type(layer)}):
+        return keras.layers.Bidirectional(layer, name=name)
 
 
 class FusedRecurrent:
@@ -212,5 +242,10 @@ class FusedRecurrent:
         kind = cells.for_cell(cell)
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         x = tf.transpose(tf.cast(sequences, cell.compute_dtype), [1, 0, 2])
-        outputs, last = run_sequence(kind, x, states, kind.pack(cell))
-        return last[0], tf.transpose(outputs, [1, 0, 2]), last
+        if mask is not None:
+            mask = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+        if self.go_backwards:  # as Keras's loop: the steps run last to first, outputs in that order
+            x = tf.reverse(x, [0])
+            mask = None if mask is None else tf.reverse(mask, [0])
+        outputs, last = run_sequence(kind, x, states, kind.pack(cell), mask)
+        return (last[0] if mask is None else outputs[-1]), tf.transpose(outputs, [1, 0, 2]), last

@@ -33,6 +33,7 @@ from textgen.data.pairs import RESERVED
 from textgen.models import cells
 from textgen.models.architecture import architecture_card
 from textgen.models.attention import PaddingMask, SourceAttention, TokenNoise
+from textgen.models.fused_rnn import bidirectional
 from textgen.models.layers import TokenEmbedding
 
 __all__ = ["Seq2SeqParts", "attention_model", "build_seq2seq", "decoder_step", "encode"]
@@ -43,9 +44,10 @@ def build_seq2seq(config: ModelConfig, source_tokenizer: dict, target_tokenizer:
     """A functional model [source_ids (batch, S), target_in (batch, T)] int32 -> float32 logits
     (batch, T, target vocabulary + RESERVED); ids as textgen.data.pairs numbers them.
 
-    `fused_kernels` builds the decoder's layers as their training twins, which train through
-    textgen's fused CPU kernel (textgen.models.fused_rnn) and compute the same function. The
-    encoder keeps Keras's layers: it reads a padding mask, which the fused kernel does not.
+    `fused_kernels` builds the decoder's layers, and a bidirectional encoder's, as their training
+    twins, which train through textgen's fused CPU kernel (textgen.models.fused_rnn) and compute
+    the same function. A one-way encoder keeps Keras's layers: they carry their last output over
+    the sources' padding, where the fused kernel (like Bidirectional's layers) writes zeros.
     """
     source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")
     target_in = keras.Input(shape=(None,), dtype="int32", name="target_in")
@@ -118,8 +120,11 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
     encoder = []
     for i in range(config.layers):
         last = i == config.layers - 1
-        layer = recurrent(f"encoder_{i + 1}" if not config.bidirectional else f"encoder_{i + 1}_forward", last)
-        encoder.append(keras.layers.Bidirectional(layer, name=f"encoder_{i + 1}") if config.bidirectional else layer)
+        if not config.bidirectional:
+            encoder.append(recurrent(f"encoder_{i + 1}", last))
+            continue
+        encoder.append(bidirectional(recurrent(f"encoder_{i + 1}_forward", last, fused=fused_kernels),
+                                     name=f"encoder_{i + 1}"))
     n_states = 2 if config.cell == "lstm" else 1
     bridge = [keras.layers.Dense(config.units, activation="tanh", name=f"bridge_{i + 1}")
               for i in range(n_states)] if config.bidirectional else []
