@@ -26,10 +26,10 @@ kernel. `run_sequence` does on a CPU what cuDNN does, for the gates of a cell ki
 A fused layer (`FusedRecurrent` mixed into Keras's layer class, e.g. the LSTM kind's
 FusedLSTM) has Keras's weights, configuration and results (to float32 rounding); it takes
 the fused path only where it computes exactly what Keras would: no mask, or one whose masked
-steps output zeros (`zero_output_for_mask`, which Bidirectional sets) and keep the states,
-forward or backward in time, no dropout inside the cell, a cell its kind's gates cover (default activations, GRU
-`reset_after`), biases, no GPU (where cuDNN is faster) and no TPU. Otherwise it falls back
-to Keras. Fused layers are training-time classes: a saved model holds Keras's own layers
+steps keep the states and output zeros (`zero_output_for_mask`, which Bidirectional sets);
+forward or backward in time; no dropout inside the cell; a cell its kind's gates cover
+(default activations, GRU `reset_after`); biases; no GPU (where cuDNN is faster) and no TPU.
+Otherwise it falls back to Keras. Fused layers are training-time classes: a saved model holds Keras's own layers
 (`textgen.models.cells.stand_ins` and `textgen.saving`).
 """
 

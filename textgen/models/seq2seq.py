@@ -110,8 +110,7 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
     kind = cells.get(config.cell)  # keras LSTM / GRU (or their fused twins): their defaults keep cuDNN open
 
     def recurrent(name, return_state=False, fused=False):
-        layer_class = kind.fused_class if fused and kind.fused_class else kind.layer_class
-        return layer_class(config.units, return_sequences=True, return_state=return_state, name=name)
+        return kind.build_layer(config.units, name=name, return_state=return_state, fused=fused)
 
     def dropouts(side, n):
         return [keras.layers.Dropout(config.dropout, name=f"{side}_dropout_{i + 1}")

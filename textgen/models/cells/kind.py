@@ -79,17 +79,18 @@ class CellKind:
         return self.cell_class(units, kernel_regularizer=penalty, recurrent_regularizer=penalty)
 
     def build_layer(self, units: int, *, name: str, penalty=None, return_sequences: bool = True,
-                    fused: bool = False):
+                    return_state: bool = False, fused: bool = False):
         """The recurrent layer of this kind; `fused` asks for the training twin where there is one.
 
         Options stay at the values for which Keras picks cuDNN on a GPU (tanh and sigmoid,
         no recurrent dropout, no unroll, biases).
         """
         if self.layer_class is None:
-            return keras.layers.RNN(self.make_cell(units, penalty), return_sequences=return_sequences, name=name)
+            return keras.layers.RNN(self.make_cell(units, penalty), return_sequences=return_sequences,
+                                    return_state=return_state, name=name)
         layer_class = self.fused_class if fused and self.fused_class else self.layer_class
-        return layer_class(units, name=name, return_sequences=return_sequences, kernel_regularizer=penalty,
-                           recurrent_regularizer=penalty)
+        return layer_class(units, name=name, return_sequences=return_sequences, return_state=return_state,
+                           kernel_regularizer=penalty, recurrent_regularizer=penalty)
 
     # ------------------------------------------------------------------ what the gates cover
 
