@@ -23,12 +23,12 @@ Run it on an otherwise idle machine (see `uptime`).
 from __future__ import annotations
 
 import argparse
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from bench_generate import best_time
 from bench_train import BATCH, CORPUS, EMBED, SEQ, UNITS, load
 from textgen.config.loading import load_config
 from textgen.data.corpus import stream_corpus
@@ -39,16 +39,14 @@ from textgen.training.distribute import cpu_has_native_bf16, cpu_model
 
 
 def best_ms(function, rounds: int, calls: int = 30) -> float:
-    """Milliseconds per call of `function`, the best of `rounds` rounds after two warm-up calls."""
-    function(), function()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
+    """Milliseconds per call of `function`: rounds of `calls` calls, the best of `rounds` after a
+    warm-up round (bench_generate.best_time)."""
+    def round_of_calls():
         for _ in range(calls):
             result = function()
         float(tf.reduce_sum(tf.cast(tf.nest.flatten(result)[0], tf.float32)))  # wait for the last call
-        best = min(best, (time.perf_counter() - start) / calls * 1000)
-    return best
+
+    return best_time(round_of_calls, rounds) / calls * 1000
 
 
 def step_functions(model, dtype) -> dict:

@@ -193,6 +193,7 @@ def test_fused_kernels_train_the_same_function_and_save_as_keras_layers(cell, mo
     fused = build_seq2seq(config, SOURCE, TARGET, fused_kernels=True)
     fused.set_weights([w * 2 for w in plain.get_weights()])  # larger weights: saturated gates count too
     plain.set_weights(fused.get_weights())
+
     def recurrent_classes(model):
         parts = Seq2SeqParts.of(model)
         return [type(layer) for wrapper in parts.encoder for layer in (wrapper.forward_layer, wrapper.backward_layer)

@@ -119,11 +119,11 @@ def _make_parts(config: ModelConfig, source_vocab: int, target_vocab: int, sourc
     encoder = []
     for i in range(config.layers):
         last = i == config.layers - 1
-        if not config.bidirectional:
+        if config.bidirectional:
+            layer = recurrent(f"encoder_{i + 1}_forward", last, fused=fused_kernels)
+            encoder.append(bidirectional(layer, name=f"encoder_{i + 1}"))
+        else:  # its mask would repeat the last output over the padding: Keras's layer (build_seq2seq)
             encoder.append(recurrent(f"encoder_{i + 1}", last))
-            continue
-        encoder.append(bidirectional(recurrent(f"encoder_{i + 1}_forward", last, fused=fused_kernels),
-                                     name=f"encoder_{i + 1}"))
     n_states = 2 if config.cell == "lstm" else 1
     bridge = [keras.layers.Dense(config.units, activation="tanh", name=f"bridge_{i + 1}")
               for i in range(n_states)] if config.bidirectional else []
