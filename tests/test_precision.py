@@ -34,8 +34,12 @@ def gradients(layer, x, initial_state=None):
 
 
 @pytest.mark.parametrize("keras_class, fused_class", [(keras.layers.LSTM, FusedLSTM), (keras.layers.GRU, FusedGRU)])
-@pytest.mark.parametrize("return_sequences", [True, False])
-def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, return_sequences):
+@pytest.mark.parametrize("return_sequences, groups", [(True, 1), (False, 1), (True, 2), (False, 3)])
+def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, return_sequences, groups, monkeypatch):
+    """In one loop, or in groups of rows (of 1 and 2 rows, or 1 each) run as separate loops."""
+    from textgen.models import fused_rnn
+
+    monkeypatch.setattr(fused_rnn, "row_groups", lambda batch: groups)
     keras.utils.set_random_seed(3)
     plain, fused = keras_class(16, return_sequences=return_sequences), fused_class(16, return_sequences=return_sequences)
     x = tf.random.normal((3, 9, 5))
@@ -80,12 +84,15 @@ def test_fused_kernels_fall_back_to_keras_where_they_would_differ(monkeypatch):
 
 
 @pytest.mark.parametrize("keras_class, fused_class", [(keras.layers.LSTM, FusedLSTM), (keras.layers.GRU, FusedGRU)])
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_fused_kernels_follow_a_mask_as_bidirectional_layers_do(keras_class, fused_class, go_backwards, monkeypatch):
+@pytest.mark.parametrize("go_backwards, groups", [(False, 1), (True, 1), (True, 2)])
+def test_fused_kernels_follow_a_mask_as_bidirectional_layers_do(keras_class, fused_class, go_backwards, groups,
+                                                               monkeypatch):
     """With zero_output_for_mask (Bidirectional sets it) masked steps keep the states and output
-    zeros; masks that start, end and break off mid-row, run either way in time."""
+    zeros; masks that start, end and break off mid-row, run either way in time, in one loop or
+    in two groups of rows."""
     from textgen.models import fused_rnn
 
+    monkeypatch.setattr(fused_rnn, "row_groups", lambda batch: groups)
     keras.utils.set_random_seed(6)
     options = {"return_sequences": True, "return_state": True, "go_backwards": go_backwards}
     plain, fused = keras_class(6, **options), fused_class(6, **options)
@@ -110,14 +117,25 @@ def test_fused_kernels_follow_a_mask_as_bidirectional_layers_do(keras_class, fus
         return outputs, tape.gradient(loss, [x, *initial, *layer.trainable_weights])
 
     y_fused, g_fused = outputs_and_gradients(fused)
-    assert len(runs) == 1
+    assert len(runs) == groups
     y_plain, g_plain = outputs_and_gradients(plain)
     in_order = mask[:, ::-1] if go_backwards else mask  # backwards, the outputs come last step first
-    assert len(runs) == 1 and not np.any(y_fused[0].numpy()[~in_order])  # zeros where masked
+    assert len(runs) == groups and not np.any(y_fused[0].numpy()[~in_order])  # zeros where masked
     for a, b in zip(y_fused, y_plain):
         np.testing.assert_allclose(a, b, atol=1e-5)
     for a, b in zip(g_fused, g_plain):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_a_batch_runs_in_a_group_of_rows_per_core(monkeypatch):
+    from textgen.models import fused_rnn
+
+    monkeypatch.setattr(fused_rnn.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [fused_rnn.row_groups(b) for b in (None, 1, 31, 32, 64, 512)] == [1, 1, 1, 2, 2, 2]
+    monkeypatch.setattr(fused_rnn.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert [fused_rnn.row_groups(b) for b in (16, 64, 100, 128, 512)] == [1, 4, 6, 8, 8]
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
+    assert fused_rnn.row_groups(512) == 1  # a process held to one thread runs one loop
 
 
 def test_fused_kernels_under_mixed_bfloat16_stay_close_to_float32():

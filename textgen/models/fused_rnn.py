@@ -36,6 +36,7 @@ Otherwise it falls back to Keras. Fused layers are training-time classes: a save
 from __future__ import annotations
 
 import functools
+import os
 
 import keras
 import tensorflow as tf
@@ -164,6 +165,43 @@ def run_sequence(kind, x, initial_states, packed, mask=None):
     return outputs, last
 
 
+# Fewest rows a group of `run_in_groups` takes. Groups of 16 and 32 rows ran faster than one
+# group of 32 and 64 on the 2-core EPYC BF16 (docs/benchmarks.md); fewer rows were not tried
+# as a default, and on CPUs of more cores a batch of 64 makes at most 4 groups.
+MIN_GROUP_ROWS = 16
+
+
+def row_groups(batch: int | None) -> int:
+    """How many groups of rows `run_in_groups` runs a batch of `batch` rows in: one per core this
+    process may use, of at least MIN_GROUP_ROWS rows each; one where the batch size is unknown."""
+    if not batch:
+        return 1
+    cores = tf.config.threading.get_intra_op_parallelism_threads()
+    if not cores:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, batch // MIN_GROUP_ROWS))
+
+
+def run_in_groups(kind, x, initial_states, packed, mask=None, groups=1):
+    """`run_sequence` over `groups` groups of the batch's rows, concatenated as one run's results.
+
+    A time step's work is too small to spread over cores: the recurrent product of 64 rows
+    takes as long on one thread as on two, and the gates' element-wise work runs faster on
+    one. Rows never mix, so groups of rows are independent loops, which TensorFlow's executor
+    runs at once on its inter-op threads, each on its own core.
+    """
+    if groups == 1:
+        return run_sequence(kind, x, initial_states, packed, mask)
+    batch = x.shape[1]
+    sizes = [batch // groups] * (groups - 1) + [batch - batch // groups * (groups - 1)]
+    xs = tf.split(x, sizes, axis=1)
+    states = zip(*[tf.split(s, sizes, axis=0) for s in initial_states])
+    masks = tf.split(mask, sizes, axis=1) if mask is not None else [None] * groups
+    runs = [run_sequence(kind, *group, packed, m) for group, m in zip(zip(xs, states), masks)]
+    outputs = tf.concat([out for out, _ in runs], axis=1)
+    return outputs, [tf.concat(parts, axis=0) for parts in zip(*[last for _, last in runs])]
+
+
 def _backward(kind, backward_step, x, inputs, hs, saved, d_outputs, d_last, states, x_kernel, h_kernel,
               biases, mask=None):
     """The gradients of `run_sequence`'s inputs: a loop back through time for the gates and the
@@ -247,5 +285,5 @@ class FusedRecurrent:
         if self.go_backwards:  # as Keras's loop: the steps run last to first, outputs in that order
             x = tf.reverse(x, [0])
             mask = None if mask is None else tf.reverse(mask, [0])
-        outputs, last = run_sequence(kind, x, states, kind.pack(cell), mask)
+        outputs, last = run_in_groups(kind, x, states, kind.pack(cell), mask, row_groups(x.shape[1]))
         return (last[0] if mask is None else outputs[-1]), tf.transpose(outputs, [1, 0, 2]), last
