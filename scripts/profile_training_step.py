@@ -9,7 +9,9 @@ else float32). Timed, each as its own compiled function, best of three rounds:
 
   step          forward, backward and Adam (what `textgen train` runs per batch)
   parts         the forward pass; forward and backward; the LSTM forward, and forward and
-                backward; the head and loss forward and backward; Adam's update alone
+                backward; the fused kernel's loops forward and backward, in one group of
+                rows and in the layer's one group per core (fused_rnn.row_groups); the head
+                and loss forward and backward; Adam's update alone
   per time step the LSTM's recurrent product (64 x 512 @ 512 x 2048) and its element-wise
                 gate work (textgen.models.fused_rnn's forward step), each in a loop of 40
 
@@ -62,6 +64,8 @@ def step_functions(model, dtype) -> dict:
     embedded = tf.cast(tf.random.normal([BATCH, SEQ, EMBED]), dtype)
     hidden = tf.cast(tf.random.normal([BATCH, SEQ, UNITS]), dtype)
     zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    kind, time_major = cells.get("lstm"), tf.transpose(embedded, [1, 0, 2])
+    states = [tf.zeros([BATCH, UNITS]), tf.zeros([BATCH, UNITS])]
 
     def gradients(loss_of, sources):
         with tf.GradientTape() as tape:
@@ -74,6 +78,12 @@ def step_functions(model, dtype) -> dict:
         grads = gradients(lambda: loss_fn(y, model(x, training=True)), model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return grads[0]
+
+    def loops(groups):
+        """The fused kernel's loops over the batch in `groups` groups of rows (the layer takes
+        fused_rnn.row_groups: one loop per core)."""
+        outputs, _ = fused_rnn.run_in_groups(kind, time_major, states, kind.pack(lstm.cell), None, groups)
+        return tf.reduce_sum(tf.cast(outputs, tf.float32)) * 1e-3
 
     def adam():
         optimizer.apply_gradients(zip(zeros, model.trainable_variables))
@@ -88,6 +98,9 @@ def step_functions(model, dtype) -> dict:
         "LSTM forward and backward": lambda: gradients(
             lambda: tf.reduce_sum(tf.cast(lstm(embedded, training=True), tf.float32)) * 1e-3,
             [embedded, *lstm.trainable_variables]),
+        **{f"LSTM loops forward and backward, {groups} group{'s' * (groups > 1)} of rows": (
+            lambda groups=groups: gradients(lambda: loops(groups), [time_major, *lstm.trainable_variables]))
+           for groups in sorted({1, fused_rnn.row_groups(BATCH)})},
         "head and loss, forward and backward": lambda: gradients(lambda: loss_fn(y, head(hidden)),
                                                                  [hidden, *head.trainable_variables]),
         "Adam's update": adam,
@@ -133,12 +146,12 @@ def main() -> None:
 
     times = {name: best_ms(function, args.rounds) for name, function in step_functions(model, dtype).items()}
     step = times["step: forward, backward, Adam"]
-    print(f"\n{'part of a training step (batch 64 x 40)':44s} {'ms':>8s} {'of the step':>12s}")
+    print(f"\n{'part of a training step (batch 64 x 40)':52s} {'ms':>8s} {'of the step':>12s}")
     for name, ms in times.items():
-        print(f"{name:44s} {ms:8.2f} {ms / step:12.0%}")
-    print(f"\n{'one LSTM time step, forward (batch 64)':44s} {'us':>8s}")
+        print(f"{name:52s} {ms:8.2f} {ms / step:12.0%}")
+    print(f"\n{'one LSTM time step, forward (batch 64)':52s} {'us':>8s}")
     for name, function in time_step_functions(dtype).items():
-        print(f"{name:44s} {best_ms(function, args.rounds, calls=10) / SEQ * 1000:8.0f}")
+        print(f"{name:52s} {best_ms(function, args.rounds, calls=10) / SEQ * 1000:8.0f}")
     print(f"\nload average {load():.2f} after")
 
 
