@@ -21,7 +21,9 @@ kernel. `run_sequence` does on a CPU what cuDNN does, for the gates of a cell ki
   and the casts between float32 and the products' dtype) is one XLA-compiled function, a
   few fused loops instead of some thirty separate TensorFlow ops; in float32, with no casts
   to fuse, the same arithmetic runs as plain TensorFlow ops, which measured faster there
-  (`_for_dtype`).
+  (`_for_dtype`);
+- a batch of known size runs as one loop per core, each over its own group of rows
+  (`run_in_groups`): a time step is too small to share between cores, its rows are not.
 
 A fused layer (`FusedRecurrent` mixed into Keras's layer class, e.g. the LSTM kind's
 FusedLSTM) has Keras's weights, configuration and results (to float32 rounding); it takes
