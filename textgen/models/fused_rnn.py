@@ -23,7 +23,7 @@ kernel. `run_sequence` does on a CPU what cuDNN does, for the gates of a cell ki
   to fuse, the same arithmetic runs as plain TensorFlow ops, which measured faster there
   (`_for_dtype`);
 - a batch of known size runs as one loop per core, each over its own group of rows
-  (`run_in_groups`): a time step is too small to share between cores, its rows are not.
+  (`run_in_groups`): one loop leaves the cores idle while its gates run, two fill that time.
 
 A fused layer (`FusedRecurrent` mixed into Keras's layer class, e.g. the LSTM kind's
 FusedLSTM) has Keras's weights, configuration and results (to float32 rounding); it takes
@@ -187,10 +187,11 @@ def row_groups(batch: int | None) -> int:
 def run_in_groups(kind, x, initial_states, packed, mask=None, groups=1):
     """`run_sequence` over `groups` groups of the batch's rows, concatenated as one run's results.
 
-    A time step's work is too small to spread over cores: the recurrent product of 64 rows
-    takes as long on one thread as on two, and the gates' element-wise work runs faster on
-    one. Rows never mix, so groups of rows are independent loops, which TensorFlow's executor
-    runs at once on its inter-op threads, each on its own core.
+    Each time step waits for the one before, and its gates' element-wise work runs no faster
+    on two cores than on one (docs/benchmarks.md, the training step's profile), so a single
+    loop leaves cores idle. Rows never mix, so groups of rows are independent loops, which
+    TensorFlow's executor runs side by side: one loop's products fill the time another
+    spends on its gates.
     """
     if groups == 1:
         return run_sequence(kind, x, initial_states, packed, mask)
