@@ -40,6 +40,8 @@ def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, ret
     from textgen.models import fused_rnn
 
     monkeypatch.setattr(fused_rnn, "row_groups", lambda batch: groups)
+    runs, run_sequence = [], fused_rnn.run_sequence
+    monkeypatch.setattr(fused_rnn, "run_sequence", lambda *args: runs.append(1) or run_sequence(*args))
     keras.utils.set_random_seed(3)
     plain, fused = keras_class(16, return_sequences=return_sequences), fused_class(16, return_sequences=return_sequences)
     x = tf.random.normal((3, 9, 5))
@@ -49,7 +51,9 @@ def test_fused_kernels_compute_what_keras_computes(keras_class, fused_class, ret
     states = 2 if keras_class is keras.layers.LSTM else 1
     initial = [tf.random.normal((3, 16)) for _ in range(states)]
     y_plain, g_plain = gradients(plain, x, initial)
+    runs.clear()  # the calls that built the layers
     y_fused, g_fused = gradients(fused, x, initial)
+    assert len(runs) == groups
     np.testing.assert_allclose(y_fused, y_plain, atol=1e-5)
     for a, b in zip(g_fused, g_plain):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
