@@ -200,7 +200,8 @@ def test_the_lock_goes_with_a_killed_process(tmp_path):
     run = tmp_path / "run"
     code = ("import sys, time; from textgen.training.rundir import RunDirectory\n"
             f"d = RunDirectory({str(run)!r}, 'holder').__enter__(); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # stderr away from the test run's terminal: the holder imports TensorFlow, which logs as it loads
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirectoryBusy, match=f"pid {holder.pid}: holder"):

@@ -8,11 +8,11 @@ import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ConfigSource
-from textgen.cli.quiet import progress_stream
+from textgen.cli.quiet import library, progress_stream
 from textgen.config import load_config
 
 
-@click.command(cls=LibraryCommand)
+@click.command(cls=LibraryCommand, checks_first=True)
 @click.option("--config", "config_path", type=ConfigSource(), default=None, metavar="PRESET|FILE",
               help="A preset's name (textgen presets lists them), a YAML config file or - for stdin, as for "
                    "textgen train; keys left out take their defaults.")
@@ -31,12 +31,13 @@ def prepare(config_path, overrides, output):
     with the same config and output reuses it instead of encoding again (train also
     prepares by itself when there is no current cache).
     """
-    from textgen.data.prepare import describe_cache
-    from textgen.training.train import prepare as prepare_run
-
     if output:
         overrides = (*overrides, f"output.dir={json.dumps(output)}")
     config = load_config(config_path, overrides, check_corpus=True)
+    library()  # after the config and corpus checks, as textgen train
+    from textgen.data.prepare import describe_cache
+    from textgen.training.train import prepare as prepare_run
+
     prepared = prepare_run(config, progress=progress_stream())
     click.echo(describe_cache(prepared))
     noun = "characters" if prepared.tokenizer.level == "char" else "tokens"

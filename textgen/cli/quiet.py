@@ -56,6 +56,14 @@ def progress_stream(*, logs: bool = True) -> TextIO | None:
     return sys.stderr
 
 
+def library() -> None:
+    """Load TensorFlow for the running command, quietly unless it was given --verbose (for the
+    commands that check their inputs first: textgen.cli.command.LibraryCommand)."""
+    ctx = click.get_current_context(silent=True)
+    flags = ctx.find_object(dict) if ctx is not None else None
+    load_library(bool(flags and flags.get("verbose")))
+
+
 def load_library(verbose: bool) -> None:
     """Import TensorFlow and textgen's Keras objects, quietly unless `verbose`."""
     if "tensorflow" not in sys.modules:

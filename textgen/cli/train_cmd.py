@@ -11,7 +11,7 @@ import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import ConfigSource, ModelFile
-from textgen.cli.quiet import notes, progress_stream, quiet
+from textgen.cli.quiet import library, notes, progress_stream, quiet
 from textgen.config import Config, load_config
 from textgen.errors import TextgenError
 
@@ -32,7 +32,7 @@ def saved_run_config(run_dir: Path) -> dict | None:
     return saved if isinstance(saved, dict) else None
 
 
-@click.command(cls=LibraryCommand)
+@click.command(cls=LibraryCommand, checks_first=True)
 @click.option("--config", "config_path", type=ConfigSource(), default=None, metavar="PRESET|FILE",
               help="A preset's name (quick, shakespeare-fast: textgen presets lists them), a YAML config file, or "
                    "- to read one from stdin; a file of that name in the working directory wins over a preset. "
@@ -63,9 +63,6 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
     training.checkpoint_every steps. Ctrl-C stops after the current step and saves, so the
     run can continue with --resume. With --quiet only the saved model's path is printed.
     """
-    from textgen.training.train import TrainingInterrupted
-    from textgen.training.train import train as run_training
-
     if resume and init_from:
         raise click.UsageError("--init-from starts a new run from a saved model and --resume continues an "
                                "unfinished run; pass only one")
@@ -83,8 +80,13 @@ def train(config_path, overrides, output, overwrite, resume, init_from):
         if own.exists():
             config_path = str(own)
         else:
+            library()
             base = saved_run_config(run_dir)
     config = load_config(config_path, overrides, base=base, check_corpus=True)
+    library()  # after the config and corpus checks, which need no TensorFlow and so answer at once
+    from textgen.training.train import TrainingInterrupted
+    from textgen.training.train import train as run_training
+
     echo = notes()
     echo("resolved config:")
     echo("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
