@@ -26,7 +26,8 @@ demo: $(STAMP)
 PARALLEL = -n auto --maxprocesses=4
 
 # `make test` is the suite without the tests marked slow (SIGKILL matrices, multi-process
-# training, long generation), which `make test-slow` runs; CI (.ci/run) runs both.
+# training, long generation, more fresh-process spellings of cases it covers once), which
+# `make test-slow` runs; CI (.ci/run) runs both.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow"
 

@@ -24,6 +24,10 @@ import pytest
 from conftest import terminal_signals, tiny_overrides
 from test_bad_input import build_files, gen, leftovers, snapshot, train_args
 
+# Further spellings of a case make test already covers (another path to stdout, /dev/stdin for -, another
+# damage to the same state file): each costs a process and TensorFlow's import, so they run with the slow tests.
+VARIANT = (pytest.mark.slow,)
+
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
 
 
@@ -111,7 +115,7 @@ INPUT_FILES = [
                 "pipe.fifo is not a regular file (a FIFO)"),
     ProcessCase("evaluate --text /dev/zero as utf-16-le",
                 lambda f, o: ["evaluate", "--model", f.model, "--text", "/dev/zero", "--encoding", "utf-16-le"], 2,
-                "text file /dev/zero is not a regular file (a character device)"),
+                "text file /dev/zero is not a regular file (a character device)", marks=VARIANT),
     ProcessCase("evaluate --text - with binary stdin", lambda f, o: ["evaluate", "--model", f.model, "--text", "-"], 1,
                 "the text on stdin looks binary", stdin=lambda f: b"text\x00with NUL bytes\n" * 10),
     ProcessCase("evaluate --text - with unknown characters",
@@ -168,18 +172,20 @@ OUTPUTS_AND_SIGNALS = [
     ProcessCase("--output /dev/stdout appended to a log", lambda f, o: [], 0, "",
                 shell=lambda f, o: kept_log(f, o, "--output", "/dev/stdout")),
     ProcessCase("--output - appended to a log", lambda f, o: [], 0, "",
-                shell=lambda f, o: kept_log(f, o, "--output", "-")),
+                shell=lambda f, o: kept_log(f, o, "--output", "-"), marks=VARIANT),
     ProcessCase("--output /proc/self/fd/1 appended to a log", lambda f, o: [], 0, "",
-                shell=lambda f, o: kept_log(f, o, "--output", "/proc/self/fd/1")),
+                shell=lambda f, o: kept_log(f, o, "--output", "/proc/self/fd/1"), marks=VARIANT),
     ProcessCase("--output /dev/fd/3 appended to a log", lambda f, o: [], 0, "",
-                shell=lambda f, o: kept_log(f, o, "--output", "/dev/fd/3", redirect="3>> {log} >/dev/null")),
+                shell=lambda f, o: kept_log(f, o, "--output", "/dev/fd/3", redirect="3>> {log} >/dev/null"),
+                marks=VARIANT),
     ProcessCase("--output /dev/stderr appended to a log", lambda f, o: [], 0, "",
-                shell=lambda f, o: kept_log(f, o, "--output", "/dev/stderr", redirect="2>> {log} >/dev/null")),
+                shell=lambda f, o: kept_log(f, o, "--output", "/dev/stderr", redirect="2>> {log} >/dev/null"),
+                marks=VARIANT),
     ProcessCase("--output the log that stdout appends to", lambda f, o: [], 0, "",
                 shell=lambda f, o: kept_log(f, o, "--output", o / "log.txt")),
     ProcessCase("--output a link to /dev/stdout", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"mkdir -p {o} && ln -s /dev/stdout {o / 'link'} && "
-                                   + kept_log(f, o, "--output", o / "link")),
+                                   + kept_log(f, o, "--output", o / "link"), marks=VARIANT),
     ProcessCase("seed with byte 0xff in argv", lambda f, o: gen(f, "--seed", b"ROMEO\xff"), 2,
                 "the seed is not UTF-8 (byte 0xff at character 5)"),
     ProcessCase("--stop with byte 0xfe in argv", lambda f, o: gen(f, "--seed", "a", "--stop", b"\xfe"), 2,
@@ -187,11 +193,11 @@ OUTPUTS_AND_SIGNALS = [
     ProcessCase("--seed-file - from a pipe", lambda f, o: gen(f, "--seed-file", "-", "--length", "5"), 0, "",
                 stdin=lambda f: b"ROMEO:"),
     ProcessCase("--seed-file /dev/stdin from a pipe", lambda f, o: gen(f, "--seed-file", "/dev/stdin", "--length", "5"),
-                0, "", stdin=lambda f: b"ROMEO:"),
+                0, "", stdin=lambda f: b"ROMEO:", marks=VARIANT),
     ProcessCase("--seed-file - from /dev/zero", lambda f, o: [], 2, "stdin holds more than 1 MiB",
                 shell=lambda f, o: f"{tg(*gen(f, '--seed-file', '-'))} < /dev/zero"),
     ProcessCase("--seed-file /dev/stdin from /dev/zero", lambda f, o: [], 2, "holds more than 1 MiB",
-                shell=lambda f, o: f"{tg(*gen(f, '--seed-file', '/dev/stdin'))} < /dev/zero"),
+                shell=lambda f, o: f"{tg(*gen(f, '--seed-file', '/dev/stdin'))} < /dev/zero", marks=VARIANT),
     ProcessCase("--seed-file - not UTF-8", lambda f, o: gen(f, "--seed-file", "-"), 2,
                 "stdin is not UTF-8 (byte 0xff at offset 5)", stdin=lambda f: b"ROMEO\xff"),
     ProcessCase("--seed-file a FIFO nobody writes", lambda f, o: gen(f, "--seed-file", f.fifo), 2,
@@ -209,9 +215,9 @@ DISK_AND_CACHE = [
                 1, 'checkpoint/state.json is damaged (global_step is "52", not a whole number)'),
     ProcessCase("--resume with state.json a list", lambda f, o: [*train_args(f, f.state_list), "--resume"], 1,
                 "state.json is damaged (it holds list, not a mapping); the checkpoint cannot be resumed, "
-                "start again with --overwrite"),
+                "start again with --overwrite", marks=VARIANT),
     ProcessCase("--resume with the recorder missing", lambda f, o: [*train_args(f, f.state_no_recorder), "--resume"],
-                1, "is damaged (recorder is missing)"),
+                1, "is damaged (recorder is missing)", marks=VARIANT),
     ProcessCase("generate from a vocabulary shorter than the network",
                 lambda f, o: ["generate", "--model", str(f.vocabulary_short), "--seed", "a", "--length", "50"],
                 1, "its vocabulary has 53 tokens but the network reads 58"),

@@ -61,6 +61,7 @@ def losses(history):
     return [(row["loss"], row["val_loss"]) for row in history]
 
 
+@pytest.mark.slow  # a fresh process that trains twice, on one device and on two
 def test_mirrored_over_two_cpus_trains_like_one_device(small_corpus, tmp_path):
     overrides = tiny_overrides(small_corpus, tmp_path / "unused", **SETTINGS)
     out = result_of(run_python(MIRRORED, json.dumps(overrides), str(tmp_path)))

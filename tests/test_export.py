@@ -135,6 +135,7 @@ def pretrained_export(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # TensorFlow's own command, a fresh process
 def test_saved_model_cli_lists_the_signature_and_runs_it(pretrained_export):
     shown = subprocess.run([str(SAVED_MODEL_CLI), "show", "--dir", str(pretrained_export), "--all"],
                            capture_output=True, text=True, timeout=300)

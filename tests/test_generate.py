@@ -155,6 +155,7 @@ def test_same_random_seed_same_text_different_seed_different_text(trained_model)
                                                                                          temperature=1.0)
 
 
+@pytest.mark.slow  # three fresh processes
 def test_same_random_seed_same_text_in_other_processes(trained_model):
     batch = max(BFLOAT16_MIN_BATCH, 2)  # large enough for the bfloat16 path where the CPU has it
     code = ("import textgen; g = textgen.load(%r); "

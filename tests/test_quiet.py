@@ -73,6 +73,7 @@ def test_quiet_generate_prints_only_the_text(quiet_training):
     assert quiet.stderr == "" and quiet.stdout == loud.stdout and quiet.stdout.startswith("the zyzzyva")
 
 
+@pytest.mark.slow  # a fresh process; train and generate's quiet runs stay in make test
 def test_quiet_prepare_shows_no_progress(small_corpus, tmp_path):
     loud = textgen("prepare", *sets(tiny_overrides(small_corpus, tmp_path / "loud")))
     quiet = textgen("prepare", "--quiet", *sets(tiny_overrides(small_corpus, tmp_path / "quiet")))
@@ -113,6 +114,7 @@ def run_with_stderr_on_a_terminal(*args) -> tuple[int, str, str]:
     return process.returncode, out, shown.decode("utf-8", "replace")
 
 
+@pytest.mark.slow  # a fresh process; train and generate's quiet runs stay in make test
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_quiet_evaluate_shows_no_progress_even_on_a_terminal(trained_model, small_corpus):
     args = ["evaluate", "--model", trained_model, "--text", small_corpus]
@@ -129,6 +131,7 @@ def test_quiet_keeps_errors(trained_model, tmp_path):
     assert result.stderr.startswith("Error: the directory of --output") and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow  # a fresh process; train and generate's quiet runs stay in make test
 def test_quiet_interactive_leaves_out_the_help_line(trained_model):
     args = ["generate", "--model", trained_model, "--seed", "ab", "--interactive", "--length", "3"]
     loud, quiet = textgen(*args, input="1\nq\n"), textgen(*args, "-q", input="1\nq\n")

@@ -309,6 +309,7 @@ def child_server(trained_model, tmp_path):
         process.stderr.close()
 
 
+@pytest.mark.slow  # a server process and 400 malformed requests
 def test_malformed_requests_leave_the_server_answering_with_flat_memory(child_server):
     process, port = child_server
 

@@ -54,8 +54,8 @@ class LibraryCommand(TextgenCommand):
     So `--help`, `--version` and usage errors never wait for that import, and a Ctrl-C during
     it ends the command quietly rather than with a traceback. A command made with
     `checks_first=True` loads them itself (`textgen.cli.quiet.library()`) once the checks that
-    need no TensorFlow have passed: a wrong config or corpus path is then answered in a
-    fraction of a second instead of after the import's several.
+    need no TensorFlow have passed: a wrong config path or clashing flags are then answered in
+    a fraction of a second instead of after the import's several.
     """
 
     def __init__(self, *args, checks_first: bool = False, **kwargs):

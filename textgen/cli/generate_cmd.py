@@ -14,7 +14,7 @@ import click
 from textgen.cli.command import LibraryCommand
 from textgen.cli.output_target import output_target, write_output
 from textgen.cli.params import model_option
-from textgen.cli.quiet import note
+from textgen.cli.quiet import library, note
 
 SEED_FILE_LIMIT = 1 << 20  # bytes: far more than any seed, far less than a file read by mistake
 
@@ -86,7 +86,7 @@ def _is_stdin(path: str) -> bool:
         return False
 
 
-@click.command(cls=LibraryCommand)
+@click.command(cls=LibraryCommand, checks_first=True)
 @model_option()
 @click.option("--seed", callback=_normalised_seed,
               help="Text to start from; printed before the generated text. Line ends and a byte-order mark "
@@ -173,6 +173,7 @@ def generate(model_path, seed, seed_file, input_file, length, temperature, top_k
                          "already writes; give --output a file")
     if seed_file is not None:
         seed = _read_seed_file(seed_file)
+    library()  # after the checks of the flags, the output and the seed file, which need no TensorFlow
     if seq2seq:
         clashing = [name for name, given in (
             ("--interactive", interactive), ("--num-samples", num_samples != 1), ("--stop", bool(stop)),
