@@ -25,7 +25,8 @@ from conftest import terminal_signals, tiny_overrides
 from test_bad_input import build_files, gen, leftovers, snapshot, train_args
 
 # Further spellings of a case make test already covers (another path to stdout, /dev/stdin for -, another
-# damage to the same state file): each costs a process and TensorFlow's import, so they run with the slow tests.
+# damage to the same state file, prepare for train): each costs a process and TensorFlow's import, so they
+# run with the slow tests.
 VARIANT = (pytest.mark.slow,)
 
 LIMIT = 60  # seconds: far more than any answer needs (TensorFlow's import takes a few), far less than a hang
@@ -103,14 +104,15 @@ INPUT_FILES = [
                 "corpus path /dev/zero is not a regular file (a character device)"),
     ProcessCase("corpus /dev/zero read as utf-16-le",
                 lambda f, o: train_args(f, o, **{"corpus.paths": "['/dev/zero']", "corpus.encoding": "utf-16-le"}), 2,
-                "corpus path /dev/zero is not a regular file (a character device)"),
+                "corpus path /dev/zero is not a regular file (a character device)", marks=VARIANT),
     ProcessCase("prepare a FIFO corpus", lambda f, o: ["prepare", "--set", f"corpus.paths=['{f.fifo}']",
-                                                         "--output", o], 2, "is not a regular file (a FIFO)"),
+                                                         "--output", o], 2, "is not a regular file (a FIFO)",
+                marks=VARIANT),
     ProcessCase("corpus directory holding only a FIFO",
                 lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.fifo_dir}']"}), 1, "holds no text files"),
     ProcessCase("corpus glob matching only a FIFO",
                 lambda f, o: train_args(f, o, **{"corpus.paths": f"['{f.fifo_dir}/*.txt']"}), 1,
-                "matches no regular files"),
+                "matches no regular files", marks=VARIANT),
     ProcessCase("evaluate --text is a FIFO", lambda f, o: ["evaluate", "--model", f.model, "--text", f.fifo], 2,
                 "pipe.fifo is not a regular file (a FIFO)"),
     ProcessCase("evaluate --text /dev/zero as utf-16-le",
@@ -166,7 +168,7 @@ OUTPUTS_AND_SIGNALS = [
                 shell=lambda f, o: f"{tg('info', f.model)} >&- 2>&-"),
     ProcessCase("evaluate with stderr closed", lambda f, o: [], 0, "",
                 shell=lambda f, o: f"{tg('evaluate', '--model', f.model, '--text', f.text)} 2>&- "
-                                   "| grep perplexity >/dev/null"),
+                                   "| grep perplexity >/dev/null", marks=VARIANT),
     ProcessCase("a usage error with stderr closed", lambda f, o: [], 2, "",
                 shell=lambda f, o: f"{tg(*gen(f, '--seed', ''))} 2>&-"),
     ProcessCase("--output /dev/stdout appended to a log", lambda f, o: [], 0, "",

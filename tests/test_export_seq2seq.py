@@ -94,6 +94,7 @@ def test_an_exported_char_model_translates_as_the_translator(tmp_path):
         _texts(loaded, ["abc"], temperature=0.5, random_seed=-1)
 
 
+@pytest.mark.slow  # the char model's export above covers the command; this adds word tokens
 def test_the_export_command_writes_a_word_model_that_translates_as_the_translator(tmp_path):
     """Word targets are laid out with spaces by the tokenizer's in-graph twin, as `decode` lays them out."""
     model = word_model()

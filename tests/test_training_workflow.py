@@ -67,7 +67,7 @@ def uninterrupted(small_corpus, tmp_path_factory):
 # --------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("level", ["char", pytest.param("word", marks=pytest.mark.slow)])  # word: more of the same
 def test_resume_mid_epoch_ends_where_an_uninterrupted_run_does(level, small_corpus, uninterrupted, tmp_path,
                                                                monkeypatch, capsys):
     settings = {"training.epochs": 3, "tokenizer.level": level}

@@ -64,6 +64,7 @@ def test_a_seed_ending_in_a_space_is_continued_with_one_space(word_run):
     assert spaced == (plain[1:] if plain.startswith(" ") else plain)
 
 
+@pytest.mark.slow  # a fresh process; the tests above generate words from the same file in-process
 def test_fresh_process_loads_the_file_and_generates_words(word_run, tmp_path):
     model_path = word_run[0]
     cmd = [sys.executable, "-m", "textgen", "generate", "--model", str(model_path), "--seed", SEED,
