@@ -51,14 +51,15 @@ def textgen_process(*args, python_options=()):
 def test_help_usage_errors_and_wrong_paths_do_not_wait_for_tensorflow(tmp_path):
     """The command imports TensorFlow only once a command has parsed its arguments; train and
     prepare only once their config and corpus paths have been checked, generate once its flags
-    and seed file have. (With --verbose, so the import is not hidden with the rest of
-    TensorFlow's start-up output.)"""
+    and seed file have, evaluate once its text file has. (With --verbose, so the import is not
+    hidden with the rest of TensorFlow's start-up output.)"""
     missing = f"corpus.paths=['{tmp_path / 'missing.txt'}']"
     for args, code in ((["train", "--help"], 0), (["--version"], 0), (["generate", "--temperature", "x"], 2),
                        (["train", "--config", "/dev/zero", "--output", tmp_path / "a"], 2),
                        (["train", "--config", tmp_path / "none.yaml", "--output", tmp_path / "b"], 2),
                        (["prepare", "--set", missing, "--output", tmp_path / "c"], 2),
-                       (["generate", "--seed", "a", "--seed-file", tmp_path / "seed.txt"], 2)):
+                       (["generate", "--seed", "a", "--seed-file", tmp_path / "seed.txt"], 2),
+                       (["evaluate", "--text", tmp_path / "held_out.txt"], 2)):
         process = textgen_process("--verbose", *args, python_options=("-X", "importtime"))
         out, err = process.communicate(timeout=120)
         imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}

@@ -8,12 +8,12 @@ import click
 
 from textgen.cli.command import LibraryCommand
 from textgen.cli.params import TextEncoding, model_option
-from textgen.cli.quiet import progress_stream
+from textgen.cli.quiet import library, progress_stream
 from textgen.config import INT_LIMITS
 from textgen.config.schema import LABEL_SOURCES
 
 
-@click.command(cls=LibraryCommand)
+@click.command(cls=LibraryCommand, checks_first=True)
 @model_option()
 @click.option("--text", "text_path", type=click.Path(allow_dash=True),
               help="The held-out text file to score (text the model did not train on); - reads stdin. With "
@@ -72,9 +72,7 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, same_le
 
     A seq2seq model is scored on --pairs: its outputs against the targets.
     """
-    from textgen.data.progress import ReadProgress
-    from textgen.evaluation.evaluate import check_text_path, evaluate_file
-    from textgen.generation.generate import load_keras_model
+    from textgen.data.corpus import check_text_path
 
     if pairs_path or beam_width is not None or limit is not None or same_letters is not None:
         return _evaluate_pairs(model_path, pairs_path, beam_width, same_letters, limit, encoding, as_json,
@@ -88,7 +86,12 @@ def evaluate(model_path, text_path, config_name, pairs_path, beam_width, same_le
         return
     labelled = label_source not in (None, "none")
     if label_source == "none" or (label_source is None and not _is_folder(text_path)):
-        check_text_path(text_path)  # before the model loads: a wrong path is answered at once
+        check_text_path(text_path)  # before TensorFlow and the model load: a wrong path is answered at once
+    library()
+    from textgen.data.progress import ReadProgress
+    from textgen.evaluation.evaluate import evaluate_file
+    from textgen.generation.generate import load_keras_model
+
     if model_path is None:
         from textgen.pretrained import default_model_path
 
@@ -126,9 +129,6 @@ def _print_plain(result, model_path, text_path, skip_unknown, as_json) -> None:
 
 def _evaluate_pairs(model_path, pairs_path, beam_width, same_letters, limit, encoding, as_json,
                     language_model_input) -> None:
-    from textgen.evaluation.pairs_eval import describe_scores, evaluate_pairs
-    from textgen.generation.seq2seq import Translator
-
     if not pairs_path:
         raise click.UsageError("--beam-width, --same-letters/--any-letters and --limit go with --pairs, which "
                                "scores a seq2seq model")
@@ -136,6 +136,10 @@ def _evaluate_pairs(model_path, pairs_path, beam_width, same_letters, limit, enc
         raise click.UsageError("--pairs scores a seq2seq model, --text and --config a language model; give one")
     if model_path is None:
         raise click.UsageError("--pairs scores a seq2seq model; give it with --model")
+    library()
+    from textgen.evaluation.pairs_eval import describe_scores, evaluate_pairs
+    from textgen.generation.seq2seq import Translator
+
     translator = Translator.load(model_path, same_letters)
     scores = evaluate_pairs(translator, pairs_path, encoding=encoding, beam_width=beam_width, limit=limit)
     if as_json:
@@ -163,8 +167,6 @@ def _reads_as_labelled(model, text_path: str) -> bool:
 def _evaluate_config(model_path, config_name, as_json, batch_size, seq_length, skip_unknown, validation_split,
                      other_options) -> None:
     from textgen.config import load_config
-    from textgen.evaluation.labelled import evaluate_labelled
-    from textgen.generation.generate import load_keras_model
 
     if other_options:
         raise click.UsageError("--labels, --label-column and --text-column go with --text; --config's corpus "
@@ -173,6 +175,10 @@ def _evaluate_config(model_path, config_name, as_json, batch_size, seq_length, s
     if corpus.labels == "none":
         raise click.UsageError(f"the corpus of {config_name} has no labels (corpus.labels is none); score plain "
                                "text with --text")
+    library()
+    from textgen.evaluation.labelled import evaluate_labelled
+    from textgen.generation.generate import load_keras_model
+
     if model_path is None:
         from textgen.pretrained import default_model_path
 

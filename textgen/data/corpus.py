@@ -91,6 +91,17 @@ def check_regular_file(path: Path, what: str, info: os.stat_result | None = None
         raise UsageError(f"{what} {path} is not a regular file ({file_kind(info.st_mode)}); give a text file")
 
 
+def check_text_path(path: str | Path) -> None:
+    """A UsageError unless `path` is "-" (stdin) or a regular file: a missing text is a wrong
+    request (exit 2), as a missing config is; a FIFO would block and /dev/zero never ends."""
+    if str(path) == "-":
+        return
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"text file {path} does not exist; check the path")
+    check_regular_file(path, "text file")
+
+
 def _is_regular(path: Path) -> bool:
     try:
         return stat.S_ISREG(path.stat().st_mode)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.config import INT_LIMITS
-from textgen.data.corpus import check_regular_file, stream_corpus, stream_stdin
+from textgen.data.corpus import check_text_path, stream_corpus, stream_stdin
 from textgen.data.dataset import make_chunks
 from textgen.data.tokenizer import tokenizer_from_config
 from textgen.data.unknown import UnknownTokens
@@ -98,17 +98,6 @@ def evaluate_file(model: keras.Model, path: str | Path, *, encoding: str = "utf-
                       characters=text.characters, tokens=scored, unknown_tokens=unknown.count, loss=loss,
                       perplexity=perplexity(loss), bits_per_token=bits(loss),
                       bits_per_char=bits_per_char(total, predicted))
-
-
-def check_text_path(path: str | Path) -> None:
-    """A UsageError unless `path` is "-" (stdin) or a regular file: a missing text is a wrong
-    request (exit 2), as a missing config is; a FIFO would block and /dev/zero never ends."""
-    if str(path) == "-":
-        return
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"text file {path} does not exist; check the path")
-    check_regular_file(path, "text file")
 
 
 class _Reading:
