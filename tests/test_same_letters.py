@@ -17,7 +17,7 @@ from textgen.config.coerce import config_from_dict
 from textgen.data.pairs import END, RESERVED, START
 from textgen.data.tokenizer import SPECIAL_TOKENS, WordTokenizer
 from textgen.export.seq2seq_export import Seq2SeqModule
-from textgen.generation.constraints import token_key, vocabulary_keys
+from textgen.generation.constraints import TAIL_TOKENS, token_key, vocabulary_keys
 from textgen.generation.seq2seq import Translator, pad_rows, reference_greedy
 from textgen.models.builder import build_model
 from textgen.models.info import model_facts
@@ -120,6 +120,33 @@ def test_without_free_tokens_the_output_is_the_sources_writable_letters():
     for method in ("greedy", "sample", "beam"):
         assert translator.translate(sources, method=method, random_seed=1) == ["abdc", "", "d", ""]
     assert Translator(untrained).letters is None  # the card does not ask for the rule
+
+
+@pytest.mark.parametrize("method", ["sample", "beam"])
+def test_after_the_last_letter_a_few_closing_marks_then_the_end(method):
+    """An untrained decoder, biased to write letters while it may and never END, would write marks
+    to the length limit once the source's letters are written: the rule stops it after
+    TAIL_TOKENS of them."""
+    keras.utils.set_random_seed(4)
+    untrained = build_seq2seq(ModelConfig(type="seq2seq", cell="gru", units=8, embedding_dim=4), TOKENIZER,
+                              TOKENIZER, model_card=CARD)
+    dense = untrained.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    bias[END] = -30.0  # no END while anything else is allowed
+    bias[[i + RESERVED for i, ch in enumerate(CHARS) if ch.isalpha()]] += 5.0  # a letter whenever one is allowed
+    dense.set_weights([kernel, bias])
+    translator = Translator(untrained)
+    sources = ["ab", "dcba dd", "", "c"]
+    rows = translator.translate_ids(sources, method=method, beam_width=3, temperature=3.0, random_seed=2,
+                                    max_length=40)
+    for source, row in zip(sources, rows):
+        text = translator.detokenize(row)
+        assert letters(text) == letters(source)
+        tail = len(text) - len(text.rstrip(" !',."))  # after the last letter, or all of it with no letters
+        assert tail == TAIL_TOKENS, (source, text)  # ended by the rule, not by the 40-token limit
+    free = Translator(untrained, same_letters=False).translate_ids(sources, method=method, beam_width=3,
+                                                                   temperature=3.0, random_seed=2, max_length=40)
+    assert all(len(row) == 40 for row in free)  # without the rule: no END before the limit
 
 
 def test_a_word_model_writes_the_sources_words_in_any_case_with_free_punctuation():

@@ -9,7 +9,9 @@ tokens the decoder may write are
 - tokens without a letter or digit (punctuation, spaces, a word model's spacing markers),
   anywhere;
 - the token whose letters and digits, lower-cased, are the source's next ones;
-- END, once the source's letters and digits are all written.
+- END, once the source's letters and digits are all written. Before it come at most
+  TAIL_TOKENS letterless tokens (the closing marks: `.`, `?”`); a decoder that, with nothing
+  left to copy, keeps writing marks is made to stop there instead of at the length limit.
 
 Tokens are compared by their *key*: their letters and digits, lower-cased ("Mr." and "mr",
 "Bingley's" and "bingleys" share one), which works for character and word tokens alike; a word
@@ -18,7 +20,9 @@ token has cannot be written, and is skipped.
 
 The rule is a mask on the logits, so greedy, sampling and beam search all keep it, and it runs
 inside the compiled loops (`textgen.generation.seq2seq`): per row, a table of the source's keys
-and a position in it, advanced by every lettered token written.
+and a position in it, advanced by every lettered token written. Past the last key the table
+holds TAIL_TOKENS times DONE, then ENDS, and every token written there moves the position on:
+the position alone says how many closing marks are written, so the loops carry no other state.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from textgen.data.pairs import END, RESERVED
+from textgen.data.pairs import END, PAD, RESERVED
 
-__all__ = ["FREE", "SameLetters", "token_key", "vocabulary_keys"]
+__all__ = ["FREE", "TAIL_TOKENS", "SameLetters", "token_key", "vocabulary_keys"]
 
 FREE = -1  # the key of a token without letters or digits, and of the reserved marks
-DONE = -2  # the key expected once the source's letters are all written
+DONE = -2  # the key expected once the source's letters are all written: a closing mark or END
+ENDS = -3  # the key expected once TAIL_TOKENS closing marks are written: END only
+# The most letterless tokens after the last letter. The bundled books' sentences end with at
+# most 5 characters of marks after their last letter (`.’”`, `. ...`), nearly all with 1-2.
+TAIL_TOKENS = 6
 
 
 def token_key(token: str) -> str:
@@ -60,15 +68,17 @@ class SameLetters:
         self._is_end = tf.range(tf.shape(self.target_keys)[0]) == END
 
     def start(self, source_ids, copies: int = 1):
-        """(expected, position): expected (rows, S + 1) holds each row's lettered source keys in
-        order, then DONE; position (rows,) zeros. Rows repeated `copies` times, as the states."""
+        """(expected, position): expected (rows, S + TAIL_TOKENS + 1) holds each row's lettered
+        source keys in order, then TAIL_TOKENS times DONE, then ENDS (and ENDS to the end of the
+        row); position (rows,) zeros. Rows repeated `copies` times, as the states."""
         keys = tf.gather(self.source_keys, source_ids)
-        columns = tf.shape(keys)[1]
+        rows, columns = tf.shape(keys)[0], tf.shape(keys)[1]
         # The lettered keys first, in order: sort the positions with the FREE ones moved past the end.
         order = tf.argsort(tf.where(keys != FREE, 0, columns) + tf.range(columns)[None, :], axis=1, stable=True)
-        ordered = tf.gather(keys, order, batch_dims=1)
-        ordered = tf.where(ordered == FREE, DONE, ordered)
-        expected = tf.concat([ordered, tf.fill([tf.shape(keys)[0], 1], DONE)], axis=1)
+        ordered = tf.concat([tf.gather(keys, order, batch_dims=1), tf.fill([rows, TAIL_TOKENS + 1], FREE)], axis=1)
+        lettered = tf.reduce_sum(tf.cast(keys != FREE, tf.int32), axis=1, keepdims=True)
+        column = tf.range(columns + TAIL_TOKENS + 1)[None, :]
+        expected = tf.where(column < lettered, ordered, tf.where(column < lettered + TAIL_TOKENS, DONE, ENDS))
         if copies > 1:
             expected = tf.repeat(expected, copies, axis=0)
         return expected, tf.zeros([tf.shape(expected)[0]], tf.int32)
@@ -76,12 +86,15 @@ class SameLetters:
     def allowed(self, expected, position):
         """(rows, vocab) bool: the tokens each row may write next."""
         want = tf.gather(expected, position[:, None], batch_dims=1)  # (rows, 1)
-        allowed = (self.target_keys[None, :] == FREE) | (self.target_keys[None, :] == want)
-        return tf.where(self._is_end[None, :], want == DONE, allowed)
+        allowed = ((self.target_keys[None, :] == FREE) & (want != ENDS)) | (self.target_keys[None, :] == want)
+        return tf.where(self._is_end[None, :], want <= DONE, allowed)
 
-    def advance(self, position, token):
-        """The positions after writing `token` (rows,): one on for a lettered token."""
-        return position + tf.cast(tf.gather(self.target_keys, token) != FREE, tf.int32)
+    def advance(self, expected, position, token):
+        """The positions after writing `token` (rows,): one on for a lettered token, and for a
+        closing mark once the letters are written (END and the PAD of a finished row stay)."""
+        want = tf.gather(expected, position[:, None], batch_dims=1)[:, 0]
+        mark = (want == DONE) & (token != END) & (token != PAD)
+        return position + tf.cast((tf.gather(self.target_keys, token) != FREE) | mark, tf.int32)
 
     def mask(self, logits, expected, position):
         """`logits` with the tokens a row may not write at -inf."""

@@ -25,7 +25,7 @@ import tensorflow as tf
 from textgen.data.pairs import END, PAD, RESERVED, START
 from textgen.data.tokenizer import tokenizer_from_config
 from textgen.errors import UsageError
-from textgen.generation.constraints import SameLetters, vocabulary_keys
+from textgen.generation.constraints import TAIL_TOKENS, SameLetters, vocabulary_keys
 from textgen.generation.request import fresh_random_seed
 from textgen.generation.loops import MAX_RANDOM_SEED
 from textgen.generation.samplers import make_sampler, require_whole
@@ -257,7 +257,7 @@ def make_sample_loop(stepper: Seq2SeqStepper, banned, sampler, record: bool, let
                 logits = letters.mask(logits, expected, position)
             token = tf.where(done, PAD, sampler.next_token(logits, uniforms[t], values))
             if letters:
-                position = letters.advance(position, token)
+                position = letters.advance(expected, position, token)
             done = done | (token == END) | (t + 1 >= limits)
             return t + 1, token, states, position, done, out.write(t, token), seen
 
@@ -300,7 +300,7 @@ def make_beam_loop(stepper: Seq2SeqStepper, banned, letters: SameLetters | None 
             tokens, parents = tokens.write(t, token), parents.write(t, parent)
             token = tf.reshape(token, [-1])
             if letters:
-                position = letters.advance(tf.gather(position, flat), token)
+                position = letters.advance(expected, tf.gather(position, flat), token)
             done = tf.gather(done, flat) | (token == END) | (t + 1 >= beam_limits)
             return t + 1, token, states, position, tf.reshape(best, [-1]), done, tokens, parents
 
@@ -364,7 +364,11 @@ def reference_greedy(model: keras.Model, sources: list[str], max_length: int | N
             if translator.letters is not None:
                 written = sum(1 for token in prefix[1:] if target_keys[token])
                 want = source_keys[written] if written < len(source_keys) else None
-                allowed &= np.array([want is None if i == END else i >= RESERVED and target_keys[i] in ("", want)
+                lettered_at = [i for i, token in enumerate(prefix) if target_keys[token]]
+                marks = len(prefix) - 1 - (lettered_at[-1] if lettered_at else 0)  # written after the last letter
+                free = want is not None or marks < TAIL_TOKENS
+                allowed &= np.array([want is None if i == END else
+                                     i >= RESERVED and (target_keys[i] == want or (free and target_keys[i] == ""))
                                      for i in range(len(target_keys))])
             token = int(np.argmax(np.where(allowed, logits, -np.inf)))
             prefix.append(token)
